@@ -1,0 +1,535 @@
+"""The matching engine of one market: pure, deterministic, time passed in.
+
+``MatchingEngine.apply(command)`` takes one ``match.in`` command and returns the events it
+caused, stamped with the engine's producer id and consecutive sequence numbers. It
+publishes nothing and reads no clock: the same commands give the same events.
+
+Order semantics
+- Price-time priority. A taker trades at the maker's price.
+- LIMIT with GTC rests what it does not fill; IOC expires it; FOK fills completely or is
+  rejected (``FOK_NOT_FILLABLE``) with nothing changed; POST_ONLY is rejected
+  (``WOULD_CROSS``) if it would trade on arrival.
+- MARKET trades up to a protection price: the command's ``reference_price`` (risk's mark)
+  or, when that is 0, the best opposite price, moved by the market's price band; what is
+  left expires. A limit price outside the band around a non-zero ``reference_price`` is
+  rejected (``OUTSIDE_PRICE_BAND``); liquidation orders are exempt.
+- Reduce-only: the engine keeps every account's position in this market from its own
+  fills (every change of position comes from a fill, including backstop and ADL
+  transfers), and a reduce-only order never fills more than would bring that position to
+  zero at the moment of the fill. A reduce-only order with nothing to reduce is rejected
+  on arrival and closed (``REDUCE_ONLY``) when reached on the book.
+- Amend: a price change or a size increase loses time priority (and may trade, as a new
+  order would); a size decrease at the same price keeps it. A post-only order amended to
+  a crossing price is refused and stays as it was.
+- Self-trade prevention: the taker's mode decides. CANCEL_TAKER closes the taker,
+  CANCEL_MAKER closes the resting order and goes on matching, CANCEL_BOTH closes both,
+  NONE lets them trade.
+
+Events per command: ``OrderAccepted`` / ``OrderRejected``, one ``Fill`` per match (both
+sides), ``OrderClosed`` when an order ends, ``OrderAmended``, ``CommandRejected`` for a
+cancel/amend/transfer that cannot be applied, then at most one ``BookDelta`` with the
+levels whose size changed and a ``BBO`` if the top of the book changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from exchange.book import Book, Order, OrderBook, state_hash
+from exchange.markets import PPM, Market
+from schemas.enums import (
+    CloseReason,
+    Liquidity,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from schemas.events import (
+    BBO,
+    AmendOrder,
+    BookDelta,
+    BookSnapshot,
+    CancelAllOrders,
+    CancelOrder,
+    CommandRejected,
+    Fill,
+    Message,
+    NewOrder,
+    OrderAccepted,
+    OrderAmended,
+    OrderClosed,
+    OrderRejected,
+    PositionTransfer,
+)
+
+BUY = Side.BUY
+SELL = Side.SELL
+MARKET = OrderType.MARKET
+GTC = TimeInForce.GTC
+IOC = TimeInForce.IOC
+FOK = TimeInForce.FOK
+POST_ONLY = TimeInForce.POST_ONLY
+CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
+FILLED = CloseReason.FILLED
+BOOK = Liquidity.BOOK
+
+
+class UnknownCommand(TypeError):
+    """The engine was given something that is not a ``match.in`` command."""
+
+
+class MatchingEngine:
+    """Matching for one market over an ``OrderBook`` (the fast ``Book`` by default)."""
+
+    __slots__ = (
+        "market",
+        "book",
+        "producer",
+        "seq",
+        "trade_id",
+        "priority",
+        "positions",
+        "last_price",
+        "_bbo",
+        "_bid_changes",
+        "_ask_changes",
+        "_handlers",
+    )
+
+    def __init__(self, market: Market, book: OrderBook | None = None, producer: str | None = None):
+        self.market = market
+        self.book: OrderBook = Book() if book is None else book
+        self.producer = producer or f"match.{market.symbol}"
+        self.seq = 0
+        self.trade_id = 0
+        self.priority = 0
+        self.positions: dict[str, int] = {}
+        self.last_price = 0
+        self._bbo = (0, 0, 0, 0)
+        self._bid_changes: dict[int, int] = {}
+        self._ask_changes: dict[int, int] = {}
+        self._handlers = {
+            NewOrder: self._new_order,
+            CancelOrder: self._cancel,
+            AmendOrder: self._amend,
+            CancelAllOrders: self._cancel_all,
+            PositionTransfer: self._transfer,
+        }
+
+    # ------------------------------------------------------------------ entry point
+
+    def apply(self, command: Any) -> list[Message]:
+        """Apply one command; returns the events it caused, in order."""
+        kind = type(command)
+        handler = self._new_order if kind is NewOrder else self._handlers.get(kind)
+        if handler is None:
+            raise UnknownCommand(
+                f"the matching engine takes {', '.join(t.__name__ for t in self._handlers)}; "
+                f"got {type(command).__name__}"
+            )
+        out: list[Message] = []
+        handler(command, out)
+        if self._bid_changes or self._ask_changes:
+            self._publish_book(command.ts, out)
+        return out
+
+    def position(self, account: str) -> int:
+        """Signed position of ``account`` in this market, from this engine's fills."""
+        return self.positions.get(account, 0)
+
+    def snapshot(self, ts: int = 0, depth: int | None = None) -> BookSnapshot:
+        self.seq += 1
+        return BookSnapshot(
+            self.producer, self.seq, self.market.symbol,
+            self.book.levels(BUY, depth), self.book.levels(SELL, depth), ts,
+        )
+
+    def state_hash(self) -> str:
+        """Hash of the market's state: the book, positions, trade and priority counters.
+
+        The output sequence number is not part of it: a rejected command changes nothing
+        in the market but still emits (and numbers) its rejection."""
+        extra = f"{sorted(self.positions.items())}|{self.trade_id}|{self.priority}"
+        return f"{state_hash(self.book)}:{hashlib.blake2b(extra.encode(), digest_size=8).hexdigest()}"
+
+    # ---------------------------------------------------------------------- helpers
+
+    def _reject(self, cmd: NewOrder, reason: RejectReason, detail: str, out: list) -> None:
+        self.seq += 1
+        out.append(OrderRejected(
+            self.producer, self.seq, self.market.symbol, cmd.account, cmd.order_id,
+            cmd.client_order_id, reason, detail, cmd.ts,
+        ))
+
+    def _refuse(self, cmd: Any, reason: RejectReason, detail: str, out: list, order_id: int = 0) -> None:
+        self.seq += 1
+        account = getattr(cmd, "account", "") or getattr(cmd, "buyer", "")
+        out.append(CommandRejected(
+            self.producer, self.seq, account, cmd.producer, cmd.seq, type(cmd).__name__,
+            reason, detail, order_id, cmd.ts,
+        ))
+
+    def _capacity(self, account: str, side: Side) -> int:
+        """How much ``side`` can trade for ``account`` and only reduce its position."""
+        position = self.positions.get(account, 0)
+        if side is BUY:
+            return -position if position < 0 else 0
+        return position if position > 0 else 0
+
+    def _band_violation(self, price: int, reference: int) -> str:
+        if reference <= 0:
+            return ""
+        if abs(price - reference) * PPM > reference * self.market.price_band_ppm:
+            market = self.market
+            return (
+                f"price {market.format_price(price)} is more than "
+                f"{market.price_band_ppm / 10_000:g}% from the mark {market.format_price(reference)}"
+            )
+        return ""
+
+    def _close(self, order: Order, reason: CloseReason, ts: int, out: list) -> None:
+        self.seq += 1
+        out.append(OrderClosed(
+            self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+            reason, order.size - order.remaining, order.remaining, ts,
+        ))
+
+    def _close_resting(self, order: Order, reason: CloseReason, ts: int, out: list) -> None:
+        size = self.book.remove(order)
+        (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = size
+        self._close(order, reason, ts, out)
+
+    def _rest(self, order: Order) -> None:
+        self.priority += 1
+        order.priority = self.priority
+        size = self.book.add(order)
+        (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = size
+
+    def _publish_book(self, ts: int, out: list) -> None:
+        bids, asks = self._bid_changes, self._ask_changes
+        self.seq += 1
+        out.append(BookDelta(self.producer, self.seq, self.market.symbol,
+                             [*bids.items()] if bids else [], [*asks.items()] if asks else [], ts))
+        # The top can only have changed if a changed level is at or better than it.
+        old = self._bbo
+        touched = False
+        for price in bids:
+            if price >= old[0]:
+                touched = True
+                break
+        if not touched:
+            for price in asks:
+                if price <= old[2] or not old[2]:
+                    touched = True
+                    break
+        bids.clear()
+        asks.clear()
+        if touched:
+            bbo = self.book.top()
+            if bbo != old:
+                self._bbo = bbo
+                self.seq += 1
+                out.append(BBO(self.producer, self.seq, self.market.symbol, *bbo, ts))
+
+    # ------------------------------------------------------------------- new orders
+
+    def _new_order(self, cmd: NewOrder, out: list) -> None:
+        market = self.market
+        size = cmd.size
+        if size < market.min_size or cmd.market != market.symbol:
+            if cmd.market != market.symbol:
+                return self._reject(cmd, RejectReason.UNKNOWN_MARKET,
+                                    f"this engine matches {market.symbol}, not {cmd.market}", out)
+            if size <= 0:
+                return self._reject(cmd, RejectReason.INVALID_SIZE,
+                                    f"size must be positive, got {size}", out)
+            return self._reject(cmd, RejectReason.BELOW_MIN_SIZE,
+                                f"size {market.format_size(size)} is below the minimum of "
+                                f"{market.format_size(market.min_size)}", out)
+        book = self.book
+        if book.get(cmd.order_id) is not None:
+            return self._reject(cmd, RejectReason.DUPLICATE_ORDER_ID,
+                                f"order id {cmd.order_id} is already live", out)
+        side = cmd.side
+        buy = side is BUY
+        best = book.best(SELL if buy else BUY)
+        tif = cmd.tif
+        if cmd.order_type is MARKET:
+            reference = cmd.reference_price or (0 if best is None else best.price)
+            if reference <= 0:
+                return self._reject(cmd, RejectReason.NO_LIQUIDITY,
+                                    "a market order needs a mark price or a resting opposite order", out)
+            band = reference * market.price_band_ppm // PPM
+            limit = reference + band if buy else max(1, reference - band)
+            if tif is not FOK:
+                tif = IOC
+        else:
+            limit = cmd.price
+            if limit <= 0:
+                return self._reject(cmd, RejectReason.INVALID_PRICE,
+                                    f"price must be positive, got {limit}", out)
+            if cmd.reference_price and not cmd.liquidation:
+                problem = self._band_violation(limit, cmd.reference_price)
+                if problem:
+                    return self._reject(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out)
+        crosses = best is not None and (best.price <= limit if buy else best.price >= limit)
+        if crosses and tif is POST_ONLY:
+            return self._reject(cmd, RejectReason.WOULD_CROSS,
+                                f"post-only price {market.format_price(limit)} would trade "
+                                f"against {market.format_price(best.price)}", out)
+        if cmd.reduce_only and self._capacity(cmd.account, side) == 0:
+            return self._reject(cmd, RejectReason.REDUCE_ONLY_WOULD_INCREASE,
+                                f"position is {market.format_size(self.positions.get(cmd.account, 0))}; "
+                                f"a reduce-only {side.name} cannot reduce it", out)
+        order = Order(cmd.order_id, cmd.account, side, limit, size, size, tif, cmd.reduce_only,
+                      cmd.stp, cmd.client_order_id)
+        if tif is FOK:
+            fillable = self._fillable(order, limit) if crosses else 0
+            if fillable < size:
+                return self._reject(cmd, RejectReason.FOK_NOT_FILLABLE,
+                                    f"only {market.format_size(fillable)} of "
+                                    f"{market.format_size(size)} can fill now", out)
+        self.seq += 1
+        out.append(OrderAccepted(
+            self.producer, self.seq, market.symbol, cmd.account, cmd.order_id,
+            cmd.client_order_id, side, cmd.order_type, tif, limit, size, cmd.reduce_only, cmd.ts,
+        ))
+        if crosses and self._take(order, limit, cmd.ts, out):
+            return None
+        if order.remaining == 0:
+            self._close(order, FILLED, cmd.ts, out)
+        elif tif is GTC or tif is POST_ONLY:
+            self.priority += 1
+            order.priority = self.priority
+            (self._bid_changes if buy else self._ask_changes)[limit] = book.add(order)
+        else:
+            self._close(order, CloseReason.EXPIRED, cmd.ts, out)
+        return None
+
+    def _take(self, order: Order, limit: int, ts: int, out: list) -> bool:
+        """Match ``order`` against the book up to ``limit``. True if the order was closed
+        by self-trade prevention or reduce-only; otherwise the caller rests or expires
+        what remains."""
+        book = self.book
+        buy = order.side is BUY
+        opposite = SELL if buy else BUY
+        changes = self._ask_changes if buy else self._bid_changes
+        positions = self.positions
+        producer = self.producer
+        symbol = self.market.symbol
+        taker_account = order.account
+        taker_side = order.side
+        taker_sign = 1 if buy else -1
+        while order.remaining:
+            maker = book.best(opposite)
+            if maker is None:
+                break
+            price = maker.price
+            if (price > limit) if buy else (price < limit):
+                break
+            if maker.account == taker_account and order.stp:
+                if order.stp is not CANCEL_TAKER:
+                    self._close_resting(maker, CloseReason.SELF_TRADE, ts, out)
+                if order.stp is not CANCEL_MAKER:
+                    self._close(order, CloseReason.SELF_TRADE, ts, out)
+                    return True
+                continue
+            quantity = order.remaining if order.remaining < maker.remaining else maker.remaining
+            if order.reduce_only:
+                capacity = self._capacity(taker_account, taker_side)
+                if capacity == 0:
+                    self._close(order, CloseReason.REDUCE_ONLY, ts, out)
+                    return True
+                if capacity < quantity:
+                    quantity = capacity
+            if maker.reduce_only:
+                capacity = self._capacity(maker.account, maker.side)
+                if capacity == 0:
+                    self._close_resting(maker, CloseReason.REDUCE_ONLY, ts, out)
+                    continue
+                if capacity < quantity:
+                    quantity = capacity
+            self.trade_id += 1
+            self.seq += 1
+            out.append(Fill(
+                producer, self.seq, symbol, self.trade_id, price, quantity, taker_side,
+                taker_account, order.order_id, maker.account, maker.order_id, BOOK, ts,
+            ))
+            moved = quantity * taker_sign
+            position = positions.get(taker_account, 0) + moved
+            if position:
+                positions[taker_account] = position
+            else:
+                positions.pop(taker_account, None)
+            position = positions.get(maker.account, 0) - moved
+            if position:
+                positions[maker.account] = position
+            else:
+                positions.pop(maker.account, None)
+            order.remaining -= quantity
+            self.last_price = price
+            level_size = book.reduce(maker, quantity)
+            if maker.remaining == 0:
+                level_size = book.remove(maker)
+                self.seq += 1
+                out.append(OrderClosed(
+                    producer, self.seq, symbol, maker.account, maker.order_id, FILLED,
+                    maker.size, 0, ts,
+                ))
+            changes[price] = level_size
+        if order.reduce_only and order.remaining and self._capacity(taker_account, taker_side) == 0:
+            self._close(order, CloseReason.REDUCE_ONLY, ts, out)
+            return True
+        return False
+
+    def _fillable(self, order: Order, limit: int) -> int:
+        """How much ``order`` would fill now, by a dry run of ``_take``'s rules."""
+        buy = order.side is BUY
+        simulated: dict[str, int] = {}
+
+        def capacity(account: str, side: Side) -> int:
+            position = simulated.get(account, self.positions.get(account, 0))
+            if side is BUY:
+                return -position if position < 0 else 0
+            return position if position > 0 else 0
+
+        def move(account: str, quantity: int) -> None:
+            simulated[account] = simulated.get(account, self.positions.get(account, 0)) + quantity
+
+        total = 0
+        for maker in self.book.iter_orders(SELL if buy else BUY):
+            if (maker.price > limit) if buy else (maker.price < limit):
+                break
+            if maker.account == order.account and order.stp:
+                if order.stp is CANCEL_MAKER:
+                    continue
+                break
+            quantity = min(order.size - total, maker.remaining)
+            if order.reduce_only:
+                quantity = min(quantity, capacity(order.account, order.side))
+            if maker.reduce_only:
+                quantity = min(quantity, capacity(maker.account, maker.side))
+            if order.reduce_only and quantity == 0 and capacity(order.account, order.side) == 0:
+                break
+            signed = quantity if buy else -quantity
+            move(order.account, signed)
+            move(maker.account, -signed)
+            total += quantity
+            if total >= order.size:
+                break
+        return total
+
+    # ------------------------------------------------------------- cancel and amend
+
+    def _find(self, cmd: CancelOrder | AmendOrder, out: list) -> Order | None:
+        if cmd.market != self.market.symbol:
+            self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
+                         f"this engine matches {self.market.symbol}, not {cmd.market}", out, cmd.order_id)
+            return None
+        order = self.book.get(cmd.order_id)
+        if order is None:
+            self._refuse(cmd, RejectReason.UNKNOWN_ORDER,
+                         f"order {cmd.order_id} is not live in {cmd.market}", out, cmd.order_id)
+            return None
+        if order.account != cmd.account:
+            self._refuse(cmd, RejectReason.NOT_ORDER_OWNER,
+                         f"order {cmd.order_id} belongs to another account", out, cmd.order_id)
+            return None
+        return order
+
+    def _cancel(self, cmd: CancelOrder, out: list) -> None:
+        order = self._find(cmd, out)
+        if order is not None:
+            self._close_resting(order, CloseReason.CANCELED, cmd.ts, out)
+
+    def _cancel_all(self, cmd: CancelAllOrders, out: list) -> None:
+        if cmd.market != self.market.symbol:
+            return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
+                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+        mine = [order for side in (BUY, SELL) for order in self.book.iter_orders(side)
+                if order.account == cmd.account]
+        mine.sort(key=lambda order: order.priority)
+        for order in mine:
+            self._close_resting(order, cmd.reason, cmd.ts, out)
+        return None
+
+    def _amend(self, cmd: AmendOrder, out: list) -> None:
+        order = self._find(cmd, out)
+        if order is None:
+            return None
+        price, size = cmd.price, cmd.size
+        filled = order.size - order.remaining
+        if price <= 0:
+            return self._refuse(cmd, RejectReason.INVALID_PRICE,
+                                f"price must be positive, got {price}", out, order.order_id)
+        if size <= filled:
+            return self._refuse(cmd, RejectReason.INVALID_SIZE,
+                                f"new size {size} must exceed the {filled} lots already filled",
+                                out, order.order_id)
+        if size - filled < self.market.min_size:
+            return self._refuse(cmd, RejectReason.BELOW_MIN_SIZE,
+                                f"{size - filled} lots would remain, below the minimum of "
+                                f"{self.market.min_size}", out, order.order_id)
+        if price != order.price:
+            problem = self._band_violation(price, cmd.reference_price)
+            if problem:
+                return self._refuse(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out, order.order_id)
+        best = self.book.best(SELL if order.side is BUY else BUY)
+        crosses = best is not None and (
+            best.price <= price if order.side is BUY else best.price >= price
+        )
+        if crosses and order.tif is POST_ONLY:
+            return self._refuse(cmd, RejectReason.WOULD_CROSS,
+                                f"post-only price {self.market.format_price(price)} would trade "
+                                f"against {self.market.format_price(best.price)}", out, order.order_id)
+        remaining = size - filled
+        ts = cmd.ts
+        if price == order.price and remaining <= order.remaining:
+            level_size = self.book.reduce(order, order.remaining - remaining)
+            order.size = size
+            (self._bid_changes if order.side is BUY else self._ask_changes)[price] = level_size
+            self.seq += 1
+            out.append(OrderAmended(self.producer, self.seq, self.market.symbol, order.account,
+                                    order.order_id, price, size, remaining, True, ts))
+            return None
+        level_size = self.book.remove(order)
+        (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = level_size
+        order.price, order.size, order.remaining = price, size, remaining
+        self.seq += 1
+        out.append(OrderAmended(self.producer, self.seq, self.market.symbol, order.account,
+                                order.order_id, price, size, remaining, False, ts))
+        if crosses and self._take(order, price, ts, out):
+            return None
+        if order.remaining == 0:
+            self._close(order, FILLED, ts, out)
+        else:
+            self._rest(order)
+        return None
+
+    # --------------------------------------------------------------------- transfers
+
+    def _transfer(self, cmd: PositionTransfer, out: list) -> None:
+        if cmd.market != self.market.symbol:
+            return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
+                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+        if cmd.size <= 0:
+            return self._refuse(cmd, RejectReason.INVALID_SIZE, f"size must be positive, got {cmd.size}", out)
+        if cmd.price <= 0:
+            return self._refuse(cmd, RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}", out)
+        if cmd.buyer == cmd.seller:
+            return self._refuse(cmd, RejectReason.INVALID_SIZE, "buyer and seller are the same account", out)
+        self.trade_id += 1
+        self.seq += 1
+        out.append(Fill(self.producer, self.seq, self.market.symbol, self.trade_id, cmd.price,
+                        cmd.size, BUY, cmd.buyer, 0, cmd.seller, 0, cmd.liquidity, cmd.ts))
+        for account, moved in ((cmd.buyer, cmd.size), (cmd.seller, -cmd.size)):
+            position = self.positions.get(account, 0) + moved
+            if position:
+                self.positions[account] = position
+            else:
+                self.positions.pop(account, None)
+        return None

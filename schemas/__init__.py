@@ -1,0 +1,47 @@
+"""The contract between perpsim's services: messages, topics and codecs."""
+
+from schemas.codec import SCHEMA_VERSION, Codec, SchemaError, codec
+from schemas.enums import (
+    CloseReason,
+    LiquidationStage,
+    Liquidity,
+    MarginMode,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from schemas.events import *  # noqa: F401,F403  (the messages are the package's API)
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    DEADLETTER,
+    LIQUIDATION_IN,
+    MARKET_DATA,
+    MATCH_IN,
+    RISK_IN,
+    TOPICS,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Codec",
+    "SchemaError",
+    "codec",
+    "CloseReason",
+    "LiquidationStage",
+    "Liquidity",
+    "MarginMode",
+    "OrderType",
+    "RejectReason",
+    "SelfTradePrevention",
+    "Side",
+    "TimeInForce",
+    "ACCOUNT_EVENTS",
+    "DEADLETTER",
+    "LIQUIDATION_IN",
+    "MARKET_DATA",
+    "MATCH_IN",
+    "RISK_IN",
+    "TOPICS",
+]

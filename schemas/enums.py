@@ -1,0 +1,111 @@
+"""Small enums of the contract, each with explicit wire codes.
+
+The codes are part of the wire format: never renumber a member, only append new ones.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Side(enum.IntEnum):
+    """Order or position side; the value is the sign of a signed size."""
+
+    BUY = 1
+    SELL = -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(enum.IntEnum):
+    LIMIT = 1
+    MARKET = 2
+
+
+class TimeInForce(enum.IntEnum):
+    GTC = 1  # rests until filled or cancelled
+    IOC = 2  # fills what it can now, the rest expires
+    FOK = 3  # fills completely now or not at all
+    POST_ONLY = 4  # rests only; rejected if it would take liquidity
+
+
+class SelfTradePrevention(enum.IntEnum):
+    """What happens when an order would match another order of the same account.
+
+    The taker's setting decides. NONE lets the two orders trade with each other.
+    """
+
+    NONE = 0
+    CANCEL_TAKER = 1
+    CANCEL_MAKER = 2
+    CANCEL_BOTH = 3
+
+
+class MarginMode(enum.IntEnum):
+    CROSS = 1
+    ISOLATED = 2
+
+
+class RejectReason(enum.IntEnum):
+    """Why a command was refused. Every refusal names one of these."""
+
+    # validation (matching and risk)
+    UNKNOWN_MARKET = 1
+    UNKNOWN_ORDER = 2
+    NOT_ORDER_OWNER = 3
+    OFF_TICK_PRICE = 4
+    SIZE_NOT_LOT_MULTIPLE = 5
+    BELOW_MIN_SIZE = 6
+    INVALID_PRICE = 7
+    INVALID_SIZE = 8
+    DUPLICATE_ORDER_ID = 9
+    # execution (matching)
+    WOULD_CROSS = 20  # post-only order would take liquidity
+    OUTSIDE_PRICE_BAND = 21
+    REDUCE_ONLY_WOULD_INCREASE = 22
+    FOK_NOT_FILLABLE = 23
+    NO_LIQUIDITY = 24
+    # risk
+    UNKNOWN_ACCOUNT = 40
+    INSUFFICIENT_MARGIN = 41
+    WITHDRAW_ABOVE_WITHDRAWABLE = 42
+    MODE_CHANGE_WITH_POSITION = 43
+    MODE_CHANGE_WITH_OPEN_ORDERS = 44
+    LEVERAGE_OUT_OF_RANGE = 45
+    LEVERAGE_BELOW_POSITION_MARGIN = 46
+    MARGIN_MODE_UNCHANGED = 47
+    NOT_ISOLATED = 48
+    REMOVE_MARGIN_ABOVE_ALLOWED = 49
+    STRICT_ISOLATED = 50
+    INVALID_AMOUNT = 51
+    ACCOUNT_IN_LIQUIDATION = 52
+
+
+class CloseReason(enum.IntEnum):
+    """Why an order stopped being live."""
+
+    FILLED = 1
+    CANCELED = 2  # by its owner
+    EXPIRED = 3  # IOC/FOK/market remainder that could not fill now
+    SELF_TRADE = 4  # cancelled by self-trade prevention
+    REDUCE_ONLY = 5  # a resting reduce-only order whose position is gone
+    LIQUIDATION = 6  # cancelled because its bucket is being liquidated
+
+
+class Liquidity(enum.IntEnum):
+    """How a fill came about."""
+
+    BOOK = 1  # taker against a resting maker
+    BACKSTOP = 2  # insurance fund took over the position at the mark price
+    ADL = 3  # auto-deleveraged against a bankrupt position at its bankruptcy price
+
+
+class LiquidationStage(enum.IntEnum):
+    TRIGGERED = 1
+    PARTIAL = 2
+    FULL = 3
+    BACKSTOP = 4
+    ADL = 5
+    RECOVERED = 6  # the bucket was healthy again before it was closed out

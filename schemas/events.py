@@ -1,0 +1,412 @@
+"""Every command and event perpsim carries, as msgspec Structs.
+
+Units (DESIGN.md, "Numbers are integers"):
+- prices are integer ticks of their market (``price``, ``*_price``); 0 means "none";
+- sizes are integer lots of their market (``size``, ``filled``, ``remaining``), signed
+  (long > 0) only where the name says ``signed``;
+- money is integer micro units (1e-6) of the quote asset (``amount``, ``*_margin``,
+  ``equity``, ``balance`` ...);
+- rates are integers in parts per billion (``*_ppb``);
+- ``ts`` is nanoseconds since the epoch of the simulation clock, passed in, never read.
+
+Every message starts with ``producer`` and ``seq``: the id of whoever produced it and
+that producer's own sequence number, so a consumer can drop a redelivered copy.
+
+Wire compatibility: structs are encoded as arrays (``array_like``) with the class name as
+tag. A new field is appended at the end with a default; fields are never reordered,
+removed or retyped, and a change that cannot follow these rules bumps
+``schemas.codec.SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.enums import (
+    CloseReason,
+    LiquidationStage,
+    Liquidity,
+    MarginMode,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+
+
+class Message(msgspec.Struct, tag=True, array_like=True, gc=False):
+    """Base of every message: producer id and per-producer sequence number."""
+
+    producer: str
+    seq: int
+
+
+# --------------------------------------------------------------------------- commands
+# Written by clients (and the gateway) to ``risk.in``; keyed by account.
+
+
+class Deposit(Message):
+    account: str
+    amount: int
+    ts: int = 0
+
+
+class Withdraw(Message):
+    account: str
+    amount: int
+    ts: int = 0
+
+
+class PlaceOrder(Message):
+    """A client's new order. Risk checks margin and forwards it as ``NewOrder``."""
+
+    account: str
+    market: str
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int  # limit price in ticks; 0 for a market order
+    size: int
+    reduce_only: bool = False
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
+    ts: int = 0
+
+
+class CancelOrder(Message):
+    """Cancel one live order. Carried on ``risk.in`` (from clients) and ``match.in``."""
+
+    account: str
+    market: str
+    order_id: int
+    ts: int = 0
+
+
+class AmendOrder(Message):
+    """Change a live order's price and/or total size.
+
+    A price change or a size increase loses time priority; a size decrease keeps it.
+    ``size`` is the new total size, including what has already filled.
+    """
+
+    account: str
+    market: str
+    order_id: int
+    price: int
+    size: int
+    ts: int = 0
+    reference_price: int = 0  # as in NewOrder
+
+
+class SetMarginMode(Message):
+    account: str
+    market: str
+    mode: MarginMode
+    ts: int = 0
+
+
+class SetLeverage(Message):
+    account: str
+    market: str
+    leverage: int
+    ts: int = 0
+
+
+class AdjustIsolatedMargin(Message):
+    """Add (``amount`` > 0) or remove (``amount`` < 0) isolated margin of a position."""
+
+    account: str
+    market: str
+    amount: int
+    ts: int = 0
+
+
+# ------------------------------------------------------------------ matching commands
+# Written by risk and liquidation to ``match.in``; keyed by market.
+
+
+class NewOrder(Message):
+    """An order that passed the pre-trade check, with its exchange order id."""
+
+    account: str
+    market: str
+    order_id: int
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int
+    size: int
+    reduce_only: bool = False
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
+    ts: int = 0
+    # The mark price risk saw when it accepted the order (0: unknown). Matching bounds
+    # market orders and checks limit prices against it with the market's price band.
+    reference_price: int = 0
+    liquidation: bool = False  # sent by the liquidation engine; exempt from the band
+
+
+class CancelAllOrders(Message):
+    """Cancel every live order of an account in a market (liquidation, mass cancel)."""
+
+    account: str
+    market: str
+    reason: CloseReason = CloseReason.CANCELED
+    ts: int = 0
+
+
+class PositionTransfer(Message):
+    """Move a position from one account to another at a set price, outside the book.
+
+    Used for the insurance fund's backstop (at the mark price) and for ADL (at the
+    bankrupt position's bankruptcy price). The matching engine answers with a ``Fill``
+    so that every change of position comes from a fill.
+    """
+
+    market: str
+    buyer: str
+    seller: str
+    price: int
+    size: int
+    liquidity: Liquidity
+    ts: int = 0
+
+
+# ------------------------------------------------------------------- order outcomes
+# Written by matching to ``risk.in`` and ``account.events``; keyed by account.
+
+
+class OrderAccepted(Message):
+    market: str
+    account: str
+    order_id: int
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int
+    size: int
+    reduce_only: bool = False
+    ts: int = 0
+
+
+class OrderRejected(Message):
+    """A new order refused by risk (pre-trade) or by matching (validation)."""
+
+    market: str
+    account: str
+    order_id: int  # 0 when risk refused it before assigning an id
+    client_order_id: str
+    reason: RejectReason
+    detail: str = ""
+    ts: int = 0
+
+
+class OrderAmended(Message):
+    market: str
+    account: str
+    order_id: int
+    price: int
+    size: int  # new total size
+    remaining: int
+    priority_kept: bool
+    ts: int = 0
+
+
+class OrderClosed(Message):
+    """An order stopped being live; ``remaining`` is what never filled."""
+
+    market: str
+    account: str
+    order_id: int
+    reason: CloseReason
+    filled: int
+    remaining: int
+    ts: int = 0
+
+
+class Fill(Message):
+    """One match, with both sides: risk applies each side to its account's position."""
+
+    market: str
+    trade_id: int
+    price: int
+    size: int
+    taker_side: Side
+    taker_account: str
+    taker_order_id: int
+    maker_account: str
+    maker_order_id: int
+    liquidity: Liquidity = Liquidity.BOOK
+    ts: int = 0
+
+
+class CommandAccepted(Message):
+    """A non-order command (deposit, leverage, ...) was applied."""
+
+    account: str
+    ref_producer: str
+    ref_seq: int
+    command: str
+    ts: int = 0
+
+
+class CommandRejected(Message):
+    """A command was refused; ``command`` is its type name, ``reason`` says why."""
+
+    account: str
+    ref_producer: str
+    ref_seq: int
+    command: str
+    reason: RejectReason
+    detail: str = ""
+    order_id: int = 0
+    ts: int = 0
+
+
+# ----------------------------------------------------------------------- market data
+# Written by matching and oracle to ``market.data``; keyed by market.
+
+
+class Trade(Message):
+    """The public view of a ``Fill``."""
+
+    market: str
+    trade_id: int
+    price: int
+    size: int
+    taker_side: Side
+    ts: int = 0
+
+
+class BookDelta(Message):
+    """Levels whose total size changed: (price, new total size); size 0 removes it."""
+
+    market: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    ts: int = 0
+
+
+class BookSnapshot(Message):
+    """Levels best first: (price, total size)."""
+
+    market: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    ts: int = 0
+
+
+class BBO(Message):
+    """Best bid and offer; a price of 0 means that side is empty."""
+
+    market: str
+    bid_price: int
+    bid_size: int
+    ask_price: int
+    ask_size: int
+    ts: int = 0
+
+
+class MarkPrice(Message):
+    market: str
+    index_price: int
+    mark_price: int
+    ts: int = 0
+
+
+class Funding(Message):
+    """A funding interval ended: risk pays ``−side · |size| · index_price · rate``."""
+
+    market: str
+    rate_ppb: int
+    index_price: int
+    ts: int = 0
+
+
+# ------------------------------------------------------------------ margin and liquidation
+
+
+class PositionState(msgspec.Struct, array_like=True, gc=False):
+    market: str
+    mode: MarginMode
+    leverage: int
+    signed_size: int
+    entry_value: int  # |size| · entry price, in micro units; entry = entry_value / |size|
+    isolated_margin: int
+    mark_price: int
+    unrealized_pnl: int
+    initial_margin: int
+    maintenance_margin: int
+    liquidation_price: int  # ticks; 0 when there is none
+    bankruptcy_price: int
+
+
+class BucketState(msgspec.Struct, array_like=True, gc=False):
+    market: str  # "" for the cross bucket
+    mode: MarginMode
+    equity: int
+    initial_margin: int
+    maintenance_margin: int
+    margin_ratio_ppb: int  # MM / equity; -1 when infinite (equity <= 0 < MM)
+
+
+class MarginSnapshot(Message):
+    account: str
+    balance: int
+    available_to_trade: int
+    withdrawable: int
+    buckets: list[BucketState]
+    positions: list[PositionState]
+    ts: int = 0
+
+
+class LiquidationTrigger(Message):
+    """A bucket fell below maintenance: ``equity < MM``. ``market`` is "" for cross."""
+
+    account: str
+    market: str
+    mode: MarginMode
+    equity: int
+    maintenance_margin: int
+    positions: list[PositionState]
+    ts: int = 0
+
+
+class LiquidationOutcome(Message):
+    """A step of a bucket's liquidation, reported to risk and to the account."""
+
+    account: str
+    market: str
+    mode: MarginMode
+    stage: LiquidationStage
+    equity: int
+    detail: str = ""
+    ts: int = 0
+
+
+class CollateralTransfer(Message):
+    """Money moved between accounts by liquidation (backstop collateral, bad debt).
+
+    ``from_market``/``to_market`` name the isolated bucket ("" for the cross balance).
+    """
+
+    from_account: str
+    from_market: str
+    to_account: str
+    to_market: str
+    amount: int
+    stage: LiquidationStage
+    ts: int = 0
+
+
+class DeadLetter(Message):
+    """Something that could not be decoded or applied, with the reason and the bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    payload: bytes
+    ts: int = 0

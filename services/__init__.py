@@ -1,0 +1,1 @@
+"""asyncio shells around the core: bus adapters, services, CLI."""

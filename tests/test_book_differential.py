@@ -1,0 +1,81 @@
+"""The fast book against the reference book on random command streams.
+
+Both engines get the same commands; after every step their events (types, fields and
+sequence numbers) and their state hashes must be equal. Prices sit in a narrow band so
+that orders cross, rest, partially fill and self-trade often.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.book import Book, state_hash
+from exchange.markets import default_markets
+from exchange.matching import MatchingEngine
+from exchange.reference_book import ReferenceBook
+from schemas.enums import CloseReason, Liquidity, SelfTradePrevention, TimeInForce
+from tests.helpers import BUY, SELL, amend, cancel, cancel_all, order, transfer
+
+ACCOUNTS = ["a", "b", "c", "d"]
+
+
+def random_command(rng: random.Random, next_id: int):
+    roll = rng.random()
+    account = rng.choice(ACCOUNTS)
+    if roll < 0.55:
+        market_order = rng.random() < 0.12
+        return order(
+            next_id if rng.random() > 0.02 else max(1, next_id - 1),
+            account,
+            rng.choice((BUY, SELL)),
+            rng.randint(1, 8) if rng.random() > 0.02 else rng.choice((0, -1)),
+            0 if market_order else rng.randint(95, 105),
+            tif=rng.choice(list(TimeInForce)),
+            reduce_only=rng.random() < 0.2,
+            stp=rng.choice(list(SelfTradePrevention)),
+            reference_price=rng.choice((0, 0, 100)),
+        )
+    target = rng.randint(1, max(1, next_id))
+    if roll < 0.75:
+        return cancel(target, account)
+    if roll < 0.92:
+        return amend(target, account, rng.randint(95, 105), rng.randint(1, 10),
+                     reference_price=rng.choice((0, 100)))
+    if roll < 0.96:
+        return cancel_all(account, reason=rng.choice((CloseReason.CANCELED, CloseReason.LIQUIDATION)))
+    buyer, seller = rng.sample(ACCOUNTS, 2)
+    return transfer(buyer, seller, rng.randint(95, 105), rng.randint(1, 5),
+                    rng.choice((Liquidity.BACKSTOP, Liquidity.ADL)))
+
+
+def run_both(seed: int, steps: int) -> None:
+    market = default_markets()["BTC-PERP"]
+    fast = MatchingEngine(market, Book())
+    reference = MatchingEngine(market, ReferenceBook())
+    rng = random.Random(seed)
+    next_id = 1
+    for step in range(steps):
+        command = random_command(rng, next_id)
+        if type(command).__name__ == "NewOrder":
+            next_id += 1
+        fast_events = fast.apply(command)
+        reference_events = reference.apply(command)
+        assert fast_events == reference_events, f"seed {seed}, step {step}: {command}"
+        assert fast.state_hash() == reference.state_hash(), f"seed {seed}, step {step}: {command}"
+        assert state_hash(fast.book) == state_hash(reference.book)
+        assert fast.book.levels(BUY) == reference.book.levels(BUY)
+        assert fast.book.levels(SELL) == reference.book.levels(SELL)
+        assert sum(fast.positions.values()) == 0  # every fill has two sides
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_fast_and_reference_books_agree_on_random_streams(seed):
+    run_both(seed, steps=150)  # 40 examples x 150 steps = 6,000 random steps
+
+
+def test_fast_and_reference_books_agree_on_one_long_stream():
+    run_both(seed=20261124, steps=4000)

@@ -1,0 +1,60 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from services.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_prints_trades_and_book_consistent_with_the_script():
+    result = CliRunner().invoke(main, ["demo", "--market", "SOL-PERP"])
+    assert result.exit_code == 0, result.output
+    trades = re.findall(r"^\s+\d+\s+(\w+)\s+(BUY|SELL)\s+([\d.]+)\s+([\d.]+)\s+(\w+)$", result.output, re.M)
+    # the script: alice lifts 1.00 @ 150.10 and 1.50 @ 150.20; bob sells 1.00 @ 149.90, 0.50 @ 149.80;
+    # alice's reduce-only sell takes carol's amended 0.40 @ 149.95
+    assert trades == [
+        ("alice", "BUY", "1.00", "150.10", "maker"),
+        ("alice", "BUY", "1.50", "150.20", "maker"),
+        ("bob", "SELL", "1.00", "149.90", "maker"),
+        ("bob", "SELL", "0.50", "149.80", "maker"),
+        ("alice", "SELL", "0.40", "149.95", "carol"),
+    ]
+    assert "WOULD_CROSS" in result.output and "FOK_NOT_FILLABLE" in result.output
+    assert "SELF_TRADE" in result.output and "UNKNOWN_ORDER" in result.output
+    assert "Positions: alice 2.10, bob -1.50, carol 0.40, maker -1.00" in result.output
+
+
+def test_unknown_market_is_a_usage_error_naming_the_known_ones():
+    result = CliRunner().invoke(main, ["demo", "--market", "XRP-PERP"])
+    assert result.exit_code == 2
+    assert "unknown market 'XRP-PERP'" in result.output and "BTC-PERP" in result.output
+
+
+def test_broken_markets_file_is_reported_not_raised(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text('[BTC-PERP]\ntick_size = "0.1"\n')
+    result = CliRunner().invoke(main, ["demo", "--markets-file", str(path)])
+    assert result.exit_code == 1
+    assert "missing field(s) lot_size, max_leverage" in result.output
+
+
+def test_help_explains_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "demo" in result.output
+    result = CliRunner().invoke(main, ["demo", "--help"])
+    assert "--market" in result.output and "--markets-file" in result.output
+
+
+def test_ci_runs_exactly_the_test_command_the_readme_gives():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)
+    commands = [line for block in blocks[:2] for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2, "the README's first screen gives exactly two commands"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci

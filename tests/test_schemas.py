@@ -1,0 +1,126 @@
+"""The contract: every message round-trips on its topics; bad payloads raise SchemaError."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+import pytest
+
+from schemas import SCHEMA_VERSION, TOPICS, SchemaError, codec
+from schemas.events import Deposit, Fill, Message, NewOrder, PlaceOrder, Trade
+from schemas.enums import OrderType, Side, TimeInForce
+
+
+def sample(type_info: msgspec.inspect.Type, depth: int = 0):
+    """A value of every field's type, built from the type description alone."""
+    info = type_info
+    if isinstance(info, msgspec.inspect.StrType):
+        return "x"
+    if isinstance(info, msgspec.inspect.BoolType):
+        return True
+    if isinstance(info, msgspec.inspect.IntType):
+        return -123456789012
+    if isinstance(info, msgspec.inspect.BytesType):
+        return b"\x00\xff raw"
+    if isinstance(info, msgspec.inspect.EnumType):
+        return list(info.cls)[-1]
+    if isinstance(info, msgspec.inspect.ListType):
+        return [sample(info.item_type, depth + 1)]
+    if isinstance(info, msgspec.inspect.TupleType):
+        return tuple(sample(item, depth + 1) for item in info.item_types)
+    if isinstance(info, msgspec.inspect.StructType):
+        return info.cls(**{field.name: sample(field.type, depth + 1) for field in info.fields})
+    raise AssertionError(f"no sample for {info}")
+
+
+def members(union) -> list[type]:
+    return list(getattr(union, "__args__", (union,)))
+
+
+ALL = [(topic, kind) for topic, union in TOPICS.items() for kind in members(union)]
+
+
+@pytest.mark.parametrize(("topic", "kind"), ALL, ids=[f"{t}:{k.__name__}" for t, k in ALL])
+def test_every_message_round_trips_on_its_topic(topic, kind):
+    message = sample(msgspec.inspect.type_info(kind))
+    assert isinstance(message, Message)
+    payload = codec(topic).encode(message)
+    assert payload[0] == SCHEMA_VERSION
+    assert codec(topic).decode(payload) == [message]
+
+
+def test_a_batch_keeps_its_order():
+    messages = [Deposit("cli", seq, "acct", seq * 10) for seq in range(1, 50)]
+    assert codec("risk.in").decode(codec("risk.in").encode_many(messages)) == messages
+
+
+def test_enums_decode_to_their_members():
+    order = NewOrder("risk", 1, "a", "BTC-PERP", 9, "c9", Side.SELL, OrderType.LIMIT, TimeInForce.FOK, 100, 2)
+    decoded = codec("match.in").decode(codec("match.in").encode(order))[0]
+    assert decoded.side is Side.SELL and decoded.tif is TimeInForce.FOK
+
+
+def test_every_message_starts_with_producer_and_sequence():
+    for _, kind in ALL:
+        fields = [field.name for field in msgspec.structs.fields(kind)]
+        assert fields[:2] == ["producer", "seq"], kind.__name__
+
+
+def test_every_enum_has_unique_explicit_codes():
+    import schemas.enums as enums
+
+    for value in vars(enums).values():
+        if isinstance(value, type) and issubclass(value, enum.IntEnum) and value is not enum.IntEnum:
+            codes = [member.value for member in value]
+            assert len(codes) == len(set(codes)), value.__name__
+
+
+GOOD = codec("risk.in").encode(Deposit("cli", 1, "acct", 5))
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"", "too short"),
+        (b"\x01", "too short"),
+        (bytes([SCHEMA_VERSION + 1]) + GOOD[1:], "schema version"),
+        (b"\x01\xc1\xc1\xc1", "not msgpack"),
+        (GOOD[:-3], "not msgpack"),
+        (b"\x01" + msgspec.msgpack.encode([["Nonsense", "p", 1]]), "invalid message"),
+        (b"\x01" + msgspec.msgpack.encode([["Deposit", "p", "one", "acct", 5]]), "invalid message"),
+        (b"\x01" + msgspec.msgpack.encode([["Deposit", "p", 1]]), "invalid message"),
+        (b"\x01" + msgspec.msgpack.encode({"not": "a list"}), "invalid message"),
+        (codec("match.in").encode(NewOrder("r", 1, "a", "BTC-PERP", 1, "", Side.BUY, OrderType.LIMIT,
+                                           TimeInForce.GTC, 1, 1)), "invalid message"),
+    ],
+)
+def test_malformed_payloads_raise_schema_error_naming_topic_and_problem(payload, problem):
+    with pytest.raises(SchemaError) as caught:
+        codec("risk.in").decode(payload)
+    assert caught.value.topic == "risk.in"
+    assert problem in str(caught.value)
+    assert str(caught.value).startswith("risk.in: ")
+
+
+def test_decoding_a_non_bytes_value_raises_schema_error():
+    with pytest.raises(SchemaError, match="expected bytes"):
+        codec("risk.in").decode("text")  # type: ignore[arg-type]
+
+
+def test_encoding_a_message_on_the_wrong_topic_is_refused():
+    fill = Fill("m", 1, "BTC-PERP", 1, 100, 1, Side.BUY, "a", 1, "b", 2)
+    with pytest.raises(SchemaError, match="Fill is not a message of this topic"):
+        codec("market.data").encode(fill)
+    with pytest.raises(SchemaError, match="PlaceOrder"):
+        codec("match.in").encode(PlaceOrder("c", 1, "a", "BTC-PERP", "x", Side.BUY, OrderType.LIMIT,
+                                            TimeInForce.GTC, 1, 1))
+
+
+def test_unknown_topic_names_the_known_ones():
+    with pytest.raises(KeyError, match="market.data"):
+        codec("nope")
+
+
+def test_public_trade_carries_no_account():
+    assert "account" not in " ".join(field.name for field in msgspec.structs.fields(Trade))
