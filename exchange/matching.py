@@ -75,6 +75,7 @@ POST_ONLY = TimeInForce.POST_ONLY
 CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
 FILLED = CloseReason.FILLED
+CANCELED = CloseReason.CANCELED
 BOOK = Liquidity.BOOK
 
 
@@ -124,15 +125,20 @@ class MatchingEngine:
 
     def apply(self, command: Any) -> list[Message]:
         """Apply one command; returns the events it caused, in order."""
-        kind = type(command)
-        handler = self._new_order if kind is NewOrder else self._handlers.get(kind)
-        if handler is None:
-            raise UnknownCommand(
-                f"the matching engine takes {', '.join(t.__name__ for t in self._handlers)}; "
-                f"got {type(command).__name__}"
-            )
         out: list[Message] = []
-        handler(command, out)
+        kind = type(command)
+        if kind is NewOrder:
+            self._new_order(command, out)
+        elif kind is CancelOrder:
+            self._cancel(command, out)
+        else:
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise UnknownCommand(
+                    f"the matching engine takes {', '.join(t.__name__ for t in self._handlers)}; "
+                    f"got {kind.__name__}"
+                )
+            handler(command, out)
         if self._bid_changes or self._ask_changes:
             self._publish_book(command.ts, out)
         return out
@@ -442,9 +448,17 @@ class MatchingEngine:
         return order
 
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
-        order = self._find(cmd, out)
-        if order is not None:
-            self._close_resting(order, CloseReason.CANCELED, cmd.ts, out)
+        order = self.book.get(cmd.order_id)
+        if order is None or order.account != cmd.account or cmd.market != self.market.symbol:
+            self._find(cmd, out)  # names the reason
+            return
+        size = self.book.remove(order)
+        (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = size
+        self.seq += 1
+        out.append(OrderClosed(
+            self.producer, self.seq, cmd.market, order.account, order.order_id,
+            CANCELED, order.size - order.remaining, order.remaining, cmd.ts,
+        ))
 
     def _cancel_all(self, cmd: CancelAllOrders, out: list) -> None:
         if cmd.market != self.market.symbol:
@@ -498,6 +512,7 @@ class MatchingEngine:
             return None
         level_size = self.book.remove(order)
         (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = level_size
+        order = order.requeued()
         order.price, order.size, order.remaining = price, size, remaining
         self.seq += 1
         out.append(OrderAmended(self.producer, self.seq, self.market.symbol, order.account,
