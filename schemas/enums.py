@@ -81,6 +81,7 @@ class RejectReason(enum.IntEnum):
     STRICT_ISOLATED = 50
     INVALID_AMOUNT = 51
     ACCOUNT_IN_LIQUIDATION = 52
+    NO_POSITION = 53
 
 
 class CloseReason(enum.IntEnum):

@@ -1,0 +1,79 @@
+"""The invariants that hold after every step (DESIGN.md), as one checking function.
+
+Money is conserved to the unit:
+
+    deposits − withdrawals = Σ cross balances (insurance fund included) + Σ isolated margins
+                             + fees collected + funding rounding kept
+                             − Σ over positions of sign · entry_value
+
+The last term is the open positions' claim on each other: every fill moves value between
+two accounts, and what one side has realized the other still carries as unrealized PnL.
+Valued at any common price it equals Σ uPnL (because Σ long = Σ short), so it nets to zero
+once every position is closed; funding nets to zero up to the rounding the exchange keeps.
+
+Per market, the total long size equals the total short size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from exchange.matching import MatchingEngine
+from exchange.risk import RiskEngine
+
+
+class InvariantViolation(AssertionError):
+    """An invariant does not hold; the message lists every one that failed."""
+
+
+def violations(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[MatchingEngine] = ()) -> list[str]:
+    """Every invariant that does not hold, as sentences; empty when all hold.
+
+    ``risk`` may be several partitions: money is conserved across them together.
+    """
+    engines = [risk] if isinstance(risk, RiskEngine) else list(risk)
+    problems = []
+    inflow = sum(engine.deposits - engine.withdrawals for engine in engines)
+    held = 0
+    sizes: dict[str, int] = {}
+    positions: dict[tuple[str, str], int] = {}
+    for engine in engines:
+        held += engine.fees + engine.funding_net
+        for account in engine.accounts.values():
+            held += account.balance
+            for position in account.positions.values():
+                held += position.margin - position.sign * position.entry_value
+                sizes[position.market.symbol] = sizes.get(position.market.symbol, 0) + position.size
+                if position.size:
+                    positions[(position.market.symbol, account.account_id)] = position.size
+                if position.size == 0 and (position.entry_value or position.margin):
+                    problems.append(f"{account.account_id} {position.market.symbol}: flat position keeps "
+                                    f"entry value {position.entry_value} and margin {position.margin}")
+            reserved = sum(order.reserved for order in account.orders.values())
+            if reserved != account.reserved:
+                problems.append(f"{account.account_id}: reservations add up to {reserved}, "
+                                f"account says {account.reserved}")
+    if inflow != held:
+        problems.append(f"money is not conserved: deposits − withdrawals = {inflow}, held = {held} "
+                        f"(difference {held - inflow})")
+    for symbol, total in sizes.items():
+        if total:
+            problems.append(f"{symbol}: long and short sizes differ by {total} lots")
+    for engine in matching:
+        symbol = engine.market.symbol
+        for account_id, size in engine.positions.items():
+            if positions.get((symbol, account_id), 0) != size:
+                problems.append(f"{symbol} {account_id}: matching holds {size}, risk holds "
+                                f"{positions.get((symbol, account_id), 0)}")
+        for (market, account_id), size in positions.items():
+            if market == symbol and engine.positions.get(account_id, 0) != size:
+                problems.append(f"{symbol} {account_id}: risk holds {size}, matching holds "
+                                f"{engine.positions.get(account_id, 0)}")
+    return problems
+
+
+def check(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[MatchingEngine] = ()) -> None:
+    """Raise ``InvariantViolation`` listing every invariant that does not hold."""
+    problems = violations(risk, matching)
+    if problems:
+        raise InvariantViolation("; ".join(problems))

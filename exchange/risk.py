@@ -1,0 +1,697 @@
+"""The risk engine of one partition of accounts: margin, positions, liquidation detection.
+
+``RiskEngine.apply(event)`` takes one ``risk.in`` message (a client command, an order
+outcome or fill from matching, a mark price, funding) and returns what it caused: orders
+and cancels for matching, acks and rejections, margin snapshots, liquidation triggers.
+Pure and deterministic: no clock, no I/O. Semantics are MARGIN.md's; the formulas live in
+``exchange/accounts.py``.
+
+Answers: a ``PlaceOrder`` is answered by a ``NewOrder`` for matching or an
+``OrderRejected``; a ``CancelOrder``/``AmendOrder`` by the same command forwarded to
+matching or a ``CommandRejected``; every other command by ``CommandAccepted`` or
+``CommandRejected``. Each refusal names a ``RejectReason`` and says, in ``detail``, what
+was expected and what was seen.
+
+Margin for orders: an order reserves ``ceil(open notional / L) + ceil(open notional ·
+taker fee)`` of the cross bucket's available margin when accepted, where the open
+notional is the part of the order that would grow the position (a part that reduces it
+needs nothing), valued at the limit price, or for a market order at the mark moved by the
+price band against the trader. Reduce-only orders reserve nothing. The reservation is
+released pro rata as the order fills and entirely when it ends.
+
+Fees: charged on fill notional (taker or maker rate; a negative maker rate is a rebate,
+rounded down). Opening fees come out of the cross balance ``B``, for isolated positions
+too (the order's reservation covered them); closing fees come out of what the close
+returns, as MARGIN.md says for isolated reductions.
+
+Loss bound: an isolated position that closes with less than nothing left, or a cross
+bucket left with no position and a negative balance, is bankrupt: the deficit is charged
+to the insurance fund account (``bad_debt`` counts it) and the trader's bucket is set to 0.
+
+Liquidation detection: every position with a liquidation price sits in a per-market,
+per-mode, per-side ``SortedList`` keyed by that price (an integer key such that for an
+integer mark ``P`` a long is liquidatable iff ``P < key`` and a short iff ``P > key``).
+A mark update reads only the keys it crossed. Isolated keys depend on nothing but the
+position; a cross position's key holds the bucket's other positions at their marks, so
+a mark update re-keys the cross accounts that hold that market and another one
+(``_multi``). Known limitation: that re-keying costs time per multi-market cross holder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from exchange.accounts import (
+    CROSS,
+    ISOLATED,
+    PPB,
+    PPM,
+    Account,
+    Marks,
+    OpenOrder,
+    Position,
+    available_to_trade,
+    bucket_states,
+    ceil_div,
+    cross_totals,
+    index_key,
+    isolated_totals,
+    position_state,
+    position_thresholds,
+    withdrawable,
+)
+from exchange.markets import Market
+from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, RejectReason, Side
+from schemas.events import (
+    AdjustIsolatedMargin,
+    AmendOrder,
+    CancelOrder,
+    CommandAccepted,
+    CommandRejected,
+    Deposit,
+    Fill,
+    Funding,
+    LiquidationOutcome,
+    LiquidationTrigger,
+    MarginSnapshot,
+    MarkPrice,
+    Message,
+    NewOrder,
+    OrderAccepted,
+    OrderAmended,
+    OrderClosed,
+    OrderRejected,
+    PlaceOrder,
+    SetLeverage,
+    SetMarginMode,
+    Withdraw,
+)
+
+ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BACKSTOP, LiquidationStage.ADL)
+
+
+class Refused(Exception):
+    """A command cannot be applied; carries the reason and a human detail."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class RiskEngine:
+    """Accounts of one risk partition and everything that changes them."""
+
+    def __init__(self, markets: dict[str, Market], producer: str = "risk.0", partition: int = 0,
+                 insurance_account: str = "insurance"):
+        self.markets = markets
+        self.producer = producer
+        self.partition = partition
+        self.insurance_account = insurance_account
+        self.accounts: dict[str, Account] = {}
+        self.marks = Marks()
+        self.seq = 0
+        self.order_counter = 0
+        # money counters for the conservation check
+        self.deposits = 0
+        self.withdrawals = 0
+        self.fees = 0
+        self.funding_net = 0  # rounding of funding kept by the exchange (payers round up)
+        self.bad_debt = 0
+        # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
+        self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
+        self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
+        self._multi: dict[str, set[str]] = {symbol: set() for symbol in markets}
+        self._handlers = {
+            Deposit: self._deposit,
+            Withdraw: self._withdraw,
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            AmendOrder: self._amend,
+            SetMarginMode: self._set_mode,
+            SetLeverage: self._set_leverage,
+            AdjustIsolatedMargin: self._adjust_margin,
+            OrderAccepted: self._order_accepted,
+            OrderRejected: self._order_rejected,
+            OrderAmended: self._order_amended,
+            OrderClosed: self._order_closed,
+            CommandRejected: self._matching_refused,
+            Fill: self._fill,
+            MarkPrice: self._mark,
+            Funding: self._funding,
+            LiquidationOutcome: self._liquidation_outcome,
+        }
+
+    # ------------------------------------------------------------------ entry point
+
+    def apply(self, event: Any) -> list[Message]:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"the risk engine takes {', '.join(t.__name__ for t in self._handlers)}; "
+                            f"got {type(event).__name__}")
+        out: list[Message] = []
+        handler(event, out)
+        return out
+
+    def account(self, account_id: str) -> Account | None:
+        return self.accounts.get(account_id)
+
+    def snapshot(self, account_id: str, ts: int = 0) -> MarginSnapshot:
+        """The account's margin snapshot now (also emitted after every change)."""
+        account = self.accounts[account_id]
+        return self._snapshot(account, ts, stamp=False)
+
+    # ---------------------------------------------------------------------- helpers
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _accept(self, cmd: Any, out: list) -> None:
+        out.append(CommandAccepted(self.producer, self._next(), cmd.account, cmd.producer, cmd.seq,
+                                   type(cmd).__name__, cmd.ts))
+
+    def _refuse(self, cmd: Any, refused: Refused, out: list, order_id: int = 0) -> None:
+        out.append(CommandRejected(self.producer, self._next(), cmd.account, cmd.producer, cmd.seq,
+                                   type(cmd).__name__, refused.reason, refused.detail, order_id, cmd.ts))
+
+    def _snapshot(self, account: Account, ts: int, stamp: bool = True) -> MarginSnapshot:
+        positions = [position_state(account, p, self.marks) for p in account.positions.values() if p.size]
+        return MarginSnapshot(self.producer, self._next() if stamp else 0, account.account_id, account.balance,
+                              available_to_trade(account, self.marks), withdrawable(account, self.marks),
+                              bucket_states(account, self.marks), positions, ts)
+
+    def _get_account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise Refused(RejectReason.UNKNOWN_ACCOUNT, f"account {account_id!r} has never deposited")
+        return account
+
+    def _get_market(self, symbol: str) -> Market:
+        market = self.markets.get(symbol)
+        if market is None:
+            raise Refused(RejectReason.UNKNOWN_MARKET,
+                          f"unknown market {symbol!r}; markets: {', '.join(self.markets)}")
+        return market
+
+    def _position(self, account: Account, market: Market) -> Position:
+        position = account.positions.get(market.symbol)
+        if position is None:
+            position = account.positions[market.symbol] = Position(market)
+        return position
+
+    def _money(self, amount: int) -> str:
+        return f"{amount / 1_000_000:,.6f}"
+
+    def _bucket(self, position: Position) -> str:
+        return position.market.symbol if position.mode is ISOLATED else ""
+
+    # -------------------------------------------------------------- money commands
+
+    def _deposit(self, cmd: Deposit, out: list) -> None:
+        if cmd.amount <= 0:
+            return self._refuse(cmd, Refused(RejectReason.INVALID_AMOUNT,
+                                             f"a deposit must be positive, got {self._money(cmd.amount)}"), out)
+        account = self.accounts.get(cmd.account)
+        if account is None:
+            account = self.accounts[cmd.account] = Account(cmd.account)
+        account.balance += cmd.amount
+        self.deposits += cmd.amount
+        self._accept(cmd, out)
+        self._after_change(account, cmd.ts, out)
+        return None
+
+    def _withdraw(self, cmd: Withdraw, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            if cmd.amount <= 0:
+                raise Refused(RejectReason.INVALID_AMOUNT, f"a withdrawal must be positive, got {self._money(cmd.amount)}")
+            allowed = withdrawable(account, self.marks)
+            if cmd.amount > allowed:
+                raise Refused(RejectReason.WITHDRAW_ABOVE_WITHDRAWABLE,
+                              f"asked {self._money(cmd.amount)}, withdrawable {self._money(allowed)}")
+        except Refused as refused:
+            return self._refuse(cmd, refused, out)
+        account.balance -= cmd.amount
+        self.withdrawals += cmd.amount
+        self._accept(cmd, out)
+        self._after_change(account, cmd.ts, out)
+        return None
+
+    # ------------------------------------------------------------------- settings
+
+    def _set_mode(self, cmd: SetMarginMode, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            market = self._get_market(cmd.market)
+            position = self._position(account, market)
+            if position.mode is cmd.mode:
+                raise Refused(RejectReason.MARGIN_MODE_UNCHANGED, f"{market.symbol} is already {cmd.mode.name}")
+            if position.size:
+                raise Refused(RejectReason.MODE_CHANGE_WITH_POSITION,
+                              f"close the {market.symbol} position ({market.format_size(position.size)}) first")
+            if any(order.market == market.symbol for order in account.orders.values()):
+                raise Refused(RejectReason.MODE_CHANGE_WITH_OPEN_ORDERS,
+                              f"cancel the open {market.symbol} orders first")
+        except Refused as refused:
+            return self._refuse(cmd, refused, out)
+        position.mode = cmd.mode
+        self._accept(cmd, out)
+        self._after_change(account, cmd.ts, out)
+        return None
+
+    def _set_leverage(self, cmd: SetLeverage, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            market = self._get_market(cmd.market)
+            if not 1 <= cmd.leverage <= market.max_leverage:
+                raise Refused(RejectReason.LEVERAGE_OUT_OF_RANGE,
+                              f"leverage must be 1 to {market.max_leverage} on {market.symbol}, got {cmd.leverage}")
+            position = self._position(account, market)
+            old = position.leverage
+            position.leverage = cmd.leverage
+            problem = self._leverage_problem(account, position)
+            if problem:
+                position.leverage = old
+                raise Refused(RejectReason.LEVERAGE_BELOW_POSITION_MARGIN, problem)
+        except Refused as refused:
+            return self._refuse(cmd, refused, out)
+        # open orders of this market reserve at the new leverage
+        for order in account.orders.values():
+            if order.market == market.symbol and not order.reduce_only:
+                new = self._reservation(position, Side(order.side), order.price, order.remaining)
+                account.reserved += new - order.reserved
+                order.reserved = new
+        self._accept(cmd, out)
+        self._after_change(account, cmd.ts, out)
+        return None
+
+    def _leverage_problem(self, account: Account, position: Position) -> str:
+        """Why the position would be under its initial margin at its (new) leverage."""
+        if not position.size:
+            return ""
+        if position.mode is ISOLATED:
+            equity, im, _, _ = isolated_totals(position, self.marks)
+            if equity < im:
+                return (f"isolated equity {self._money(equity)} is below the initial margin "
+                        f"{self._money(im)} at {position.leverage}x")
+            return ""
+        equity, im, _, _ = cross_totals(account, self.marks)
+        if equity - im - account.reserved < 0:
+            return (f"cross equity {self._money(equity)} would be below the initial margin "
+                    f"{self._money(im)} plus open-order reservations {self._money(account.reserved)}")
+        return ""
+
+    def _adjust_margin(self, cmd: AdjustIsolatedMargin, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            market = self._get_market(cmd.market)
+            position = account.positions.get(market.symbol)
+            if position is None or position.mode is not ISOLATED:
+                raise Refused(RejectReason.NOT_ISOLATED, f"{market.symbol} is not in isolated mode")
+            if not position.size:
+                raise Refused(RejectReason.NO_POSITION, f"there is no {market.symbol} position to margin")
+            if cmd.amount == 0:
+                raise Refused(RejectReason.INVALID_AMOUNT, "the amount must not be 0")
+            if market.symbol in account.liquidating:
+                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION, f"the {market.symbol} position is being liquidated")
+            if cmd.amount > 0:
+                available = available_to_trade(account, self.marks)
+                if cmd.amount > available:
+                    raise Refused(RejectReason.INSUFFICIENT_MARGIN,
+                                  f"adding {self._money(cmd.amount)} needs that much available; "
+                                  f"available {self._money(available)}")
+            else:
+                if market.strict_isolated:
+                    raise Refused(RejectReason.STRICT_ISOLATED, f"{market.symbol} does not allow removing margin")
+                equity, im, _, notional = isolated_totals(position, self.marks)
+                floor = max(im, ceil_div(notional, 10))
+                if equity + cmd.amount < floor:
+                    raise Refused(RejectReason.REMOVE_MARGIN_ABOVE_ALLOWED,
+                                  f"at most {self._money(max(0, equity - floor))} can be removed "
+                                  f"(equity {self._money(equity)} must stay ≥ {self._money(floor)})")
+        except Refused as refused:
+            return self._refuse(cmd, refused, out)
+        position.margin += cmd.amount
+        account.balance -= cmd.amount
+        self._accept(cmd, out)
+        self._after_change(account, cmd.ts, out)
+        return None
+
+    # ---------------------------------------------------------------------- orders
+
+    def _reference_price(self, market: Market) -> int:
+        return self.marks.marks.get(market.symbol) or self.marks.last.get(market.symbol, 0)
+
+    def _reservation(self, position: Position, side: Side, price: int, size: int) -> int:
+        """Margin an order must reserve: IM plus taker fee on the part that grows the position."""
+        reducing = min(size, abs(position.size)) if position.size and position.sign != side else 0
+        opening = size - reducing
+        if not opening:
+            return 0
+        market = position.market
+        notional = price * opening * market.value_per_tick_lot
+        after = (abs(position.size) - reducing + opening) * price * market.value_per_tick_lot
+        leverage = position.effective_leverage(after)
+        return ceil_div(notional, leverage) + ceil_div(notional * market.taker_fee_ppm, PPM)
+
+    def _order_price(self, market: Market, cmd: PlaceOrder) -> int:
+        if cmd.order_type is OrderType.MARKET:
+            if cmd.price:
+                raise Refused(RejectReason.INVALID_PRICE, "a market order takes no price")
+            reference = self._reference_price(market)
+            if not reference:
+                raise Refused(RejectReason.NO_LIQUIDITY, f"no mark price for {market.symbol} yet")
+            band = reference * market.price_band_ppm // PPM
+            return reference + band if cmd.side is Side.BUY else max(1, reference - band)
+        if cmd.price <= 0:
+            raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
+        return cmd.price
+
+    def _place(self, cmd: PlaceOrder, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            market = self._get_market(cmd.market)
+            if cmd.size <= 0:
+                raise Refused(RejectReason.INVALID_SIZE, f"size must be positive, got {cmd.size}")
+            price = self._order_price(market, cmd)
+            position = self._position(account, market)
+            if self._bucket(position) in account.liquidating:
+                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
+                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            if cmd.reduce_only:
+                if not position.size or position.sign == cmd.side:
+                    raise Refused(RejectReason.REDUCE_ONLY_WOULD_INCREASE,
+                                  f"position is {market.format_size(position.size)}; a reduce-only "
+                                  f"{cmd.side.name} cannot reduce it")
+                reserve = 0
+            else:
+                reserve = self._reservation(position, cmd.side, price, cmd.size)
+                if reserve:
+                    available = available_to_trade(account, self.marks)
+                    if reserve > available:
+                        raise Refused(RejectReason.INSUFFICIENT_MARGIN,
+                                      f"order needs {self._money(reserve)} of margin, "
+                                      f"available {self._money(available)}")
+        except Refused as refused:
+            out.append(OrderRejected(self.producer, self._next(), cmd.market, cmd.account, 0,
+                                     cmd.client_order_id, refused.reason, refused.detail, cmd.ts))
+            return None
+        self.order_counter += 1
+        order_id = (self.order_counter << 16) | self.partition
+        account.orders[order_id] = OpenOrder(order_id, market.symbol, int(cmd.side), price, cmd.size,
+                                             reserve, cmd.reduce_only, cmd.client_order_id)
+        account.reserved += reserve
+        out.append(NewOrder(self.producer, self._next(), cmd.account, market.symbol, order_id,
+                            cmd.client_order_id, cmd.side, cmd.order_type, cmd.tif, cmd.price, cmd.size,
+                            cmd.reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0)))
+        return None
+
+    def _cancel(self, cmd: CancelOrder, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            order = account.orders.get(cmd.order_id)
+            if order is None or order.market != cmd.market:
+                raise Refused(RejectReason.UNKNOWN_ORDER, f"order {cmd.order_id} is not open in {cmd.market}")
+        except Refused as refused:
+            return self._refuse(cmd, refused, out, cmd.order_id)
+        out.append(CancelOrder(self.producer, self._next(), cmd.account, cmd.market, cmd.order_id, cmd.ts))
+        return None
+
+    def _amend(self, cmd: AmendOrder, out: list) -> None:
+        try:
+            account = self._get_account(cmd.account)
+            order = account.orders.get(cmd.order_id)
+            if order is None or order.market != cmd.market:
+                raise Refused(RejectReason.UNKNOWN_ORDER, f"order {cmd.order_id} is not open in {cmd.market}")
+            if cmd.price <= 0:
+                raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
+            market = self.markets[order.market]
+            position = self._position(account, market)
+            new = 0
+            if not order.reduce_only:
+                new = self._reservation(position, Side(order.side), cmd.price, max(cmd.size, 0))
+                extra = new - order.reserved
+                if extra > 0:
+                    available = available_to_trade(account, self.marks)
+                    if extra > available:
+                        raise Refused(RejectReason.INSUFFICIENT_MARGIN,
+                                      f"amend needs {self._money(extra)} more margin, available {self._money(available)}")
+        except Refused as refused:
+            return self._refuse(cmd, refused, out, cmd.order_id)
+        if new > order.reserved:  # hold the larger until matching confirms
+            account.reserved += new - order.reserved
+            order.reserved = new
+        out.append(AmendOrder(self.producer, self._next(), cmd.account, cmd.market, cmd.order_id,
+                              cmd.price, cmd.size, cmd.ts, self.marks.marks.get(cmd.market, 0)))
+        return None
+
+    # ------------------------------------------------------------- order outcomes
+
+    def _release(self, account: Account, order_id: int) -> OpenOrder | None:
+        order = account.orders.pop(order_id, None)
+        if order is not None:
+            account.reserved -= order.reserved
+        return order
+
+    def _order_accepted(self, event: OrderAccepted, out: list) -> None:
+        account = self.accounts.get(event.account)
+        order = account.orders.get(event.order_id) if account else None
+        if order is not None and order.price != event.price:
+            order.price = event.price  # a market order's protection price
+        return None
+
+    def _order_rejected(self, event: OrderRejected, out: list) -> None:
+        account = self.accounts.get(event.account)
+        if account is not None:
+            self._release(account, event.order_id)
+        return None
+
+    def _order_closed(self, event: OrderClosed, out: list) -> None:
+        account = self.accounts.get(event.account)
+        if account is not None:
+            self._release(account, event.order_id)
+        return None
+
+    def _order_amended(self, event: OrderAmended, out: list) -> None:
+        account = self.accounts.get(event.account)
+        order = account.orders.get(event.order_id) if account else None
+        if order is None:
+            return None
+        order.price, order.remaining = event.price, event.remaining
+        if not order.reduce_only:
+            position = self._position(account, self.markets[order.market])
+            new = self._reservation(position, Side(order.side), order.price, order.remaining)
+            account.reserved += new - order.reserved
+            order.reserved = new
+        return None
+
+    def _matching_refused(self, event: CommandRejected, out: list) -> None:
+        """Matching refused a cancel or amend; an amend's larger reservation stays until
+        the order ends (conservative)."""
+        return None
+
+    # ----------------------------------------------------------------------- fills
+
+    def _fill(self, fill: Fill, out: list) -> None:
+        market = self.markets.get(fill.market)
+        if market is None:
+            return None
+        self.marks.last[market.symbol] = fill.price
+        sides = ((fill.taker_account, int(fill.taker_side), fill.taker_order_id, market.taker_fee_ppm),
+                 (fill.maker_account, -int(fill.taker_side), fill.maker_order_id, market.maker_fee_ppm))
+        changed = []
+        for account_id, side, order_id, fee_ppm in sides:
+            account = self.accounts.get(account_id)
+            if account is None:
+                continue  # the other side belongs to another partition
+            if fill.liquidity is not Liquidity.BOOK:
+                fee_ppm = 0  # backstop and ADL transfers are fee-free
+            self._apply_fill(account, market, side, fill.price, fill.size, fee_ppm)
+            order = account.orders.get(order_id)
+            if order is not None:
+                if fill.size >= order.remaining:
+                    released = order.reserved
+                else:
+                    released = order.reserved * fill.size // order.remaining
+                order.remaining -= fill.size
+                order.reserved -= released
+                account.reserved -= released
+            if account not in changed:
+                changed.append(account)
+        for account in changed:
+            self._after_change(account, fill.ts, out)
+        return None
+
+    def _apply_fill(self, account: Account, market: Market, side: int, price: int, quantity: int,
+                    fee_ppm: int) -> None:
+        position = self._position(account, market)
+        v = market.value_per_tick_lot
+        value = price * quantity * v
+        fee = ceil_div(value * fee_ppm, PPM) if fee_ppm >= 0 else -((value * -fee_ppm) // PPM)
+        self.fees += fee
+        was_open = position.size != 0
+        if position.size and position.sign != side:
+            reduce = min(quantity, abs(position.size))
+            size = abs(position.size)
+            removed = position.entry_value * reduce // size
+            realized = position.sign * (price * reduce * v - removed)
+            fee_reduce = fee * reduce // quantity
+            position.entry_value -= removed
+            position.size += side * reduce
+            if position.mode is CROSS:
+                account.balance += realized - fee_reduce
+            else:
+                release = position.margin * reduce // size
+                position.margin -= release
+                back = release + realized - fee_reduce
+                if back >= 0:
+                    account.balance += back
+                else:
+                    position.margin += back  # the shortfall comes out of the remaining margin
+                if not position.size:
+                    leftover, position.margin = position.margin, 0
+                    if leftover >= 0:
+                        account.balance += leftover
+                    else:
+                        self._cover_deficit(-leftover)
+            quantity -= reduce
+            fee -= fee_reduce
+        if quantity:
+            position.entry_value += price * quantity * v
+            position.size += side * quantity
+            if position.mode is ISOLATED:
+                notional = position.notional(price)
+                margin_in = ceil_div(price * quantity * v, position.effective_leverage(notional))
+                account.balance -= margin_in
+                position.margin += margin_in
+        account.balance -= fee
+        if position.size and not was_open:
+            self._holders[market.symbol].add(account.account_id)
+        elif not position.size:
+            self._holders[market.symbol].discard(account.account_id)
+        if (position.mode is CROSS and account.balance < 0 and not account.cross_positions()
+                and account.account_id != self.insurance_account):
+            deficit, account.balance = -account.balance, 0
+            self._cover_deficit(deficit)
+
+    def _cover_deficit(self, deficit: int) -> None:
+        """Bankrupt bucket: the insurance fund pays what the trader cannot."""
+        fund = self.accounts.get(self.insurance_account)
+        if fund is None:
+            fund = self.accounts[self.insurance_account] = Account(self.insurance_account)
+        fund.balance -= deficit
+        self.bad_debt += deficit
+
+    # ------------------------------------------------------------- marks and funding
+
+    def _mark(self, event: MarkPrice, out: list) -> None:
+        market = self.markets.get(event.market)
+        if market is None or event.mark_price <= 0:
+            return None
+        symbol = market.symbol
+        mark = event.mark_price
+        self.marks.marks[symbol] = mark
+        candidates: list[str] = []
+        for mode in (CROSS, ISOLATED):
+            longs = self._index.get((symbol, mode, 1))
+            if longs:
+                candidates.extend(account for _, account in longs.irange((mark + 1,)))
+            shorts = self._index.get((symbol, mode, -1))
+            if shorts:
+                candidates.extend(account for _, account in shorts.irange(maximum=(mark,)))
+        for account_id in dict.fromkeys(candidates):
+            self._check(self.accounts[account_id], event.ts, out)
+        for account_id in list(self._multi[symbol]):
+            account = self.accounts[account_id]
+            if "" not in account.liquidating:
+                for position in account.cross_positions():
+                    if position.market.symbol != symbol:
+                        self._reindex(account, position)
+        return None
+
+    def _funding(self, event: Funding, out: list) -> None:
+        market = self.markets.get(event.market)
+        if market is None:
+            return None
+        changed = []
+        for account_id in sorted(self._holders[market.symbol]):
+            account = self.accounts[account_id]
+            position = account.positions[market.symbol]
+            exact = abs(position.size) * event.index_price * market.value_per_tick_lot * abs(event.rate_ppb)
+            pays = (event.rate_ppb > 0) == (position.size > 0)
+            amount = -ceil_div(exact, PPB) if pays else exact // PPB
+            self.funding_net -= amount
+            if position.mode is CROSS:
+                account.balance += amount
+            else:
+                position.margin += amount
+            changed.append(account)
+        for account in changed:
+            self._after_change(account, event.ts, out)
+        return None
+
+    def _liquidation_outcome(self, event: LiquidationOutcome, out: list) -> None:
+        account = self.accounts.get(event.account)
+        if account is None:
+            return None
+        if event.stage in ENDED:
+            account.liquidating.discard(event.market)
+            self._after_change(account, event.ts, out)
+        return None
+
+    # ------------------------------------------------------------------ detection
+
+    def _after_change(self, account: Account, ts: int, out: list) -> None:
+        """Re-index the account's positions, check its buckets, and report its margin."""
+        cross = account.cross_positions()
+        for position in account.positions.values():
+            self._reindex(account, position)
+        for symbol in self._multi:
+            if len(cross) > 1 and any(p.market.symbol == symbol for p in cross):
+                self._multi[symbol].add(account.account_id)
+            else:
+                self._multi[symbol].discard(account.account_id)
+        self._check(account, ts, out)
+        out.append(self._snapshot(account, ts))
+
+    def _reindex(self, account: Account, position: Position) -> None:
+        entry = position.index_entry
+        if entry is not None:
+            entry[0].remove(entry[1])
+            position.index_entry = None
+        if not position.size or self._bucket(position) in account.liquidating:
+            return
+        key = index_key(position, position_thresholds(account, position, self.marks))
+        if key is None:
+            return
+        index_id = (position.market.symbol, position.mode, position.sign)
+        index = self._index.get(index_id)
+        if index is None:
+            index = self._index[index_id] = SortedList()
+        item = (key, account.account_id)
+        index.add(item)
+        position.index_entry = (index, item)
+
+    def _check(self, account: Account, ts: int, out: list) -> None:
+        """Trigger liquidation of every bucket of the account with ``equity < MM``."""
+        if "" not in account.liquidating:
+            equity, _, mm, _ = cross_totals(account, self.marks)
+            if mm and equity < mm:
+                self._trigger(account, "", CROSS, equity, mm, account.cross_positions(), ts, out)
+        for position in list(account.positions.values()):
+            if position.size and position.mode is ISOLATED and position.market.symbol not in account.liquidating:
+                equity, _, mm, _ = isolated_totals(position, self.marks)
+                if equity < mm:
+                    self._trigger(account, position.market.symbol, ISOLATED, equity, mm, [position], ts, out)
+
+    def _trigger(self, account: Account, bucket: str, mode: MarginMode, equity: int, mm: int,
+                 positions: list[Position], ts: int, out: list) -> None:
+        states = [position_state(account, p, self.marks) for p in positions]
+        account.liquidating.add(bucket)
+        for position in positions:
+            self._reindex(account, position)  # leaves the index while liquidating
+        out.append(LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode,
+                                      equity, mm, states, ts))
