@@ -28,17 +28,24 @@ Loss bound: an isolated position that closes with less than nothing left, or a c
 bucket left with no position and a negative balance, is bankrupt: the deficit is charged
 to the insurance fund account (``bad_debt`` counts it) and the trader's bucket is set to 0.
 
-Liquidation detection: every position with a liquidation price sits in a per-market,
-per-mode, per-side ``SortedList`` keyed by that price (an integer key such that for an
-integer mark ``P`` a long is liquidatable iff ``P < key`` and a short iff ``P > key``).
-A mark update reads only the keys it crossed. Isolated keys depend on nothing but the
-position; a cross position's key holds the bucket's other positions at their marks, so
-a mark update re-keys the cross accounts that hold that market and another one
-(``_multi``). Known limitation: that re-keying costs time per multi-market cross holder.
+Liquidation detection, in time proportional to the buckets near liquidation:
+- Isolated positions and one-position cross buckets sit in a per-market, per-mode,
+  per-side ``SortedList`` keyed by their exact liquidation price (an integer key such that
+  for an integer mark ``P`` a long is liquidatable iff ``P < key``, a short iff
+  ``P > key``). A mark update reads only the keys it crossed.
+- A cross bucket with positions in several markets is keyed by a movement budget: when
+  it is (re)keyed, ``S = equity − MM − #positions`` is its slack and ``K = Σ |s_X| · v_X
+  · (1 + highest mmr of X)`` the most value one tick of adverse move in each market can
+  consume, so while no market has travelled (Σ |Δmark|, ``_travel``) more than ``⌊S/K⌋``
+  ticks since, it cannot be under maintenance. Each market has an index of ``travel at
+  keying + ⌊S/K⌋``; a mark update pops only the buckets whose budget it exhausted and
+  checks them exactly.
+Any change to an account (fill, funding, margin, settings) re-keys it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -123,7 +130,10 @@ class RiskEngine:
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
-        self._multi: dict[str, set[str]] = {symbol: set() for symbol in markets}
+        # movement budgets of multi-market cross buckets: market -> SortedList[(travel, account)]
+        self._budgets: dict[str, SortedList] = {symbol: SortedList() for symbol in markets}
+        self._travel: dict[str, int] = {symbol: 0 for symbol in markets}
+        self._budget_entries: dict[str, list[tuple[SortedList, tuple[int, str]]]] = {}
         self._handlers = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
@@ -593,6 +603,7 @@ class RiskEngine:
             return None
         symbol = market.symbol
         mark = event.mark_price
+        previous = self.marks.marks.get(symbol)
         self.marks.marks[symbol] = mark
         candidates: list[str] = []
         for mode in (CROSS, ISOLATED):
@@ -602,14 +613,15 @@ class RiskEngine:
             shorts = self._index.get((symbol, mode, -1))
             if shorts:
                 candidates.extend(account for _, account in shorts.irange(maximum=(mark,)))
+        if previous is not None:
+            self._travel[symbol] += abs(mark - previous)
+            travel = self._travel[symbol]
+            # budgets strictly below the travel are exhausted
+            candidates.extend(account for _, account in self._budgets[symbol].irange(maximum=(travel,)))
         for account_id in dict.fromkeys(candidates):
-            self._check(self.accounts[account_id], event.ts, out)
-        for account_id in list(self._multi[symbol]):
             account = self.accounts[account_id]
-            if "" not in account.liquidating:
-                for position in account.cross_positions():
-                    if position.market.symbol != symbol:
-                        self._reindex(account, position)
+            self._check(account, event.ts, out)
+            self._rekey_budget(account)
         return None
 
     def _funding(self, event: Funding, out: list) -> None:
@@ -645,17 +657,36 @@ class RiskEngine:
     # ------------------------------------------------------------------ detection
 
     def _after_change(self, account: Account, ts: int, out: list) -> None:
-        """Re-index the account's positions, check its buckets, and report its margin."""
-        cross = account.cross_positions()
+        """Re-key the account's positions, check its buckets, and report its margin."""
         for position in account.positions.values():
             self._reindex(account, position)
-        for symbol in self._multi:
-            if len(cross) > 1 and any(p.market.symbol == symbol for p in cross):
-                self._multi[symbol].add(account.account_id)
-            else:
-                self._multi[symbol].discard(account.account_id)
+        self._rekey_budget(account)
         self._check(account, ts, out)
         out.append(self._snapshot(account, ts))
+
+    def _rekey_budget(self, account: Account) -> None:
+        """(Re)place a multi-market cross bucket in the movement-budget indexes."""
+        for index, item in self._budget_entries.pop(account.account_id, ()):
+            index.remove(item)
+        if "" in account.liquidating:
+            return
+        cross = account.cross_positions()
+        if len(cross) < 2:
+            return
+        equity, _, mm, _ = cross_totals(account, self.marks)
+        slack = equity - mm - len(cross)
+        if slack < 0:
+            return  # _check triggers it, or it is within rounding of maintenance: keyed per fill
+        sensitivity = sum(abs(p.size) * p.market.value_per_tick_lot * (1 + p.market.tiers[-1].mmr)
+                          for p in cross)
+        allowed = math.floor(slack / sensitivity)
+        entries = []
+        for position in cross:
+            symbol = position.market.symbol
+            item = (self._travel[symbol] + allowed, account.account_id)
+            self._budgets[symbol].add(item)
+            entries.append((self._budgets[symbol], item))
+        self._budget_entries[account.account_id] = entries
 
     def _reindex(self, account: Account, position: Position) -> None:
         entry = position.index_entry
@@ -664,6 +695,8 @@ class RiskEngine:
             position.index_entry = None
         if not position.size or self._bucket(position) in account.liquidating:
             return
+        if position.mode is CROSS and len(account.cross_positions()) > 1:
+            return  # keyed by its movement budget instead
         key = index_key(position, position_thresholds(account, position, self.marks))
         if key is None:
             return
@@ -693,5 +726,7 @@ class RiskEngine:
         account.liquidating.add(bucket)
         for position in positions:
             self._reindex(account, position)  # leaves the index while liquidating
+        if not bucket:
+            self._rekey_budget(account)
         out.append(LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode,
                                       equity, mm, states, ts))

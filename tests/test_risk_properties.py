@@ -9,6 +9,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange.accounts import cross_totals, isolated_totals
 from exchange.core import CoreExchange
 from exchange.invariants import check
 from exchange.markets import Market
@@ -119,7 +120,20 @@ def run_sequence(seed: int, steps: int) -> CoreExchange:
             events = ex.submit(action)
             assert answers(action, events) == 1, (seed, step, action, events)
         check(ex.risk, ex.matching.values())
+        assert_no_missed_liquidation(ex, seed, step)
     return ex
+
+
+def assert_no_missed_liquidation(ex: CoreExchange, seed: int, step: int) -> None:
+    """Detection is complete: every bucket under maintenance has been triggered."""
+    for account in ex.risk.accounts.values():
+        if "" not in account.liquidating:
+            equity, _, mm, _ = cross_totals(account, ex.risk.marks)
+            assert not (mm and equity < mm), (seed, step, account.account_id, "cross", equity, mm)
+        for position in account.positions.values():
+            if position.size and position.mode is MarginMode.ISOLATED and position.market.symbol not in account.liquidating:
+                equity, _, mm, _ = isolated_totals(position, ex.risk.marks)
+                assert equity >= mm, (seed, step, account.account_id, position.market.symbol, equity, mm)
 
 
 def _mark(ex: CoreExchange, market: str, price: int):

@@ -1,0 +1,141 @@
+"""Liquidation detection: indexed mark updates against a naive full scan, in the same run.
+
+Builds a risk engine with N accounts (default 100,000), each with a position in one of
+three markets (half isolated, half cross, leverage 2x to 20x) plus a share of cross
+accounts holding all three markets, all opened through the engine's real fill path. Then
+applies M mark updates (default 1,000): each market random-walks, and SOL trends down so
+that liquidations come in waves.
+
+For every update it times ``RiskEngine.apply(MarkPrice)``, which reads only the index
+entries the new mark crossed, and counts how many positions that update liquidated. On a
+sample of the updates it also times the naive way: value every account holding the
+market at the new mark and compare equity with MM. It prints the indexed time per update
+grouped by how many positions were liquidated, the naive time, and last the ratio
+naive / indexed (how many times faster the index is).
+
+    python -m bench.risk [--accounts 100000] [--updates 1000] [--multi 0.01] [--seed 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from exchange.accounts import cross_totals, isolated_totals
+from exchange.markets import Market
+from exchange.risk import RiskEngine
+from schemas.enums import Liquidity, MarginMode, Side
+from schemas.events import Deposit, Fill, LiquidationTrigger, MarkPrice, SetLeverage, SetMarginMode
+
+MARKETS = {
+    "BTC-PERP": Market("BTC-PERP", "0.1", "0.001", 40),
+    "ETH-PERP": Market("ETH-PERP", "0.01", "0.01", 25),
+    "SOL-PERP": Market("SOL-PERP", "0.01", "0.01", 20),
+}
+START = {"BTC-PERP": 650_000, "ETH-PERP": 350_000, "SOL-PERP": 15_000}  # ticks
+SIZE = {"BTC-PERP": (1, 200), "ETH-PERP": (1, 300), "SOL-PERP": (10, 5_000)}  # lots
+
+
+def build(accounts: int, multi: float, seed: int) -> tuple[RiskEngine, float]:
+    rng = random.Random(seed)
+    engine = RiskEngine(MARKETS)
+    seq = 0
+
+    def send(message_type, *fields):
+        nonlocal seq
+        seq += 1
+        engine.apply(message_type("bench", seq, *fields))
+
+    send(Deposit, "mm", 10**18)
+    for symbol, price in START.items():
+        send(MarkPrice, symbol, price, price)
+    symbols = list(MARKETS)
+    started = time.perf_counter()
+    for index in range(accounts):
+        account = f"a{index}"
+        send(Deposit, account, rng.randint(200, 20_000) * 1_000_000)
+        holdings = symbols if rng.random() < multi else [rng.choice(symbols)]
+        isolated = len(holdings) == 1 and rng.random() < 0.5
+        for symbol in holdings:
+            if isolated:
+                send(SetMarginMode, account, symbol, MarginMode.ISOLATED)
+            send(SetLeverage, account, symbol, rng.randint(2, MARKETS[symbol].max_leverage // 2))
+            side = rng.choice((Side.BUY, Side.SELL))
+            low, high = SIZE[symbol]
+            seq += 1
+            engine.apply(Fill("bench", seq, symbol, seq, START[symbol], rng.randint(low, high), side,
+                              account, 0, "mm", 0, Liquidity.BOOK))
+    return engine, time.perf_counter() - started
+
+
+def naive_scan(engine: RiskEngine, symbol: str) -> int:
+    """Value every account holding ``symbol`` and count buckets with equity < MM."""
+    marks = engine.marks
+    count = 0
+    for account in engine.accounts.values():
+        position = account.positions.get(symbol)
+        if position is None or not position.size:
+            continue
+        if position.mode is MarginMode.ISOLATED:
+            equity, _, mm, _ = isolated_totals(position, marks)
+        else:
+            equity, _, mm, _ = cross_totals(account, marks)
+        count += equity < mm
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000, help="accounts (default 100000)")
+    parser.add_argument("--updates", type=int, default=1_000, help="mark updates (default 1000)")
+    parser.add_argument("--multi", type=float, default=0.01,
+                        help="share of cross accounts holding all three markets (default 0.01)")
+    parser.add_argument("--naive-every", type=int, default=50, help="time the naive scan every Nth update (default 50)")
+    parser.add_argument("--seed", type=int, default=3, help="seed (default 3)")
+    args = parser.parse_args()
+
+    print(f"building {args.accounts:,} accounts ({args.multi:.0%} cross in all three markets) ...", flush=True)
+    engine, seconds = build(args.accounts, args.multi, args.seed)
+    print(f"built in {seconds:.1f} s: {sum(len(engine._holders[s]) for s in MARKETS):,} positions")
+
+    rng = random.Random(args.seed + 1)
+    marks = dict(START)
+    symbols = list(MARKETS)
+    indexed: dict[str, list[float]] = {"0": [], "1-10": [], "11-100": [], ">100": []}
+    naive_times: list[float] = []
+    indexed_sampled: list[float] = []
+    liquidated = 0
+    for update in range(args.updates):
+        symbol = symbols[update % 3]
+        drift = -0.002 if symbol == "SOL-PERP" else 0.0
+        marks[symbol] = max(1, round(marks[symbol] * (1 + drift + rng.gauss(0, 0.003))))
+        event = MarkPrice("bench", 10**9 + update, symbol, marks[symbol], marks[symbol])
+        started = time.perf_counter()
+        out = engine.apply(event)
+        elapsed = time.perf_counter() - started
+        triggered = sum(1 for e in out if isinstance(e, LiquidationTrigger))
+        liquidated += triggered
+        group = "0" if not triggered else "1-10" if triggered <= 10 else "11-100" if triggered <= 100 else ">100"
+        indexed[group].append(elapsed)
+        if update % args.naive_every == 0:
+            started = time.perf_counter()
+            naive_scan(engine, symbol)
+            naive_times.append(time.perf_counter() - started)
+            indexed_sampled.append(elapsed)
+    print(f"{args.updates} mark updates, {liquidated} positions liquidated")
+    print(f"{'liquidated by the update':>26} {'updates':>8} {'indexed, mean':>14}")
+    for group, times in indexed.items():
+        if times:
+            print(f"{group:>26} {len(times):>8} {statistics.mean(times) * 1e6:>11.0f} µs")
+    every = [t for times in indexed.values() for t in times]
+    print(f"indexed, all updates: mean {statistics.mean(every) * 1e6:,.0f} µs, "
+          f"median {statistics.median(every) * 1e6:,.0f} µs")
+    print(f"naive full scan ({len(naive_times)} sampled updates): mean {statistics.mean(naive_times) * 1e3:,.1f} ms")
+    ratio = statistics.mean(naive_times) / statistics.mean(every)
+    print(f"ratio naive/indexed: {ratio:.0f}")
+
+
+if __name__ == "__main__":
+    main()
