@@ -7,10 +7,11 @@ applies M mark updates (default 1,000): each market random-walks, and SOL trends
 that liquidations come in waves.
 
 For every update it times ``RiskEngine.apply(MarkPrice)``, which reads only the index
-entries the new mark crossed, and counts how many positions that update liquidated. On a
+entries the new mark crossed, and counts the accounts it had to check (near liquidation:
+a crossed liquidation price or an exhausted movement budget) and how many it liquidated. On a
 sample of the updates it also times the naive way: value every account holding the
 market at the new mark and compare equity with MM. It prints the indexed time per update
-grouped by how many positions were liquidated, the naive time, and last the ratio
+grouped by how many accounts it checked, the naive time, and last the ratio
 naive / indexed (how many times faster the index is).
 
     python -m bench.risk [--accounts 100000] [--updates 1000] [--multi 0.01] [--seed 3]
@@ -103,33 +104,39 @@ def main() -> None:
     rng = random.Random(args.seed + 1)
     marks = dict(START)
     symbols = list(MARKETS)
-    indexed: dict[str, list[float]] = {"0": [], "1-10": [], "11-100": [], ">100": []}
+    groups = ((0, 0), (1, 10), (11, 100), (101, 1000), (1001, 10**9))
+    indexed: dict[tuple[int, int], list[tuple[float, int, int]]] = {group: [] for group in groups}
     naive_times: list[float] = []
-    indexed_sampled: list[float] = []
     liquidated = 0
     for update in range(args.updates):
         symbol = symbols[update % 3]
         drift = -0.002 if symbol == "SOL-PERP" else 0.0
         marks[symbol] = max(1, round(marks[symbol] * (1 + drift + rng.gauss(0, 0.003))))
         event = MarkPrice("bench", 10**9 + update, symbol, marks[symbol], marks[symbol])
+        checked_before = engine.buckets_checked
         started = time.perf_counter()
         out = engine.apply(event)
         elapsed = time.perf_counter() - started
+        checked = engine.buckets_checked - checked_before
         triggered = sum(1 for e in out if isinstance(e, LiquidationTrigger))
         liquidated += triggered
-        group = "0" if not triggered else "1-10" if triggered <= 10 else "11-100" if triggered <= 100 else ">100"
-        indexed[group].append(elapsed)
+        group = next(g for g in groups if g[0] <= checked <= g[1])
+        indexed[group].append((elapsed, checked, triggered))
         if update % args.naive_every == 0:
             started = time.perf_counter()
             naive_scan(engine, symbol)
             naive_times.append(time.perf_counter() - started)
-            indexed_sampled.append(elapsed)
     print(f"{args.updates} mark updates, {liquidated} positions liquidated")
-    print(f"{'liquidated by the update':>26} {'updates':>8} {'indexed, mean':>14}")
-    for group, times in indexed.items():
-        if times:
-            print(f"{group:>26} {len(times):>8} {statistics.mean(times) * 1e6:>11.0f} µs")
-    every = [t for times in indexed.values() for t in times]
+    print(f"{'accounts checked':>18} {'updates':>8} {'liquidated/update':>18} {'indexed, mean':>14} {'per check':>10}")
+    for (low, high), rows in indexed.items():
+        if rows:
+            mean_time = statistics.mean(r[0] for r in rows)
+            mean_checked = statistics.mean(r[1] for r in rows)
+            label = f"{low}" if low == high else f"{low}-{high}" if high < 10**9 else f">{low - 1}"
+            per_check = f"{mean_time / mean_checked * 1e6:.0f} µs" if mean_checked else "-"
+            print(f"{label:>18} {len(rows):>8} {statistics.mean(r[2] for r in rows):>18.1f} "
+                  f"{mean_time * 1e6:>11,.0f} µs {per_check:>10}")
+    every = [r[0] for rows in indexed.values() for r in rows]
     print(f"indexed, all updates: mean {statistics.mean(every) * 1e6:,.0f} µs, "
           f"median {statistics.median(every) * 1e6:,.0f} µs")
     print(f"naive full scan ({len(naive_times)} sampled updates): mean {statistics.mean(naive_times) * 1e3:,.1f} ms")

@@ -45,7 +45,6 @@ Any change to an account (fill, funding, margin, settings) re-keys it.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -127,6 +126,7 @@ class RiskEngine:
         self.fees = 0
         self.funding_net = 0  # rounding of funding kept by the exchange (payers round up)
         self.bad_debt = 0
+        self.buckets_checked = 0  # accounts a mark update had to look at (benchmarks read it)
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -620,6 +620,7 @@ class RiskEngine:
             candidates.extend(account for _, account in self._budgets[symbol].irange(maximum=(travel,)))
         for account_id in dict.fromkeys(candidates):
             account = self.accounts[account_id]
+            self.buckets_checked += 1
             self._check(account, event.ts, out)
             self._rekey_budget(account)
         return None
@@ -677,9 +678,13 @@ class RiskEngine:
         slack = equity - mm - len(cross)
         if slack < 0:
             return  # _check triggers it, or it is within rounding of maintenance: keyed per fill
-        sensitivity = sum(abs(p.size) * p.market.value_per_tick_lot * (1 + p.market.tiers[-1].mmr)
-                          for p in cross)
-        allowed = math.floor(slack / sensitivity)
+        # |s|·v·(1 + mmr_max) per tick, rounded up (a larger sensitivity is a smaller budget)
+        sensitivity = 0
+        for p in cross:
+            mmr = p.market.tiers[-1].mmr
+            sensitivity += ceil_div(abs(p.size) * p.market.value_per_tick_lot * (mmr.denominator + mmr.numerator),
+                                    mmr.denominator)
+        allowed = slack // sensitivity
         entries = []
         for position in cross:
             symbol = position.market.symbol

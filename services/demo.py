@@ -104,7 +104,7 @@ class DemoSession:
             left = f"{market.format_size(bid[1]):>10} {market.format_price(bid[0]):>10}" if bid else " " * 21
             right = f"{market.format_price(ask[0]):<10} {market.format_size(ask[1]):<10}" if ask else ""
             self.echo(f"  {left} | {right}")
-        self.echo(f"\nPositions: " + ", ".join(
+        self.echo("\nPositions: " + ", ".join(
             f"{account} {market.format_size(size)}" for account, size in sorted(self.engine.positions.items())))
 
 
