@@ -268,8 +268,17 @@ def position_state(account: Account, position: Position, marks: Marks) -> Positi
         position.market.symbol, position.mode, position.leverage, position.size,
         position.entry_value, position.margin, price, position.unrealized_pnl(price),
         position.initial_margin(price), position.maintenance_margin(price),
-        round_price(threshold), round_price(bankruptcy_price(position, price, equity, share)),
+        round_price(threshold), _safe_bankruptcy(position, bankruptcy_price(position, price, equity, share)),
     )
+
+
+def _safe_bankruptcy(position: Position, price: Fraction | None) -> int:
+    """The bankruptcy price in whole ticks on the trader's safe side (a long's rounded up,
+    a short's down), so an order limited at it never fills worse than bankruptcy; 0 for
+    none."""
+    if price is None or price <= 0:
+        return 0
+    return math.ceil(price) if position.size > 0 else math.floor(price)
 
 
 def bucket_states(account: Account, marks: Marks) -> list[BucketState]:

@@ -1,7 +1,9 @@
 """The core engines wired together in one process, synchronously, with no bus.
 
 ``CoreExchange.submit(command)`` hands a ``risk.in`` command to the risk engine and routes
-everything that follows — orders to the market's matching engine, outcomes and fills back
+everything that follows, as the topics of DESIGN.md would — orders to the market's
+matching engine, outcomes and fills back to risk, bucket states and liquidation-order
+outcomes to the liquidation engine, its orders and transfers to matching and its outcomes
 to risk — until nothing is left to route, and returns every event emitted on the way in
 order. It is what the services do over Kafka, minus Kafka: tests, scenarios and the CLI
 use it to run the real engines deterministically. Helpers take decimal strings, as a
@@ -14,11 +16,13 @@ from collections import deque
 from decimal import Decimal
 from typing import Any
 
+from exchange.liquidation import LiquidationEngine
 from exchange.markets import MICRO, Market, default_markets
 from exchange.matching import MatchingEngine
 from exchange.risk import RiskEngine
 from schemas.enums import Liquidity, MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import (
+    LIQUIDATION_ORDER_BIT,
     AdjustIsolatedMargin,
     AmendOrder,
     CancelAllOrders,
@@ -27,6 +31,8 @@ from schemas.events import (
     Deposit,
     Fill,
     Funding,
+    LiquidationOutcome,
+    LiquidationTrigger,
     MarginSnapshot,
     MarkPrice,
     Message,
@@ -46,6 +52,24 @@ TO_MATCHING = (NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTrans
 TO_RISK = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, Fill, CommandRejected)
 
 
+def _route_from_risk(event: Any) -> str | None:
+    if isinstance(event, TO_MATCHING):
+        return "match"
+    if isinstance(event, LiquidationTrigger):
+        return "liquidation"
+    if isinstance(event, (OrderClosed, OrderRejected)) and event.order_id & LIQUIDATION_ORDER_BIT:
+        return "liquidation"
+    return None
+
+
+def _route_from_liquidation(event: Any) -> str | None:
+    if isinstance(event, TO_MATCHING):
+        return "match"
+    if isinstance(event, LiquidationOutcome):
+        return "risk"
+    return None
+
+
 def money(amount: str | int | Decimal) -> int:
     """Micro units of a decimal amount of quote ("2000" -> 2_000_000_000)."""
     value = Decimal(str(amount)) * MICRO
@@ -57,10 +81,15 @@ def money(amount: str | int | Decimal) -> int:
 class CoreExchange:
     """Risk and matching engines for a set of markets, routed in-process."""
 
-    def __init__(self, markets: dict[str, Market] | None = None, insurance_account: str = "insurance"):
+    def __init__(self, markets: dict[str, Market] | None = None, insurance_account: str = "insurance",
+                 liquidation_fee_ppm: int = 0, liquidation: bool = True, **liquidation_settings: Any):
+        """``liquidation=False`` leaves triggered buckets alone (to test risk by itself)."""
         self.markets = markets or default_markets()
-        self.risk = RiskEngine(self.markets, insurance_account=insurance_account)
+        self.risk = RiskEngine(self.markets, insurance_account=insurance_account,
+                               liquidation_fee_ppm=liquidation_fee_ppm)
         self.matching = {symbol: MatchingEngine(market) for symbol, market in self.markets.items()}
+        self.liquidation = (LiquidationEngine(self.markets, self.risk, insurance_account=insurance_account,
+                                              **liquidation_settings) if liquidation else None)
         self.seq = 0
         self.ts = 0
         self.log: list[Message] = []
@@ -68,20 +97,26 @@ class CoreExchange:
     def submit(self, command: Any, to: str = "risk") -> list[Message]:
         """Apply a ``risk.in`` message (or, with ``to="match"``, a ``match.in`` one) and
         everything it causes; returns the events, in order."""
-        if to not in ("risk", "match"):
-            raise ValueError(f"submit goes to 'risk' or 'match', not {to!r}")
+        if to not in ("risk", "match", "liquidation"):
+            raise ValueError(f"submit goes to 'risk', 'match' or 'liquidation', not {to!r}")
         emitted: list[Message] = []
         queue: deque[tuple[str, Any]] = deque([(to, command)])
         while queue:
             target, message = queue.popleft()
             if target == "risk":
                 outputs = self.risk.apply(message)
-                route = [("match", event) for event in outputs if isinstance(event, TO_MATCHING)]
+                route = [(_route_from_risk(event), event) for event in outputs]
+            elif target == "liquidation":
+                if self.liquidation is None:
+                    continue
+                outputs = self.liquidation.apply(message)
+                route = [(_route_from_liquidation(event), event) for event in outputs]
             else:
                 outputs = self.matching[message.market].apply(message)
-                route = [("risk", event) for event in outputs if isinstance(event, TO_RISK)]
-            emitted.extend(outputs)
-            queue.extend(route)
+                route = [("risk" if isinstance(event, TO_RISK) else None, event) for event in outputs]
+            # a forwarded event (risk passing a liquidation order's outcome on) is not new
+            emitted.extend(event for event in outputs if event is not message)
+            queue.extend((where, event) for where, event in route if where is not None)
         self.log.extend(emitted)
         return emitted
 

@@ -45,6 +45,7 @@ Any change to an account (fill, funding, margin, settings) re-keys it.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -73,7 +74,9 @@ from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, Re
 from schemas.events import (
     AdjustIsolatedMargin,
     AmendOrder,
+    LIQUIDATION_ORDER_BIT,
     CancelOrder,
+    CollateralTransfer,
     CommandAccepted,
     CommandRejected,
     Deposit,
@@ -111,7 +114,9 @@ class RiskEngine:
     """Accounts of one risk partition and everything that changes them."""
 
     def __init__(self, markets: dict[str, Market], producer: str = "risk.0", partition: int = 0,
-                 insurance_account: str = "insurance"):
+                 insurance_account: str = "insurance", liquidation_fee_ppm: int = 0):
+        if not 0 <= partition < LIQUIDATION_ORDER_BIT:
+            raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.markets = markets
         self.producer = producer
         self.partition = partition
@@ -127,6 +132,9 @@ class RiskEngine:
         self.funding_net = 0  # rounding of funding kept by the exchange (payers round up)
         self.bad_debt = 0
         self.buckets_checked = 0  # accounts a mark update had to look at (benchmarks read it)
+        self.liquidation_fees = 0  # paid to the insurance fund (already in its balance)
+        self.liquidation_fee_ppm = liquidation_fee_ppm
+        self._in_liquidation: set[str] = set()  # accounts with a bucket in liquidation
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -474,12 +482,18 @@ class RiskEngine:
         return None
 
     def _order_rejected(self, event: OrderRejected, out: list) -> None:
+        if event.order_id & LIQUIDATION_ORDER_BIT:
+            out.append(event)  # forwarded to the liquidation engine
+            return None
         account = self.accounts.get(event.account)
         if account is not None:
             self._release(account, event.order_id)
         return None
 
     def _order_closed(self, event: OrderClosed, out: list) -> None:
+        if event.order_id & LIQUIDATION_ORDER_BIT:
+            out.append(event)  # forwarded to the liquidation engine
+            return None
         account = self.accounts.get(event.account)
         if account is not None:
             self._release(account, event.order_id)
@@ -510,6 +524,7 @@ class RiskEngine:
         if market is None:
             return None
         self.marks.last[market.symbol] = fill.price
+        book = fill.liquidity is Liquidity.BOOK
         sides = ((fill.taker_account, int(fill.taker_side), fill.taker_order_id, market.taker_fee_ppm),
                  (fill.maker_account, -int(fill.taker_side), fill.maker_order_id, market.maker_fee_ppm))
         changed = []
@@ -517,9 +532,19 @@ class RiskEngine:
             account = self.accounts.get(account_id)
             if account is None:
                 continue  # the other side belongs to another partition
-            if fill.liquidity is not Liquidity.BOOK:
+            if not book:
                 fee_ppm = 0  # backstop and ADL transfers are fee-free
-            self._apply_fill(account, market, side, fill.price, fill.size, fee_ppm)
+            position = self._position(account, market)
+            bucket = self._bucket(position)
+            if book and order_id & LIQUIDATION_ORDER_BIT and self.liquidation_fee_ppm:
+                self._liquidation_fee(account, position, fill.price, fill.size, fee_ppm)
+            # the liquidated side of a backstop or ADL transfer hands its bucket to the fund
+            settle = not book and bucket in account.liquidating and account_id != self.insurance_account
+            moved = self._apply_fill(account, market, side, fill.price, fill.size, fee_ppm, settle)
+            if moved is not None:
+                stage = LiquidationStage.BACKSTOP if fill.liquidity is Liquidity.BACKSTOP else LiquidationStage.ADL
+                out.append(CollateralTransfer(self.producer, self._next(), account_id, bucket,
+                                              self.insurance_account, "", moved, stage, fill.ts))
             order = account.orders.get(order_id)
             if order is not None:
                 if fill.size >= order.remaining:
@@ -535,14 +560,39 @@ class RiskEngine:
             self._after_change(account, fill.ts, out)
         return None
 
+    def _liquidation_fee(self, account: Account, position: Position, price: int, size: int, fee_ppm: int) -> None:
+        """The liquidation fee on a fill of a liquidation order, to the insurance fund,
+        capped by what the bucket has left at the fill price after the trading fee."""
+        value = price * size * position.market.value_per_tick_lot
+        nominal = ceil_div(value * self.liquidation_fee_ppm, PPM)
+        trading_fee = ceil_div(value * fee_ppm, PPM) if fee_ppm > 0 else 0
+        if position.mode is ISOLATED:
+            left = position.margin + position.unrealized_pnl(price)
+        else:
+            equity, _, _, _ = cross_totals(account, self.marks)
+            left = equity - position.unrealized_pnl(self.marks.price(position)) + position.unrealized_pnl(price)
+        fee = min(nominal, max(0, left - trading_fee))
+        if fee <= 0:
+            return
+        if position.mode is ISOLATED:
+            position.margin -= fee
+        else:
+            account.balance -= fee
+        self._fund().balance += fee
+        self.liquidation_fees += fee
+
     def _apply_fill(self, account: Account, market: Market, side: int, price: int, quantity: int,
-                    fee_ppm: int) -> None:
+                    fee_ppm: int, settle: bool = False) -> int | None:
+        """Apply one side of a fill. With ``settle`` (the liquidated side of a backstop or
+        ADL transfer), once the bucket is flat its remaining collateral goes to the
+        insurance fund; returns that amount (None when nothing was settled)."""
         position = self._position(account, market)
         v = market.value_per_tick_lot
         value = price * quantity * v
         fee = ceil_div(value * fee_ppm, PPM) if fee_ppm >= 0 else -((value * -fee_ppm) // PPM)
         self.fees += fee
         was_open = position.size != 0
+        moved = None
         if position.size and position.sign != side:
             reduce = min(quantity, abs(position.size))
             size = abs(position.size)
@@ -563,7 +613,10 @@ class RiskEngine:
                     position.margin += back  # the shortfall comes out of the remaining margin
                 if not position.size:
                     leftover, position.margin = position.margin, 0
-                    if leftover >= 0:
+                    if settle:
+                        moved = leftover
+                        self._to_fund(leftover)
+                    elif leftover >= 0:
                         account.balance += leftover
                     else:
                         self._cover_deficit(-leftover)
@@ -582,18 +635,64 @@ class RiskEngine:
             self._holders[market.symbol].add(account.account_id)
         elif not position.size:
             self._holders[market.symbol].discard(account.account_id)
-        if (position.mode is CROSS and account.balance < 0 and not account.cross_positions()
-                and account.account_id != self.insurance_account):
-            deficit, account.balance = -account.balance, 0
-            self._cover_deficit(deficit)
+        if position.mode is CROSS and not account.cross_positions() and account.account_id != self.insurance_account:
+            if settle:
+                moved, account.balance = account.balance, 0
+                self._to_fund(moved)
+            elif account.balance < 0:
+                deficit, account.balance = -account.balance, 0
+                self._cover_deficit(deficit)
+        return moved
 
-    def _cover_deficit(self, deficit: int) -> None:
-        """Bankrupt bucket: the insurance fund pays what the trader cannot."""
+    def _fund(self) -> Account:
         fund = self.accounts.get(self.insurance_account)
         if fund is None:
             fund = self.accounts[self.insurance_account] = Account(self.insurance_account)
-        fund.balance -= deficit
+        return fund
+
+    def _to_fund(self, amount: int) -> None:
+        """A liquidated bucket's collateral (negative: its deficit) goes to the fund."""
+        self._fund().balance += amount
+        if amount < 0:
+            self.bad_debt -= amount
+
+    def _cover_deficit(self, deficit: int) -> None:
+        """Bankrupt bucket: the insurance fund pays what the trader cannot."""
+        self._fund().balance -= deficit
         self.bad_debt += deficit
+
+    # ------------------------------------------------------------------ views for liquidation
+
+    def fund_balance(self) -> int:
+        fund = self.accounts.get(self.insurance_account)
+        return fund.balance if fund else 0
+
+    def adl_candidates(self, market: str, side: int) -> list[tuple[str, int]]:
+        """Positions on ``side`` (+1 long, −1 short) of ``market`` that ADL may close, best
+        ranked first: by ``pnl_factor · notional / bucket equity`` (``P / entry`` for longs,
+        ``entry / P`` for shorts), then larger notional, then account id. Buckets with no
+        equity or in liquidation, and the insurance fund, are not candidates."""
+        ranked = []
+        for account_id in self._holders.get(market, ()):
+            account = self.accounts[account_id]
+            position = account.positions[market]
+            if position.sign != side or account_id == self.insurance_account:
+                continue
+            if self._bucket(position) in account.liquidating:
+                continue
+            price = self.marks.price(position)
+            if position.mode is ISOLATED:
+                equity = position.margin + position.unrealized_pnl(price)
+            else:
+                equity = cross_totals(account, self.marks)[0]
+            if equity <= 0 or price <= 0:
+                continue
+            notional = position.notional(price)
+            entry_notional = position.entry_value
+            factor = Fraction(notional, entry_notional) if side > 0 else Fraction(entry_notional, notional)
+            ranked.append((-(factor * notional / equity), -notional, account_id, abs(position.size)))
+        ranked.sort()
+        return [(account_id, size) for _, _, account_id, size in ranked]
 
     # ------------------------------------------------------------- marks and funding
 
@@ -605,6 +704,7 @@ class RiskEngine:
         mark = event.mark_price
         previous = self.marks.marks.get(symbol)
         self.marks.marks[symbol] = mark
+        liquidating = sorted(self._in_liquidation & self._holders[symbol])  # before new triggers
         candidates: list[str] = []
         for mode in (CROSS, ISOLATED):
             longs = self._index.get((symbol, mode, 1))
@@ -623,6 +723,8 @@ class RiskEngine:
             self.buckets_checked += 1
             self._check(account, event.ts, out)
             self._rekey_budget(account)
+        for account_id in liquidating:
+            self._report_liquidating(self.accounts[account_id], event.ts, out)
         return None
 
     def _funding(self, event: Funding, out: list) -> None:
@@ -650,20 +752,51 @@ class RiskEngine:
         account = self.accounts.get(event.account)
         if account is None:
             return None
-        if event.stage in ENDED:
+        if event.stage in ENDED and event.market in account.liquidating:
             account.liquidating.discard(event.market)
+            if not account.liquidating:
+                self._in_liquidation.discard(account.account_id)
             self._after_change(account, event.ts, out)
         return None
 
     # ------------------------------------------------------------------ detection
 
     def _after_change(self, account: Account, ts: int, out: list) -> None:
-        """Re-key the account's positions, check its buckets, and report its margin."""
+        """Re-key the account's positions, check its buckets, report the state of buckets
+        already in liquidation, and report its margin."""
+        already = set(account.liquidating)
         for position in account.positions.values():
             self._reindex(account, position)
         self._rekey_budget(account)
         self._check(account, ts, out)
+        if already:
+            self._report_liquidating(account, ts, out, only=already)
         out.append(self._snapshot(account, ts))
+
+    def _report_liquidating(self, account: Account, ts: int, out: list, only: set[str] | None = None) -> None:
+        for bucket in sorted(account.liquidating if only is None else only & account.liquidating):
+            out.append(self._bucket_state(account, bucket, ts, update=True))
+
+    def _bucket_state(self, account: Account, bucket: str, ts: int, update: bool = False) -> LiquidationTrigger:
+        """A bucket's state for the liquidation engine (``LiquidationTrigger``)."""
+        if bucket:
+            position = account.positions[bucket]
+            positions = [position] if position.size else []
+            if positions:
+                equity, _, mm, _ = isolated_totals(position, self.marks)
+            else:
+                equity, mm = position.margin, 0
+            mode = ISOLATED
+            order_markets = sorted({o.market for o in account.orders.values() if o.market == bucket})
+        else:
+            positions = account.cross_positions()
+            equity, _, mm, _ = cross_totals(account, self.marks)
+            mode = CROSS
+            order_markets = sorted({o.market for o in account.orders.values()
+                                    if self._position(account, self.markets[o.market]).mode is CROSS})
+        states = [position_state(account, p, self.marks) for p in positions]
+        return LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode, equity, mm,
+                                  states, ts, order_markets, update)
 
     def _rekey_budget(self, account: Account) -> None:
         """(Re)place a multi-market cross bucket in the movement-budget indexes."""
@@ -727,11 +860,10 @@ class RiskEngine:
 
     def _trigger(self, account: Account, bucket: str, mode: MarginMode, equity: int, mm: int,
                  positions: list[Position], ts: int, out: list) -> None:
-        states = [position_state(account, p, self.marks) for p in positions]
         account.liquidating.add(bucket)
+        self._in_liquidation.add(account.account_id)
         for position in positions:
             self._reindex(account, position)  # leaves the index while liquidating
         if not bucket:
             self._rekey_budget(account)
-        out.append(LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode,
-                                      equity, mm, states, ts))
+        out.append(self._bucket_state(account, bucket, ts))

@@ -35,6 +35,11 @@ from schemas.enums import (
 )
 
 
+# Order ids are assigned by risk as ``(counter << 16) | partition`` (partition < 2**15) and
+# by the liquidation engine with this bit set, so anyone can tell a liquidation order.
+LIQUIDATION_ORDER_BIT = 1 << 15
+
+
 class Message(msgspec.Struct, tag=True, array_like=True, gc=False):
     """Base of every message: producer id and per-producer sequence number."""
 
@@ -363,7 +368,9 @@ class MarginSnapshot(Message):
 
 
 class LiquidationTrigger(Message):
-    """A bucket fell below maintenance: ``equity < MM``. ``market`` is "" for cross."""
+    """A bucket fell below maintenance (``equity < MM``; ``market`` is "" for cross), or,
+    while it is being liquidated, its state changed: risk sends its current state after
+    every fill, mark update or funding payment that touches it."""
 
     account: str
     market: str
@@ -372,6 +379,8 @@ class LiquidationTrigger(Message):
     maintenance_margin: int
     positions: list[PositionState]
     ts: int = 0
+    order_markets: list[str] = []  # markets where the bucket has resting orders
+    update: bool = False  # a state of a bucket already in liquidation, not a new trigger
 
 
 class LiquidationOutcome(Message):

@@ -69,8 +69,9 @@ RiskIn = Union[
 # match.in, keyed by market: accepted orders, cancels, amends, transfers.
 MatchIn = Union[NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTransfer]
 
-# liquidation.in, keyed by account.
-LiquidationIn = Union[LiquidationTrigger, OrderClosed, Fill, MarkPrice]
+# liquidation.in, keyed by account: bucket states from risk, and the outcomes of the
+# liquidation engine's own orders, forwarded by risk.
+LiquidationIn = Union[LiquidationTrigger, OrderClosed, OrderRejected]
 
 # market.data, keyed by market.
 MarketData = Union[Trade, BookDelta, BookSnapshot, BBO, MarkPrice, Funding]

@@ -1,5 +1,6 @@
 """Margin and risk: every MARGIN.md formula on worked numbers, computed here in closed
-form (fractions of USD), never by calling the code under test."""
+form (fractions of USD), never by calling the code under test. Risk and matching run
+without the liquidation engine: triggered buckets are closed by hand, at chosen prices."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def snapshot_position(ex: CoreExchange, account: str, market: str):
 
 @pytest.fixture
 def ex() -> CoreExchange:
-    exchange = CoreExchange(markets())
+    exchange = CoreExchange(markets(), liquidation=False)
     exchange.deposit("mm", "10000000")
     return exchange
 
@@ -76,8 +77,8 @@ def test_isolated_sol_long_loses_at_most_its_300_and_the_other_1700_is_untouched
     assert position.liquidation_price == round(ticks(liq))
     assert position.bankruptcy_price == 12000
     # liquidated strictly below the liquidation price, not at it
-    assert not [e for e in ex.mark("SOL-PERP", "123.08") if isinstance(e, LiquidationTrigger)]
-    trigger = [e for e in ex.mark("SOL-PERP", "123.07") if isinstance(e, LiquidationTrigger)]
+    assert not [e for e in ex.mark("SOL-PERP", "123.08") if isinstance(e, LiquidationTrigger) and not e.update]
+    trigger = [e for e in ex.mark("SOL-PERP", "123.07") if isinstance(e, LiquidationTrigger) and not e.update]
     assert [(t.account, t.market, t.mode) for t in trigger] == [("trader", "SOL-PERP", ISOLATED)]
     # the close goes through far below bankruptcy: the loss stops at the 300
     _close(ex, "trader", "SOL-PERP", SELL, "10", "90")
@@ -111,7 +112,7 @@ def test_cross_account_with_three_positions_is_backed_by_the_whole_balance(ex):
     # a large BTC rally drains the whole cross balance: BTC from 60,000 to 200,000
     # equity = 2000 − 0.02 · (P − 60000) < MM  → triggered
     events = ex.mark("BTC-PERP", "200000")
-    assert [e.market for e in events if isinstance(e, LiquidationTrigger)] == [""]
+    assert [e.market for e in events if isinstance(e, LiquidationTrigger) and not e.update] == [""]
     for market, side, size, price in (("SOL-PERP", SELL, "10", "150"), ("ETH-PERP", SELL, "0.5", "3000"),
                                       ("BTC-PERP", BUY, "0.02", "200000")):
         _close(ex, "trader", market, side, size, price)
@@ -164,8 +165,8 @@ def test_isolated_liquidation_and_bankruptcy_prices_at_open(ex, leverage, side):
     # the trigger: first whole tick strictly beyond the liquidation price
     beyond = math.ceil(ticks(liq)) - 1 if side is BUY else math.floor(ticks(liq)) + 1
     at = beyond + (1 if side is BUY else -1)
-    assert not [e for e in ex.mark("SOL-PERP", str(F(at, 100).__float__())) if isinstance(e, LiquidationTrigger)]
-    assert [e for e in ex.mark("SOL-PERP", f"{F(beyond, 100).__float__():.2f}") if isinstance(e, LiquidationTrigger)]
+    assert not [e for e in ex.mark("SOL-PERP", str(F(at, 100).__float__())) if isinstance(e, LiquidationTrigger) and not e.update]
+    assert [e for e in ex.mark("SOL-PERP", f"{F(beyond, 100).__float__():.2f}") if isinstance(e, LiquidationTrigger) and not e.update]
 
 
 def test_partial_close_of_isolated_position_keeps_its_liquidation_price(ex):
@@ -206,7 +207,7 @@ def test_remove_margin_is_refused_on_a_strict_isolated_market():
     specs = markets()
     specs["SOL-PERP"] = Market("SOL-PERP", "0.01", "0.01", 20, maker_fee_ppm=0, taker_fee_ppm=0,
                                strict_isolated=True)
-    ex = CoreExchange(specs)
+    ex = CoreExchange(specs, liquidation=False)
     ex.deposit("mm", "100000")
     ex.deposit("t", "2000")
     ex.set_mode("t", "SOL-PERP", ISOLATED)
@@ -234,12 +235,13 @@ def test_cross_hedged_long_and_short_liquidation_prices(ex):
     # bankruptcy of one position of the bucket: bk_i = P_i − side·equity·(MM_i/MM_c)/|s_i|
     mm_sol, mm_eth = F(3000, 40), F(3000, 50)
     share = mm_sol / (mm_sol + mm_eth)
-    assert sol.bankruptcy_price == round(ticks(150 - 1000 * share / 20))
+    # reported on the trader's safe side: a long's rounded up
+    assert sol.bankruptcy_price == math.ceil(ticks(150 - 1000 * share / 20))
     # the hedge: ETH rises, SOL unchanged: liquidated only past ETH's price
     assert not [e for e in ex.mark("ETH-PERP", f"{math.floor(eth_liq * 100) / 100:.2f}")
-                if isinstance(e, LiquidationTrigger)]
+                if isinstance(e, LiquidationTrigger) and not e.update]
     assert [e for e in ex.mark("ETH-PERP", f"{math.floor(eth_liq * 100 + 1) / 100:.2f}")
-            if isinstance(e, LiquidationTrigger)]
+            if isinstance(e, LiquidationTrigger) and not e.update]
 
 
 def test_margin_ratio_available_and_withdrawable(ex):
@@ -260,7 +262,7 @@ def test_margin_ratio_available_and_withdrawable(ex):
 def test_maintenance_tiers_with_deduction_set_the_liquidation_price():
     specs = {"X-PERP": Market("X-PERP", "1", "1", 50, tiers=[(0, 50), (1_000, 20), (5_000, 10)],
                               maker_fee_ppm=0, taker_fee_ppm=0)}
-    ex = CoreExchange(specs)
+    ex = CoreExchange(specs, liquidation=False)
     ex.deposit("mm", "1000000")
     ex.deposit("t", "1000")
     ex.set_mode("t", "X-PERP", ISOLATED)
@@ -348,7 +350,7 @@ def test_lowering_leverage_below_what_the_position_needs_is_refused(ex):
 
 
 def test_open_orders_reserve_margin_and_release_it_when_they_end():
-    ex = CoreExchange(markets(fees=True))
+    ex = CoreExchange(markets(fees=True), liquidation=False)
     ex.deposit("t", "1000")
     ex.set_leverage("t", "SOL-PERP", 10)
     events = ex.place("t", "SOL-PERP", BUY, "20", "100")  # notional 2,000: IM 200 + fee 1
@@ -362,7 +364,7 @@ def test_open_orders_reserve_margin_and_release_it_when_they_end():
 
 
 def test_fees_are_charged_on_fill_notional(ex):
-    fx = CoreExchange(markets(fees=True))
+    fx = CoreExchange(markets(fees=True), liquidation=False)
     fx.deposit("mm", "100000")
     fx.deposit("t", "1000")
     open_position(fx, "t", "SOL-PERP", BUY, "10", "150")  # 1,500: taker 0.05% = 0.75, maker 0.02% = 0.30
@@ -391,7 +393,8 @@ def test_margin_snapshot_follows_every_change(ex):
 def test_liquidation_is_strict_exactly_at_the_liquidation_price():
     # X: tick 1, lot 1, 50x max → mmr 1%. Long 1 @ 100 at 10x: M = 10, add 0.9 → M = 10.9.
     # liq = (100 − 10.9) / 0.99 = 90 exactly: at 90, equity 0.9 = MM 0.9 → healthy.
-    ex = CoreExchange({"X-PERP": Market("X-PERP", "1", "1", 50, maker_fee_ppm=0, taker_fee_ppm=0)})
+    ex = CoreExchange({"X-PERP": Market("X-PERP", "1", "1", 50, maker_fee_ppm=0, taker_fee_ppm=0)},
+                      liquidation=False)
     ex.deposit("mm", "100000")
     ex.deposit("t", "100")
     ex.set_mode("t", "X-PERP", ISOLATED)
@@ -400,8 +403,8 @@ def test_liquidation_is_strict_exactly_at_the_liquidation_price():
     ex.adjust_margin("t", "X-PERP", "0.9")
     assert snapshot_position(ex, "t", "X-PERP").liquidation_price == 90
     cross_bucket_untouched = ex.snapshot("t").balance
-    assert not [e for e in ex.mark("X-PERP", "90") if isinstance(e, LiquidationTrigger)]
+    assert not [e for e in ex.mark("X-PERP", "90") if isinstance(e, LiquidationTrigger) and not e.update]
     bucket = next(b for b in ex.snapshot("t").buckets if b.market == "X-PERP")
     assert bucket.equity == bucket.maintenance_margin == money("0.9")
-    assert [e for e in ex.mark("X-PERP", "89") if isinstance(e, LiquidationTrigger)]
+    assert [e for e in ex.mark("X-PERP", "89") if isinstance(e, LiquidationTrigger) and not e.update]
     assert ex.snapshot("t").balance == cross_bucket_untouched
