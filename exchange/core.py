@@ -18,10 +18,12 @@ from typing import Any
 
 from exchange.liquidation import LiquidationEngine
 from exchange.markets import MICRO, Market, default_markets
+from exchange.oracle import Oracle
 from exchange.matching import MatchingEngine
 from exchange.risk import RiskEngine
 from schemas.enums import Liquidity, MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import (
+    BBO,
     LIQUIDATION_ORDER_BIT,
     AdjustIsolatedMargin,
     AmendOrder,
@@ -82,8 +84,11 @@ class CoreExchange:
     """Risk and matching engines for a set of markets, routed in-process."""
 
     def __init__(self, markets: dict[str, Market] | None = None, insurance_account: str = "insurance",
-                 liquidation_fee_ppm: int = 0, liquidation: bool = True, **liquidation_settings: Any):
-        """``liquidation=False`` leaves triggered buckets alone (to test risk by itself)."""
+                 liquidation_fee_ppm: int = 0, liquidation: bool = True, oracle: Oracle | None = None,
+                 **liquidation_settings: Any):
+        """``liquidation=False`` leaves triggered buckets alone (to test risk by itself);
+        with an ``oracle``, ``advance(ts)`` publishes its marks and funding."""
+        self.oracle = oracle
         self.markets = markets or default_markets()
         self.risk = RiskEngine(self.markets, insurance_account=insurance_account,
                                liquidation_fee_ppm=liquidation_fee_ppm)
@@ -114,6 +119,10 @@ class CoreExchange:
             else:
                 outputs = self.matching[message.market].apply(message)
                 route = [("risk" if isinstance(event, TO_RISK) else None, event) for event in outputs]
+                if self.oracle is not None:
+                    for event in outputs:
+                        if isinstance(event, (BBO, Fill)):
+                            self.oracle.observe(event)
             # a forwarded event (risk passing a liquidation order's outcome on) is not new
             emitted.extend(event for event in outputs if event is not message)
             queue.extend((where, event) for where, event in route if where is not None)
@@ -171,6 +180,18 @@ class CoreExchange:
     def funding(self, market: str, rate_ppb: int, index_price: str) -> list[Message]:
         spec = self.markets[market]
         return self.submit(Funding(*self._stamp(), market, rate_ppb, spec.price_to_ticks(index_price), self.ts))
+
+    def advance(self, ts: int) -> list[Message]:
+        """Move the clock to ``ts`` (ns): the oracle's marks and funding, and what they cause."""
+        if self.oracle is None:
+            raise RuntimeError("this exchange has no oracle; pass oracle=Oracle(...)")
+        self.ts = max(self.ts, ts)
+        emitted: list[Message] = []
+        for event in self.oracle.tick(ts):
+            emitted.append(event)
+            self.log.append(event)
+            emitted.extend(self.submit(event))
+        return emitted
 
     def snapshot(self, account: str) -> MarginSnapshot:
         return self.risk.snapshot(account, self.ts)

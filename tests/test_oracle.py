@@ -1,0 +1,164 @@
+"""The oracle: seeded paths, CSV replay, scripted shocks, mark fallbacks, funding."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from exchange.core import CoreExchange
+from exchange.markets import default_markets
+from exchange.oracle import (
+    SECOND,
+    CsvReplay,
+    FundingCalculator,
+    MarkCalculator,
+    Oracle,
+    OracleError,
+    RandomWalk,
+    Shock,
+    Shocked,
+    sample_csv,
+)
+from schemas.enums import MarginMode, Side, TimeInForce
+from schemas.events import Funding, MarkPrice
+
+
+def test_same_seed_gives_the_same_path_in_any_query_order():
+    times = [t * SECOND for t in (0, 1, 5, 60, 3600, 7200)]
+    first = RandomWalk(150, seed=7)
+    forward = [first.price(t) for t in times]
+    second = RandomWalk(150, seed=7)
+    backward = [second.price(t) for t in reversed(times)][::-1]
+    assert forward == backward
+    assert forward != [RandomWalk(150, seed=8).price(t) for t in times]
+    assert forward[0] == 150
+
+
+def test_random_walk_volatility_is_roughly_what_was_asked():
+    walk = RandomWalk(100, volatility=0.8, seed=1, jumps_per_day=0, step_s=60)
+    logs = [math.log(walk.price(i * 60 * SECOND)) for i in range(20_001)]
+    returns = [b - a for a, b in zip(logs, logs[1:])]
+    mean = sum(returns) / len(returns)
+    annualised = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns) * 365 * 24 * 60)
+    assert 0.7 < annualised < 0.9
+
+
+def test_csv_replay_reproduces_the_file():
+    replay = CsvReplay.from_file(sample_csv())
+    rows = [row for row in csv.reader(sample_csv().read_text().splitlines()[2:])]
+    assert len(rows) == 181
+    for index, (_, price) in enumerate(rows):
+        at = index * 10 * SECOND
+        assert replay.price(at) == float(price)
+        assert replay.price(at + 9 * SECOND) == float(price)  # a step until the next row
+    assert replay.duration_ns == 1800 * SECOND
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("time,price\n0,100\n10,abc\n", "row 3: price 'abc'"),
+        ("0,100\n10,-5\n", "price must be positive"),
+        ("0,100\n0,101\n", "does not increase"),
+        ("0,100\nyesterday,101\n", "neither seconds nor ISO 8601"),
+        ("0\n", "expected time,price"),
+    ],
+)
+def test_bad_price_files_are_named_with_their_row(tmp_path, content, message):
+    path = tmp_path / "prices.csv"
+    path.write_text(content)
+    with pytest.raises(OracleError, match=message):
+        CsvReplay.from_file(path)
+
+
+def test_missing_price_file_is_an_oracle_error(tmp_path):
+    with pytest.raises(OracleError, match="does not exist"):
+        CsvReplay.from_file(tmp_path / "none.csv")
+
+
+def test_shocks_land_where_scripted():
+    class Flat:
+        def price(self, ts: int) -> float:
+            return 200.0
+
+    shocked = Shocked(Flat(), [Shock.parse("-30% over 10s at 60s"), Shock.parse("+10% over 60s at 70s")])
+    assert shocked.price(59 * SECOND) == 200
+    assert shocked.price(65 * SECOND) == pytest.approx(200 * 0.85)
+    assert shocked.price(70 * SECOND) == pytest.approx(200 * 0.70)
+    assert shocked.price(100 * SECOND) == pytest.approx(200 * 0.70 * 1.05)
+    assert shocked.price(500 * SECOND) == pytest.approx(200 * 0.70 * 1.10)
+
+
+@pytest.mark.parametrize("text", ["-30", "-30% in 10s", "minus 30%", "-100%"])
+def test_unreadable_or_impossible_shocks_are_refused(text):
+    with pytest.raises(OracleError):
+        Shock.parse(text)
+
+
+def test_mark_falls_back_to_the_index_with_no_book():
+    calculator = MarkCalculator()
+    assert calculator.mark(15000.0, 0) == 15000.0
+
+
+def test_mark_with_a_one_sided_book_is_the_mean_of_index_and_book():
+    calculator = MarkCalculator()
+    calculator.observe_book(14900, 0)  # bids only: no basis, book component = the bid
+    assert calculator.mark(15000.0, 0) == 14950.0
+
+
+def test_mark_is_the_median_of_basis_book_and_index():
+    calculator = MarkCalculator(basis_tau_s=0)  # basis = current mid − index
+    calculator.observe_book(15090, 15110)
+    calculator.observe_trade(15300)
+    # components: index 15000, index + basis = 15100, median(15090, 15110, 15300) = 15110
+    assert calculator.mark(15000.0, SECOND) == 15100.0
+
+
+def test_funding_rate_is_premium_plus_clamped_interest_and_capped():
+    funding = FundingCalculator(interval_s=60, interest=0.0001, clamp=0.0005, cap=0.04)
+    assert funding.sample(101.0, 100.0, 0) is None
+    assert funding.sample(101.0, 100.0, 30 * SECOND) is None
+    rate = funding.sample(101.0, 100.0, 60 * SECOND)  # closes the first interval
+    # premium 1%; interest − premium = −0.99% clamped to −0.05% → 0.95%
+    assert rate == pytest.approx(0.01 - 0.0005)
+    funding = FundingCalculator(interval_s=60, cap=0.004)
+    funding.sample(110.0, 100.0, 0)
+    assert funding.sample(110.0, 100.0, 60 * SECOND) == pytest.approx(0.004)
+
+
+def test_oracle_emits_marks_every_tick_and_funding_each_interval():
+    markets = default_markets()
+    oracle = Oracle(markets, {"SOL-PERP": RandomWalk(150, seed=3)}, funding_interval_s=60)
+    events = [event for t in range(0, 181, 10) for event in oracle.tick(t * SECOND)]
+    marks = [e for e in events if isinstance(e, MarkPrice)]
+    funding = [e for e in events if isinstance(e, Funding)]
+    assert len(marks) == 19 and len(funding) == 3
+    assert marks[0].index_price == 15000 and marks[0].mark_price == 15000
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def test_unknown_market_source_is_refused():
+    with pytest.raises(OracleError, match="DOGE-PERP"):
+        Oracle(default_markets(), {"DOGE-PERP": RandomWalk(1)})
+
+
+def test_funding_through_risk_is_zero_sum_up_to_rounding():
+    markets = default_markets()
+    oracle = Oracle(markets, {"SOL-PERP": Shocked(RandomWalk(150, seed=5), [Shock(0, 0.02)])},
+                    funding_interval_s=60)
+    ex = CoreExchange(markets, oracle=oracle)
+    for account in ("mm", "a", "b", "c"):
+        ex.deposit(account, "100000")
+    ex.set_mode("b", "SOL-PERP", MarginMode.ISOLATED)
+    ex.advance(0)
+    for account, side, size in (("a", Side.BUY, "13"), ("b", Side.BUY, "7.5"), ("c", Side.SELL, "4")):
+        ex.place("mm", "SOL-PERP", side.opposite, size, "153")
+        ex.place(account, "SOL-PERP", side, size, "153", tif=TimeInForce.IOC)
+    before = ex.risk.funding_net
+    events = ex.advance(61 * SECOND)
+    funding = [e for e in events if isinstance(e, Funding)]
+    assert len(funding) == 1 and funding[0].rate_ppb != 0
+    kept = ex.risk.funding_net - before
+    assert 0 <= kept <= 4  # the exchange keeps at most one micro unit per position
