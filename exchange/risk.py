@@ -604,13 +604,16 @@ class RiskEngine:
             if position.mode is CROSS:
                 account.balance += realized - fee_reduce
             else:
-                release = position.margin * reduce // size
-                position.margin -= release
-                back = release + realized - fee_reduce
-                if back >= 0:
-                    account.balance += back
+                if settle:
+                    position.margin += realized - fee_reduce  # all of it stays for the fund
                 else:
-                    position.margin += back  # the shortfall comes out of the remaining margin
+                    release = position.margin * reduce // size
+                    position.margin -= release
+                    back = release + realized - fee_reduce
+                    if back >= 0:
+                        account.balance += back
+                    else:
+                        position.margin += back  # the shortfall comes out of the remaining margin
                 if not position.size:
                     leftover, position.margin = position.margin, 0
                     if settle:

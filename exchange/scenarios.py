@@ -73,6 +73,8 @@ class ScenarioResult:
     final_balance: int = 0
     insurance_fund: int = 0
     liquidations: list[tuple[str, str, str, str]] = field(default_factory=list)  # account, bucket, mode, stage
+    opened: dict[str, int] = field(default_factory=dict)  # balance of each trader right after opening
+    table: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # per liquidated bucket
     exchange: CoreExchange | None = None
 
     @property
@@ -103,9 +105,14 @@ def _run(ex: CoreExchange, makers: list[MarketMaker], seconds: float, result: Sc
                                     f"(equity {_usd(event.equity)} < MM {_usd(event.maintenance_margin)}) at {marks}")
                 if event.account == watch and not result.liquidated_at:
                     result.liquidated_at = marks
+                result.table.append((f"{ts / SECOND:.2f}s", event.account, event.mode.name.lower(), marks, ""))
             elif isinstance(event, LiquidationOutcome) and event.stage is not LiquidationStage.TRIGGERED:
                 result.liquidations.append((event.account, event.market or "cross", event.mode.name,
                                             event.stage.name))
+                for row, entry in enumerate(result.table):
+                    if entry[1] == event.account and not entry[4]:
+                        result.table[row] = entry[:4] + (event.stage.name.lower(),)
+                        break
                 if watch in (None, event.account):
                     result.lines.append(f"{when}  {event.account}: liquidation {event.stage.name.lower()}")
             elif isinstance(event, Fill) and watch in (event.taker_account, event.maker_account):
@@ -207,6 +214,7 @@ def crash(accounts: int = 300, seed: int = 11, shock: str = "-25% over 20s at 10
         side = Side.BUY if rng.random() < 0.7 else Side.SELL
         ex.place(account, "SOL-PERP", side, f"{rng.randint(5, 60)}", tif=TimeInForce.IOC)
         maker.requote()
+    result.opened = {f"t{index:03d}": ex.risk.accounts[f"t{index:03d}"].balance for index in range(accounts)}
     result.lines.append(f"{accounts} leveraged SOL accounts (odd isolated, even cross), insurance fund "
                         f"{_usd(ex.risk.fund_balance())}; shock: SOL {shock}")
     _run(ex, [maker], seconds, result)

@@ -58,3 +58,26 @@ def test_ci_runs_exactly_the_test_command_the_readme_gives():
     assert len(commands) == 2, "the README's first screen gives exactly two commands"
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+def test_scenario_crash_prints_the_liquidations_and_the_insurance_fund():
+    result = CliRunner().invoke(main, ["scenario", "crash", "--accounts", "30", "--seconds", "40"])
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^\s+[\d.]+s\s+(t\d{3})\s+(isolated|cross)\s+(\w+)\s+SOL-PERP ([\d.]+)$", result.output, re.M)
+    assert rows, result.output
+    summary = re.search(r"(\d+) buckets liquidated \((\d+) isolated, (\d+) cross\).*insurance fund ([\d,.]+)",
+                        result.output)
+    assert summary and int(summary.group(1)) == len(rows)
+    assert int(summary.group(2)) == sum(1 for r in rows if r[1] == "isolated")
+
+
+def test_scenario_isolated_shows_liquidation_price_loss_and_balance():
+    result = CliRunner().invoke(main, ["scenario", "isolated", "--shock", "-30% at 10s"])
+    assert result.exit_code == 0, result.output
+    assert "liquidation price 123.08" in result.output
+    assert "final balance 1,699.25, loss 300.75" in result.output
+
+
+def test_scenario_with_an_unreadable_shock_is_a_usage_error():
+    result = CliRunner().invoke(main, ["scenario", "cross", "--shock", "boom"])
+    assert result.exit_code == 2 and "cannot read shock 'boom'" in result.output

@@ -39,7 +39,7 @@ def test_same_seed_gives_the_same_path_in_any_query_order():
 def test_random_walk_volatility_is_roughly_what_was_asked():
     walk = RandomWalk(100, volatility=0.8, seed=1, jumps_per_day=0, step_s=60)
     logs = [math.log(walk.price(i * 60 * SECOND)) for i in range(20_001)]
-    returns = [b - a for a, b in zip(logs, logs[1:])]
+    returns = [b - a for a, b in zip(logs, logs[1:], strict=False)]
     mean = sum(returns) / len(returns)
     annualised = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns) * 365 * 24 * 60)
     assert 0.7 < annualised < 0.9
