@@ -64,6 +64,17 @@ class RiskView(Protocol):
         """(account, size) on ``side`` of ``market``, best ranked first."""
 
 
+class BackstopOnly:
+    """A ``RiskView`` for a liquidation service that cannot see risk's state: the fund is
+    assumed able to pay, so every settlement is a backstop and nothing is deleveraged."""
+
+    def fund_balance(self) -> int:
+        return 1 << 62
+
+    def adl_candidates(self, market: str, side: int) -> list[tuple[str, int]]:
+        return []
+
+
 class BucketLiquidation:
     """One bucket's liquidation in progress."""
 
@@ -89,6 +100,7 @@ class LiquidationEngine:
         risk: RiskView,
         producer: str = "liquidation.0",
         insurance_account: str = "insurance",
+        partition: int = 0,
         partial_notional: int = 100_000 * MICRO,
         partial_ppm: int = 200_000,
         partial_cooldown_ns: int = 30 * 10**9,
@@ -100,6 +112,9 @@ class LiquidationEngine:
         self.partial_notional = partial_notional
         self.partial_ppm = partial_ppm
         self.partial_cooldown_ns = partial_cooldown_ns
+        if not 0 <= partition < LIQUIDATION_ORDER_BIT:
+            raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
+        self.partition = partition
         self.seq = 0
         self.order_counter = 0
         self.active: dict[tuple[str, str], BucketLiquidation] = {}
@@ -187,7 +202,7 @@ class LiquidationEngine:
             long = position.signed_size > 0
             limit = position.bankruptcy_price or (1 if long else 2 * position.mark_price)
             self.order_counter += 1
-            order_id = (self.order_counter << 16) | LIQUIDATION_ORDER_BIT
+            order_id = (self.order_counter << 16) | LIQUIDATION_ORDER_BIT | self.partition
             liquidation.outstanding.add(order_id)
             self._order_bucket[order_id] = (liquidation.account, liquidation.bucket)
             out.append(NewOrder(self.producer, self._next(), liquidation.account, position.market, order_id,

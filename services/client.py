@@ -1,0 +1,229 @@
+"""The native async Python client: deposit, trade, set margin, and await the answers.
+
+It writes commands to ``risk.in`` (keyed by account) and reads ``account.events``; every
+call returns once the exchange has answered:
+
+    async with Client(bus, markets) as client:
+        await client.deposit("alice", "2000")
+        order = await client.place("alice", "SOL-PERP", Side.BUY, "10", "150", tif=TimeInForce.IOC)
+        order.fills, order.closed.reason
+
+Sizes, prices and amounts are decimal strings, as a user types them. A refusal raises
+``Rejected`` with the exchange's named reason. Its producer id is unique per client and
+its sequence numbers start from the wall clock, so commands are never mistaken for
+redeliveries of an earlier session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.core import money
+from exchange.markets import Market
+from schemas import ACCOUNT_EVENTS, RISK_IN, codec
+from schemas.enums import MarginMode, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.events import (
+    AdjustIsolatedMargin,
+    AmendOrder,
+    CancelOrder,
+    CommandAccepted,
+    CommandRejected,
+    Deposit,
+    Fill,
+    MarginSnapshot,
+    Message,
+    OrderAccepted,
+    OrderClosed,
+    OrderRejected,
+    PlaceOrder,
+    SetLeverage,
+    SetMarginMode,
+    Withdraw,
+)
+from services.bus.base import Bus, partition_for
+
+
+class Rejected(Exception):
+    """The exchange refused a command; ``reason`` is its ``RejectReason``."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason.name}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class OrderResult:
+    accepted: OrderAccepted
+    fills: list[Fill] = field(default_factory=list)
+    closed: OrderClosed | None = None
+
+    @property
+    def order_id(self) -> int:
+        return self.accepted.order_id
+
+    @property
+    def filled(self) -> int:
+        return sum(fill.size for fill in self.fills)
+
+
+class Client:
+    def __init__(self, bus: Bus, markets: dict[str, Market], producer: str | None = None,
+                 timeout_s: float = 15.0):
+        self.bus = bus
+        self.markets = markets
+        self.producer = producer or f"client-{uuid.uuid4().hex[:12]}"
+        self.seq = time.time_ns()
+        self.timeout_s = timeout_s
+        self.events: list[Message] = []
+        self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future]] = []
+        self._reader: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._consumer = None
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._consumer = self.bus.consumer(ACCOUNT_EVENTS, self.producer, on_assigned=self._assigned)
+        self._reader = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._ready.wait(), self.timeout_s)
+
+    async def _assigned(self, partitions: set[int]) -> None:
+        self._ready.set()
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        events_codec = codec(ACCOUNT_EVENTS)
+        seen: set[tuple[str, int]] = set()
+        while True:
+            for record in await self._consumer.getmany(timeout_ms=50):
+                for message in events_codec.decode(record.value):
+                    identity = (message.producer, message.seq)
+                    if identity in seen:
+                        continue  # a fill reaches the partitions of both its accounts
+                    seen.add(identity)
+                    self.events.append(message)
+                    for predicate, future in list(self._waiters):
+                        if not future.done() and predicate(message):
+                            future.set_result(message)
+
+    async def wait_for(self, predicate: Callable[[Message], bool], timeout_s: float | None = None) -> Message:
+        """The first account event (already received or coming) that matches."""
+        for message in self.events:
+            if predicate(message):
+                return message
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout_s or self.timeout_s)
+        finally:
+            self._waiters.remove(entry)
+
+    # ------------------------------------------------------------------ commands
+
+    def _stamp(self) -> tuple[str, int]:
+        self.seq += 1
+        return self.producer, self.seq
+
+    async def send(self, command: Message) -> None:
+        topic = RISK_IN
+        partition = partition_for(command.account, self.bus.partitions(topic))
+        await self.bus.send([(topic, partition, None, codec(topic).encode(command))])
+
+    async def _command(self, command: Any) -> CommandAccepted:
+        await self.send(command)
+        answer = await self.wait_for(lambda m: isinstance(m, (CommandAccepted, CommandRejected))
+                                     and m.ref_producer == command.producer and m.ref_seq == command.seq)
+        if isinstance(answer, CommandRejected):
+            raise Rejected(answer.reason, answer.detail)
+        return answer
+
+    async def deposit(self, account: str, amount: str) -> CommandAccepted:
+        return await self._command(Deposit(*self._stamp(), account, money(amount), time.time_ns()))
+
+    async def withdraw(self, account: str, amount: str) -> CommandAccepted:
+        return await self._command(Withdraw(*self._stamp(), account, money(amount), time.time_ns()))
+
+    async def set_margin_mode(self, account: str, market: str, mode: MarginMode) -> CommandAccepted:
+        return await self._command(SetMarginMode(*self._stamp(), account, market, mode, time.time_ns()))
+
+    async def set_leverage(self, account: str, market: str, leverage: int) -> CommandAccepted:
+        return await self._command(SetLeverage(*self._stamp(), account, market, leverage, time.time_ns()))
+
+    async def adjust_margin(self, account: str, market: str, amount: str) -> CommandAccepted:
+        return await self._command(AdjustIsolatedMargin(*self._stamp(), account, market, money(amount),
+                                                         time.time_ns()))
+
+    async def place(self, account: str, market: str, side: Side, size: str, price: str | None = None, *,
+                    tif: TimeInForce = TimeInForce.GTC, reduce_only: bool = False,
+                    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER,
+                    client_order_id: str | None = None, wait_closed: bool | None = None) -> OrderResult:
+        """Place an order; returns once it is accepted (and, for IOC, FOK and market orders,
+        or with ``wait_closed=True``, once it has ended), with its fills."""
+        spec = self.markets[market]
+        kind = OrderType.MARKET if price is None else OrderType.LIMIT
+        ticks = 0 if price is None else spec.price_to_ticks(price)
+        client_order_id = client_order_id or uuid.uuid4().hex[:16]
+        command = PlaceOrder(*self._stamp(), account, market, client_order_id, side, kind, tif, ticks,
+                             spec.size_to_lots(size), reduce_only, stp, time.time_ns())
+        await self.send(command)
+        answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
+                                     and m.account == account and m.client_order_id == client_order_id)
+        if isinstance(answer, OrderRejected):
+            raise Rejected(answer.reason, answer.detail)
+        result = OrderResult(answer)
+        if wait_closed is None:
+            wait_closed = kind is OrderType.MARKET or tif in (TimeInForce.IOC, TimeInForce.FOK)
+        if wait_closed:
+            await self.closed(result)
+        return result
+
+    async def closed(self, result: OrderResult) -> OrderResult:
+        """Wait until the order has ended; fills and the close are filled in."""
+        order_id = result.order_id
+        result.closed = await self.wait_for(lambda m: isinstance(m, OrderClosed) and m.order_id == order_id)
+        result.fills = [m for m in self.events if isinstance(m, Fill)
+                        and order_id in (m.taker_order_id, m.maker_order_id)]
+        return result
+
+    async def cancel(self, account: str, market: str, order_id: int) -> OrderClosed:
+        command = CancelOrder(*self._stamp(), account, market, order_id, time.time_ns())
+        await self.send(command)
+        answer = await self.wait_for(lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
+                                     or (isinstance(m, CommandRejected) and m.order_id == order_id
+                                         and m.account == account))
+        if isinstance(answer, CommandRejected):
+            raise Rejected(answer.reason, answer.detail)
+        return answer
+
+    async def amend(self, account: str, market: str, order_id: int, price: str, size: str) -> None:
+        spec = self.markets[market]
+        await self.send(AmendOrder(*self._stamp(), account, market, order_id, spec.price_to_ticks(price),
+                                   spec.size_to_lots(size), time.time_ns()))
+
+    async def snapshot(self, account: str) -> MarginSnapshot:
+        """The latest margin snapshot of the account (waiting for one if none yet)."""
+        for message in reversed(self.events):
+            if isinstance(message, MarginSnapshot) and message.account == account:
+                return message
+        return await self.wait_for(lambda m: isinstance(m, MarginSnapshot) and m.account == account)

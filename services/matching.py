@@ -1,0 +1,73 @@
+"""The matching service: consumes ``match.in``, one engine per market.
+
+Outputs: order outcomes and fills to ``risk.in`` (keyed by account; a fill to both
+accounts' partitions) and to ``account.events``; trades (the public view of fills), book
+deltas and BBO to ``market.data`` (keyed by market).
+"""
+
+from __future__ import annotations
+
+from exchange.markets import Market
+from exchange.matching import MatchingEngine
+from schemas import ACCOUNT_EVENTS, MARKET_DATA, MATCH_IN, RISK_IN, RejectReason
+from schemas.events import (
+    BBO,
+    BookDelta,
+    BookSnapshot,
+    CommandRejected,
+    Fill,
+    Message,
+    NewOrder,
+    OrderAccepted,
+    OrderAmended,
+    OrderClosed,
+    OrderRejected,
+    Trade,
+)
+from services.runtime import Outbox, ServiceSpec
+
+ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, CommandRejected)
+
+
+class UnknownMarket(LookupError):
+    """A command names a market this exchange does not list."""
+
+
+class MatchingProcessor:
+    """The engines of one ``match.in`` partition: one per market."""
+
+    def __init__(self, markets: dict[str, Market], partition: int):
+        self.engines = {symbol: MatchingEngine(market) for symbol, market in markets.items()}
+        self.producer = f"match.p{partition}"
+        self.seq = 0
+
+    def apply(self, message: Message) -> list[Message]:
+        engine = self.engines.get(getattr(message, "market", ""))
+        if engine is not None:
+            return engine.apply(message)
+        if isinstance(message, NewOrder):
+            self.seq += 1
+            return [OrderRejected(self.producer, self.seq, message.market, message.account, message.order_id,
+                                  message.client_order_id, RejectReason.UNKNOWN_MARKET,
+                                  f"no market {message.market!r}; markets: {', '.join(self.engines)}", message.ts)]
+        raise UnknownMarket(f"no market {getattr(message, 'market', None)!r}")
+
+
+def route(events: list[Message], outbox: Outbox) -> None:
+    for event in events:
+        kind = type(event)
+        if kind in ORDER_EVENTS:
+            outbox.to(RISK_IN, event.account, event)
+            outbox.to(ACCOUNT_EVENTS, event.account, event)
+        elif kind is Fill:
+            for account in (event.taker_account, event.maker_account):
+                outbox.to(RISK_IN, account, event)
+                outbox.to(ACCOUNT_EVENTS, account, event)
+            outbox.to(MARKET_DATA, event.market, Trade(event.producer, event.seq, event.market, event.trade_id,
+                                                       event.price, event.size, event.taker_side, event.ts))
+        elif kind in (BookDelta, BBO, BookSnapshot):
+            outbox.to(MARKET_DATA, event.market, event)
+
+
+def spec(markets: dict[str, Market]) -> ServiceSpec:
+    return ServiceSpec("matching", MATCH_IN, lambda partition: MatchingProcessor(markets, partition), route)

@@ -1,0 +1,44 @@
+"""The risk service: consumes ``risk.in``, one ``RiskEngine`` per partition (``risk.p<N>``).
+
+Outputs: accepted orders, cancels and amends to ``match.in`` (keyed by market); bucket
+states and the outcomes of liquidation orders to ``liquidation.in`` (keyed by account);
+answers, margin snapshots and collateral transfers to ``account.events``.
+"""
+
+from __future__ import annotations
+
+from exchange.markets import Market
+from exchange.risk import RiskEngine
+from schemas import ACCOUNT_EVENTS, LIQUIDATION_IN, MATCH_IN, RISK_IN
+from schemas.events import (
+    LIQUIDATION_ORDER_BIT,
+    AmendOrder,
+    CancelOrder,
+    LiquidationTrigger,
+    Message,
+    NewOrder,
+    OrderClosed,
+    OrderRejected,
+)
+from services.runtime import Outbox, ServiceSpec
+
+
+def route(events: list[Message], outbox: Outbox) -> None:
+    for event in events:
+        kind = type(event)
+        if kind in (NewOrder, CancelOrder, AmendOrder):
+            outbox.to(MATCH_IN, event.market, event)
+        elif kind is LiquidationTrigger:
+            outbox.to(LIQUIDATION_IN, event.account, event)
+        elif kind in (OrderClosed, OrderRejected) and event.order_id & LIQUIDATION_ORDER_BIT:
+            outbox.to(LIQUIDATION_IN, event.account, event)
+        else:
+            outbox.to(ACCOUNT_EVENTS, event.account if hasattr(event, "account") else event.from_account, event)
+
+
+def spec(markets: dict[str, Market], insurance_account: str = "insurance", liquidation_fee_ppm: int = 0) -> ServiceSpec:
+    def make(partition: int) -> RiskEngine:
+        return RiskEngine(markets, producer=f"risk.p{partition}", partition=partition,
+                          insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm)
+
+    return ServiceSpec("risk", RISK_IN, make, route)
