@@ -139,6 +139,9 @@ class LiquidationEngine:
         return self.seq
 
     def _state(self, state: LiquidationTrigger, out: list) -> None:
+        unknown = {p.market for p in state.positions} - set(self.markets)
+        if unknown:
+            raise LookupError(f"bucket state names unknown market(s) {', '.join(sorted(unknown))}")
         key = (state.account, state.market)
         liquidation = self.active.get(key)
         if liquidation is None:

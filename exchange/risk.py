@@ -101,6 +101,10 @@ from schemas.events import (
 ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BACKSTOP, LiquidationStage.ADL)
 
 
+class UnknownMarket(LookupError):
+    """An event from another service names a market this engine does not list."""
+
+
 class Refused(Exception):
     """A command cannot be applied; carries the reason and a human detail."""
 
@@ -519,10 +523,14 @@ class RiskEngine:
 
     # ----------------------------------------------------------------------- fills
 
-    def _fill(self, fill: Fill, out: list) -> None:
-        market = self.markets.get(fill.market)
+    def _listed(self, symbol: str) -> Market:
+        market = self.markets.get(symbol)
         if market is None:
-            return None
+            raise UnknownMarket(f"no market {symbol!r}; markets: {', '.join(self.markets)}")
+        return market
+
+    def _fill(self, fill: Fill, out: list) -> None:
+        market = self._listed(fill.market)
         self.marks.last[market.symbol] = fill.price
         book = fill.liquidity is Liquidity.BOOK
         sides = ((fill.taker_account, int(fill.taker_side), fill.taker_order_id, market.taker_fee_ppm),
@@ -700,9 +708,9 @@ class RiskEngine:
     # ------------------------------------------------------------- marks and funding
 
     def _mark(self, event: MarkPrice, out: list) -> None:
-        market = self.markets.get(event.market)
-        if market is None or event.mark_price <= 0:
-            return None
+        market = self._listed(event.market)
+        if event.mark_price <= 0:
+            raise ValueError(f"a mark price must be positive, got {event.mark_price}")
         symbol = market.symbol
         mark = event.mark_price
         previous = self.marks.marks.get(symbol)
@@ -731,9 +739,7 @@ class RiskEngine:
         return None
 
     def _funding(self, event: Funding, out: list) -> None:
-        market = self.markets.get(event.market)
-        if market is None:
-            return None
+        market = self._listed(event.market)
         changed = []
         for account_id in sorted(self._holders[market.symbol]):
             account = self.accounts[account_id]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.core import money
-from exchange.markets import Market
+from exchange.markets import Market, UnitError
 from schemas import ACCOUNT_EVENTS, RISK_IN, codec
 from schemas.enums import MarginMode, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce
 from schemas.events import (
@@ -126,9 +126,11 @@ class Client:
                         if not future.done() and predicate(message):
                             future.set_result(message)
 
-    async def wait_for(self, predicate: Callable[[Message], bool], timeout_s: float | None = None) -> Message:
-        """The first account event (already received or coming) that matches."""
-        for message in self.events:
+    async def wait_for(self, predicate: Callable[[Message], bool], timeout_s: float | None = None,
+                       after: int = 0) -> Message:
+        """The first account event (already received, from index ``after`` on, or coming)
+        that matches."""
+        for message in self.events[after:]:
             if predicate(message):
                 return message
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -180,12 +182,16 @@ class Client:
                     client_order_id: str | None = None, wait_closed: bool | None = None) -> OrderResult:
         """Place an order; returns once it is accepted (and, for IOC, FOK and market orders,
         or with ``wait_closed=True``, once it has ended), with its fills."""
-        spec = self.markets[market]
+        spec = self._market(market)
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
-        ticks = 0 if price is None else spec.price_to_ticks(price)
+        try:
+            ticks = 0 if price is None else spec.price_to_ticks(price)
+            lots = spec.size_to_lots(size)
+        except UnitError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
         client_order_id = client_order_id or uuid.uuid4().hex[:16]
         command = PlaceOrder(*self._stamp(), account, market, client_order_id, side, kind, tif, ticks,
-                             spec.size_to_lots(size), reduce_only, stp, time.time_ns())
+                             lots, reduce_only, stp, time.time_ns())
         await self.send(command)
         answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
                                      and m.account == account and m.client_order_id == client_order_id)
@@ -217,9 +223,18 @@ class Client:
         return answer
 
     async def amend(self, account: str, market: str, order_id: int, price: str, size: str) -> None:
-        spec = self.markets[market]
-        await self.send(AmendOrder(*self._stamp(), account, market, order_id, spec.price_to_ticks(price),
-                                   spec.size_to_lots(size), time.time_ns()))
+        spec = self._market(market)
+        try:
+            ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
+        except UnitError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        await self.send(AmendOrder(*self._stamp(), account, market, order_id, ticks, lots, time.time_ns()))
+
+    def _market(self, market: str) -> Market:
+        spec = self.markets.get(market)
+        if spec is None:
+            raise Rejected(RejectReason.UNKNOWN_MARKET, f"unknown market {market!r}; markets: {', '.join(self.markets)}")
+        return spec
 
     async def snapshot(self, account: str) -> MarginSnapshot:
         """The latest margin snapshot of the account (waiting for one if none yet)."""
