@@ -48,6 +48,10 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     async def start(self, timeout_s: float = 20.0) -> str:
+        """Start the broker and wait until it accepts connections; returns HOST:PORT."""
+        return await asyncio.to_thread(self.start_blocking, timeout_s)
+
+    def start_blocking(self, timeout_s: float = 20.0) -> str:
         url = f"tcp://{self.host}:{self.port}"
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -61,13 +65,11 @@ class EmbeddedBroker:
             if self.process.poll() is not None:
                 raise BusError(f"the embedded broker exited with code {self.process.returncode} at start")
             try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-                writer.close()
-                await writer.wait_closed()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 log.info("embedded broker listening on %s (pid %d)", self.bootstrap, self.process.pid)
                 return self.bootstrap
             except OSError:
-                await asyncio.sleep(0.05)
+                time.sleep(0.05)
         self.stop()
         raise BusError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:g} s")
 

@@ -151,8 +151,10 @@ class KafkaConsumer:
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
+            # a killed member holds its partitions until its session times out: keep that short
             consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
                                         fetch_max_wait_ms=5, max_partition_fetch_bytes=8 << 20,
+                                        session_timeout_ms=6000, heartbeat_interval_ms=1000,
                                         **self.settings.client_options())
             consumer.subscribe([self.topic], listener=_Listener(self))
             self._consumer = await _started(consumer, self.settings, f"consumer of {self.topic}")

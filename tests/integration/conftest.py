@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def broker():
     """A Tansu broker of our own on a free loopback port, stopped after the test."""
     instance = EmbeddedBroker()
-    bootstrap = asyncio.run(instance.start())
+    bootstrap = instance.start_blocking()
     yield bootstrap
     instance.stop()
 
@@ -79,17 +78,23 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(broker, tmp_path):
+def stack_factory(tmp_path):
+    """Stacks of services, each on a broker of its own (so that runs never share topics)."""
     stacks: list[Stack] = []
+    brokers: list[EmbeddedBroker] = []
 
     def make(partitions: int = 2, extra: list[str] | None = None) -> Stack:
-        stack = Stack(broker, tmp_path / f"stack{len(stacks)}", partitions, extra)
+        broker = EmbeddedBroker()
+        brokers.append(broker)
+        stack = Stack(broker.start_blocking(), tmp_path / f"stack{len(stacks)}", partitions, extra)
         stacks.append(stack)
         return stack
 
     yield make
     for stack in stacks:
         stack.stop()
+    for broker in brokers:
+        broker.stop()
 
 
 async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
