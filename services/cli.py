@@ -226,6 +226,23 @@ def _service_command(name: str, summary: str):
     main.command(name=name, help=summary)(_cluster_options(command))
 
 
+@main.command()
+@_cluster_options
+def topics(**params) -> None:
+    """Create perpsim's topics on a cluster (those missing) and list their partitions."""
+    if not params["bootstrap"]:
+        raise click.UsageError("`perpsim topics` needs --bootstrap HOST:PORT")
+    options = _options(params)
+    import asyncio
+
+    from services.app import topic_partitions
+    from services.bus.kafka import ensure_topics
+
+    counts = _run_guarded(lambda: asyncio.run(ensure_topics(options.settings, topic_partitions(options.partitions))))
+    for topic, count in sorted(counts.items()):
+        click.echo(f"{topic:<16} {count} partition(s)")
+
+
 _service_command("matching", "Run the matching service (reads match.in) in this process.")
 _service_command("risk", "Run the risk service (reads risk.in) in this process.")
 _service_command("liquidation", "Run the liquidation service (reads liquidation.in) in this process.")

@@ -11,7 +11,7 @@ import pytest
 
 from exchange.markets import default_markets
 from exchange.scenarios import cross_case, isolated_case
-from schemas import DEADLETTER, LIQUIDATION_IN, MATCH_IN, RISK_IN, codec
+from schemas import DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
 from schemas.enums import LiquidationStage, MarginMode, OrderType, Side, TimeInForce
 from schemas.events import (
     CancelAllOrders,
@@ -25,6 +25,7 @@ from schemas.events import (
     PositionState,
 )
 from services.app import topic_partitions
+from services.bus.base import partition_for
 from services.bus.memory import MemoryBus
 from services.client import Client, Rejected
 from services.liquidation import spec as liquidation_spec
@@ -179,3 +180,34 @@ def test_broker_down_at_start_is_a_clear_error_within_the_timeout():
     assert result.returncode == 1
     assert "cannot reach the Kafka broker" in result.stderr and "within 2 s" in result.stderr
     assert time.monotonic() - started < 30
+
+
+async def test_oracle_service_publishes_scripted_marks_to_market_data_and_every_risk_partition(stack_factory):
+    stack = stack_factory(partitions=3, extra=["--flat", "--price", "SOL-PERP=150", "--shock",
+                                               "SOL-PERP:-30% at 4s"])
+    stack.start("oracle")
+    bus = await kafka_bus(stack.bootstrap, 3)
+    try:
+        seen: dict[tuple[str, int], list[int]] = {}
+        deadline = time.monotonic() + 40
+        market_data = bus.consumer(MARKET_DATA, "test-market-data")
+        risk_in = bus.consumer(RISK_IN, "test-risk-in")
+        while time.monotonic() < deadline:
+            for consumer, topic in ((market_data, MARKET_DATA), (risk_in, RISK_IN)):
+                for record in await consumer.getmany(timeout_ms=100):
+                    for message in codec(topic).decode(record.value):
+                        if isinstance(message, MarkPrice) and message.market == "SOL-PERP":
+                            seen.setdefault((topic, record.partition), []).append(message.mark_price)
+            sol = seen.get((MARKET_DATA, partition_for("SOL-PERP", 3)), [])
+            if 10500 in sol and all(seen.get((RISK_IN, p)) and 10500 in seen[(RISK_IN, p)] for p in range(3)):
+                break
+        sol = seen[(MARKET_DATA, partition_for("SOL-PERP", 3))]
+        assert sol[0] == 15000 and sol[-1] == 10500  # 150.00, then the scripted −30%
+        assert set(sol) == {15000, 10500}
+        for partition in range(3):
+            assert 10500 in seen[(RISK_IN, partition)], partition
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()

@@ -1,0 +1,52 @@
+"""docker-compose.yml cannot be started here (no Docker engine), so it is checked against
+the CLI: the same services, the same topics, commands the CLI accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from services.app import SERVICES, topic_partitions
+from services.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_kafka_in_kraft_mode_and_one_container_per_service():
+    services = compose()["services"]
+    assert set(services) == {"kafka", "topics", *SERVICES}
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    for name in SERVICES:
+        assert services[name]["build"] == "." and services[name]["command"][0] == name
+
+
+def test_every_container_command_is_one_the_cli_accepts():
+    for name, service in compose()["services"].items():
+        if name == "kafka":
+            continue
+        command = service["command"]
+        assert command[0] in main.commands, f"{name}: perpsim has no command {command[0]!r}"
+        # parsing with the real CLI rejects unknown options and bad values
+        main.commands[command[0]].make_context(command[0], list(command[1:]))
+        assert command[command.index("--bootstrap") + 1] == "kafka:9092"
+
+
+def test_compose_creates_the_topics_the_services_use_with_one_partition_count():
+    services = compose()["services"]
+    counts = {int(s["command"][s["command"].index("--partitions") + 1]) for n, s in services.items() if n != "kafka"}
+    assert len(counts) == 1
+    topics = topic_partitions(counts.pop())
+    assert set(topics) == {"risk.in", "match.in", "liquidation.in", "market.data", "account.events", "deadletter"}
+
+
+def test_dockerfile_installs_the_package_and_runs_the_cli():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install" in dockerfile and 'ENTRYPOINT ["perpsim"]' in dockerfile
+    for package in ("schemas", "exchange", "services"):
+        assert f"COPY {package}" in dockerfile
