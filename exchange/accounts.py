@@ -164,14 +164,14 @@ def isolated_totals(position: Position, marks: Marks) -> tuple[int, int, int, in
             position.maintenance_margin(price), position.notional(price))
 
 
-def available_to_trade(account: Account, marks: Marks) -> int:
-    equity, im, _, _ = cross_totals(account, marks)
+def available_to_trade(account: Account, marks: Marks, totals: Totals | None = None) -> int:
+    equity, im, _, _ = totals or cross_totals(account, marks)
     return max(0, equity - im - account.reserved)
 
 
-def withdrawable(account: Account, marks: Marks) -> int:
+def withdrawable(account: Account, marks: Marks, totals: Totals | None = None) -> int:
     """``max(0, AV_c − max(IM_c, 0.1 · Σ cross notional))``, less open-order reservations."""
-    equity, im, _, notional = cross_totals(account, marks)
+    equity, im, _, notional = totals or cross_totals(account, marks)
     return max(0, equity - max(im, ceil_div(notional, 10)) - account.reserved)
 
 
@@ -209,11 +209,19 @@ def liquidation_threshold(position: Position, other_equity: int, other_mm: int) 
     if sign < 0 and at_zero <= 0:
         return Fraction(0)  # liquidatable at every positive price
     tiers = market.tiers
+    base = other_mm - other_equity + sign * position.entry_value
     for index, tier in enumerate(tiers):
-        upper = tiers[index + 1].floor if index + 1 < len(tiers) else None
-        notional = (other_mm - tier.deduction - other_equity + sign * position.entry_value) / (sign - tier.mmr)
-        if notional >= tier.floor and (upper is None or notional < upper):
-            return Fraction(notional) / (size * market.value_per_tick_lot)
+        # n = (base − d_t) / (sign − mmr_t), over the tier's integer denominator:
+        # n = (base · scale − minus) / (sign · scale − rate), kept as numerator/denominator
+        numerator = base * tier._scale - tier._minus
+        denominator = sign * tier._scale - tier._rate
+        if denominator < 0:
+            numerator, denominator = -numerator, -denominator
+        if numerator < tier.floor * denominator:
+            continue
+        if index + 1 < len(tiers) and numerator >= tiers[index + 1].floor * denominator:
+            continue
+        return Fraction(numerator, denominator * size * market.value_per_tick_lot)
     raise AssertionError(f"no maintenance tier holds the liquidation point of {position}")
 
 
@@ -236,11 +244,16 @@ def index_key(position: Position, threshold: Fraction | None) -> int | None:
     return math.floor(threshold) if threshold > 0 else -1
 
 
-def position_thresholds(account: Account, position: Position, marks: Marks) -> Fraction | None:
-    """The liquidation threshold of ``position`` with every other position at its mark."""
+Totals = tuple[int, int, int, int]
+
+
+def position_thresholds(account: Account, position: Position, marks: Marks,
+                        totals: Totals | None = None) -> Fraction | None:
+    """The liquidation threshold of ``position`` with every other position at its mark.
+    ``totals``: the account's ``cross_totals``, when the caller has them already."""
     if position.mode is ISOLATED:
         return liquidation_threshold(position, position.margin, 0)
-    equity, _, mm, _ = cross_totals(account, marks)
+    equity, _, mm, _ = totals or cross_totals(account, marks)
     price = marks.price(position)
     other_equity = equity - position.unrealized_pnl(price)
     other_mm = mm - position.maintenance_margin(price)
@@ -254,16 +267,18 @@ def round_price(price: Fraction | None) -> int:
     return math.floor(price + Fraction(1, 2))
 
 
-def position_state(account: Account, position: Position, marks: Marks) -> PositionState:
+def position_state(account: Account, position: Position, marks: Marks,
+                   totals: Totals | None = None) -> PositionState:
     price = marks.price(position)
     if position.mode is ISOLATED:
         equity = position.margin + position.unrealized_pnl(price)
         share = Fraction(1)
     else:
-        equity, _, mm_c, _ = cross_totals(account, marks)
+        totals = totals or cross_totals(account, marks)
+        equity, _, mm_c, _ = totals
         mm_i = position.maintenance_margin(price)
         share = Fraction(mm_i, mm_c) if mm_c else Fraction(1)
-    threshold = position_thresholds(account, position, marks)
+    threshold = position_thresholds(account, position, marks, totals)
     return PositionState(
         position.market.symbol, position.mode, position.leverage, position.size,
         position.entry_value, position.margin, price, position.unrealized_pnl(price),
@@ -281,8 +296,8 @@ def _safe_bankruptcy(position: Position, price: Fraction | None) -> int:
     return math.ceil(price) if position.size > 0 else math.floor(price)
 
 
-def bucket_states(account: Account, marks: Marks) -> list[BucketState]:
-    equity, im, mm, _ = cross_totals(account, marks)
+def bucket_states(account: Account, marks: Marks, totals: Totals | None = None) -> list[BucketState]:
+    equity, im, mm, _ = totals or cross_totals(account, marks)
     states = [BucketState("", CROSS, equity, im, mm, margin_ratio_ppb(mm, equity))]
     for position in account.positions.values():
         if position.size and position.mode is ISOLATED:

@@ -53,13 +53,20 @@ def _decimal(symbol: str, field: str, value: Any) -> Decimal:
 class Tier:
     """A maintenance tier: from ``floor`` (micro units of notional) up, at most ``max_leverage``."""
 
-    __slots__ = ("floor", "max_leverage", "mmr", "deduction")
+    __slots__ = ("floor", "max_leverage", "mmr", "deduction", "_scale", "_rate", "_minus")
 
     def __init__(self, floor: int, max_leverage: int, mmr: Fraction, deduction: Fraction):
         self.floor = floor
         self.max_leverage = max_leverage
         self.mmr = mmr
         self.deduction = deduction
+        # MM = ceil(notional · mmr − deduction) as integers over one denominator (hot path)
+        self._scale = math.lcm(mmr.denominator, deduction.denominator)
+        self._rate = mmr.numerator * (self._scale // mmr.denominator)
+        self._minus = deduction.numerator * (self._scale // deduction.denominator)
+
+    def maintenance_margin(self, notional: int) -> int:
+        return -((self._minus - notional * self._rate) // self._scale)
 
     def __repr__(self) -> str:
         return f"Tier(floor={self.floor}, max_leverage={self.max_leverage}, mmr={self.mmr})"
@@ -165,8 +172,8 @@ class Market:
 
     def maintenance_margin(self, notional: int) -> int:
         """``notional · mmr(tier) − deduction(tier)``, rounded up (the trader puts it up)."""
-        tier = self.tier(notional)
-        return math.ceil(abs(notional) * tier.mmr - tier.deduction)
+        notional = abs(notional)
+        return self.tier(notional).maintenance_margin(notional)
 
     @property
     def mmr(self) -> Fraction:

@@ -118,7 +118,8 @@ class RiskEngine:
     """Accounts of one risk partition and everything that changes them."""
 
     def __init__(self, markets: dict[str, Market], producer: str = "risk.0", partition: int = 0,
-                 insurance_account: str = "insurance", liquidation_fee_ppm: int = 0):
+                 insurance_account: str = "insurance", liquidation_fee_ppm: int = 0,
+                 defer_snapshots: bool = False):
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.markets = markets
@@ -139,6 +140,10 @@ class RiskEngine:
         self.liquidation_fees = 0  # paid to the insurance fund (already in its balance)
         self.liquidation_fee_ppm = liquidation_fee_ppm
         self._in_liquidation: set[str] = set()  # accounts with a bucket in liquidation
+        # With deferred snapshots (the service), a changed account is only marked, and
+        # ``flush(offset)`` reports each once per batch, numbered by the input offset.
+        self.defer_snapshots = defer_snapshots
+        self._changed: set[str] = set()
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -200,10 +205,12 @@ class RiskEngine:
                                    type(cmd).__name__, refused.reason, refused.detail, order_id, cmd.ts))
 
     def _snapshot(self, account: Account, ts: int, stamp: bool = True) -> MarginSnapshot:
-        positions = [position_state(account, p, self.marks) for p in account.positions.values() if p.size]
+        marks = self.marks
+        totals = cross_totals(account, marks)
+        positions = [position_state(account, p, marks, totals) for p in account.positions.values() if p.size]
         return MarginSnapshot(self.producer, self._next() if stamp else 0, account.account_id, account.balance,
-                              available_to_trade(account, self.marks), withdrawable(account, self.marks),
-                              bucket_states(account, self.marks), positions, ts)
+                              available_to_trade(account, marks, totals), withdrawable(account, marks, totals),
+                              bucket_states(account, marks, totals), positions, ts)
 
     def _get_account(self, account_id: str) -> Account:
         account = self.accounts.get(account_id)
@@ -774,13 +781,30 @@ class RiskEngine:
         """Re-key the account's positions, check its buckets, report the state of buckets
         already in liquidation, and report its margin."""
         already = set(account.liquidating)
+        totals = cross_totals(account, self.marks)
         for position in account.positions.values():
-            self._reindex(account, position)
-        self._rekey_budget(account)
-        self._check(account, ts, out)
+            self._reindex(account, position, totals)
+        self._rekey_budget(account, totals)
+        self._check(account, ts, out, totals)
         if already:
             self._report_liquidating(account, ts, out, only=already)
-        out.append(self._snapshot(account, ts))
+        if self.defer_snapshots:
+            self._changed.add(account.account_id)
+        else:
+            out.append(self._snapshot(account, ts))
+
+    def flush(self, offset: int, ts: int = 0) -> list[MarginSnapshot]:
+        """Snapshots of the accounts changed since the last flush (deferred mode), under the
+        producer ``<producer>.margin`` with ``seq = offset``, the input offset they reflect:
+        their content depends on the partition's records alone, and a higher ``seq`` is
+        always a newer state."""
+        snapshots = []
+        for account_id in sorted(self._changed):
+            snapshot = self._snapshot(self.accounts[account_id], ts, stamp=False)
+            snapshot.producer, snapshot.seq = f"{self.producer}.margin", offset
+            snapshots.append(snapshot)
+        self._changed.clear()
+        return snapshots
 
     def _report_liquidating(self, account: Account, ts: int, out: list, only: set[str] | None = None) -> None:
         for bucket in sorted(account.liquidating if only is None else only & account.liquidating):
@@ -807,7 +831,7 @@ class RiskEngine:
         return LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode, equity, mm,
                                   states, ts, order_markets, update)
 
-    def _rekey_budget(self, account: Account) -> None:
+    def _rekey_budget(self, account: Account, totals: tuple | None = None) -> None:
         """(Re)place a multi-market cross bucket in the movement-budget indexes."""
         for index, item in self._budget_entries.pop(account.account_id, ()):
             index.remove(item)
@@ -816,7 +840,7 @@ class RiskEngine:
         cross = account.cross_positions()
         if len(cross) < 2:
             return
-        equity, _, mm, _ = cross_totals(account, self.marks)
+        equity, _, mm, _ = totals or cross_totals(account, self.marks)
         slack = equity - mm - len(cross)
         if slack < 0:
             return  # _check triggers it, or it is within rounding of maintenance: keyed per fill
@@ -835,7 +859,7 @@ class RiskEngine:
             entries.append((self._budgets[symbol], item))
         self._budget_entries[account.account_id] = entries
 
-    def _reindex(self, account: Account, position: Position) -> None:
+    def _reindex(self, account: Account, position: Position, totals: tuple | None = None) -> None:
         entry = position.index_entry
         if entry is not None:
             entry[0].remove(entry[1])
@@ -844,7 +868,7 @@ class RiskEngine:
             return
         if position.mode is CROSS and len(account.cross_positions()) > 1:
             return  # keyed by its movement budget instead
-        key = index_key(position, position_thresholds(account, position, self.marks))
+        key = index_key(position, position_thresholds(account, position, self.marks, totals))
         if key is None:
             return
         index_id = (position.market.symbol, position.mode, position.sign)
@@ -855,10 +879,10 @@ class RiskEngine:
         index.add(item)
         position.index_entry = (index, item)
 
-    def _check(self, account: Account, ts: int, out: list) -> None:
+    def _check(self, account: Account, ts: int, out: list, totals: tuple | None = None) -> None:
         """Trigger liquidation of every bucket of the account with ``equity < MM``."""
         if "" not in account.liquidating:
-            equity, _, mm, _ = cross_totals(account, self.marks)
+            equity, _, mm, _ = totals or cross_totals(account, self.marks)
             if mm and equity < mm:
                 self._trigger(account, "", CROSS, equity, mm, account.cross_positions(), ts, out)
         for position in list(account.positions.values()):

@@ -117,10 +117,11 @@ class Client:
         while True:
             for record in await self._consumer.getmany(timeout_ms=50):
                 for message in events_codec.decode(record.value):
-                    identity = (message.producer, message.seq)
-                    if identity in seen:
-                        continue  # a fill reaches the partitions of both its accounts
-                    seen.add(identity)
+                    if not isinstance(message, MarginSnapshot):  # states: the newest (highest seq) counts
+                        identity = (message.producer, message.seq)
+                        if identity in seen:
+                            continue  # a fill reaches the partitions of both its accounts
+                        seen.add(identity)
                     self.events.append(message)
                     for predicate, future in list(self._waiters):
                         if not future.done() and predicate(message):
@@ -237,8 +238,9 @@ class Client:
         return spec
 
     async def snapshot(self, account: str) -> MarginSnapshot:
-        """The latest margin snapshot of the account (waiting for one if none yet)."""
-        for message in reversed(self.events):
-            if isinstance(message, MarginSnapshot) and message.account == account:
-                return message
+        """The newest margin snapshot of the account (the highest ``seq``; waiting for one
+        if none yet). After a service restart an older one can arrive late; it is ignored."""
+        snapshots = [m for m in self.events if isinstance(m, MarginSnapshot) and m.account == account]
+        if snapshots:
+            return max(snapshots, key=lambda m: m.seq)
         return await self.wait_for(lambda m: isinstance(m, MarginSnapshot) and m.account == account)

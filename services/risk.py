@@ -2,7 +2,8 @@
 
 Outputs: accepted orders, cancels and amends to ``match.in`` (keyed by market); bucket
 states and the outcomes of liquidation orders to ``liquidation.in`` (keyed by account);
-answers, margin snapshots and collateral transfers to ``account.events``.
+answers, margin snapshots and collateral transfers to ``account.events``. Margin
+snapshots are coalesced: one per changed account per processed batch (``RiskEngine.flush``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def route(events: list[Message], outbox: Outbox) -> None:
 def spec(markets: dict[str, Market], insurance_account: str = "insurance", liquidation_fee_ppm: int = 0) -> ServiceSpec:
     def make(partition: int) -> RiskEngine:
         return RiskEngine(markets, producer=f"risk.p{partition}", partition=partition,
-                          insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm)
+                          insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm,
+                          defer_snapshots=True)
 
     return ServiceSpec("risk", RISK_IN, make, route)

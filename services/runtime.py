@@ -178,6 +178,7 @@ class ServiceRunner:
     def process(self, records: list[Record]) -> None:
         """Apply a batch of records; outputs go to the outbox."""
         topic_codec = codec(self.spec.input_topic)
+        touched: set[int] = set()
         for record in records:
             state = self.states.get(record.partition)
             if state is None or record.offset < state.offset:
@@ -204,6 +205,12 @@ class ServiceRunner:
                 self.applied += 1
                 self.spec.route(events, self.outbox)
             state.offset = record.offset + 1
+            touched.add(record.partition)
+        for partition in sorted(touched):  # processors that coalesce output per batch
+            state = self.states[partition]
+            flush = getattr(state.processor, "flush", None)
+            if flush is not None:
+                self.spec.route(flush(state.offset, time.time_ns()), self.outbox)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = self.bus.consumer(self.spec.input_topic, f"perpsim-{self.spec.name}",

@@ -57,9 +57,12 @@ class Bus(Protocol):
 
     def partitions(self, topic: str) -> int: ...
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]]) -> None:
-        """Send ``(topic, partition, key, value)`` items; returns once all are stored, in
-        order per partition."""
+    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
+        """Send ``(topic, partition, key, value)`` items, in order per partition. With
+        ``wait`` (the default) it returns once all are stored; without, once they are
+        queued (``flush`` waits for everything queued)."""
+
+    async def flush(self) -> None: ...
 
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> Consumer:

@@ -110,14 +110,18 @@ class KafkaBus:
         except KeyError:
             raise BusError(f"unknown topic {topic!r}") from None
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]]) -> None:
+    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
         producer = self._producer
         if producer is None:
             raise BusError("the bus is not started")
         futures = [await producer.send(topic, value, key=key, partition=partition)
                    for topic, partition, key, value in items]
-        if futures:
+        if futures and wait:
             await asyncio.gather(*futures)
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
 
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> KafkaConsumer:

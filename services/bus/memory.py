@@ -31,7 +31,10 @@ class MemoryBus:
         except KeyError:
             raise BusError(f"unknown topic {topic!r}") from None
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]]) -> None:
+    async def flush(self) -> None:
+        return None
+
+    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
         for topic, partition, key, value in items:
             log = self._log[topic][partition]
             log.append(Record(topic, partition, len(log), key, value))

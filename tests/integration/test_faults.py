@@ -11,7 +11,7 @@ import pytest
 
 from exchange.markets import default_markets
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
-from schemas.events import Fill, MarginSnapshot, OrderAccepted, OrderRejected, PlaceOrder
+from schemas.events import Fill, OrderAccepted, OrderRejected, PlaceOrder
 from services.client import Client
 from tests.integration.conftest import kafka_bus
 
@@ -63,11 +63,11 @@ async def run(stack, seed: int, kills: dict[int, str]) -> dict:
             # the last snapshot of each account: what does not depend on when it was valued
             # (with no mark price, risk values positions at the last fill it has seen)
             finals = {}
-            for message in client.events:
-                if isinstance(message, MarginSnapshot):
-                    finals[message.account] = (message.balance, sorted(
-                        (p.market, p.mode, p.leverage, p.signed_size, p.entry_value, p.isolated_margin)
-                        for p in message.positions))
+            for account in ACCOUNTS:
+                snapshot = await client.snapshot(account)  # the newest state
+                finals[account] = (snapshot.balance, sorted(
+                    (p.market, p.mode, p.leverage, p.signed_size, p.entry_value, p.isolated_margin)
+                    for p in snapshot.positions))
             fills = [(m.market, m.trade_id, m.price, m.size, m.taker_account, m.maker_account)
                      for m in client.events if isinstance(m, Fill)]
             return {"finals": finals, "fills": sorted(fills)}

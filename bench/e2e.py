@@ -1,0 +1,190 @@
+"""End to end over Kafka: orders through all four services, against a single hop.
+
+Starts the embedded broker and every service (matching, risk, liquidation, oracle) as its
+own process, then measures, in the same run:
+
+1. throughput: N taker orders (IOC, each crossing a deep resting offer) submitted by the
+   native client as fast as it can, one record per order like a bot would, until every one
+   has come back with its fill; orders/s;
+2. latency: takers paced at a fixed rate (default 5,000/s) for a few seconds; submit→fill
+   p50/p99, the fill as seen by the client on account.events;
+3. the single-hop ceiling: one producer → broker → one consumer with the same message (a
+   PlaceOrder in a one-message record), msgs/s.
+
+The last line is e2e throughput / single-hop ceiling.
+
+    python -m bench.e2e [--orders 20000] [--rate 5000] [--seconds 4] [--partitions 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from exchange.markets import default_markets
+from schemas import RISK_IN, codec
+from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.events import Fill, OrderClosed, PlaceOrder
+from services.app import topic_partitions
+from services.broker import EmbeddedBroker
+from services.bus.base import partition_for
+from services.bus.kafka import KafkaBus, KafkaSettings
+from services.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKET = "SOL-PERP"
+
+
+def order(client: Client, account: str, client_order_id: str) -> PlaceOrder:
+    return PlaceOrder(*client._stamp(), account, MARKET, client_order_id, Side.BUY, OrderType.LIMIT,
+                      TimeInForce.IOC, 15_000, 1, False, SelfTradePrevention.NONE, time.time_ns())
+
+
+async def prepare(client: Client, takers: int) -> list[str]:
+    await client.deposit("maker", "1000000000")
+    accounts = [f"taker{i}" for i in range(takers)]
+    for account in accounts:
+        await client.deposit(account, "10000000")
+    await client.place("maker", MARKET, Side.SELL, "1000000", "150")  # a deep offer at 150
+    return accounts
+
+
+async def throughput(client: Client, bus: KafkaBus, accounts: list[str], count: int) -> float:
+    done = asyncio.Event()
+    closed = 0
+
+    def watch(message) -> bool:
+        nonlocal closed
+        if isinstance(message, OrderClosed) and message.account.startswith("taker"):
+            closed += 1
+            if closed >= count:
+                done.set()
+        return False
+
+    waiter = asyncio.create_task(client.wait_for(watch, timeout_s=600, after=len(client.events)))
+    partitions = bus.partitions(RISK_IN)
+    started = time.perf_counter()
+    for index in range(count):
+        account = accounts[index % len(accounts)]
+        command = order(client, account, f"t{index}")
+        await bus.send([(RISK_IN, partition_for(account, partitions), None, codec(RISK_IN).encode(command))],
+                       wait=False)
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - started
+    waiter.cancel()
+    return count / elapsed
+
+
+async def latency(client: Client, bus: KafkaBus, accounts: list[str], rate: int, seconds: float) -> list[float]:
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    by_order: dict[int, str] = {}
+
+    def watch(message) -> bool:
+        if isinstance(message, Fill) and message.taker_account.startswith("taker"):
+            key = by_order.get(message.taker_order_id)
+            if key in sent:
+                latencies.append(time.perf_counter() - sent.pop(key))
+        elif hasattr(message, "client_order_id") and message.client_order_id in sent:
+            by_order[message.order_id] = message.client_order_id
+        return False
+
+    waiter = asyncio.create_task(client.wait_for(watch, timeout_s=600, after=len(client.events)))
+    partitions = bus.partitions(RISK_IN)
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    for index in range(total):
+        due = started + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        account = accounts[index % len(accounts)]
+        key = f"l{index}"
+        command = order(client, account, key)
+        sent[key] = time.perf_counter()
+        await bus.send([(RISK_IN, partition_for(account, partitions), None, codec(RISK_IN).encode(command))],
+                       wait=False)
+    deadline = time.perf_counter() + 60
+    while sent and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    waiter.cancel()
+    return latencies
+
+
+async def single_hop(bootstrap: str, count: int) -> float:
+    bus = KafkaBus(KafkaSettings(bootstrap), {"bench.hop": 1})
+    await bus.start()
+    consumer = bus.consumer("bench.hop", "bench-hop")
+    payload = codec(RISK_IN).encode(PlaceOrder("bench", 1, "taker0", MARKET, "t", Side.BUY, OrderType.LIMIT,
+                                               TimeInForce.IOC, 15_000, 1))
+    await consumer.getmany(timeout_ms=100)  # join the group before timing
+    received = 0
+    started = time.perf_counter()
+
+    async def consume() -> None:
+        nonlocal received
+        while received < count:
+            received += len(await consumer.getmany(timeout_ms=200, max_records=5000))
+
+    reader = asyncio.create_task(consume())
+    for _ in range(count):
+        await bus.send([("bench.hop", 0, None, payload)], wait=False)
+    await asyncio.wait_for(reader, 300)
+    elapsed = time.perf_counter() - started
+    await bus.stop()
+    return count / elapsed
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    broker = EmbeddedBroker()
+    bootstrap = await broker.start()
+    state = Path(tempfile.mkdtemp(prefix="perpsim-bench-"))
+    processes = [subprocess.Popen([sys.executable, "-m", "services.cli", name, "--bootstrap", bootstrap,
+                                   "--partitions", str(args.partitions), "--state-dir", str(state),
+                                   "--log-level", "WARNING", "--flat"], cwd=ROOT)
+                 for name in ("matching", "risk", "liquidation", "oracle")]
+    bus = KafkaBus(KafkaSettings(bootstrap), topic_partitions(args.partitions))
+    try:
+        await bus.start()
+        async with Client(bus, default_markets(), timeout_s=60) as client:
+            accounts = await prepare(client, args.takers)
+            print(f"services up on {bootstrap}; {args.partitions} partitions per topic", flush=True)
+            e2e = await throughput(client, bus, accounts, args.orders)
+            print(f"e2e throughput: {e2e:,.0f} orders/s ({args.orders} IOC orders, each acknowledged "
+                  f"with its fill)", flush=True)
+            latencies = sorted(await latency(client, bus, accounts, args.rate, args.seconds))
+            if latencies:
+                p50 = statistics.median(latencies) * 1000
+                p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+                print(f"latency submit->fill at {args.rate}/s for {args.seconds:g} s: p50 {p50:.1f} ms, "
+                      f"p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms ({len(latencies)} fills)")
+        ceiling = await single_hop(bootstrap, args.orders)
+        print(f"single hop (producer -> broker -> consumer, same message): {ceiling:,.0f} msgs/s")
+        print(f"ratio e2e/single-hop: {e2e / ceiling:.2f}")
+    finally:
+        await bus.stop()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=20_000, help="orders for throughput and the ceiling")
+    parser.add_argument("--rate", type=int, default=5_000, help="paced orders/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of the latency run")
+    parser.add_argument("--partitions", type=int, default=2, help="partitions per topic")
+    parser.add_argument("--takers", type=int, default=16, help="taker accounts")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
