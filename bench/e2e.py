@@ -30,7 +30,7 @@ from pathlib import Path
 from exchange.markets import default_markets
 from schemas import RISK_IN, codec
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
-from schemas.events import Fill, OrderClosed, PlaceOrder
+from schemas.events import Fill, OrderAccepted, OrderClosed, PlaceOrder
 from services.app import topic_partitions
 from services.broker import EmbeddedBroker
 from services.bus.base import partition_for
@@ -84,15 +84,23 @@ async def throughput(client: Client, bus: KafkaBus, accounts: list[str], count: 
 async def latency(client: Client, bus: KafkaBus, accounts: list[str], rate: int, seconds: float) -> list[float]:
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    by_order: dict[int, str] = {}
+    accepted: dict[int, str] = {}  # order id -> client order id
+    filled: dict[int, float] = {}  # order id -> when its fill arrived
+
+    # A fill reaches the partitions of both accounts, so it can arrive (through the maker's
+    # partition) before the taker's acceptance: pair them in whichever order they come.
+    def pair(order_id: int) -> None:
+        if order_id in accepted and order_id in filled:
+            key = accepted.pop(order_id)
+            latencies.append(filled.pop(order_id) - sent.pop(key))
 
     def watch(message) -> bool:
         if isinstance(message, Fill) and message.taker_account.startswith("taker"):
-            key = by_order.get(message.taker_order_id)
-            if key in sent:
-                latencies.append(time.perf_counter() - sent.pop(key))
-        elif hasattr(message, "client_order_id") and message.client_order_id in sent:
-            by_order[message.order_id] = message.client_order_id
+            filled[message.taker_order_id] = time.perf_counter()
+            pair(message.taker_order_id)
+        elif isinstance(message, OrderAccepted) and message.client_order_id in sent:
+            accepted[message.order_id] = message.client_order_id
+            pair(message.order_id)
         return False
 
     waiter = asyncio.create_task(client.wait_for(watch, timeout_s=600, after=len(client.events)))
@@ -158,6 +166,7 @@ async def main_async(args: argparse.Namespace) -> None:
             e2e = await throughput(client, bus, accounts, args.orders)
             print(f"e2e throughput: {e2e:,.0f} orders/s ({args.orders} IOC orders, each acknowledged "
                   f"with its fill)", flush=True)
+            await asyncio.sleep(3)  # let risk finish the fills of the throughput run
             latencies = sorted(await latency(client, bus, accounts, args.rate, args.seconds))
             if latencies:
                 p50 = statistics.median(latencies) * 1000

@@ -10,7 +10,9 @@ partition's records alone, whatever the interleaving with other partitions.
 Effectively-once:
 - a message whose ``seq`` is not above the last one applied from its producer (in that
   partition) is a redelivery and is dropped;
-- outputs of a batch of records are sent before anything records progress past them;
+- outputs are queued to the producer as each batch is done, and the producer is flushed
+  (every queued output stored) before a snapshot records progress past them; a crash in
+  between loses only outputs the replay from the last snapshot regenerates;
 - a snapshot (pickled ``PartitionState``, written to a temp file and renamed) is taken
   every ``snapshot_interval_s`` and on a clean stop, after the outputs are sent; then the
   offsets are committed to Kafka (for lag and monitoring; the snapshot is what counts);
@@ -163,9 +165,12 @@ class ServiceRunner:
 
     # ----------------------------------------------------------------------- loop
 
-    async def _flush(self) -> None:
+    async def _flush(self, wait: bool = True) -> None:
+        """Queue the outbox; with ``wait``, until everything queued so far is stored."""
         if len(self.outbox):
-            await self.bus.send(self.outbox.drain())
+            await self.bus.send(self.outbox.drain(), wait=False)
+        if wait:
+            await self.bus.flush()
 
     def _dead_letter(self, state: PartitionState, record: Record, reason: str) -> None:
         self.dead_letters += 1
@@ -222,7 +227,7 @@ class ServiceRunner:
                 records = await self.consumer.getmany(timeout_ms=50, max_records=2000)
                 if records:
                     self.process(records)
-                    await self._flush()
+                    await self._flush(wait=False)
                 now = time.monotonic()
                 if now - last_snapshot >= self.snapshot_interval_s:
                     await self.snapshot()

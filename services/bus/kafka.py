@@ -94,7 +94,7 @@ class KafkaBus:
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.settings, self.topics)
-        producer = AIOKafkaProducer(linger_ms=2, max_batch_size=1 << 20, max_request_size=8 << 20,
+        producer = AIOKafkaProducer(linger_ms=1, max_batch_size=1 << 20, max_request_size=8 << 20,
                                     **self.settings.client_options())
         self._producer = await _started(producer, self.settings, "producer")
 
