@@ -161,9 +161,9 @@ class RiskEngine:
             SetLeverage: self._set_leverage,
             AdjustIsolatedMargin: self._adjust_margin,
             OrderAccepted: self._order_accepted,
-            OrderRejected: self._order_rejected,
+            OrderRejected: self._order_ended,
             OrderAmended: self._order_amended,
-            OrderClosed: self._order_closed,
+            OrderClosed: self._order_ended,
             CommandRejected: self._matching_refused,
             Fill: self._fill,
             MarkPrice: self._mark,
@@ -492,16 +492,8 @@ class RiskEngine:
             order.price = event.price  # a market order's protection price
         return None
 
-    def _order_rejected(self, event: OrderRejected, out: list) -> None:
-        if event.order_id & LIQUIDATION_ORDER_BIT:
-            out.append(event)  # forwarded to the liquidation engine
-            return None
-        account = self.accounts.get(event.account)
-        if account is not None:
-            self._release(account, event.order_id)
-        return None
-
-    def _order_closed(self, event: OrderClosed, out: list) -> None:
+    def _order_ended(self, event: OrderRejected | OrderClosed, out: list) -> None:
+        """Matching refused or ended an order: release its reservation."""
         if event.order_id & LIQUIDATION_ORDER_BIT:
             out.append(event)  # forwarded to the liquidation engine
             return None

@@ -37,6 +37,20 @@ def open_long(ex: CoreExchange, account: str, size: str, price: str = "150", cou
     ex.place(account, "SOL-PERP", BUY, size, price, tif=TimeInForce.IOC)
 
 
+def isolated_long_at_5x(**settings) -> CoreExchange:
+    """A zero-fee SOL market, a maker, a fund of 5,000, and "trader" (2,000 deposited)
+    long 10 SOL @ 150 isolated at 5x: M = 300, liquidation price 123.08, bankruptcy 120."""
+    ex = CoreExchange(zero_fee_markets(), **settings)
+    ex.deposit("maker", "100000")
+    ex.deposit("insurance", "5000")
+    ex.deposit("trader", "2000")
+    ex.set_mode("trader", "SOL-PERP", MarginMode.ISOLATED)
+    ex.set_leverage("trader", "SOL-PERP", 5)
+    ex.mark("SOL-PERP", "150")
+    open_long(ex, "trader", "10")
+    return ex
+
+
 # ------------------------------------------------------------------ the mission's cases
 
 
@@ -150,14 +164,7 @@ def test_large_position_is_liquidated_20_percent_first_then_fully_within_the_coo
 
 
 def test_backstop_below_two_thirds_of_maintenance_takes_position_and_collateral():
-    ex = CoreExchange(zero_fee_markets())
-    ex.deposit("maker", "100000")
-    ex.deposit("insurance", "5000")
-    ex.deposit("trader", "2000")
-    ex.set_mode("trader", "SOL-PERP", MarginMode.ISOLATED)
-    ex.set_leverage("trader", "SOL-PERP", 5)
-    ex.mark("SOL-PERP", "150")
-    open_long(ex, "trader", "10")  # M = 300
+    ex = isolated_long_at_5x()
     events = ex.mark("SOL-PERP", "121")  # equity 10 < 2/3 · MM (2/3 · 30.25)
     transfers = [e for e in events if isinstance(e, PositionTransfer)]
     assert [(t.buyer, t.seller, t.price, t.size, t.liquidity) for t in transfers] == [
@@ -210,14 +217,7 @@ def test_adl_closes_the_best_ranked_opposite_positions_at_the_bankruptcy_price()
 
 @pytest.mark.parametrize(("fee_ppm", "fee"), [(100_000, money("30")), (10_000, money("12.30"))])
 def test_liquidation_fee_goes_to_the_fund_capped_by_what_the_bucket_has_left(fee_ppm, fee):
-    ex = CoreExchange(zero_fee_markets(), liquidation_fee_ppm=fee_ppm)
-    ex.deposit("maker", "100000")
-    ex.deposit("insurance", "5000")
-    ex.deposit("trader", "2000")
-    ex.set_mode("trader", "SOL-PERP", MarginMode.ISOLATED)
-    ex.set_leverage("trader", "SOL-PERP", 5)
-    ex.mark("SOL-PERP", "150")
-    open_long(ex, "trader", "10")
+    ex = isolated_long_at_5x(liquidation_fee_ppm=fee_ppm)
     ex.mark("SOL-PERP", "124")  # above the liquidation price, 123.08
     ex.place("maker", "SOL-PERP", BUY, "10", "123")
     events = ex.mark("SOL-PERP", "123.04")
@@ -231,14 +231,7 @@ def test_liquidation_fee_goes_to_the_fund_capped_by_what_the_bucket_has_left(fee
 
 
 def test_liquidation_waits_for_liquidity_instead_of_looping():
-    ex = CoreExchange(zero_fee_markets())
-    ex.deposit("maker", "100000")
-    ex.deposit("insurance", "5000")
-    ex.deposit("trader", "2000")
-    ex.set_mode("trader", "SOL-PERP", MarginMode.ISOLATED)
-    ex.set_leverage("trader", "SOL-PERP", 5)
-    ex.mark("SOL-PERP", "150")
-    open_long(ex, "trader", "10")
+    ex = isolated_long_at_5x()
     events = ex.mark("SOL-PERP", "123.04")  # no bids at all above bankruptcy
     assert len([e for e in events if isinstance(e, NewOrder) and e.liquidation]) == 1
     assert ("trader", "SOL-PERP") in ex.liquidation.active
