@@ -24,7 +24,8 @@ On the first trigger the bucket's resting orders are cancelled first. A backstop
 ends (its outcome is sent) only when risk reports the bucket flat, so that the outcome,
 which ends the liquidation in risk, never overtakes the transfers' fills.
 
-ADL ranking and the fund's balance come from a ``RiskView`` (the risk engine in-process).
+ADL ranking and the fund's balance come from a ``RiskView``: the risk engine in-process,
+or (``risk=None``, the service) what risk sends with the bucket's state (``StateView``).
 """
 
 from __future__ import annotations
@@ -64,15 +65,20 @@ class RiskView(Protocol):
         """(account, size) on ``side`` of ``market``, best ranked first."""
 
 
-class BackstopOnly:
-    """A ``RiskView`` for a liquidation service that cannot see risk's state: the fund is
-    assumed able to pay, so every settlement is a backstop and nothing is deleveraged."""
+class StateView:
+    """A ``RiskView`` from what risk sends with a bucket state near settlement (the
+    liquidation service cannot see risk): the fund's balance when risk's partition holds
+    the fund, else the fund is taken as able to pay (backstop); the ADL candidates of that
+    partition."""
+
+    def __init__(self, state: LiquidationTrigger):
+        self.state = state
 
     def fund_balance(self) -> int:
-        return 1 << 62
+        return self.state.fund_balance if self.state.fund_known else 1 << 62
 
     def adl_candidates(self, market: str, side: int) -> list[tuple[str, int]]:
-        return []
+        return [(c.account, c.size) for c in self.state.adl if c.market == market]
 
 
 class BucketLiquidation:
@@ -97,7 +103,7 @@ class LiquidationEngine:
     def __init__(
         self,
         markets: dict[str, Market],
-        risk: RiskView,
+        risk: RiskView | None = None,
         producer: str = "liquidation.0",
         insurance_account: str = "insurance",
         partition: int = 0,
@@ -220,22 +226,24 @@ class LiquidationEngine:
     def _settle(self, liquidation: BucketLiquidation, ts: int, out: list) -> None:
         """Backstop by the insurance fund, or ADL when the deficit exceeds the fund."""
         state = liquidation.state
+        view = self.risk or StateView(state)
         deficit = max(0, -state.equity)
-        if deficit and self.risk.fund_balance() < deficit:
+        if deficit and view.fund_balance() < deficit:
             liquidation.settling = LiquidationStage.ADL
             for position in state.positions:
-                self._deleverage(liquidation, position, ts, out)
+                self._deleverage(liquidation, position, view, ts, out)
         else:
             liquidation.settling = LiquidationStage.BACKSTOP
             for position in state.positions:
                 self._transfer(liquidation.account, self.insurance_account, position, position.mark_price,
                                abs(position.signed_size), Liquidity.BACKSTOP, ts, out)
 
-    def _deleverage(self, liquidation: BucketLiquidation, position: PositionState, ts: int, out: list) -> None:
+    def _deleverage(self, liquidation: BucketLiquidation, position: PositionState, view: RiskView, ts: int,
+                    out: list) -> None:
         side = 1 if position.signed_size > 0 else -1
         price = position.bankruptcy_price or position.mark_price
         remaining = abs(position.signed_size)
-        for account, size in self.risk.adl_candidates(position.market, -side):
+        for account, size in view.adl_candidates(position.market, -side):
             if not remaining:
                 break
             if account == liquidation.account:

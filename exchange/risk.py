@@ -75,6 +75,7 @@ from schemas.events import (
     AdjustIsolatedMargin,
     AmendOrder,
     LIQUIDATION_ORDER_BIT,
+    AdlCandidate,
     CancelOrder,
     CollateralTransfer,
     CommandAccepted,
@@ -119,7 +120,7 @@ class RiskEngine:
 
     def __init__(self, markets: dict[str, Market], producer: str = "risk.0", partition: int = 0,
                  insurance_account: str = "insurance", liquidation_fee_ppm: int = 0,
-                 defer_snapshots: bool = False):
+                 defer_snapshots: bool = False, holds_fund: bool = True):
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.markets = markets
@@ -143,6 +144,9 @@ class RiskEngine:
         # With deferred snapshots (the service), a changed account is only marked, and
         # ``flush(offset)`` reports each once per batch, numbered by the input offset.
         self.defer_snapshots = defer_snapshots
+        # whether the insurance fund's account belongs to this partition (it always does
+        # in-process); only then can bucket states say what the fund holds
+        self.holds_fund = holds_fund
         self._changed: set[str] = set()
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
@@ -820,8 +824,19 @@ class RiskEngine:
             order_markets = sorted({o.market for o in account.orders.values()
                                     if self._position(account, self.markets[o.market]).mode is CROSS})
         states = [position_state(account, p, self.marks) for p in positions]
+        fund_known, fund_balance, adl = False, 0, []
+        if positions and 3 * equity < 2 * mm:  # settlement is near: what liquidation needs to decide
+            fund = self.accounts.get(self.insurance_account)
+            fund_known, fund_balance = self.holds_fund, fund.balance if fund is not None else 0
+            for position in positions:
+                needed = abs(position.size)
+                for candidate, size in self.adl_candidates(position.market.symbol, -position.sign):
+                    if needed <= 0:
+                        break
+                    adl.append(AdlCandidate(position.market.symbol, candidate, size))
+                    needed -= size
         return LiquidationTrigger(self.producer, self._next(), account.account_id, bucket, mode, equity, mm,
-                                  states, ts, order_markets, update)
+                                  states, ts, order_markets, update, fund_known, fund_balance, adl)
 
     def _rekey_budget(self, account: Account, totals: tuple | None = None) -> None:
         """(Re)place a multi-market cross bucket in the movement-budget indexes."""

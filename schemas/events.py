@@ -367,6 +367,14 @@ class MarginSnapshot(Message):
     ts: int = 0
 
 
+class AdlCandidate(msgspec.Struct, array_like=True, gc=False):
+    """An opposite position ADL may close, ranked by risk (best first)."""
+
+    market: str
+    account: str
+    size: int
+
+
 class LiquidationTrigger(Message):
     """A bucket fell below maintenance (``equity < MM``; ``market`` is "" for cross), or,
     while it is being liquidated, its state changed: risk sends its current state after
@@ -381,6 +389,12 @@ class LiquidationTrigger(Message):
     ts: int = 0
     order_markets: list[str] = []  # markets where the bucket has resting orders
     update: bool = False  # a state of a bucket already in liquidation, not a new trigger
+    # Sent when settlement is near (equity < 2/3 MM), for a liquidation service that cannot
+    # see risk: the insurance fund's balance if this risk partition holds the fund, and
+    # the ADL candidates of this partition for the bucket's positions, best ranked first.
+    fund_known: bool = False
+    fund_balance: int = 0
+    adl: list[AdlCandidate] = []
 
 
 class LiquidationOutcome(Message):

@@ -74,7 +74,8 @@ async def _serve(name: str, options: Options) -> None:
             if name == "matching":
                 spec = matching_service.spec(options.markets)
             elif name == "risk":
-                spec = risk_service.spec(options.markets, options.insurance_account)
+                spec = risk_service.spec(options.markets, options.insurance_account,
+                                         partitions=bus.partitions(RISK_IN))
             else:
                 spec = liquidation_service.spec(options.markets, options.insurance_account)
             await ServiceRunner(spec, bus, options.state_dir, options.snapshot_interval_s).run(stop)

@@ -4,14 +4,14 @@ Outputs: cancels, liquidation orders and backstop/ADL transfers to ``match.in`` 
 market), so every change of position comes from a matching fill; outcomes to ``risk.in``
 and ``account.events`` (keyed by account).
 
-Known limitation: the service cannot see the insurance fund's balance or the ADL ranking,
-which live in the risk partitions, so it settles every bankrupt bucket by backstop
-(``BackstopOnly``); ADL runs in the in-process core.
+The service cannot see risk's accounts: risk sends the fund's balance and the ranked ADL
+candidates of its partition with a bucket state near settlement (``StateView``). Known
+limitation: with several risk partitions, only the bankrupt account's partition is seen.
 """
 
 from __future__ import annotations
 
-from exchange.liquidation import BackstopOnly, LiquidationEngine
+from exchange.liquidation import LiquidationEngine
 from exchange.markets import Market
 from schemas import ACCOUNT_EVENTS, LIQUIDATION_IN, MATCH_IN, RISK_IN
 from schemas.events import CancelAllOrders, LiquidationOutcome, Message, NewOrder, PositionTransfer
@@ -30,7 +30,7 @@ def route(events: list[Message], outbox: Outbox) -> None:
 
 def spec(markets: dict[str, Market], insurance_account: str = "insurance") -> ServiceSpec:
     def make(partition: int) -> LiquidationEngine:
-        return LiquidationEngine(markets, BackstopOnly(), producer=f"liquidation.p{partition}",
+        return LiquidationEngine(markets, None, producer=f"liquidation.p{partition}",
                                  insurance_account=insurance_account, partition=partition)
 
     return ServiceSpec("liquidation", LIQUIDATION_IN, make, route)

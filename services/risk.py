@@ -21,6 +21,7 @@ from schemas.events import (
     OrderClosed,
     OrderRejected,
 )
+from services.bus.base import partition_for
 from services.runtime import Outbox, ServiceSpec
 
 
@@ -37,10 +38,14 @@ def route(events: list[Message], outbox: Outbox) -> None:
             outbox.to(ACCOUNT_EVENTS, event.account if hasattr(event, "account") else event.from_account, event)
 
 
-def spec(markets: dict[str, Market], insurance_account: str = "insurance", liquidation_fee_ppm: int = 0) -> ServiceSpec:
+def spec(markets: dict[str, Market], insurance_account: str = "insurance", liquidation_fee_ppm: int = 0,
+         partitions: int = 1) -> ServiceSpec:
+    """``partitions``: of ``risk.in``, to know which partition holds the insurance fund."""
+    fund_partition = partition_for(insurance_account, partitions)
+
     def make(partition: int) -> RiskEngine:
         return RiskEngine(markets, producer=f"risk.p{partition}", partition=partition,
                           insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm,
-                          defer_snapshots=True)
+                          defer_snapshots=True, holds_fund=partition == fund_partition)
 
     return ServiceSpec("risk", RISK_IN, make, route)

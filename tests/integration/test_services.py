@@ -12,11 +12,12 @@ import pytest
 from exchange.markets import default_markets
 from exchange.scenarios import cross_case, isolated_case
 from schemas import DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
-from schemas.enums import LiquidationStage, MarginMode, OrderType, Side, TimeInForce
+from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, Side, TimeInForce
 from schemas.events import (
     CancelAllOrders,
     DeadLetter,
     Deposit,
+    Fill,
     LiquidationOutcome,
     LiquidationTrigger,
     MarginSnapshot,
@@ -106,7 +107,7 @@ async def test_in_process_bus_gives_the_same_result_as_kafka():
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
-    runners = [ServiceRunner(spec, bus, None) for spec in (matching_spec(markets), risk_spec(markets),
+    runners = [ServiceRunner(spec, bus, None) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
                                                             liquidation_spec(markets))]
     tasks = [asyncio.create_task(runner.run(stop)) for runner in runners]
     try:
@@ -211,3 +212,42 @@ async def test_oracle_service_publishes_scripted_marks_to_market_data_and_every_
         raise
     finally:
         await bus.stop()
+
+
+async def test_services_deleverage_the_best_ranked_positions_when_there_is_no_fund():
+    # the core's ADL case (tests/test_liquidation.py), through the services on one partition
+    markets = default_markets()
+    bus = MemoryBus(topic_partitions(1))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
+             for spec in (matching_spec(markets), risk_spec(markets), liquidation_spec(markets))]
+    try:
+        async with Client(bus, markets) as client:
+            oracle = Oracle(bus)
+            for account, amount in (("maker", "100000"), ("m2", "10000000"), ("s1", "1000"), ("s2", "1000"),
+                                    ("s3", "5000"), ("trader", "1000"), ("idle", "500")):
+                await client.deposit(account, amount)
+            for account in ("s2", "trader"):
+                await client.set_margin_mode(account, "SOL-PERP", MarginMode.ISOLATED)
+                await client.set_leverage(account, "SOL-PERP", 10)
+            await oracle.mark("SOL-PERP", "150")
+            for short, size, price in (("s1", "5", "150"), ("s2", "5", "150"), ("s3", "10", "145")):
+                await client.place("maker", "SOL-PERP", BUY, size, price)
+                await client.place(short, "SOL-PERP", SELL, size, price, tif=TimeInForce.IOC)
+            await client.place("m2", "SOL-PERP", SELL, "12", "150")
+            await client.place("trader", "SOL-PERP", BUY, "12", "150", tif=TimeInForce.IOC)
+            before = len(client.events)
+            await oracle.mark("SOL-PERP", "100")  # the trader is bankrupt; nobody funded the fund
+            await client.wait_for(lambda m: isinstance(m, LiquidationOutcome) and m.account == "trader"
+                                  and m.stage is LiquidationStage.ADL, after=before)
+            adl = [(f.taker_account, f.maker_account, f.price, f.size) for f in client.events[before:]
+                   if isinstance(f, Fill) and f.liquidity is Liquidity.ADL]
+            # at the bankruptcy price 150 − M/|s| = 150 − 180/12 = 135 (the opening fee came
+            # out of the cross balance, not the margin)
+            assert [(buyer, size) for buyer, _, _, size in adl] == [("s2", 500), ("s1", 500), ("s3", 200)]
+            assert {price for _, _, price, _ in adl} == {13500}
+            assert all(seller == "trader" for _, seller, _, _ in adl)
+            assert (await client.snapshot("idle")).balance == 500 * USD
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
