@@ -828,7 +828,9 @@ class RiskEngine:
         if positions and 3 * equity < 2 * mm:  # settlement is near: what liquidation needs to decide
             fund = self.accounts.get(self.insurance_account)
             fund_known, fund_balance = self.holds_fund, fund.balance if fund is not None else 0
-            for position in positions:
+            # ranking reads every holder of the market: only when ADL is what will happen
+            deleverage = fund_known and equity < 0 and fund_balance < -equity
+            for position in positions if deleverage else ():
                 needed = abs(position.size)
                 for candidate, size in self.adl_candidates(position.market.symbol, -position.sign):
                     if needed <= 0:
