@@ -148,6 +148,7 @@ class RiskEngine:
         # in-process); only then can bucket states say what the fund holds
         self.holds_fund = holds_fund
         self._changed: set[str] = set()
+        self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -766,6 +767,7 @@ class RiskEngine:
             return None
         if event.stage in ENDED and event.market in account.liquidating:
             account.liquidating.discard(event.market)
+            self._adl_ranked.discard((account.account_id, event.market))
             if not account.liquidating:
                 self._in_liquidation.discard(account.account_id)
             self._after_change(account, event.ts, out)
@@ -828,8 +830,14 @@ class RiskEngine:
         if positions and 3 * equity < 2 * mm:  # settlement is near: what liquidation needs to decide
             fund = self.accounts.get(self.insurance_account)
             fund_known, fund_balance = self.holds_fund, fund.balance if fund is not None else 0
-            # ranking reads every holder of the market: only when ADL is what will happen
+            # ranking reads every holder of the market: only when ADL is what will happen, and
+            # once per liquidation (the liquidation engine decides on the first such state)
             deleverage = fund_known and equity < 0 and fund_balance < -equity
+            if deleverage:
+                if (account.account_id, bucket) in self._adl_ranked:
+                    deleverage = False
+                else:
+                    self._adl_ranked.add((account.account_id, bucket))
             for position in positions if deleverage else ():
                 needed = abs(position.size)
                 for candidate, size in self.adl_candidates(position.market.symbol, -position.sign):
