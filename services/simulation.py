@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange.core import CoreExchange
+from exchange.accounts import cross_totals, isolated_totals
+from exchange.core import CoreExchange, money
 from exchange.invariants import violations
 from exchange.markets import Market, default_markets
 from exchange.oracle import CsvReplay, IndexSource, Oracle, OracleError, RandomWalk, Shock, Shocked, sample_csv
-from schemas.enums import LiquidationStage, OrderType, RejectReason, SelfTradePrevention
+from schemas.enums import LiquidationStage, MarginMode, OrderType, RejectReason, SelfTradePrevention
 from schemas.events import (
     CancelOrder,
     CommandRejected,
@@ -163,6 +164,9 @@ class CoreView:
     def mark(self, market: str) -> int:
         return self.ex.risk.marks.marks.get(market, 0)
 
+    def index(self, market: str) -> int:
+        return round(self.ex.oracle.index_ticks(market, self.ts)) if market in self.ex.oracle.sources else 0
+
     def top(self, market: str) -> tuple[int, int]:
         bid, _, ask, _ = self.ex.matching[market].book.top()
         return bid, ask
@@ -186,6 +190,7 @@ class Sample:
     index: dict[str, int]
     open_interest: dict[str, int]
     insurance_fund: int
+    pnl: dict[str, int]  # by participant kind: equity now − deposits, micro units
 
 
 @dataclass
@@ -277,13 +282,34 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
         result.samples.append(Sample(
             ts, marks, {m: round(oracle.index_ticks(m, ts)) for m in traded},
             {m: sum(size for size in ex.matching[m].positions.values() if size > 0) for m in traded},
-            ex.risk.fund_balance()))
+            ex.risk.fund_balance(), pnl_by_kind(result)))
         if tick % check_every == 0 or tick == ticks:
             result.problems.extend(violations(ex.risk, ex.matching.values()))
         if on_tick is not None:
             on_tick(result, tick, ticks)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def account_equity(ex: CoreExchange, account_id: str) -> int:
+    """Cross account value plus every isolated bucket's equity, at the current marks."""
+    account = ex.risk.accounts.get(account_id)
+    if account is None:
+        return 0
+    equity = cross_totals(account, ex.risk.marks)[0]
+    for position in account.positions.values():
+        if position.size and position.mode is MarginMode.ISOLATED:
+            equity += isolated_totals(position, ex.risk.marks)[0]
+    return equity
+
+
+def pnl_by_kind(result: SimulationResult) -> dict[str, int]:
+    pnl: dict[str, int] = {}
+    for agent in result.agents:
+        deposit = money(agent.deposit)
+        total = sum(account_equity(result.exchange, account) - deposit for account in agent.accounts)
+        pnl[agent.kind] = pnl.get(agent.kind, 0) + total
+    return pnl
 
 
 def trade_list(result: SimulationResult) -> list[tuple]:

@@ -54,6 +54,9 @@ class View(Protocol):
 
     def mark(self, market: str) -> int: ...
 
+    def index(self, market: str) -> int:
+        """The oracle's index price (0 before the first)."""
+
     def top(self, market: str) -> tuple[int, int]:
         """(best bid, best ask) in ticks; 0 for an empty side."""
 
@@ -85,8 +88,9 @@ class Agent:
 
 
 class MarketMaker(Agent):
-    """Quotes a ladder around the mark every tick, replacing its quotes; the ladder's centre
-    moves against its inventory (``skew_ppm`` of the mark per lot held, at most
+    """Quotes a ladder around the index every tick (as a maker hedging on spot would; quoting
+    around the mark would chase its own book through the mark's basis), replacing its
+    quotes; the ladder's centre moves against its inventory (``skew_ppm`` of the mark per lot held, at most
     ``max_skew_ppm``, so that quotes stay inside the price band) to lay it off."""
 
     kind = "market_maker"
@@ -98,7 +102,7 @@ class MarketMaker(Agent):
         self.max_skew_ppm = max_skew_ppm
 
     def on_tick(self, view: View) -> list[Intent]:
-        mark = view.mark(self.market)
+        mark = view.index(self.market) or view.mark(self.market)
         if not mark:
             return []
         intents: list[Intent] = [Cancel(self.name, self.market, order_id)

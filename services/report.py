@@ -1,0 +1,175 @@
+"""The report of a run: a summary table, plots as PNG, and one self-contained HTML page.
+
+Files written to the report folder:
+- ``summary.json`` and ``summary.txt``: throughput, latency percentiles, orders, fills,
+  liquidations by mode and outcome, bad debt, insurance fund, rejections, invariants;
+- ``marks.png``: mark and index per market, with liquidations marked by margin mode;
+- ``insurance_fund.png``, ``pnl.png`` (participants' PnL by kind), ``latency.png``;
+- ``report.html``: all of the above in one page, the plots embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from exchange.oracle import SECOND  # noqa: E402
+from services.simulation import SimulationResult  # noqa: E402
+
+MICRO = 1_000_000
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
+
+
+def summarize(result: SimulationResult) -> dict:
+    simulated_s = result.samples[-1].ts / SECOND if result.samples else 0.0
+    latencies_us = [value * 1e6 for value in result.latencies]
+    by_mode: dict[str, int] = {}
+    for trigger in result.liquidations:
+        by_mode[trigger.mode.name.lower()] = by_mode.get(trigger.mode.name.lower(), 0) + 1
+    by_outcome: dict[str, int] = {}
+    for outcome in result.outcomes:
+        key = f"{outcome.mode.name.lower()} {outcome.stage.name.lower()}"
+        by_outcome[key] = by_outcome.get(key, 0) + 1
+    fund = [sample.insurance_fund for sample in result.samples]
+    return {
+        "scenario": result.scenario.name,
+        "description": result.scenario.description,
+        "seed": result.seed,
+        "simulated_seconds": simulated_s,
+        "wall_seconds": round(result.wall_s, 3),
+        "orders": result.orders,
+        "orders_per_simulated_second": round(result.orders / simulated_s, 1) if simulated_s else 0,
+        "commands_per_wall_second": round(len(result.latencies) / result.wall_s, 1) if result.wall_s else 0,
+        "fills": len(result.fills),
+        "latency_us": {"p50": round(_percentile(latencies_us, 0.50), 1), "p90": round(_percentile(latencies_us, 0.90), 1),
+                       "p99": round(_percentile(latencies_us, 0.99), 1),
+                       "max": round(max(latencies_us), 1) if latencies_us else 0.0},
+        "liquidations_by_mode": by_mode,
+        "liquidation_outcomes": by_outcome,
+        "bad_debt": result.exchange.risk.bad_debt / MICRO,
+        "insurance_fund_start": fund[0] / MICRO if fund else 0,
+        "insurance_fund_end": fund[-1] / MICRO if fund else 0,
+        "funding_payments": len(result.funding_events),
+        "rejected": result.rejected,
+        "pnl_by_kind": {kind: value / MICRO for kind, value in (result.samples[-1].pnl if result.samples else {}).items()},
+        "invariants": "hold" if not result.problems else result.problems[:5],
+    }
+
+
+def summary_text(summary: dict) -> str:
+    rows = [
+        ("scenario", f"{summary['scenario']} (seed {summary['seed']})"),
+        ("simulated / wall time", f"{summary['simulated_seconds']:.1f} s / {summary['wall_seconds']:.2f} s"),
+        ("orders", f"{summary['orders']:,} ({summary['orders_per_simulated_second']:,.0f}/s simulated)"),
+        ("fills", f"{summary['fills']:,}"),
+        ("engine latency per command", "p50 {p50} µs, p90 {p90} µs, p99 {p99} µs, max {max} µs".format(**summary["latency_us"])),
+        ("liquidations by mode", ", ".join(f"{k} {v}" for k, v in summary["liquidations_by_mode"].items()) or "none"),
+        ("liquidation outcomes", ", ".join(f"{k} {v}" for k, v in sorted(summary["liquidation_outcomes"].items())) or "none"),
+        ("bad debt", f"{summary['bad_debt']:,.2f}"),
+        ("insurance fund", f"{summary['insurance_fund_start']:,.2f} -> {summary['insurance_fund_end']:,.2f}"),
+        ("funding payments", str(summary["funding_payments"])),
+        ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items())),
+        ("rejected orders", ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"),
+        ("invariants", summary["invariants"] if isinstance(summary["invariants"], str) else "VIOLATED"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _plot_marks(result: SimulationResult, path: Path) -> None:
+    markets = sorted(result.samples[0].marks) if result.samples else []
+    figure, axes = plt.subplots(len(markets) or 1, 1, figsize=(10, 3.2 * max(1, len(markets))), squeeze=False)
+    seconds = [sample.ts / SECOND for sample in result.samples]
+    for axis, market in zip(axes[:, 0], markets, strict=False):
+        tick = float(result.exchange.markets[market].tick_size)
+        axis.plot(seconds, [s.marks[market] * tick for s in result.samples], label="mark", linewidth=1.4)
+        axis.plot(seconds, [s.index[market] * tick for s in result.samples], label="index", linewidth=0.9, alpha=0.7)
+        for mode, colour in (("ISOLATED", "tab:red"), ("CROSS", "tab:purple")):
+            points = [(t.ts / SECOND, p.mark_price * tick) for t in result.liquidations if t.mode.name == mode
+                      for p in t.positions if p.market == market]
+            if points:
+                axis.scatter(*zip(*points, strict=True), s=18, color=colour, label=f"liquidated ({mode.lower()})",
+                             zorder=3)
+        axis.set_title(f"{market}: mark price and liquidations")
+        axis.set_xlabel("seconds")
+        axis.legend(loc="best", fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_series(seconds: list[float], series: dict[str, list[float]], title: str, ylabel: str, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    for label, values in series.items():
+        axis.plot(seconds, values, label=label)
+    axis.set_title(title)
+    axis.set_xlabel("seconds")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    if len(series) > 1:
+        axis.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_latency(result: SimulationResult, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    values = [value * 1e6 for value in result.latencies] or [0.0]
+    axis.hist(values, bins=60, color="tab:blue")
+    axis.set_yscale("log")
+    median = statistics.median(values)
+    axis.axvline(median, color="black", linestyle="--", linewidth=1, label=f"p50 {median:.0f} µs")
+    axis.set_title("engine latency per command (in-process)")
+    axis.set_xlabel("µs")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(result: SimulationResult, directory: str | Path) -> dict[str, Path]:
+    """Write the report files into ``directory`` (created if needed); returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = summarize(result)
+    paths = {name: directory / name for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png",
+                                                   "pnl.png", "latency.png", "report.html")}
+    paths["summary.json"].write_text(json.dumps(summary, indent=2))
+    text = summary_text(summary)
+    paths["summary.txt"].write_text(text + "\n")
+    seconds = [sample.ts / SECOND for sample in result.samples]
+    _plot_marks(result, paths["marks.png"])
+    _plot_series(seconds, {"insurance fund": [s.insurance_fund / MICRO for s in result.samples]},
+                 "insurance fund", "quote units", paths["insurance_fund.png"])
+    kinds = sorted(result.samples[-1].pnl) if result.samples else []
+    _plot_series(seconds, {kind: [s.pnl.get(kind, 0) / MICRO for s in result.samples] for kind in kinds},
+                 "PnL by participant kind (equity − deposits)", "quote units", paths["pnl.png"])
+    _plot_latency(result, paths["latency.png"])
+    images = "".join(
+        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(paths[name].read_bytes()).decode()}">'
+        for name, title in (("marks.png", "Mark price and liquidations"), ("insurance_fund.png", "Insurance fund"),
+                            ("pnl.png", "PnL by participant kind"), ("latency.png", "Latency")))
+    rows = "".join(f"<tr><th>{html.escape(line.split('  ', 1)[0])}</th><td>{html.escape(line.split('  ', 1)[1].strip())}"
+                   "</td></tr>" for line in text.splitlines())
+    paths["report.html"].write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>perpsim report: "
+        f"{html.escape(summary['scenario'])}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}}"
+        "th{text-align:left;padding-right:2em;vertical-align:top}img{max-width:100%}</style></head><body>"
+        f"<h1>perpsim: {html.escape(summary['scenario'])}</h1><p>{html.escape(summary['description'])}</p>"
+        f"<table>{rows}</table>{images}</body></html>")
+    return paths
