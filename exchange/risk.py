@@ -603,6 +603,7 @@ class RiskEngine:
         value = price * quantity * v
         fee = ceil_div(value * fee_ppm, PPM) if fee_ppm >= 0 else -((value * -fee_ppm) // PPM)
         self.fees += fee
+        account.fees_paid += fee
         was_open = position.size != 0
         moved = None
         if position.size and position.sign != side:
@@ -752,6 +753,7 @@ class RiskEngine:
             pays = (event.rate_ppb > 0) == (position.size > 0)
             amount = -ceil_div(exact, PPB) if pays else exact // PPB
             self.funding_net -= amount
+            account.funding_paid -= amount
             if position.mode is CROSS:
                 account.balance += amount
             else:

@@ -65,6 +65,7 @@ def summarize(result: SimulationResult) -> dict:
         "rejected": result.rejected,
         "pnl_by_kind": {kind: value / MICRO for kind, value in (result.samples[-1].pnl if result.samples else {}).items()},
         "invariants": "hold" if not result.problems else result.problems[:5],
+        **({"strategy": result.strategy.report()} if result.strategy is not None else {}),
     }
 
 
@@ -84,6 +85,15 @@ def summary_text(summary: dict) -> str:
         ("rejected orders", ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"),
         ("invariants", summary["invariants"] if isinstance(summary["invariants"], str) else "VIOLATED"),
     ]
+    strategy = summary.get("strategy")
+    if strategy:
+        rows += [
+            ("strategy PnL", f"{strategy['pnl']:,.2f} (fees {strategy['fees_paid']:,.2f}, funding {strategy['funding_paid']:,.2f})"),
+            ("strategy orders / fills", f"{strategy['orders']} / {strategy['fills']} ({strategy['rejected']} refused)"),
+            ("strategy liquidations", str(strategy["liquidations"])),
+            ("strategy latency", "p50 {p50} µs, p99 {p99} µs".format(**strategy["latency_us"])),
+            ("strategy errors", f"{strategy['errors']}" + (f" (first: {strategy['first_error']})" if strategy["errors"] else "")),
+        ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

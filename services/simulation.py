@@ -205,6 +205,7 @@ class SimulationResult:
     wall_s: float = 0.0
     agents: list[Agent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    strategy: Any = None  # the StrategyDriver, when a strategy ran
 
     @property
     def fills(self) -> list[Fill]:
@@ -249,9 +250,11 @@ def _execute(ex: CoreExchange, intent: Any, result: SimulationResult) -> None:
 
 def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | None = None,
              on_tick: Callable[[SimulationResult, int, int], None] | None = None,
-             check_every: int = 20) -> SimulationResult:
+             check_every: int = 20, strategy: Any = None) -> SimulationResult:
     """Run ``scenario`` in-process; ``on_tick(result, tick, ticks)`` reports progress.
-    The invariants are checked every ``check_every`` ticks and at the end."""
+    The invariants are checked every ``check_every`` ticks and at the end. A ``strategy``
+    (``services.strategy.Strategy``) trades from the account "strategy" and gets its
+    callbacks after the participants have acted, every tick."""
     seed = scenario.seed if seed is None else seed
     duration = scenario.duration_s if duration_s is None else duration_s
     markets = default_markets()
@@ -268,6 +271,11 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
             ex.deposit(account, agent.deposit)
         for intent in agent.setup():
             _execute(ex, intent, result)
+    if strategy is not None:
+        from services.strategy import StrategyDriver
+
+        result.strategy = StrategyDriver(strategy, ex)
+        result.strategy.start()
     ticks = int(duration * 1000 // scenario.tick_ms)
     traded = sorted(scenario.oracle)
     for tick in range(ticks + 1):
@@ -278,6 +286,8 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
         for agent in result.agents:
             for intent in agent.on_tick(view):
                 _execute(ex, intent, result)
+        if result.strategy is not None:
+            result.strategy.tick()
         marks = {m: view.mark(m) for m in traded}
         result.samples.append(Sample(
             ts, marks, {m: round(oracle.index_ticks(m, ts)) for m in traded},
@@ -288,6 +298,8 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
         if on_tick is not None:
             on_tick(result, tick, ticks)
     result.wall_s = time.perf_counter() - started
+    if result.strategy is not None:
+        result.strategy.close()
     return result
 
 
@@ -305,6 +317,8 @@ def account_equity(ex: CoreExchange, account_id: str) -> int:
 
 def pnl_by_kind(result: SimulationResult) -> dict[str, int]:
     pnl: dict[str, int] = {}
+    if result.strategy is not None:
+        pnl["strategy"] = account_equity(result.exchange, "strategy") - money(result.strategy.strategy.deposit)
     for agent in result.agents:
         deposit = money(agent.deposit)
         total = sum(account_equity(result.exchange, account) - deposit for account in agent.accounts)

@@ -1,0 +1,103 @@
+"""The strategy interface: callbacks, orders, a failing strategy, and loading errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from services.cli import main
+from services.simulation import load_scenario, simulate
+from services.strategy import Strategy, StrategyError, load_strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Recorder(Strategy):
+    """Counts callbacks and buys 1 SOL at market on every 20th mark."""
+
+    deposit = "10000"
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.marks = 0
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def on_start(self, ctx) -> None:
+        self._count("start")
+
+    async def on_mark(self, ctx, market, mark, index) -> None:
+        self._count("mark")
+        self.marks += 1
+        if self.marks % 20 == 0:
+            await ctx.buy(market, "1")
+
+    async def on_book(self, ctx, market, bid, ask) -> None:
+        self._count("book")
+
+    async def on_trade(self, ctx, market, price, size, taker_side) -> None:
+        self._count("trade")
+
+    async def on_fill(self, ctx, fill) -> None:
+        self._count("fill")
+
+    async def on_margin(self, ctx, snapshot) -> None:
+        self._count("margin")
+
+
+class Broken(Strategy):
+    async def on_mark(self, ctx, market, mark, index) -> None:
+        raise RuntimeError("strategy bug")
+
+
+def test_a_strategy_gets_its_callbacks_and_its_orders_fill():
+    strategy = Recorder()
+    result = simulate(load_scenario("calm"), duration_s=20, strategy=strategy)
+    assert strategy.calls["start"] == 1
+    assert strategy.calls["mark"] == 81  # one mark per 250 ms tick over 20 s, t = 0 included
+    assert strategy.calls["book"] > 0 and strategy.calls["trade"] > 0
+    report = result.strategy.report()
+    assert report["orders"] == 4 and report["fills"] >= 4 and strategy.calls["fill"] == report["fills"]
+    assert strategy.calls["margin"] >= 4
+    position = result.exchange.matching["SOL-PERP"].positions["strategy"]
+    assert position == 400  # four market buys of 1 SOL (100 lots)
+    assert report["fees_paid"] > 0 and report["errors"] == 0
+    assert result.problems == []
+
+
+def test_a_strategy_that_raises_is_reported_and_the_run_goes_on():
+    result = simulate(load_scenario("calm"), duration_s=10, strategy=Broken())
+    report = result.strategy.report()
+    assert report["errors"] == 41 and "RuntimeError: strategy bug" in report["first_error"]
+    assert len(result.samples) == 41 and len(result.fills) > 0  # the market carried on
+
+
+def test_the_example_strategies_run(tmp_path):
+    for spec, scenario in (("grid.py:GridMaker", "calm"), ("trend.py:TrendFollower", "trending")):
+        result = CliRunner().invoke(main, ["run", "--strategy", str(ROOT / "examples/strategies" / spec),
+                                           "--scenario", scenario, "--duration", "30",
+                                           "--report", str(tmp_path / spec)])
+        assert result.exit_code == 0, result.output
+        assert "strategy orders / fills" in result.output and "strategy errors             0" in result.output
+        assert (tmp_path / spec / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "spec", "message"),
+    [
+        (None, "missing.py:X", "does not exist"),
+        ("x = 1\n", "{path}", "expected path/to/file.py:ClassName"),
+        ("from services.strategy import Strategy\nclass A(Strategy): pass\n", "{path}:B", "no class 'B'.*A"),
+        ("class A: pass\n", "{path}:A", "must subclass"),
+        ("raise ImportError('nope')\n", "{path}:A", "failed to import: ImportError: nope"),
+    ],
+)
+def test_loading_errors_say_what_was_expected(tmp_path, content, spec, message):
+    path = tmp_path / "strategy.py"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(StrategyError, match=message):
+        load_strategy(spec.format(path=path))
