@@ -82,6 +82,7 @@ class Client:
         self.timeout_s = timeout_s
         self.events: list[Message] = []
         self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future]] = []
+        self._listeners: list[Callable[[Message], None]] = []
         self._reader: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self._consumer = None
@@ -123,9 +124,15 @@ class Client:
                             continue  # a fill reaches the partitions of both its accounts
                         seen.add(identity)
                     self.events.append(message)
+                    for listener in self._listeners:
+                        listener(message)
                     for predicate, future in list(self._waiters):
                         if not future.done() and predicate(message):
                             future.set_result(message)
+
+    def listen(self, callback: Callable[[Message], None]) -> None:
+        """Call ``callback`` with every account event from now on, as it arrives."""
+        self._listeners.append(callback)
 
     async def wait_for(self, predicate: Callable[[Message], bool], timeout_s: float | None = None,
                        after: int = 0) -> Message:

@@ -1,0 +1,217 @@
+"""A scenario's participants trading on the running exchange, in real time.
+
+``LiveMarket`` drives the same agents as the in-process simulation, but as clients of the
+services: it reads ``market.data`` (marks, book) and ``account.events`` (orders, fills,
+margin) into a ``LiveView``, asks every agent for its intents each tick of wall time, and
+sends them to ``risk.in``. It measures what a user of the exchange sees: orders and fills
+per second, submit→acceptance latency, marks, open interest, liquidations by mode, and the
+insurance fund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from exchange.core import money
+from exchange.markets import Market
+from schemas import MARKET_DATA, RISK_IN, codec
+from schemas.enums import LiquidationStage, OrderType, SelfTradePrevention
+from schemas.events import (
+    BBO,
+    CancelOrder,
+    Fill,
+    LiquidationOutcome,
+    MarginSnapshot,
+    MarkPrice,
+    OrderAccepted,
+    OrderClosed,
+    OrderRejected,
+    PlaceOrder,
+    SetLeverage,
+    SetMarginMode,
+)
+from services.agents import Agent, Cancel, Configure, Place
+from services.bus.base import Bus, partition_for
+from services.client import Client
+from services.simulation import Scenario, agents
+
+
+class LiveView:
+    """What the participants see of the running exchange, from its event streams."""
+
+    def __init__(self, markets: dict[str, Market]):
+        self.markets = markets
+        self.ts = 0
+        self.marks: dict[str, int] = {}
+        self.indexes: dict[str, int] = {}
+        self.tops: dict[str, tuple[int, int]] = {}
+        self.snapshots: dict[str, MarginSnapshot] = {}
+        self.orders: dict[str, dict[int, str]] = {}  # account -> order id -> market
+        self.fills: dict[tuple[str, str], int] = {}  # positions from fills, before snapshots catch up
+
+    def mark(self, market: str) -> int:
+        return self.marks.get(market, 0)
+
+    def index(self, market: str) -> int:
+        return self.indexes.get(market, 0)
+
+    def top(self, market: str) -> tuple[int, int]:
+        return self.tops.get(market, (0, 0))
+
+    def position(self, account: str, market: str) -> int:
+        return self.fills.get((account, market), 0)
+
+    def open_orders(self, account: str, market: str) -> list[int]:
+        return [order_id for order_id, m in self.orders.get(account, {}).items() if m == market]
+
+    def lots_for(self, market: str, usd: float) -> int:
+        mark = self.mark(market)
+        return int(usd * 1_000_000 // (mark * self.markets[market].value_per_tick_lot)) if mark else 0
+
+    def observe(self, message) -> None:
+        if isinstance(message, MarkPrice):
+            self.marks[message.market] = message.mark_price
+            self.indexes[message.market] = message.index_price
+        elif isinstance(message, BBO):
+            self.tops[message.market] = (message.bid_price, message.ask_price)
+        elif isinstance(message, OrderAccepted):
+            self.orders.setdefault(message.account, {})[message.order_id] = message.market
+        elif isinstance(message, OrderClosed):
+            self.orders.get(message.account, {}).pop(message.order_id, None)
+        elif isinstance(message, Fill):
+            buyer = message.taker_account if message.taker_side > 0 else message.maker_account
+            seller = message.maker_account if message.taker_side > 0 else message.taker_account
+            for account, moved in ((buyer, message.size), (seller, -message.size)):
+                key = (account, message.market)
+                self.fills[key] = self.fills.get(key, 0) + moved
+        elif isinstance(message, MarginSnapshot):
+            known = self.snapshots.get(message.account)
+            if known is None or message.seq >= known.seq:
+                self.snapshots[message.account] = message
+
+
+@dataclass
+class LiveStats:
+    started: float = field(default_factory=time.monotonic)
+    orders: int = 0
+    fills: int = 0
+    rejected: int = 0
+    latencies: list[float] = field(default_factory=list)
+    liquidations: list[tuple[float, str, str, str, int]] = field(default_factory=list)  # s, account, mode, market, mark
+    outcomes: dict[str, int] = field(default_factory=dict)
+    series: list[tuple[float, dict[str, int], int, dict[str, int]]] = field(default_factory=list)  # s, marks, fund, OI
+
+
+class LiveMarket:
+    def __init__(self, bus: Bus, markets: dict[str, Market], scenario: Scenario, seed: int | None = None,
+                 rate: float = 1.0):
+        self.bus = bus
+        self.markets = markets
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.tick_s = scenario.tick_ms / 1000 / max(rate, 0.01)  # --rate speeds the participants up
+        self.agents: list[Agent] = agents(scenario, self.seed, self.tick_s)
+        self.view = LiveView(markets)
+        self.stats = LiveStats()
+        self.client = Client(bus, markets, producer=f"agents-{self.seed}")
+        self._sent: dict[str, float] = {}
+
+    async def _watch_market(self, stop: asyncio.Event) -> None:
+        consumer = self.bus.consumer(MARKET_DATA, f"{self.client.producer}-market")
+        market_codec = codec(MARKET_DATA)
+        while not stop.is_set():
+            for record in await consumer.getmany(timeout_ms=50):
+                for message in market_codec.decode(record.value):
+                    self.view.observe(message)
+        await consumer.stop()
+
+    def _on_event(self, message) -> None:
+        self.view.observe(message)
+        now = time.monotonic()
+        if isinstance(message, OrderAccepted):
+            sent = self._sent.pop(message.client_order_id, None)
+            if sent is not None:
+                self.stats.latencies.append(now - sent)
+        elif isinstance(message, OrderRejected):
+            self._sent.pop(message.client_order_id, None)
+            self.stats.rejected += 1
+        elif isinstance(message, Fill):
+            self.stats.fills += 1
+        elif isinstance(message, LiquidationOutcome):
+            if message.stage is LiquidationStage.TRIGGERED:
+                market = message.market or next((p.market for p in getattr(
+                    self.view.snapshots.get(message.account), "positions", [])), "")
+                self.stats.liquidations.append((now - self.stats.started, message.account, message.mode.name,
+                                                market, self.view.mark(market)))
+            else:
+                key = f"{message.mode.name.lower()} {message.stage.name.lower()}"
+                self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
+
+    async def _send(self, command) -> None:
+        partition = partition_for(command.account, self.bus.partitions(RISK_IN))
+        await self.bus.send([(RISK_IN, partition, None, codec(RISK_IN).encode(command))], wait=False)
+
+    async def _execute(self, intent) -> None:
+        client = self.client
+        now = time.time_ns()
+        if isinstance(intent, Configure):
+            await self._send(SetMarginMode(*client._stamp(), intent.account, intent.market, intent.mode, now))
+            await self._send(SetLeverage(*client._stamp(), intent.account, intent.market, intent.leverage, now))
+        elif isinstance(intent, Place):
+            stamp = client._stamp()
+            order_id = f"a{stamp[1]}"
+            kind = OrderType.MARKET if intent.price == 0 else OrderType.LIMIT
+            self._sent[order_id] = time.monotonic()
+            self.stats.orders += 1
+            await self._send(PlaceOrder(*stamp, intent.account, intent.market, order_id, intent.side, kind, intent.tif,
+                                        intent.price, intent.size, intent.reduce_only,
+                                        SelfTradePrevention.CANCEL_TAKER, now))
+        elif isinstance(intent, Cancel):
+            await self._send(CancelOrder(*client._stamp(), intent.account, intent.market, intent.order_id, now))
+
+    async def run(self, duration_s: float, stop: asyncio.Event | None = None, on_second=None) -> LiveStats:
+        stop = stop or asyncio.Event()
+        async with self.client:
+            watcher = asyncio.create_task(self._watch_market(stop))
+            self.client.listen(self._on_event)
+            await self.client.deposit("insurance", self.scenario.insurance_fund)
+            for agent in self.agents:
+                for account in agent.accounts:
+                    await self._send_deposit(account, agent.deposit)
+                for intent in agent.setup():
+                    await self._execute(intent)
+            await self.bus.flush()
+            self.stats = LiveStats()
+            deadline = time.monotonic() + duration_s
+            next_tick, next_second = time.monotonic(), time.monotonic() + 1
+            while not stop.is_set() and time.monotonic() < deadline:
+                for agent in self.agents:
+                    for intent in agent.on_tick(self.view):
+                        await self._execute(intent)
+                await self.bus.flush()
+                next_tick += self.tick_s
+                now = time.monotonic()
+                if now >= next_second:
+                    self._sample(now)
+                    if on_second is not None:
+                        on_second(self)
+                    next_second += 1
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            self._sample(time.monotonic())
+            stop.set()
+            await watcher
+        return self.stats
+
+    async def _send_deposit(self, account: str, amount: str) -> None:
+        from schemas.events import Deposit
+
+        await self._send(Deposit(*self.client._stamp(), account, money(amount), time.time_ns()))
+
+    def _sample(self, now: float) -> None:
+        fund = self.view.snapshots.get("insurance")
+        interest = {m: sum(v for (a, mk), v in self.view.fills.items() if mk == m and v > 0) for m in self.markets
+                    if m in self.scenario.oracle}
+        self.stats.series.append((now - self.stats.started, dict(self.view.marks), fund.balance if fund else 0, interest))
+

@@ -1,0 +1,46 @@
+"""A scenario's participants trading live on the services, over the in-process bus."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from exchange.markets import default_markets
+from services.app import topic_partitions
+from services.bus.memory import MemoryBus
+from services.liquidation import spec as liquidation_spec
+from services.live import LiveMarket
+from services.matching import spec as matching_spec
+from services.oracle import OracleService
+from services.risk import spec as risk_spec
+from services.runtime import ServiceRunner
+from services.simulation import load_scenario, sources
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_live_flash_crash_liquidates_in_both_modes():
+    markets = default_markets()
+    scenario = load_scenario("flash-crash")
+    bus = MemoryBus(topic_partitions(2))
+    stop = asyncio.Event()
+    services = [ServiceRunner(spec, bus, None) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
+                                                             liquidation_spec(markets))]
+    oracle = OracleService(bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
+    tasks = [asyncio.create_task(service.run(stop)) for service in services]
+    tasks.append(asyncio.create_task(oracle.run(stop)))
+    try:
+        market = LiveMarket(bus, markets, scenario)
+        stats = await market.run(duration_s=24)  # the crash is at 15 s to 23 s of oracle time
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert stats.orders > 1000 and stats.fills > 100
+    modes = {mode for _, _, mode, _, _ in stats.liquidations}
+    assert modes == {"ISOLATED", "CROSS"}, stats.liquidations
+    assert stats.latencies and max(stats.latencies) < 5
+    assert sum(service.dead_letters for service in services) == 0
+    # the exchange's own books balance: every long has a short
+    leveraged = [a for agent in market.agents for a in agent.accounts]
+    assert leveraged and sum(market.view.fills.values()) == 0
