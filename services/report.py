@@ -183,3 +183,62 @@ def write_report(result: SimulationResult, directory: str | Path) -> dict[str, P
         f"<h1>perpsim: {html.escape(summary['scenario'])}</h1><p>{html.escape(summary['description'])}</p>"
         f"<table>{rows}</table>{images}</body></html>")
     return paths
+
+
+def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
+    """The report of a live run (`perpsim up`): what the participants' clients saw."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    latencies_ms = [value * 1e3 for value in stats.latencies]
+    elapsed = stats.series[-1][0] if stats.series else 0.0
+    modes: dict[str, int] = {}
+    for _, _, mode, _, _ in stats.liquidations:
+        modes[mode.lower()] = modes.get(mode.lower(), 0) + 1
+    fund = market.view.snapshots.get("insurance")
+    summary = {
+        "scenario": market.scenario.name, "seed": market.seed, "seconds": round(elapsed, 1),
+        "orders": stats.orders, "orders_per_second": round(stats.orders / elapsed, 1) if elapsed else 0,
+        "fills": stats.fills, "fills_per_second": round(stats.fills / elapsed, 1) if elapsed else 0,
+        "refused": stats.rejected,
+        "latency_ms": {name: round(_percentile(latencies_ms, f), 2) for name, f in
+                       (("p50", .5), ("p90", .9), ("p99", .99))} | {"max": round(max(latencies_ms), 2) if latencies_ms else 0},
+        "liquidations_by_mode": modes, "liquidation_outcomes": stats.outcomes,
+        "insurance_fund": (fund.balance if fund else 0) / MICRO,
+    }
+    paths = {name: directory / name for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png",
+                                                   "latency.png", "report.html")}
+    paths["summary.json"].write_text(json.dumps(summary, indent=2))
+    text = "\n".join(f"{key:<22} {value}" for key, value in summary.items())
+    paths["summary.txt"].write_text(text + "\n")
+    seconds = [row[0] for row in stats.series]
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    for symbol in sorted(market.scenario.oracle):
+        tick = float(market.markets[symbol].tick_size)
+        axis.plot(seconds, [row[1].get(symbol, 0) * tick for row in stats.series], label=f"{symbol} mark")
+        for mode, colour in (("ISOLATED", "tab:red"), ("CROSS", "tab:purple")):
+            points = [(t, mark * tick) for t, _, m, sym, mark in stats.liquidations if m == mode and sym == symbol and mark]
+            if points:
+                axis.scatter(*zip(*points, strict=True), s=18, color=colour, label=f"liquidated ({mode.lower()})", zorder=3)
+    axis.set_title("mark price and liquidations")
+    axis.set_xlabel("seconds")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(paths["marks.png"], dpi=110)
+    plt.close(figure)
+    _plot_series(seconds, {"insurance fund": [row[2] / MICRO for row in stats.series]}, "insurance fund",
+                 "quote units", paths["insurance_fund.png"])
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    axis.hist(latencies_ms or [0.0], bins=60)
+    axis.set_title("latency, submit to acceptance (ms)")
+    figure.tight_layout()
+    figure.savefig(paths["latency.png"], dpi=110)
+    plt.close(figure)
+    images = "".join(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(paths[name].read_bytes()).decode()}">'
+                     for name in ("marks.png", "insurance_fund.png", "latency.png"))
+    paths["report.html"].write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>perpsim live: {html.escape(market.scenario.name)}"
+        "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}</style>"
+        f"</head><body><h1>perpsim live: {html.escape(market.scenario.name)}</h1><pre>{html.escape(text)}</pre>"
+        f"{images}</body></html>")
+    return paths

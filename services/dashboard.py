@@ -1,0 +1,86 @@
+"""The live dashboard of `perpsim up`: one screen, refreshed every second (rich).
+
+Orders/s, fills/s, submit→acceptance latency percentiles, marks and open interest per
+market, liquidations by margin mode and how they ended, and the insurance fund. When the
+output is not a terminal it prints one plain line every 5 seconds instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
+
+
+class Dashboard:
+    def __init__(self, market, duration_s: float, live: bool = True):
+        self.market = market
+        self.duration_s = duration_s
+        self.console = Console(stderr=True)
+        self.live = live and sys.stderr.isatty()
+        self._live: Live | None = None
+        self._last = (time.monotonic(), 0, 0)
+        self._last_line = 0.0
+
+    def __enter__(self) -> Dashboard:
+        if self.live:
+            self._live = Live(self._render(0, 0), console=self.console, refresh_per_second=2)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(self, market) -> None:
+        stats = market.stats
+        now = time.monotonic()
+        then, orders, fills = self._last
+        elapsed = max(1e-6, now - then)
+        orders_rate, fills_rate = (stats.orders - orders) / elapsed, (stats.fills - fills) / elapsed
+        self._last = (now, stats.orders, stats.fills)
+        if self._live is not None:
+            self._live.update(self._render(orders_rate, fills_rate))
+        elif now - self._last_line >= 5:
+            self._last_line = now
+            recent = stats.latencies[-2000:]
+            marks = ", ".join(f"{m} {market.markets[m].format_price(p)}" for m, p in sorted(market.view.marks.items())
+                              if m in market.scenario.oracle)
+            modes = [mode for _, _, mode, _, _ in stats.liquidations]
+            print(f"t={now - stats.started:5.0f}s orders/s={orders_rate:6.0f} fills/s={fills_rate:6.0f} "
+                  f"latency p50={_percentile(recent, .5) * 1e3:.1f}ms p99={_percentile(recent, .99) * 1e3:.1f}ms "
+                  f"marks[{marks}] liquidations isolated={modes.count('ISOLATED')} cross={modes.count('CROSS')}",
+                  file=sys.stderr, flush=True)
+
+    def _render(self, orders_rate: float, fills_rate: float) -> Table:
+        market, stats = self.market, self.market.stats
+        elapsed = time.monotonic() - stats.started
+        table = Table(title=f"perpsim — {market.scenario.name} (seed {market.seed}) — "
+                            f"{elapsed:.0f} / {self.duration_s:.0f} s", expand=False)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        recent = stats.latencies[-2000:]
+        table.add_row("orders / s", f"{orders_rate:,.0f}")
+        table.add_row("fills / s", f"{fills_rate:,.0f}")
+        table.add_row("latency p50 / p90 / p99", " / ".join(f"{_percentile(recent, f) * 1e3:.1f} ms" for f in (.5, .9, .99)))
+        for symbol in sorted(market.scenario.oracle):
+            spec = market.markets[symbol]
+            open_interest = sum(v for (_, m), v in market.view.fills.items() if m == symbol and v > 0)
+            table.add_row(f"{symbol} mark (index)", f"{spec.format_price(market.view.mark(symbol))} "
+                                                    f"({spec.format_price(market.view.index(symbol))})")
+            table.add_row(f"{symbol} open interest", spec.format_size(open_interest))
+        modes = [mode for _, _, mode, _, _ in stats.liquidations]
+        table.add_row("liquidations isolated / cross", f"{modes.count('ISOLATED')} / {modes.count('CROSS')}")
+        table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items())) or "-")
+        fund = market.view.snapshots.get("insurance")
+        table.add_row("insurance fund", f"{(fund.balance if fund else 0) / 1e6:,.2f}")
+        table.add_row("orders / fills / refused", f"{stats.orders:,} / {stats.fills:,} / {stats.rejected:,}")
+        return table
