@@ -149,6 +149,7 @@ class RiskEngine:
         self.holds_fund = holds_fund
         self._changed: set[str] = set()
         self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
+        self._pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -174,6 +175,7 @@ class RiskEngine:
             MarkPrice: self._mark,
             Funding: self._funding,
             LiquidationOutcome: self._liquidation_outcome,
+            CollateralTransfer: self._collateral,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -185,6 +187,9 @@ class RiskEngine:
                             f"got {type(event).__name__}")
         out: list[Message] = []
         handler(event, out)
+        if self._pending:
+            out.extend(self._pending)
+            self._pending.clear()
         return out
 
     def account(self, account_id: str) -> Account | None:
@@ -590,7 +595,7 @@ class RiskEngine:
             position.margin -= fee
         else:
             account.balance -= fee
-        self._fund().balance += fee
+        self._to_fund(fee, account.account_id, position.market.symbol)
         self.liquidation_fees += fee
 
     def _apply_fill(self, account: Account, market: Market, side: int, price: int, quantity: int,
@@ -631,11 +636,11 @@ class RiskEngine:
                     leftover, position.margin = position.margin, 0
                     if settle:
                         moved = leftover
-                        self._to_fund(leftover)
+                        self._to_fund(leftover, account.account_id, market.symbol)
                     elif leftover >= 0:
                         account.balance += leftover
                     else:
-                        self._cover_deficit(-leftover)
+                        self._cover_deficit(-leftover, account.account_id, market.symbol)
             quantity -= reduce
             fee -= fee_reduce
         if quantity:
@@ -654,10 +659,10 @@ class RiskEngine:
         if position.mode is CROSS and not account.cross_positions() and account.account_id != self.insurance_account:
             if settle:
                 moved, account.balance = account.balance, 0
-                self._to_fund(moved)
+                self._to_fund(moved, account.account_id)
             elif account.balance < 0:
                 deficit, account.balance = -account.balance, 0
-                self._cover_deficit(deficit)
+                self._cover_deficit(deficit, account.account_id)
         return moved
 
     def _fund(self) -> Account:
@@ -666,16 +671,28 @@ class RiskEngine:
             fund = self.accounts[self.insurance_account] = Account(self.insurance_account)
         return fund
 
-    def _to_fund(self, amount: int) -> None:
-        """A liquidated bucket's collateral (negative: its deficit) goes to the fund."""
-        self._fund().balance += amount
+    def _to_fund(self, amount: int, account_id: str = "", market: str = "",
+                 stage: LiquidationStage = LiquidationStage.BACKSTOP) -> None:
+        """Money for the insurance fund (negative: a deficit it pays). Applied here when this
+        partition holds the fund; otherwise sent, as a ``CollateralTransfer`` with
+        ``settle``, to the partition that does."""
         if amount < 0:
             self.bad_debt -= amount
+        if self.holds_fund:
+            self._fund().balance += amount
+        else:
+            self._pending.append(CollateralTransfer(self.producer, self._next(), account_id, market,
+                                                    self.insurance_account, "", amount, stage, 0, True))
 
-    def _cover_deficit(self, deficit: int) -> None:
+    def _cover_deficit(self, deficit: int, account_id: str = "", market: str = "") -> None:
         """Bankrupt bucket: the insurance fund pays what the trader cannot."""
-        self._fund().balance -= deficit
-        self.bad_debt += deficit
+        self._to_fund(-deficit, account_id, market)
+
+    def _collateral(self, event: CollateralTransfer, out: list) -> None:
+        """A fund movement from another risk partition (``settle``) reaches the fund here."""
+        if event.settle and event.to_account == self.insurance_account and self.holds_fund:
+            self._fund().balance += event.amount
+        return None
 
     # ------------------------------------------------------------------ views for liquidation
 

@@ -422,6 +422,9 @@ class CollateralTransfer(Message):
     amount: int
     stage: LiquidationStage
     ts: int = 0
+    # True: the recipient's risk partition applies it (the fund lives in another partition);
+    # False: already applied, a report for account.events
+    settle: bool = False
 
 
 class DeadLetter(Message):

@@ -15,6 +15,7 @@ from schemas.events import (
     LIQUIDATION_ORDER_BIT,
     AmendOrder,
     CancelOrder,
+    CollateralTransfer,
     LiquidationTrigger,
     Message,
     NewOrder,
@@ -34,6 +35,9 @@ def route(events: list[Message], outbox: Outbox) -> None:
             outbox.to(LIQUIDATION_IN, event.account, event)
         elif kind in (OrderClosed, OrderRejected) and event.order_id & LIQUIDATION_ORDER_BIT:
             outbox.to(LIQUIDATION_IN, event.account, event)
+        elif kind is CollateralTransfer and event.settle:
+            outbox.to(RISK_IN, event.to_account, event)  # to the fund's partition
+            outbox.to(ACCOUNT_EVENTS, event.from_account or event.to_account, event)
         else:
             outbox.to(ACCOUNT_EVENTS, event.account if hasattr(event, "account") else event.from_account, event)
 

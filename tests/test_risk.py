@@ -408,3 +408,28 @@ def test_liquidation_is_strict_exactly_at_the_liquidation_price():
     assert bucket.equity == bucket.maintenance_margin == money("0.9")
     assert [e for e in ex.mark("X-PERP", "89") if isinstance(e, LiquidationTrigger) and not e.update]
     assert ex.snapshot("t").balance == cross_bucket_untouched
+
+
+def test_a_deficit_in_a_partition_without_the_fund_is_paid_by_the_funds_partition():
+    from exchange.risk import RiskEngine
+    from schemas.events import CollateralTransfer, Deposit, Fill, SetLeverage, SetMarginMode
+
+    specs = markets()
+    traders = RiskEngine(specs, producer="risk.p0", partition=0, holds_fund=False)
+    fund = RiskEngine(specs, producer="risk.p1", partition=1, holds_fund=True)
+    fund.apply(Deposit("c", 1, "insurance", 1000 * USD))
+    for seq, (account, amount) in enumerate((("mm", 100000), ("t", 2000)), 2):
+        traders.apply(Deposit("c", seq, account, amount * USD))
+    traders.apply(SetMarginMode("c", 5, "t", "SOL-PERP", ISOLATED))
+    traders.apply(SetLeverage("c", 6, "t", "SOL-PERP", 5))
+    # t buys 10 SOL @ 150 (M = 300), then is closed @ 100: 10 · 50 = 500 lost, 200 beyond its margin
+    traders.apply(Fill("m", 1, "SOL-PERP", 1, 15000, 1000, BUY, "t", 1, "mm", 2))
+    out = traders.apply(Fill("m", 2, "SOL-PERP", 2, 10000, 1000, SELL, "t", 3, "mm", 4))
+    transfers = [e for e in out if isinstance(e, CollateralTransfer) and e.settle]
+    assert [(e.from_account, e.to_account, e.amount) for e in transfers] == [("t", "insurance", -200 * USD)]
+    assert "insurance" not in traders.accounts  # no shadow fund in the traders' partition
+    for transfer in transfers:
+        fund.apply(transfer)
+    assert fund.accounts["insurance"].balance == 800 * USD
+    assert traders.accounts["t"].balance == 1700 * USD
+    check([traders, fund])  # money is conserved across the two partitions
