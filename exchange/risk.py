@@ -150,6 +150,7 @@ class RiskEngine:
         self._changed: set[str] = set()
         self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
         self._pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
+        self._fund_changed = False
         # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
         self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
@@ -190,6 +191,12 @@ class RiskEngine:
         if self._pending:
             out.extend(self._pending)
             self._pending.clear()
+        if self._fund_changed:  # the fund moved without a change of its own: report it too
+            self._fund_changed = False
+            if self.defer_snapshots:
+                self._changed.add(self.insurance_account)
+            else:
+                out.append(self._snapshot(self._fund(), getattr(event, "ts", 0)))
         return out
 
     def account(self, account_id: str) -> Account | None:
@@ -680,6 +687,7 @@ class RiskEngine:
             self.bad_debt -= amount
         if self.holds_fund:
             self._fund().balance += amount
+            self._fund_changed = True
         else:
             self._pending.append(CollateralTransfer(self.producer, self._next(), account_id, market,
                                                     self.insurance_account, "", amount, stage, 0, True))
@@ -692,6 +700,7 @@ class RiskEngine:
         """A fund movement from another risk partition (``settle``) reaches the fund here."""
         if event.settle and event.to_account == self.insurance_account and self.holds_fund:
             self._fund().balance += event.amount
+            self._fund_changed = True
         return None
 
     # ------------------------------------------------------------------ views for liquidation

@@ -102,6 +102,8 @@ class LiveStats:
     liquidations: list[tuple[float, str, str, str, int]] = field(default_factory=list)  # s, account, mode, market, mark
     outcomes: dict[str, int] = field(default_factory=dict)
     series: list[tuple[float, dict[str, int], int, dict[str, int]]] = field(default_factory=list)  # s, marks, fund, OI
+    fees: int = 0  # trading fees of every fill seen, micro units
+    problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
 
 
 class LiveMarket:
@@ -139,6 +141,12 @@ class LiveMarket:
             self.stats.rejected += 1
         elif isinstance(message, Fill):
             self.stats.fills += 1
+            if message.liquidity.name == "BOOK":
+                spec = self.markets[message.market]
+                value = message.price * message.size * spec.value_per_tick_lot
+                maker = value * spec.maker_fee_ppm
+                self.stats.fees += -(-value * spec.taker_fee_ppm // 1_000_000) + (
+                    -(-maker // 1_000_000) if maker >= 0 else -(-maker // 1_000_000))
         elif isinstance(message, LiquidationOutcome):
             if message.stage is LiquidationStage.TRIGGERED:
                 market = message.market or next((p.market for p in getattr(
@@ -200,9 +208,40 @@ class LiveMarket:
                     next_second += 1
                 await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             self._sample(time.monotonic())
+            await self._settle()
+            self.stats.problems = self.violations()
             stop.set()
             await watcher
         return self.stats
+
+    async def _settle(self, quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
+        """Wait until no account event has arrived for ``quiet_s`` (the market has settled)."""
+        deadline = time.monotonic() + limit_s
+        seen = -1
+        while seen != len(self.client.events) and time.monotonic() < deadline:
+            seen = len(self.client.events)
+            await asyncio.sleep(quiet_s)
+
+    def violations(self) -> list[str]:
+        """The invariants, as far as a client can check them: per market longs equal shorts
+        (from the fills), and deposits equal balances + isolated margins + open positions'
+        claims (newest snapshot of every account) + fees (from the fills)."""
+        problems = []
+        for market in self.markets:
+            total = sum(size for (_, m), size in self.view.fills.items() if m == market)
+            if total:
+                problems.append(f"{market}: longs and shorts differ by {total} lots")
+        deposits = money(self.scenario.insurance_fund) + sum(
+            money(agent.deposit) * len(agent.accounts) for agent in self.agents)
+        held = self.stats.fees
+        for snapshot in self.view.snapshots.values():
+            held += snapshot.balance
+            for position in snapshot.positions:
+                sign = 1 if position.signed_size > 0 else -1
+                held += position.isolated_margin - sign * position.entry_value
+        if held != deposits:
+            problems.append(f"money: deposits {deposits}, held {held} (difference {held - deposits})")
+        return problems
 
     async def _send_deposit(self, account: str, amount: str) -> None:
         from schemas.events import Deposit

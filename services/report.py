@@ -204,6 +204,7 @@ def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
                        (("p50", .5), ("p90", .9), ("p99", .99))} | {"max": round(max(latencies_ms), 2) if latencies_ms else 0},
         "liquidations_by_mode": modes, "liquidation_outcomes": stats.outcomes,
         "insurance_fund": (fund.balance if fund else 0) / MICRO,
+        "invariants": "hold" if not stats.problems else stats.problems,
     }
     paths = {name: directory / name for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png",
                                                    "latency.png", "report.html")}

@@ -44,3 +44,25 @@ async def test_a_live_flash_crash_liquidates_in_both_modes():
     # the exchange's own books balance: every long has a short
     leveraged = [a for agent in market.agents for a in agent.accounts]
     assert leveraged and sum(market.view.fills.values()) == 0
+
+
+def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+
+    report = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "up", "--scenario", "flash-crash", "--duration", "24",
+         "--state-dir", str(tmp_path / "state"), "--report", str(report), "--no-dashboard", "--log-level", "WARNING"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png", "latency.png", "report.html"):
+        assert (report / name).stat().st_size > 0, name
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["invariants"] == "hold"
+    assert summary["liquidations_by_mode"].get("isolated", 0) > 0 and summary["liquidations_by_mode"].get("cross", 0) > 0
+    assert summary["orders"] > 1000 and summary["fills"] > 100
+    assert "liquidations isolated=" in result.stderr  # the progress lines
