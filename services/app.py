@@ -111,6 +111,18 @@ class Participants:
     dashboard: bool = True
 
 
+@dataclass
+class LoadtestSettings:
+    """`perpsim loadtest`: ramp from ``rate`` by ``factor`` every ``step_s`` up to
+    ``max_rate``, until p99 latency passes ``p99_limit_ms`` or the rate is not kept up."""
+
+    rate: float = 500.0
+    max_rate: float = 50_000.0
+    factor: float = 1.5
+    step_s: float = 5.0
+    p99_limit_ms: float = 100.0
+
+
 async def _run_participants(options: Options, settings: KafkaSettings, duration_s: float | None,
                             stop: asyncio.Event, children: dict, participants: Participants) -> int:
     from services.dashboard import Dashboard
@@ -146,7 +158,7 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
 
 
 async def _up(options: Options, duration_s: float | None, on_ready=None,
-              participants: Participants | None = None) -> int:
+              participants: Participants | LoadtestSettings | None = None) -> int:
     broker = None
     settings = options.settings
     if not settings.bootstrap:
@@ -167,6 +179,10 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if isinstance(participants, LoadtestSettings):
+            from services.loadtest import run_loadtest
+
+            return await run_loadtest(options, settings, stop, participants)
         if options.scenario and participants is not None:
             return await _run_participants(options, settings, duration_s, stop, children, participants)
         deadline = time.monotonic() + duration_s if duration_s else None
@@ -197,5 +213,6 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             broker.stop()
 
 
-def run_up(options: Options, duration_s: float | None = None, participants: Participants | None = None) -> int:
+def run_up(options: Options, duration_s: float | None = None,
+           participants: Participants | LoadtestSettings | None = None) -> int:
     return asyncio.run(_up(options, duration_s, participants=participants))

@@ -335,6 +335,31 @@ def up(duration: float | None, no_participants: bool, rate: float, report_dir: s
     raise SystemExit(code)
 
 
+@main.command()
+@_cluster_options
+@click.option("--rate", default=500.0, show_default=True, type=click.FloatRange(1), help="Orders/s of the first step.")
+@click.option("--max-rate", default=50_000.0, show_default=True, type=click.FloatRange(1), help="Stop ramping here.")
+@click.option("--factor", default=1.5, show_default=True, type=click.FloatRange(1.05), help="Rate multiplier per step.")
+@click.option("--duration", "step_s", default=5.0, show_default=True, type=click.FloatRange(0.5), metavar="SECONDS",
+              help="Length of each step.")
+@click.option("--p99-limit", default=100.0, show_default=True, type=click.FloatRange(0.1), metavar="MS",
+              help="The latency (submit to acceptance, p99) the exchange must stay under.")
+def loadtest(rate: float, max_rate: float, factor: float, step_s: float, p99_limit: float, **params) -> None:
+    """Ramp the order rate to find what the exchange sustains, and where latency breaks.
+
+    Starts the broker and every service (or uses --bootstrap), then sends IOC orders that
+    fill against a deep offer, at --rate, then --factor times more every --duration
+    seconds, until p99 latency passes --p99-limit or the exchange falls behind.
+    """
+    from services.app import LoadtestSettings, run_up
+
+    params["flat"] = True  # a steady price: every order stays inside the price band
+    params["prices"] = tuple(params["prices"]) + ("SOL-PERP=150",)
+    options = _options(params)
+    code = _run_guarded(lambda: run_up(options, None, LoadtestSettings(rate, max_rate, factor, step_s, p99_limit)))
+    raise SystemExit(code)
+
+
 def _service_command(name: str, summary: str):
     @click.pass_context
     def command(ctx, **params) -> None:

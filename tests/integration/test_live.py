@@ -66,3 +66,22 @@ def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_pa
     assert summary["liquidations_by_mode"].get("isolated", 0) > 0 and summary["liquidations_by_mode"].get("cross", 0) > 0
     assert summary["orders"] > 1000 and summary["fills"] > 100
     assert "liquidations isolated=" in result.stderr  # the progress lines
+
+
+def test_loadtest_ramps_and_reports_the_sustainable_rate(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "loadtest", "--rate", "100", "--factor", "3", "--max-rate", "900",
+         "--duration", "2", "--p99-limit", "1000", "--state-dir", str(tmp_path / "state"), "--log-level", "WARNING"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    steps = re.findall(r"^\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)/(\d+)$", result.stdout, re.M)
+    assert [int(asked.replace(",", "")) for asked, *_ in steps] == [100, 300, 900]
+    for asked, _, _, _, accepted, sent in steps:
+        assert int(accepted) == int(sent) == int(asked.replace(",", "")) * 2  # every order came back accepted
+    assert "sustainable: 900 orders/s" in result.stdout
