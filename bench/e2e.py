@@ -42,7 +42,7 @@ MARKET = "SOL-PERP"
 
 
 def order(client: Client, account: str, client_order_id: str) -> PlaceOrder:
-    return PlaceOrder(*client._stamp(), account, MARKET, client_order_id, Side.BUY, OrderType.LIMIT,
+    return PlaceOrder(*client.stamp(), account, MARKET, client_order_id, Side.BUY, OrderType.LIMIT,
                       TimeInForce.IOC, 15_000, 1, False, SelfTradePrevention.NONE, time.time_ns())
 
 

@@ -131,25 +131,25 @@ class CoreExchange:
 
     # ------------------------------------------------------------ decimal helpers
 
-    def _stamp(self) -> tuple[str, int]:
+    def stamp(self) -> tuple[str, int]:
         self.seq += 1
         self.ts += 1
         return "core", self.seq
 
     def deposit(self, account: str, amount: str | int) -> list[Message]:
-        return self.submit(Deposit(*self._stamp(), account, money(amount), self.ts))
+        return self.submit(Deposit(*self.stamp(), account, money(amount), self.ts))
 
     def withdraw(self, account: str, amount: str | int) -> list[Message]:
-        return self.submit(Withdraw(*self._stamp(), account, money(amount), self.ts))
+        return self.submit(Withdraw(*self.stamp(), account, money(amount), self.ts))
 
     def set_mode(self, account: str, market: str, mode: MarginMode) -> list[Message]:
-        return self.submit(SetMarginMode(*self._stamp(), account, market, mode, self.ts))
+        return self.submit(SetMarginMode(*self.stamp(), account, market, mode, self.ts))
 
     def set_leverage(self, account: str, market: str, leverage: int) -> list[Message]:
-        return self.submit(SetLeverage(*self._stamp(), account, market, leverage, self.ts))
+        return self.submit(SetLeverage(*self.stamp(), account, market, leverage, self.ts))
 
     def adjust_margin(self, account: str, market: str, amount: str | int) -> list[Message]:
-        return self.submit(AdjustIsolatedMargin(*self._stamp(), account, market, money(amount), self.ts))
+        return self.submit(AdjustIsolatedMargin(*self.stamp(), account, market, money(amount), self.ts))
 
     def place(self, account: str, market: str, side: Side, size: str, price: str | None = None, *,
               tif: TimeInForce = TimeInForce.GTC, reduce_only: bool = False,
@@ -158,28 +158,28 @@ class CoreExchange:
         spec = self.markets[market]
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
         ticks = 0 if price is None else spec.price_to_ticks(price)
-        stamp = self._stamp()
+        stamp = self.stamp()
         return self.submit(PlaceOrder(*stamp, account, market, client_order_id or f"o{stamp[1]}", side, kind,
                                       tif, ticks, spec.size_to_lots(size), reduce_only, stp, self.ts))
 
     def cancel(self, account: str, market: str, order_id: int) -> list[Message]:
-        return self.submit(CancelOrder(*self._stamp(), account, market, order_id, self.ts))
+        return self.submit(CancelOrder(*self.stamp(), account, market, order_id, self.ts))
 
     def transfer(self, market: str, buyer: str, seller: str, price: str, size: str,
                  liquidity: Liquidity) -> list[Message]:
         """Move a position outside the book (backstop, ADL) through matching."""
         spec = self.markets[market]
-        return self.submit(PositionTransfer(*self._stamp(), market, buyer, seller, spec.price_to_ticks(price),
+        return self.submit(PositionTransfer(*self.stamp(), market, buyer, seller, spec.price_to_ticks(price),
                                             spec.size_to_lots(size), liquidity, self.ts), to="match")
 
     def mark(self, market: str, price: str, index: str | None = None) -> list[Message]:
         spec = self.markets[market]
-        return self.submit(MarkPrice(*self._stamp(), market, spec.price_to_ticks(index or price),
+        return self.submit(MarkPrice(*self.stamp(), market, spec.price_to_ticks(index or price),
                                      spec.price_to_ticks(price), self.ts))
 
     def funding(self, market: str, rate_ppb: int, index_price: str) -> list[Message]:
         spec = self.markets[market]
-        return self.submit(Funding(*self._stamp(), market, rate_ppb, spec.price_to_ticks(index_price), self.ts))
+        return self.submit(Funding(*self.stamp(), market, rate_ppb, spec.price_to_ticks(index_price), self.ts))
 
     def advance(self, ts: int) -> list[Message]:
         """Move the clock to ``ts`` (ns): the oracle's marks and funding, and what they cause."""

@@ -187,6 +187,14 @@ class Market:
         )
 
 
+def trading_fee(value: int, fee_ppm: int) -> int:
+    """The fee on a fill of ``value`` micro units: charged rounded up, a rebate (negative
+    rate) paid rounded down."""
+    if fee_ppm >= 0:
+        return -(-value * fee_ppm // PPM)
+    return -(value * -fee_ppm // PPM)
+
+
 def _int(symbol: str, field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise MarketError(f"{symbol}: {field} must be an integer, got {value!r}")

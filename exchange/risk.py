@@ -69,7 +69,7 @@ from exchange.accounts import (
     position_thresholds,
     withdrawable,
 )
-from exchange.markets import Market
+from exchange.markets import Market, trading_fee
 from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, RejectReason, Side
 from schemas.events import (
     AdjustIsolatedMargin,
@@ -613,7 +613,7 @@ class RiskEngine:
         position = self._position(account, market)
         v = market.value_per_tick_lot
         value = price * quantity * v
-        fee = ceil_div(value * fee_ppm, PPM) if fee_ppm >= 0 else -((value * -fee_ppm) // PPM)
+        fee = trading_fee(value, fee_ppm)
         self.fees += fee
         account.fees_paid += fee
         was_open = position.size != 0

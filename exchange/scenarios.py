@@ -43,7 +43,7 @@ class MarketMaker:
             return
         account = ex.risk.accounts[self.account]
         for order_id in [o.order_id for o in account.orders.values() if o.market == self.market]:
-            stamp = ex._stamp()
+            stamp = ex.stamp()
             ex.submit(CancelOrder(*stamp, self.account, self.market, order_id, ex.ts))
         for level in range(1, self.levels + 1):
             offset = max(1, mark * self.spacing_ppm * level // 1_000_000)

@@ -151,7 +151,7 @@ class Client:
 
     # ------------------------------------------------------------------ commands
 
-    def _stamp(self) -> tuple[str, int]:
+    def stamp(self) -> tuple[str, int]:
         self.seq += 1
         return self.producer, self.seq
 
@@ -169,19 +169,19 @@ class Client:
         return answer
 
     async def deposit(self, account: str, amount: str) -> CommandAccepted:
-        return await self._command(Deposit(*self._stamp(), account, money(amount), time.time_ns()))
+        return await self._command(Deposit(*self.stamp(), account, money(amount), time.time_ns()))
 
     async def withdraw(self, account: str, amount: str) -> CommandAccepted:
-        return await self._command(Withdraw(*self._stamp(), account, money(amount), time.time_ns()))
+        return await self._command(Withdraw(*self.stamp(), account, money(amount), time.time_ns()))
 
     async def set_margin_mode(self, account: str, market: str, mode: MarginMode) -> CommandAccepted:
-        return await self._command(SetMarginMode(*self._stamp(), account, market, mode, time.time_ns()))
+        return await self._command(SetMarginMode(*self.stamp(), account, market, mode, time.time_ns()))
 
     async def set_leverage(self, account: str, market: str, leverage: int) -> CommandAccepted:
-        return await self._command(SetLeverage(*self._stamp(), account, market, leverage, time.time_ns()))
+        return await self._command(SetLeverage(*self.stamp(), account, market, leverage, time.time_ns()))
 
     async def adjust_margin(self, account: str, market: str, amount: str) -> CommandAccepted:
-        return await self._command(AdjustIsolatedMargin(*self._stamp(), account, market, money(amount),
+        return await self._command(AdjustIsolatedMargin(*self.stamp(), account, market, money(amount),
                                                          time.time_ns()))
 
     async def place(self, account: str, market: str, side: Side, size: str, price: str | None = None, *,
@@ -198,7 +198,7 @@ class Client:
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         client_order_id = client_order_id or uuid.uuid4().hex[:16]
-        command = PlaceOrder(*self._stamp(), account, market, client_order_id, side, kind, tif, ticks,
+        command = PlaceOrder(*self.stamp(), account, market, client_order_id, side, kind, tif, ticks,
                              lots, reduce_only, stp, time.time_ns())
         await self.send(command)
         answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
@@ -221,7 +221,7 @@ class Client:
         return result
 
     async def cancel(self, account: str, market: str, order_id: int) -> OrderClosed:
-        command = CancelOrder(*self._stamp(), account, market, order_id, time.time_ns())
+        command = CancelOrder(*self.stamp(), account, market, order_id, time.time_ns())
         await self.send(command)
         answer = await self.wait_for(lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
                                      or (isinstance(m, CommandRejected) and m.order_id == order_id
@@ -236,7 +236,7 @@ class Client:
             ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
-        await self.send(AmendOrder(*self._stamp(), account, market, order_id, ticks, lots, time.time_ns()))
+        await self.send(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns()))
 
     def _market(self, market: str) -> Market:
         spec = self.markets.get(market)

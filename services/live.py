@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 from exchange.core import money
-from exchange.markets import Market
+from exchange.markets import Market, trading_fee
 from schemas import MARKET_DATA, RISK_IN, codec
-from schemas.enums import LiquidationStage, OrderType, SelfTradePrevention
+from schemas.enums import LiquidationStage, Liquidity, OrderType, SelfTradePrevention
 from schemas.events import (
     BBO,
     CancelOrder,
+    Deposit,
     Fill,
     LiquidationOutcome,
     MarginSnapshot,
@@ -141,12 +142,10 @@ class LiveMarket:
             self.stats.rejected += 1
         elif isinstance(message, Fill):
             self.stats.fills += 1
-            if message.liquidity.name == "BOOK":
+            if message.liquidity is Liquidity.BOOK:  # transfers are fee-free
                 spec = self.markets[message.market]
                 value = message.price * message.size * spec.value_per_tick_lot
-                maker = value * spec.maker_fee_ppm
-                self.stats.fees += -(-value * spec.taker_fee_ppm // 1_000_000) + (
-                    -(-maker // 1_000_000) if maker >= 0 else -(-maker // 1_000_000))
+                self.stats.fees += trading_fee(value, spec.taker_fee_ppm) + trading_fee(value, spec.maker_fee_ppm)
         elif isinstance(message, LiquidationOutcome):
             if message.stage is LiquidationStage.TRIGGERED:
                 market = message.market or next((p.market for p in getattr(
@@ -165,10 +164,10 @@ class LiveMarket:
         client = self.client
         now = time.time_ns()
         if isinstance(intent, Configure):
-            await self._send(SetMarginMode(*client._stamp(), intent.account, intent.market, intent.mode, now))
-            await self._send(SetLeverage(*client._stamp(), intent.account, intent.market, intent.leverage, now))
+            await self._send(SetMarginMode(*client.stamp(), intent.account, intent.market, intent.mode, now))
+            await self._send(SetLeverage(*client.stamp(), intent.account, intent.market, intent.leverage, now))
         elif isinstance(intent, Place):
-            stamp = client._stamp()
+            stamp = client.stamp()
             order_id = f"a{stamp[1]}"
             kind = OrderType.MARKET if intent.price == 0 else OrderType.LIMIT
             self._sent[order_id] = time.monotonic()
@@ -177,7 +176,7 @@ class LiveMarket:
                                         intent.price, intent.size, intent.reduce_only,
                                         SelfTradePrevention.CANCEL_TAKER, now))
         elif isinstance(intent, Cancel):
-            await self._send(CancelOrder(*client._stamp(), intent.account, intent.market, intent.order_id, now))
+            await self._send(CancelOrder(*client.stamp(), intent.account, intent.market, intent.order_id, now))
 
     async def run(self, duration_s: float, stop: asyncio.Event | None = None, on_second=None) -> LiveStats:
         stop = stop or asyncio.Event()
@@ -244,9 +243,7 @@ class LiveMarket:
         return problems
 
     async def _send_deposit(self, account: str, amount: str) -> None:
-        from schemas.events import Deposit
-
-        await self._send(Deposit(*self.client._stamp(), account, money(amount), time.time_ns()))
+        await self._send(Deposit(*self.client.stamp(), account, money(amount), time.time_ns()))
 
     def _sample(self, now: float) -> None:
         fund = self.view.snapshots.get("insurance")

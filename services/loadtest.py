@@ -50,7 +50,7 @@ async def _step(bus, client: Client, rate: float, seconds: float, sent_at: dict,
         if delay > 0:
             await asyncio.sleep(delay)
         account = f"load{index % TAKERS}"
-        stamp = client._stamp()
+        stamp = client.stamp()
         order_id = f"l{stamp[1]}"
         sent_at[order_id] = time.perf_counter()
         command = PlaceOrder(*stamp, account, MARKET, order_id, Side.BUY, OrderType.LIMIT, TimeInForce.IOC, 15_000,

@@ -226,10 +226,10 @@ class SimulationResult:
 
 
 def _execute(ex: CoreExchange, intent: Any, result: SimulationResult) -> None:
-    stamp = ex._stamp()
+    stamp = ex.stamp()
     if isinstance(intent, Configure):
         commands = [SetMarginMode(*stamp, intent.account, intent.market, intent.mode, ex.ts),
-                    SetLeverage(*ex._stamp(), intent.account, intent.market, intent.leverage, ex.ts)]
+                    SetLeverage(*ex.stamp(), intent.account, intent.market, intent.leverage, ex.ts)]
     elif isinstance(intent, Place):
         kind = OrderType.MARKET if intent.price == 0 else OrderType.LIMIT
         commands = [PlaceOrder(*stamp, intent.account, intent.market, f"{intent.account}-{stamp[1]}", intent.side,

@@ -119,20 +119,20 @@ class Context:
         return await self._place(market, Side.SELL, size, price, tif, reduce_only)
 
     async def cancel(self, market: str, order_id: int) -> None:
-        stamp = self.ex._stamp()
+        stamp = self.ex.stamp()
         self.ex.submit(CancelOrder(*stamp, self.account, market, order_id, self.ex.ts))
 
     async def set_margin_mode(self, market: str, mode: MarginMode) -> None:
-        self.ex.submit(SetMarginMode(*self.ex._stamp(), self.account, market, mode, self.ex.ts))
+        self.ex.submit(SetMarginMode(*self.ex.stamp(), self.account, market, mode, self.ex.ts))
 
     async def set_leverage(self, market: str, leverage: int) -> None:
-        self.ex.submit(SetLeverage(*self.ex._stamp(), self.account, market, leverage, self.ex.ts))
+        self.ex.submit(SetLeverage(*self.ex.stamp(), self.account, market, leverage, self.ex.ts))
 
     async def _place(self, market: str, side: Side, size: str, price: str | None, tif: TimeInForce,
                      reduce_only: bool) -> int | None:
         spec = self.ex.markets[market]
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
-        stamp = self.ex._stamp()
+        stamp = self.ex.stamp()
         command = PlaceOrder(*stamp, self.account, market, f"strategy-{stamp[1]}", side, kind,
                              TimeInForce.IOC if price is None else tif, 0 if price is None else spec.price_to_ticks(price),
                              spec.size_to_lots(size), reduce_only, SelfTradePrevention.CANCEL_TAKER, self.ex.ts)

@@ -139,7 +139,7 @@ def assert_no_missed_liquidation(ex: CoreExchange, seed: int, step: int) -> None
 def _mark(ex: CoreExchange, market: str, price: int):
     from schemas.events import MarkPrice
 
-    stamp = ex._stamp()
+    stamp = ex.stamp()
     return MarkPrice(*stamp, market, price, price, ex.ts)
 
 

@@ -50,7 +50,7 @@ async def run(stack, seed: int, kills: dict[int, str]) -> dict:
                     stack.kill(name)
                     await asyncio.sleep(0.3)
                     stack.start(name)
-                await client.send(PlaceOrder(*client._stamp(), account, market, order_id, side, OrderType.LIMIT,
+                await client.send(PlaceOrder(*client.stamp(), account, market, order_id, side, OrderType.LIMIT,
                                              tif, price, size, False, SelfTradePrevention.NONE, time.time_ns()))
                 await asyncio.sleep(0.005)
             for _, _, _, _, _, _, order_id in load(seed):
