@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from exchange.markets import default_markets
-from schemas import RISK_IN, codec
+from schemas import MARKET_DATA, RISK_IN, codec
 from schemas.events import MarkPrice
 from services.app import topic_partitions
 from services.broker import EmbeddedBroker
+from services.bus.base import partition_for
 from services.bus.kafka import KafkaBus, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
 
 
 class Oracle:
-    """Publishes marks to every risk.in partition, as the oracle service does."""
+    """Publishes marks to every risk.in partition and to market.data, as the oracle service does."""
 
     def __init__(self, bus, producer: str = "test-oracle"):
         self.bus = bus
@@ -115,5 +116,8 @@ class Oracle:
     async def mark(self, market: str, price: str) -> None:
         ticks = self.markets[market].price_to_ticks(price)
         self.seq += 1
-        payload = codec(RISK_IN).encode(MarkPrice(self.producer, self.seq, market, ticks, ticks, self.seq))
-        await self.bus.send([(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))])
+        mark = MarkPrice(self.producer, self.seq, market, ticks, ticks, self.seq)
+        payload = codec(RISK_IN).encode(mark)
+        public = (MARKET_DATA, partition_for(market, self.bus.partitions(MARKET_DATA)), None,
+                  codec(MARKET_DATA).encode(mark))
+        await self.bus.send([(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))] + [public])

@@ -1,0 +1,114 @@
+"""The Binance-compatible gateway, driven by real ccxt configured only by URL."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlparse
+
+import ccxt.async_support as ccxt
+import pytest
+from aiohttp import web
+
+from exchange.markets import default_markets
+from services.app import topic_partitions
+from services.broker import free_port
+from services.bus.memory import MemoryBus
+from services.client import Client
+from services.gateway.app import Gateway
+from services.liquidation import spec as liquidation_spec
+from services.matching import spec as matching_spec
+from services.risk import spec as risk_spec
+from services.runtime import ServiceRunner
+from schemas.enums import Side, TimeInForce
+from tests.integration.conftest import Oracle
+
+pytestmark = pytest.mark.integration
+
+
+def ccxt_for(base: str) -> ccxt.binanceusdm:
+    """ccxt binanceusdm with every API URL pointed at the gateway, as a user would set it."""
+    exchange = ccxt.binanceusdm({"enableRateLimit": False})
+    for key, url in list(exchange.urls["api"].items()):
+        path = urlparse(url).path
+        exchange.urls["api"][key] = f"{base}{path}"
+    exchange.has["fetchCurrencies"] = False
+    original = exchange.fetch
+
+    async def loopback_only(url, method="GET", headers=None, body=None):
+        host = urlparse(url).hostname
+        assert host in ("127.0.0.1", "localhost"), f"ccxt tried to reach {url}"
+        return await original(url, method, headers, body)
+
+    exchange.fetch = loopback_only
+    return exchange
+
+
+@pytest.fixture
+async def venue():
+    markets = default_markets()
+    bus = MemoryBus(topic_partitions(2))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
+             for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
+    gateway = Gateway(bus, markets)
+    await gateway.start()
+    runner = web.AppRunner(gateway.application())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = Client(bus, markets)
+    await client.start()
+    exchange = ccxt_for(f"http://127.0.0.1:{port}")
+    try:
+        yield exchange, client, Oracle(bus), gateway
+    finally:
+        await exchange.close()
+        await client.stop()
+        await runner.cleanup()
+        await gateway.stop()
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def settle(gateway: Gateway, condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def test_ccxt_loads_markets_and_reads_time_book_ticker_trades_and_funding(venue):
+    exchange, client, oracle, gateway = venue
+    markets = await exchange.load_markets()
+    sol = markets["SOL/USDT:USDT"]
+    assert sol["id"] == "SOLUSDT" and sol["linear"] and sol["swap"] and sol["settle"] == "USDT"
+    assert sol["precision"]["price"] == 0.01 and sol["precision"]["amount"] == 0.01
+    assert {"BTC/USDT:USDT", "ETH/USDT:USDT"} <= set(markets)
+    now = await exchange.fetch_time()
+    assert abs(now - asyncio.get_running_loop().time()) >= 0 and now > 1_600_000_000_000
+
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit("taker", "100000")
+    await client.place("maker", "SOL-PERP", Side.BUY, "3", "149.5")
+    await client.place("maker", "SOL-PERP", Side.BUY, "2", "149")
+    await client.place("maker", "SOL-PERP", Side.SELL, "4", "150.5")
+    await client.place("taker", "SOL-PERP", Side.BUY, "1.5", "150.5", tif=TimeInForce.IOC)
+    await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].trades)
+
+    book = await exchange.fetch_order_book("SOL/USDT:USDT")
+    assert book["bids"] == [[149.5, 3.0], [149.0, 2.0]] and book["asks"] == [[150.5, 2.5]]
+    ticker = await exchange.fetch_ticker("SOL/USDT:USDT")
+    assert ticker["last"] == 150.5 and ticker["baseVolume"] == 1.5
+    trades = await exchange.fetch_trades("SOL/USDT:USDT")
+    assert [(t["price"], t["amount"], t["side"]) for t in trades] == [(150.5, 1.5, "buy")]
+    rate = await exchange.fetch_funding_rate("SOL/USDT:USDT")
+    assert rate["markPrice"] == 150.0 and rate["indexPrice"] == 150.0
+
+
+async def test_unknown_symbols_and_paths_get_binance_errors(venue):
+    exchange, *_ = venue
+    await exchange.load_markets()
+    with pytest.raises(ccxt.BadSymbol):
+        await exchange.fetch_order_book("DOGE/USDT:USDT")
+    with pytest.raises(ccxt.BadRequest, match="-1121"):
+        await exchange.fapiPublicGetDepth({"symbol": "DOGEUSDT"})
