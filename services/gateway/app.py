@@ -8,14 +8,22 @@ Public market data is served from a projection of ``market.data``. Symbols are B
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
+import uuid
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from exchange.markets import Market
 from schemas import MARKET_DATA, SchemaError, codec
+from schemas.enums import CloseReason, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.events import Fill, MarginSnapshot, OrderAccepted, OrderClosed
 from services.bus.base import Bus
+from services.client import Client, OrderResult, Rejected
+from services.gateway.keys import KeyStore
 from services.gateway.projection import MarketProjection
 
 log = logging.getLogger(__name__)
@@ -36,19 +44,33 @@ def binance_symbol(market: Market) -> str:
 
 
 class Gateway:
-    def __init__(self, bus: Bus, markets: dict[str, Market]):
+    def __init__(self, bus: Bus, markets: dict[str, Market], keys: KeyStore | None = None,
+                 order_timeout_s: float = 10.0):
         self.bus = bus
         self.markets = markets
         self.by_symbol = {binance_symbol(m): m for m in markets.values()}
         self.projection = MarketProjection(list(markets))
+        self.keys = keys
+        self.order_timeout_s = order_timeout_s
+        self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}")
+        self.snapshots: dict[str, MarginSnapshot] = {}
         self._reader: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- plumbing
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_market_data())
+        self.client.listen(self._account_event)
+        await self.client.start()
+
+    def _account_event(self, message) -> None:
+        if isinstance(message, MarginSnapshot):
+            known = self.snapshots.get(message.account)
+            if known is None or message.seq >= known.seq:
+                self.snapshots[message.account] = message
 
     async def stop(self) -> None:
+        await self.client.stop()
         if self._reader is not None:
             self._reader.cancel()
             try:
@@ -82,6 +104,9 @@ class Gateway:
             web.get("/fapi/v1/premiumIndex", self.premium_index),
             web.get("/fapi/v1/trades", self.trades),
             web.get("/fapi/v1/aggTrades", self.agg_trades),
+            web.get("/fapi/v3/account", self.account),
+            web.get("/fapi/v2/account", self.account),
+            web.post("/fapi/v1/order", self.new_order),
         ])
         return app
 
@@ -247,3 +272,143 @@ class Gateway:
             {"a": trade_id, "p": market.format_price(price), "q": market.format_size(size), "f": trade_id,
              "l": trade_id, "T": int(ts / 1e6), "m": side < 0}
             for trade_id, price, size, side, ts in list(state.trades)[-limit:]])
+
+    # ---------------------------------------------------------------- signed
+
+    async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
+        """Verify Binance's HMAC-SHA256 signature and timestamp; (account, parameters)."""
+        key = request.headers.get("X-MBX-APIKEY")
+        found = self.keys.lookup(key) if (key and self.keys is not None) else None
+        if found is None:
+            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        secret, account = found
+        payload = request.query_string if request.method in ("GET", "DELETE") else (await request.text())
+        if request.method not in ("GET", "DELETE") and request.query_string:
+            payload = request.query_string + ("&" + payload if payload else "")
+        signed, marker, signature = payload.rpartition("&signature=")
+        if not marker:
+            raise BinanceError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        expected = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise BinanceError(-1022, "Signature for this request is not valid.")
+        params = dict(parse_qsl(signed, keep_blank_values=True))
+        try:
+            stamp = int(params["timestamp"])
+            window = int(params.get("recvWindow", "5000"))
+        except (KeyError, ValueError):
+            raise BinanceError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") \
+                from None
+        now = int(time.time() * 1000)
+        if not (now - window <= stamp <= now + 1000):
+            raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
+        return account, params
+
+    async def account(self, request: web.Request) -> web.Response:
+        account, _ = await self._signed(request)
+        snapshot = self.snapshots.get(account)
+        if snapshot is None:
+            snapshot = MarginSnapshot("", 0, account, 0, 0, 0, [], [], 0)
+        cross = next((b for b in snapshot.buckets if not b.market), None)
+        unrealized = sum(p.unrealized_pnl for p in snapshot.positions)
+        isolated = sum(p.isolated_margin for p in snapshot.positions)
+        wallet = snapshot.balance + isolated
+        margin_balance = wallet + unrealized
+        initial = sum(p.initial_margin for p in snapshot.positions)
+        maintenance = sum(p.maintenance_margin for p in snapshot.positions)
+        usd = lambda micro: f"{micro / 1e6:.8f}"  # noqa: E731
+        asset = {"asset": "USDT", "walletBalance": usd(wallet), "unrealizedProfit": usd(unrealized),
+                 "marginBalance": usd(margin_balance), "maintMargin": usd(maintenance),
+                 "initialMargin": usd(initial), "positionInitialMargin": usd(initial),
+                 "openOrderInitialMargin": "0.00000000", "crossWalletBalance": usd(snapshot.balance),
+                 "crossUnPnl": usd(cross.equity - snapshot.balance if cross else 0),
+                 "availableBalance": usd(snapshot.available_to_trade), "maxWithdrawAmount": usd(snapshot.withdrawable),
+                 "updateTime": int(snapshot.ts / 1e6)}
+        return web.json_response({
+            "totalInitialMargin": usd(initial), "totalMaintMargin": usd(maintenance), "totalWalletBalance": usd(wallet),
+            "totalUnrealizedProfit": usd(unrealized), "totalMarginBalance": usd(margin_balance),
+            "totalPositionInitialMargin": usd(initial), "totalOpenOrderInitialMargin": "0.00000000",
+            "totalCrossWalletBalance": usd(snapshot.balance), "totalCrossUnPnl": asset["crossUnPnl"],
+            "availableBalance": asset["availableBalance"], "maxWithdrawAmount": asset["maxWithdrawAmount"],
+            "assets": [asset],
+            "positions": [{"symbol": binance_symbol(self.markets[p.market]), "positionSide": "BOTH",
+                           "positionAmt": self.markets[p.market].format_size(p.signed_size),
+                           "unrealizedProfit": usd(p.unrealized_pnl), "isolatedMargin": usd(p.isolated_margin),
+                           "notional": usd(abs(p.signed_size) * p.mark_price * self.markets[p.market].value_per_tick_lot),
+                           "isolatedWallet": usd(p.isolated_margin), "initialMargin": usd(p.initial_margin),
+                           "maintMargin": usd(p.maintenance_margin), "updateTime": int(snapshot.ts / 1e6)}
+                          for p in snapshot.positions],
+        })
+
+    REJECTS = {
+        RejectReason.INSUFFICIENT_MARGIN: (-2019, "Account has insufficient balance for requested action."),
+        RejectReason.WOULD_CROSS: (-5022, "Due to the order could not be executed as maker, the Post Only order "
+                                          "will be rejected. The order will not be recorded in the order history"),
+        RejectReason.REDUCE_ONLY_WOULD_INCREASE: (-2022, "ReduceOnly Order is rejected."),
+        RejectReason.OFF_TICK_PRICE: (-1111, "Precision is over the maximum defined for this asset."),
+        RejectReason.SIZE_NOT_LOT_MULTIPLE: (-1111, "Precision is over the maximum defined for this asset."),
+        RejectReason.UNKNOWN_MARKET: (-1121, "Invalid symbol."),
+    }
+
+    async def new_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self.by_symbol.get(params.get("symbol", "").upper())
+        if market is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        try:
+            side = {"BUY": Side.BUY, "SELL": Side.SELL}[params.get("side", "")]
+            kind = params.get("type", "")
+            if kind not in ("LIMIT", "MARKET"):
+                raise BinanceError(-1116, "Invalid orderType.")
+            tif = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK,
+                   "GTX": TimeInForce.POST_ONLY}[params.get("timeInForce", "GTC")]
+        except KeyError as exc:
+            raise BinanceError(-1102, f"Mandatory parameter {exc} was not sent, was empty/null, or malformed.") \
+                from None
+        if "quantity" not in params:
+            raise BinanceError(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        price = params.get("price") if kind == "LIMIT" else None
+        if kind == "LIMIT" and price is None:
+            raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+        client_order_id = params.get("newClientOrderId") or uuid.uuid4().hex[:20]
+        try:
+            result = await asyncio.wait_for(self.client.place(
+                account, market.symbol, side, params["quantity"], price, tif=tif,
+                reduce_only=params.get("reduceOnly", "false").lower() == "true", stp=SelfTradePrevention.CANCEL_TAKER,
+                client_order_id=client_order_id), self.order_timeout_s)
+        except Rejected as exc:
+            code, message = self.REJECTS.get(exc.reason, (-1013, f"{exc.reason.name}: {exc.detail}"))
+            raise BinanceError(code, message) from None
+        except TimeoutError:
+            raise BinanceError(-1007, "Timeout waiting for response from backend server. Send status unknown; "
+                                      "execution status unknown.", 408) from None
+        return web.json_response(self._order_json(market, result, kind, side, tif, client_order_id))
+
+    def _order_json(self, market: Market, result: OrderResult, kind: str, side: Side, tif: TimeInForce,
+                    client_order_id: str) -> dict:
+        order_id = result.order_id
+        fills = [m for m in self.client.events if isinstance(m, Fill) and order_id in (m.taker_order_id,
+                                                                                          m.maker_order_id)]
+        executed = sum(f.size for f in fills)
+        quote = sum(f.price * f.size * market.value_per_tick_lot for f in fills)
+        closed = result.closed or next((m for m in self.client.events if isinstance(m, OrderClosed)
+                                         and m.order_id == order_id), None)
+        if closed is None:
+            status = "PARTIALLY_FILLED" if executed else "NEW"
+        elif closed.reason is CloseReason.FILLED:
+            status = "FILLED"
+        elif closed.reason is CloseReason.CANCELED:
+            status = "CANCELED"
+        else:
+            status = "EXPIRED"
+        accepted: OrderAccepted = result.accepted
+        average = quote / (executed * market.value_per_tick_lot) if executed else 0
+        return {
+            "orderId": order_id, "symbol": binance_symbol(market), "status": status, "clientOrderId": client_order_id,
+            "price": market.format_price(accepted.price if kind == "LIMIT" else 0),
+            "avgPrice": market.format_price(round(average)) if executed else "0",
+            "origQty": market.format_size(accepted.size), "executedQty": market.format_size(executed),
+            "cumQuote": f"{quote / 1e6:.8f}", "timeInForce": {TimeInForce.POST_ONLY: "GTX"}.get(tif, tif.name),
+            "type": kind, "reduceOnly": accepted.reduce_only, "closePosition": False,
+            "side": side.name, "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "priceProtect": False, "origType": kind, "updateTime": int(time.time() * 1000),
+        }

@@ -15,6 +15,7 @@ from services.broker import free_port
 from services.bus.memory import MemoryBus
 from services.client import Client
 from services.gateway.app import Gateway
+from services.gateway.keys import KeyStore
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
@@ -25,9 +26,9 @@ from tests.integration.conftest import Oracle
 pytestmark = pytest.mark.integration
 
 
-def ccxt_for(base: str) -> ccxt.binanceusdm:
+def ccxt_for(base: str, key: str | None = None, secret: str | None = None) -> ccxt.binanceusdm:
     """ccxt binanceusdm with every API URL pointed at the gateway, as a user would set it."""
-    exchange = ccxt.binanceusdm({"enableRateLimit": False})
+    exchange = ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
     for key, url in list(exchange.urls["api"].items()):
         path = urlparse(url).path
         exchange.urls["api"][key] = f"{base}{path}"
@@ -44,13 +45,14 @@ def ccxt_for(base: str) -> ccxt.binanceusdm:
 
 
 @pytest.fixture
-async def venue():
+async def venue(tmp_path):
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
-    gateway = Gateway(bus, markets)
+    keys = KeyStore(tmp_path / "keys.json")
+    gateway = Gateway(bus, markets, keys)
     await gateway.start()
     runner = web.AppRunner(gateway.application())
     await runner.setup()
@@ -59,6 +61,8 @@ async def venue():
     client = Client(bus, markets)
     await client.start()
     exchange = ccxt_for(f"http://127.0.0.1:{port}")
+    gateway.base = f"http://127.0.0.1:{port}"
+    gateway.test_keys = keys
     try:
         yield exchange, client, Oracle(bus), gateway
     finally:
@@ -112,3 +116,45 @@ async def test_unknown_symbols_and_paths_get_binance_errors(venue):
         await exchange.fetch_order_book("DOGE/USDT:USDT")
     with pytest.raises(ccxt.BadRequest, match="-1121"):
         await exchange.fapiPublicGetDepth({"symbol": "DOGEUSDT"})
+
+
+async def test_ccxt_trades_with_a_signed_account(venue):
+    _, client, oracle, gateway = venue
+    key, secret = gateway.test_keys.create("bot")
+    bot = ccxt_for(gateway.base, key, secret)
+    try:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
+        await settle(gateway, lambda: "bot" in gateway.snapshots)
+        balance = await bot.fetch_balance()
+        assert balance["USDT"]["total"] == 10000.0 and balance["USDT"]["free"] == 10000.0
+        resting = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 2, 149)
+        assert resting["status"] == "open" and resting["amount"] == 2.0 and resting["price"] == 149.0
+        taken = await bot.create_order("SOL/USDT:USDT", "market", "buy", 1.5)
+        assert taken["status"] == "closed" and taken["filled"] == 1.5 and taken["average"] == 150.5
+        with pytest.raises(ccxt.InsufficientFunds):
+            await bot.create_order("SOL/USDT:USDT", "limit", "buy", 10000, 149)
+    finally:
+        await bot.close()
+
+
+async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venue):
+    _, client, _, gateway = venue
+    key, secret = gateway.test_keys.create("bot")
+    for bad_key, bad_secret in ((key, "0" * 64), ("no-such-key", secret)):
+        bot = ccxt_for(gateway.base, bad_key, bad_secret)
+        try:
+            with pytest.raises(ccxt.AuthenticationError):
+                await bot.fetch_balance()
+        finally:
+            await bot.close()
+    bot = ccxt_for(gateway.base, key, secret)
+    bot.options["recvWindow"] = 5000
+    bot.milliseconds = lambda: 1_000_000_000_000  # a clock stuck in 2001: outside any recvWindow
+    try:
+        with pytest.raises(ccxt.InvalidNonce):
+            await bot.fetch_balance()
+    finally:
+        await bot.close()
