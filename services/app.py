@@ -23,6 +23,7 @@ from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
 from services.broker import EmbeddedBroker
+from services.bus.base import BusError
 from services.bus.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.oracle import OracleService, parse_sources
 from services.runtime import ServiceRunner
@@ -31,7 +32,7 @@ from services.simulation import sources as scenario_sources
 
 log = logging.getLogger("perpsim")
 
-SERVICES = ("matching", "risk", "liquidation", "oracle")
+SERVICES = ("matching", "risk", "liquidation", "oracle", "gateway")
 
 
 def topic_partitions(partitions: int) -> dict[str, int]:
@@ -51,6 +52,8 @@ class Options:
     insurance_account: str = "insurance"
     oracle_args: dict = field(default_factory=dict)
     scenario: str | None = None  # the oracle follows this scenario's prices; `up` runs its participants
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
 
 
@@ -70,7 +73,9 @@ async def _serve(name: str, options: Options) -> None:
     log.info("service=%s starting bootstrap=%s partitions=%d state_dir=%s", name, options.settings.bootstrap,
              options.partitions, options.state_dir)
     try:
-        if name == "oracle":
+        if name == "gateway":
+            await _serve_gateway(bus, options, stop)
+        elif name == "oracle":
             if options.scenario:
                 scenario = load_scenario(options.scenario)
                 sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
@@ -93,6 +98,54 @@ async def _serve(name: str, options: Options) -> None:
     finally:
         await bus.stop()
         log.info("service=%s stopped", name)
+
+
+def keys_path(options: Options) -> Path:
+    return (options.state_dir or Path(".perpsim/state")) / "gateway" / "keys.json"
+
+
+async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -> None:
+    from aiohttp import web
+
+    from services.gateway.app import Gateway
+    from services.gateway.keys import KeyStore
+
+    gateway = Gateway(bus, options.markets, KeyStore(keys_path(options)))
+    await gateway.start()
+    runner = web.AppRunner(gateway.application(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, options.gateway_host, options.gateway_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        await gateway.stop()
+        raise BusError(f"the gateway cannot listen on {options.gateway_host}:{options.gateway_port}: {exc}") from None
+    log.info("service=gateway listening on http://%s:%d (keys: %s)", options.gateway_host, options.gateway_port,
+             keys_path(options))
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await gateway.stop()
+
+
+async def create_account(options: Options, deposit: str) -> tuple[str, str, str]:
+    """A new account with ``deposit``, and its API key and secret."""
+    import uuid
+
+    from services.client import Client
+    from services.gateway.keys import KeyStore
+
+    account = f"acct-{uuid.uuid4().hex[:10]}"
+    bus = KafkaBus(options.settings, topic_partitions(options.partitions))
+    await bus.start()
+    try:
+        async with Client(bus, options.markets) as client:
+            await client.deposit(account, deposit)
+    finally:
+        await bus.stop()
+    key, secret = KeyStore(keys_path(options)).create(account)
+    return account, key, secret
 
 
 def run_service(name: str, options: Options) -> None:

@@ -234,6 +234,9 @@ def _cluster_options(function):
                      help="Seed of the oracle's walks (and, in `up`, of the participants); default: the scenario's, else 1."),
         click.option("--scenario", "scenario_name", default=None, metavar="NAME|FILE",
                      help="oracle: follow this scenario's prices and shocks (`perpsim simulate --list`)."),
+        click.option("--gateway-host", default="127.0.0.1", show_default=True, help="gateway: address to listen on."),
+        click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+                     help="gateway: HTTP port of the Binance-compatible API."),
         click.option("--log-level", default="INFO", show_default=True,
                      type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
     ]
@@ -260,6 +263,7 @@ def _options(params: dict):  # -> services.app.Options
                "--snapshot-interval", str(params["snapshot_interval"]), "--security-protocol",
                params["security_protocol"], "--connect-timeout", str(params["connect_timeout"]),
                "--log-level", params["log_level"], "--volatility", str(params["volatility"])]
+    forward += ["--gateway-host", params["gateway_host"], "--gateway-port", str(params["gateway_port"])]
     if params["oracle_seed"] is not None:
         forward += ["--seed", str(params["oracle_seed"])]
     if params["scenario_name"]:
@@ -283,7 +287,8 @@ def _options(params: dict):  # -> services.app.Options
             raise click.BadParameter(str(exc), param_hint="--scenario") from None
         oracle_args["seed"] = params["oracle_seed"]
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
-                   oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"])
+                   oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"],
+                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"])
 
 
 def _run_guarded(action) -> int:
@@ -395,6 +400,31 @@ _service_command("matching", "Run the matching service (reads match.in) in this 
 _service_command("risk", "Run the risk service (reads risk.in) in this process.")
 _service_command("liquidation", "Run the liquidation service (reads liquidation.in) in this process.")
 _service_command("oracle", "Run the oracle (publishes marks and funding; reads market.data) in this process.")
+_service_command("gateway", "Run the Binance USD-M compatible API (for ccxt bots) in this process.")
+
+
+@main.group()
+def accounts() -> None:
+    """Accounts of the running exchange, with API keys for the gateway."""
+
+
+@accounts.command("create")
+@_cluster_options
+@click.option("--deposit", default="10000", show_default=True, help="Amount to deposit, in USDT.")
+def accounts_create(deposit: str, **params) -> None:
+    """Create an account, deposit into it, and print its API key and secret (shown once).
+
+    The key is stored in <state-dir>/gateway/keys.json, where the gateway reads it.
+    """
+    if not params["bootstrap"]:
+        raise click.UsageError("`perpsim accounts create` needs --bootstrap HOST:PORT of the running exchange")
+    import asyncio
+
+    from services.app import create_account
+
+    options = _options(params)
+    account, key, secret = _run_guarded(lambda: asyncio.run(create_account(options, deposit)))
+    click.echo(f"account: {account}\napi key: {key}\nsecret:  {secret}")
 
 
 if __name__ == "__main__":

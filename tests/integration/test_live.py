@@ -8,6 +8,7 @@ import pytest
 
 from exchange.markets import default_markets
 from services.app import topic_partitions
+from services.broker import free_port
 from services.bus.memory import MemoryBus
 from services.liquidation import spec as liquidation_spec
 from services.live import LiveMarket
@@ -56,6 +57,7 @@ def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_pa
     report = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", "up", "--scenario", "flash-crash", "--duration", "24",
+         "--gateway-port", str(free_port()),
          "--state-dir", str(tmp_path / "state"), "--report", str(report), "--no-dashboard", "--log-level", "WARNING"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -77,6 +79,7 @@ def test_loadtest_ramps_and_reports_the_sustainable_rate(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", "loadtest", "--rate", "100", "--factor", "3", "--max-rate", "900",
+         "--gateway-port", str(free_port()),
          "--duration", "2", "--p99-limit", "1000", "--state-dir", str(tmp_path / "state"), "--log-level", "WARNING"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
