@@ -16,7 +16,9 @@ from services.bus.base import BusError, PartitionsCallback, Record
 class MemoryBus:
     def __init__(self, topics: dict[str, int]):
         self._log: dict[str, list[list[Record]]] = {t: [[] for _ in range(n)] for t, n in topics.items()}
-        self._changed = asyncio.Condition()
+        # set, then replaced, on every send: it wakes every consumer waiting on it. (A Condition
+        # with wait_for races under cancellation in Python 3.11: "Lock is not acquired".)
+        self._changed = asyncio.Event()
         self._groups: dict[tuple[str, str], MemoryConsumer] = {}
 
     async def start(self) -> None:
@@ -38,8 +40,8 @@ class MemoryBus:
         for topic, partition, key, value in items:
             log = self._log[topic][partition]
             log.append(Record(topic, partition, len(log), key, value))
-        async with self._changed:
-            self._changed.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> MemoryConsumer:
@@ -68,11 +70,10 @@ class MemoryConsumer:
         records = self._take(max_records)
         if records:
             return records
-        async with self.bus._changed:
-            try:
-                await asyncio.wait_for(self.bus._changed.wait(), timeout_ms / 1000)
-            except TimeoutError:
-                return []
+        try:
+            await asyncio.wait_for(self.bus._changed.wait(), timeout_ms / 1000)
+        except TimeoutError:
+            return []
         return self._take(max_records)
 
     def _take(self, limit: int) -> list[Record]:

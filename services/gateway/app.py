@@ -19,7 +19,7 @@ from aiohttp import web
 
 from exchange.markets import Market
 from schemas import MARKET_DATA, SchemaError, codec
-from schemas.enums import CloseReason, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import CloseReason, MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
 from schemas.events import Fill, MarginSnapshot, OrderAccepted, OrderClosed
 from services.bus.base import Bus
 from services.client import Client, OrderResult, Rejected
@@ -107,6 +107,12 @@ class Gateway:
             web.get("/fapi/v3/account", self.account),
             web.get("/fapi/v2/account", self.account),
             web.post("/fapi/v1/order", self.new_order),
+            web.get("/fapi/v2/positionRisk", self.position_risk),
+            web.get("/fapi/v3/positionRisk", self.position_risk),
+            web.post("/fapi/v1/marginType", self.margin_type),
+            web.post("/fapi/v1/leverage", self.leverage),
+            web.post("/fapi/v1/positionMargin", self.position_margin),
+            web.get("/fapi/v1/leverageBracket", self.leverage_bracket),
         ])
         return app
 
@@ -347,7 +353,108 @@ class Gateway:
         RejectReason.OFF_TICK_PRICE: (-1111, "Precision is over the maximum defined for this asset."),
         RejectReason.SIZE_NOT_LOT_MULTIPLE: (-1111, "Precision is over the maximum defined for this asset."),
         RejectReason.UNKNOWN_MARKET: (-1121, "Invalid symbol."),
+        RejectReason.MARGIN_MODE_UNCHANGED: (-4046, "No need to change margin type."),
+        RejectReason.MODE_CHANGE_WITH_OPEN_ORDERS: (-4047, "Margin type cannot be changed if there exists open orders."),
+        RejectReason.MODE_CHANGE_WITH_POSITION: (-4048, "Margin type cannot be changed if there exists position."),
+        RejectReason.LEVERAGE_OUT_OF_RANGE: (-4028, "Leverage is not valid."),
+        RejectReason.LEVERAGE_BELOW_POSITION_MARGIN: (-4051, "Isolated balance insufficient."),
+        RejectReason.NOT_ISOLATED: (-4052, "No need to modify position margin for cross positions."),
+        RejectReason.NO_POSITION: (-4051, "Isolated balance insufficient."),
+        RejectReason.REMOVE_MARGIN_ABOVE_ALLOWED: (-4051, "Isolated balance insufficient."),
+        RejectReason.UNKNOWN_ORDER: (-2011, "Unknown order sent."),
     }
+
+    async def _command(self, call) -> None:
+        try:
+            await asyncio.wait_for(call, self.order_timeout_s)
+        except Rejected as exc:
+            code, message = self.REJECTS.get(exc.reason, (-1013, f"{exc.reason.name}: {exc.detail}"))
+            raise BinanceError(code, message) from None
+        except TimeoutError:
+            raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408) from None
+
+    def _signed_market(self, params: dict[str, str]) -> Market:
+        market = self.by_symbol.get(params.get("symbol", "").upper())
+        if market is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        return market
+
+    async def margin_type(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+        mode = {"ISOLATED": MarginMode.ISOLATED, "CROSSED": MarginMode.CROSS}.get(params.get("marginType", "").upper())
+        if mode is None:
+            raise BinanceError(-1116, "Invalid marginType.")
+        await self._command(self.client.set_margin_mode(account, market.symbol, mode))
+        return web.json_response({"code": 200, "msg": "success"})
+
+    async def leverage(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+        try:
+            leverage = int(params["leverage"])
+        except (KeyError, ValueError):
+            raise BinanceError(-1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.") \
+                from None
+        await self._command(self.client.set_leverage(account, market.symbol, leverage))
+        ceiling = market.tiers[1].floor if len(market.tiers) > 1 else 10**13
+        return web.json_response({"leverage": leverage, "maxNotionalValue": f"{ceiling / 1e6:.0f}",
+                                  "symbol": binance_symbol(market)})
+
+    async def position_margin(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+        kind = params.get("type")
+        if kind not in ("1", "2") or "amount" not in params:
+            raise BinanceError(-1102, "Mandatory parameters 'amount' and 'type' (1 add, 2 reduce) must be sent.")
+        amount = params["amount"] if kind == "1" else f"-{params['amount']}"
+        await self._command(self.client.adjust_margin(account, market.symbol, amount))
+        return web.json_response({"amount": float(params["amount"]), "code": 200,
+                                  "msg": "Successfully modify position margin.", "type": int(kind)})
+
+    async def leverage_bracket(self, request: web.Request) -> web.Response:
+        """The market's maintenance tiers, as Binance's notional brackets."""
+        _, params = await self._signed(request)
+        chosen = [self._signed_market(params)] if "symbol" in params else list(self.markets.values())
+        result = []
+        for market in chosen:
+            tiers = market.tiers
+            brackets = []
+            for index, tier in enumerate(tiers):
+                cap = tiers[index + 1].floor if index + 1 < len(tiers) else 10**16
+                brackets.append({"bracket": index + 1, "initialLeverage": tier.max_leverage,
+                                 "notionalCap": cap // 1_000_000, "notionalFloor": tier.floor // 1_000_000,
+                                 "maintMarginRatio": float(tier.mmr), "cum": float(tier.deduction) / 1e6})
+            result.append({"symbol": binance_symbol(market), "brackets": brackets})
+        return web.json_response(result)
+
+    async def position_risk(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        wanted = self._signed_market(params) if "symbol" in params else None
+        snapshot = self.snapshots.get(account)
+        usd = lambda micro: f"{micro / 1e6:.8f}"  # noqa: E731
+        rows = []
+        for position in snapshot.positions if snapshot else []:
+            market = self.markets[position.market]
+            if wanted is not None and market is not wanted:
+                continue
+            size = abs(position.signed_size)
+            entry = position.entry_value / (size * market.value_per_tick_lot) if size else 0
+            rows.append({
+                "symbol": binance_symbol(market), "positionSide": "BOTH",
+                "positionAmt": market.format_size(position.signed_size), "entryPrice": f"{entry:.8f}",
+                "breakEvenPrice": f"{entry:.8f}", "markPrice": market.format_price(position.mark_price),
+                "unRealizedProfit": usd(position.unrealized_pnl),
+                "liquidationPrice": market.format_price(position.liquidation_price),
+                "isolatedMargin": usd(position.isolated_margin), "isolatedWallet": usd(position.isolated_margin),
+                "notional": usd(position.signed_size * position.mark_price * market.value_per_tick_lot),
+                "marginAsset": "USDT", "leverage": str(position.leverage),
+                "marginType": "isolated" if position.mode is MarginMode.ISOLATED else "cross",
+                "initialMargin": usd(position.initial_margin), "maintMargin": usd(position.maintenance_margin),
+                "positionInitialMargin": usd(position.initial_margin), "openOrderInitialMargin": "0",
+                "adl": 0, "bidNotional": "0", "askNotional": "0", "isAutoAddMargin": "false",
+                "maxNotionalValue": "10000000", "updateTime": int(snapshot.ts / 1e6)})
+        return web.json_response(rows)
 
     async def new_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)

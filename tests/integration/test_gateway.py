@@ -158,3 +158,38 @@ async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venu
             await bot.fetch_balance()
     finally:
         await bot.close()
+
+
+async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidation_prices(venue):
+    _, client, oracle, gateway = venue
+    key, secret = gateway.test_keys.create("bot")
+    bot = ccxt_for(gateway.base, key, secret)
+    try:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "2000")
+        await client.deposit("maker", "1000000")
+        await bot.load_markets()
+        await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
+        with pytest.raises(ccxt.MarginModeAlreadySet):
+            await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
+        with pytest.raises(ccxt.BadRequest):
+            await bot.set_leverage(50, "SOL/USDT:USDT")  # SOL allows 20x
+        await bot.set_leverage(5, "SOL/USDT:USDT")
+        await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+        order = await bot.create_order("SOL/USDT:USDT", "market", "buy", 10)
+        assert order["filled"] == 10.0
+        await settle(gateway, lambda: gateway.snapshots.get("bot") and gateway.snapshots["bot"].positions)
+        [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        # the mission's isolated SOL long: 300 of margin at 5x, liquidation at (150 − 30) / 0.975 = 123.08
+        assert position["marginMode"] == "isolated" and position["leverage"] == 5
+        assert position["contracts"] == 10.0 and position["liquidationPrice"] == 123.08
+        assert position["collateral"] == 300.0
+        with pytest.raises(ccxt.ExchangeError, match="-4048"):
+            await bot.set_margin_mode("cross", "SOL/USDT:USDT")
+        added = await bot.add_margin("SOL/USDT:USDT", 100)
+        assert added["amount"] == 100.0
+        await settle(gateway, lambda: gateway.snapshots["bot"].positions[0].isolated_margin == 400 * 1_000_000)
+        [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        assert position["collateral"] == 400.0 and position["liquidationPrice"] < 123.08
+    finally:
+        await bot.close()
