@@ -54,6 +54,7 @@ class Gateway:
         self.order_timeout_s = order_timeout_s
         self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}")
         self.snapshots: dict[str, MarginSnapshot] = {}
+        self.orders: dict[int, dict] = {}  # order id -> what Binance reports about it
         self._reader: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- plumbing
@@ -64,7 +65,27 @@ class Gateway:
         await self.client.start()
 
     def _account_event(self, message) -> None:
-        if isinstance(message, MarginSnapshot):
+        if isinstance(message, OrderAccepted):
+            market = self.markets.get(message.market)
+            if market is not None:
+                self.orders[message.order_id] = {
+                    "account": message.account, "market": market, "clientOrderId": message.client_order_id,
+                    "side": message.side.name, "type": message.order_type.name, "tif": message.tif,
+                    "price": message.price, "size": message.size, "executed": 0, "quote": 0,
+                    "status": "NEW", "reduceOnly": message.reduce_only, "time": int(message.ts / 1e6)}
+        elif isinstance(message, Fill):
+            for order_id in (message.taker_order_id, message.maker_order_id):
+                order = self.orders.get(order_id)
+                if order is not None:
+                    order["executed"] += message.size
+                    order["quote"] += message.price * message.size * order["market"].value_per_tick_lot
+                    order["status"] = "PARTIALLY_FILLED"
+        elif isinstance(message, OrderClosed):
+            order = self.orders.get(message.order_id)
+            if order is not None:
+                order["status"] = {CloseReason.FILLED: "FILLED", CloseReason.CANCELED: "CANCELED"}.get(
+                    message.reason, "EXPIRED")
+        elif isinstance(message, MarginSnapshot):
             known = self.snapshots.get(message.account)
             if known is None or message.seq >= known.seq:
                 self.snapshots[message.account] = message
@@ -113,6 +134,9 @@ class Gateway:
             web.post("/fapi/v1/leverage", self.leverage),
             web.post("/fapi/v1/positionMargin", self.position_margin),
             web.get("/fapi/v1/leverageBracket", self.leverage_bracket),
+            web.get("/fapi/v1/order", self.query_order),
+            web.delete("/fapi/v1/order", self.cancel_order),
+            web.get("/fapi/v1/openOrders", self.open_orders),
         ])
         return app
 
@@ -519,3 +543,58 @@ class Gateway:
             "side": side.name, "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
             "priceProtect": False, "origType": kind, "updateTime": int(time.time() * 1000),
         }
+
+    # ---------------------------------------------------------------- orders
+
+    def _order_view(self, order_id: int, order: dict) -> dict:
+        market = order["market"]
+        executed = order["executed"]
+        average = order["quote"] / (executed * market.value_per_tick_lot) if executed else 0
+        kind = order["type"]
+        tif = "GTX" if order["tif"] is TimeInForce.POST_ONLY else order["tif"].name
+        return {"orderId": order_id, "symbol": binance_symbol(market), "status": order["status"],
+                "clientOrderId": order["clientOrderId"],
+                "price": market.format_price(order["price"] if kind == "LIMIT" else 0),
+                "avgPrice": market.format_price(round(average)) if executed else "0",
+                "origQty": market.format_size(order["size"]), "executedQty": market.format_size(executed),
+                "cumQuote": f"{order['quote'] / 1e6:.8f}", "timeInForce": tif, "type": kind,
+                "reduceOnly": order["reduceOnly"], "closePosition": False, "side": order["side"],
+                "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
+                "origType": kind, "time": order["time"], "updateTime": int(time.time() * 1000)}
+
+    def _find_order(self, account: str, params: dict[str, str], code: int, message: str) -> tuple[int, dict]:
+        market = self._signed_market(params)
+        if "orderId" in params:
+            try:
+                order_id = int(params["orderId"])
+            except ValueError:
+                raise BinanceError(code, message) from None
+            order = self.orders.get(order_id)
+        else:
+            wanted = params.get("origClientOrderId")
+            order_id, order = next(((i, o) for i, o in self.orders.items()
+                                    if o["clientOrderId"] == wanted and o["account"] == account), (0, None))
+        if order is None or order["account"] != account or order["market"] is not market:
+            raise BinanceError(code, message)  # another account's order is no more visible than a missing one
+        return order_id, order
+
+    async def query_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        order_id, order = self._find_order(account, params, -2013, "Order does not exist.")
+        return web.json_response(self._order_view(order_id, order))
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        order_id, order = self._find_order(account, params, -2011, "Unknown order sent.")
+        if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            raise BinanceError(-2011, "Unknown order sent.")
+        await self._command(self.client.cancel(account, order["market"].symbol, order_id))
+        order["status"] = "CANCELED"
+        return web.json_response(self._order_view(order_id, order))
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params) if "symbol" in params else None
+        return web.json_response([self._order_view(i, o) for i, o in self.orders.items()
+                                  if o["account"] == account and o["status"] in ("NEW", "PARTIALLY_FILLED")
+                                  and (market is None or o["market"] is market)])

@@ -193,3 +193,34 @@ async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidati
         assert position["collateral"] == 400.0 and position["liquidationPrice"] < 123.08
     finally:
         await bot.close()
+
+
+async def test_ccxt_fetches_and_cancels_its_orders_and_never_anothers(venue):
+    _, client, oracle, gateway = venue
+    key, secret = gateway.test_keys.create("bot")
+    other_key, other_secret = gateway.test_keys.create("other")
+    bot = ccxt_for(gateway.base, key, secret)
+    other = ccxt_for(gateway.base, other_key, other_secret)
+    try:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("other", "10000")
+        first = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 1, 148)
+        second = await bot.create_order("SOL/USDT:USDT", "limit", "sell", 2, 152)
+        await settle(gateway, lambda: len(gateway.orders) >= 2)
+        open_ids = sorted(o["id"] for o in await bot.fetch_open_orders("SOL/USDT:USDT"))
+        assert open_ids == sorted([first["id"], second["id"]])
+        fetched = await bot.fetch_order(first["id"], "SOL/USDT:USDT")
+        assert fetched["status"] == "open" and fetched["price"] == 148.0 and fetched["side"] == "buy"
+        with pytest.raises(ccxt.OrderNotFound):
+            await other.cancel_order(first["id"], "SOL/USDT:USDT")  # not its order
+        with pytest.raises(ccxt.OrderNotFound):
+            await other.fetch_order(first["id"], "SOL/USDT:USDT")
+        cancelled = await bot.cancel_order(first["id"], "SOL/USDT:USDT")
+        assert cancelled["status"] == "canceled"
+        assert [o["id"] for o in await bot.fetch_open_orders("SOL/USDT:USDT")] == [second["id"]]
+        with pytest.raises(ccxt.OrderNotFound):
+            await bot.cancel_order(first["id"], "SOL/USDT:USDT")  # already gone
+    finally:
+        await bot.close()
+        await other.close()
