@@ -22,7 +22,7 @@ from schemas import ACCOUNT_EVENTS, DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MAT
 from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
-from services.broker import EmbeddedBroker
+from services.broker import EmbeddedBroker, free_port
 from services.bus.base import BusError
 from services.bus.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.oracle import OracleService, parse_sources
@@ -221,9 +221,15 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
     children: dict[str, subprocess.Popen] = {}
     try:
         await ensure_topics(settings, topic_partitions(options.partitions))
+        gateway_port = options.gateway_port
+        if not _port_free(options.gateway_host, gateway_port):
+            gateway_port = free_port(options.gateway_host)
+            log.warning("port %d is in use; the gateway listens on %d instead", options.gateway_port, gateway_port)
+        log.info("gateway: http://%s:%d (Binance USD-M API); broker: %s", options.gateway_host, gateway_port,
+                 settings.bootstrap)
         for name in SERVICES:
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
-                       *options.forward]
+                       *options.forward, "--gateway-port", str(gateway_port)]
             children[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
             log.info("started %s (pid %d)", name, children[name].pid)
         if on_ready is not None:
@@ -264,6 +270,17 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
                 child.wait()
         if broker is not None:
             broker.stop()
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def run_up(options: Options, duration_s: float | None = None,
