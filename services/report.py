@@ -215,7 +215,9 @@ def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
     figure, axis = plt.subplots(figsize=(10, 3.2))
     for symbol in sorted(market.scenario.oracle):
         tick = float(market.markets[symbol].tick_size)
-        axis.plot(seconds, [row[1].get(symbol, 0) * tick for row in stats.series], label=f"{symbol} mark")
+        # no mark yet: a gap, not a fall to 0
+        axis.plot(seconds, [row[1][symbol] * tick if row[1].get(symbol) else float("nan") for row in stats.series],
+                  label=f"{symbol} mark")
         for mode, colour in (("ISOLATED", "tab:red"), ("CROSS", "tab:purple")):
             points = [(t, mark * tick) for t, _, m, sym, mark in stats.liquidations if m == mode and sym == symbol and mark]
             if points:
