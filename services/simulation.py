@@ -131,10 +131,9 @@ def agents(scenario: Scenario, seed: int, tick_s: float) -> list[Agent]:
     for index, participant in enumerate(scenario.participants):
         options = {k: v for k, v in participant.items() if k not in ("kind", "count")}
         cls = KINDS[participant["kind"]]
-        if cls.kind == "leveraged":
-            count = [int(participant.get("count", 1))]
+        if cls.kind == "leveraged":  # one agent holding `count` accounts
             names = [f"lev{index}"]
-            options["count"] = count[0]
+            options["count"] = int(participant.get("count", 1))
         else:
             names = [f"{cls.kind.replace('_', '')}{index}-{n}" for n in range(int(participant.get("count", 1)))]
         if "leverage" in options:

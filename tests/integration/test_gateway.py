@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import urlparse
 
 import ccxt.async_support as ccxt
@@ -74,6 +75,17 @@ async def venue(tmp_path):
         await asyncio.gather(*tasks)
 
 
+@contextlib.asynccontextmanager
+async def signed(gateway: Gateway, account: str):
+    """ccxt with a fresh API key of ``account``, closed afterwards."""
+    key, secret = gateway.test_keys.create(account)
+    bot = ccxt_for(gateway.base, key, secret)
+    try:
+        yield bot
+    finally:
+        await bot.close()
+
+
 async def settle(gateway: Gateway, condition, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition() and asyncio.get_running_loop().time() < deadline:
@@ -120,9 +132,7 @@ async def test_unknown_symbols_and_paths_get_binance_errors(venue):
 
 async def test_ccxt_trades_with_a_signed_account(venue):
     _, client, oracle, gateway = venue
-    key, secret = gateway.test_keys.create("bot")
-    bot = ccxt_for(gateway.base, key, secret)
-    try:
+    async with signed(gateway, "bot") as bot:
         await oracle.mark("SOL-PERP", "150")
         await client.deposit("bot", "10000")
         await client.deposit("maker", "1000000")
@@ -136,8 +146,6 @@ async def test_ccxt_trades_with_a_signed_account(venue):
         assert taken["status"] == "closed" and taken["filled"] == 1.5 and taken["average"] == 150.5
         with pytest.raises(ccxt.InsufficientFunds):
             await bot.create_order("SOL/USDT:USDT", "limit", "buy", 10000, 149)
-    finally:
-        await bot.close()
 
 
 async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venue):
@@ -162,9 +170,7 @@ async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venu
 
 async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidation_prices(venue):
     _, client, oracle, gateway = venue
-    key, secret = gateway.test_keys.create("bot")
-    bot = ccxt_for(gateway.base, key, secret)
-    try:
+    async with signed(gateway, "bot") as bot:
         await oracle.mark("SOL-PERP", "150")
         await client.deposit("bot", "2000")
         await client.deposit("maker", "1000000")
@@ -191,17 +197,11 @@ async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidati
         await settle(gateway, lambda: gateway.snapshots["bot"].positions[0].isolated_margin == 400 * 1_000_000)
         [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
         assert position["collateral"] == 400.0 and position["liquidationPrice"] < 123.08
-    finally:
-        await bot.close()
 
 
 async def test_ccxt_fetches_and_cancels_its_orders_and_never_anothers(venue):
     _, client, oracle, gateway = venue
-    key, secret = gateway.test_keys.create("bot")
-    other_key, other_secret = gateway.test_keys.create("other")
-    bot = ccxt_for(gateway.base, key, secret)
-    other = ccxt_for(gateway.base, other_key, other_secret)
-    try:
+    async with signed(gateway, "bot") as bot, signed(gateway, "other") as other:
         await oracle.mark("SOL-PERP", "150")
         await client.deposit("bot", "10000")
         await client.deposit("other", "10000")
@@ -221,6 +221,3 @@ async def test_ccxt_fetches_and_cancels_its_orders_and_never_anothers(venue):
         assert [o["id"] for o in await bot.fetch_open_orders("SOL/USDT:USDT")] == [second["id"]]
         with pytest.raises(ccxt.OrderNotFound):
             await bot.cancel_order(first["id"], "SOL/USDT:USDT")  # already gone
-    finally:
-        await bot.close()
-        await other.close()
