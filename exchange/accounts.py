@@ -110,13 +110,14 @@ class Account:
     """An account: cross balance ``B``, positions by market, open orders by id."""
 
     __slots__ = ("account_id", "balance", "positions", "orders", "reserved", "liquidating", "fees_paid",
-                 "funding_paid")
+                 "funding_paid", "income")
 
     def __init__(self, account_id: str):
         self.account_id = account_id
         self.balance = 0
         self.fees_paid = 0  # cumulative trading fees (negative: rebates earned), for reports
         self.funding_paid = 0  # cumulative funding paid (negative: received), for reports
+        self.income: list = []  # IncomeItems not yet reported in a margin snapshot
         self.positions: dict[str, Position] = {}
         self.orders: dict[int, OpenOrder] = {}
         self.reserved = 0  # Σ reservations of open orders

@@ -70,7 +70,7 @@ from exchange.accounts import (
     withdrawable,
 )
 from exchange.markets import Market, trading_fee
-from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, RejectReason, Side
+from schemas.enums import IncomeKind, LiquidationStage, Liquidity, MarginMode, OrderType, RejectReason, Side
 from schemas.events import (
     AdjustIsolatedMargin,
     AmendOrder,
@@ -83,6 +83,7 @@ from schemas.events import (
     Deposit,
     Fill,
     Funding,
+    IncomeItem,
     LiquidationOutcome,
     LiquidationTrigger,
     MarginSnapshot,
@@ -205,7 +206,7 @@ class RiskEngine:
     def snapshot(self, account_id: str, ts: int = 0) -> MarginSnapshot:
         """The account's margin snapshot now (also emitted after every change)."""
         account = self.accounts[account_id]
-        return self._snapshot(account, ts, stamp=False)
+        return self._snapshot(account, ts, stamp=False, report_income=False)
 
     # ---------------------------------------------------------------------- helpers
 
@@ -221,13 +222,20 @@ class RiskEngine:
         out.append(CommandRejected(self.producer, self._next(), cmd.account, cmd.producer, cmd.seq,
                                    type(cmd).__name__, refused.reason, refused.detail, order_id, cmd.ts))
 
-    def _snapshot(self, account: Account, ts: int, stamp: bool = True) -> MarginSnapshot:
+    def _snapshot(self, account: Account, ts: int, stamp: bool = True, report_income: bool = True) -> MarginSnapshot:
+        """The account's snapshot; an emitted one (``report_income``) carries, and clears,
+        the wallet movements since the previous."""
         marks = self.marks
         totals = cross_totals(account, marks)
         positions = [position_state(account, p, marks, totals) for p in account.positions.values() if p.size]
+        income = account.income
+        if report_income and income:
+            account.income = []
+        else:
+            income = []
         return MarginSnapshot(self.producer, self._next() if stamp else 0, account.account_id, account.balance,
                               available_to_trade(account, marks, totals), withdrawable(account, marks, totals),
-                              bucket_states(account, marks, totals), positions, ts)
+                              bucket_states(account, marks, totals), positions, ts, income)
 
     def _get_account(self, account_id: str) -> Account:
         account = self.accounts.get(account_id)
@@ -264,6 +272,7 @@ class RiskEngine:
         if account is None:
             account = self.accounts[cmd.account] = Account(cmd.account)
         account.balance += cmd.amount
+        account.income.append(IncomeItem("", IncomeKind.TRANSFER, cmd.amount, 0, cmd.ts))
         self.deposits += cmd.amount
         self._accept(cmd, out)
         self._after_change(account, cmd.ts, out)
@@ -281,6 +290,7 @@ class RiskEngine:
         except Refused as refused:
             return self._refuse(cmd, refused, out)
         account.balance -= cmd.amount
+        account.income.append(IncomeItem("", IncomeKind.TRANSFER, -cmd.amount, 0, cmd.ts))
         self.withdrawals += cmd.amount
         self._accept(cmd, out)
         self._after_change(account, cmd.ts, out)
@@ -561,10 +571,11 @@ class RiskEngine:
             position = self._position(account, market)
             bucket = self._bucket(position)
             if book and order_id & LIQUIDATION_ORDER_BIT and self.liquidation_fee_ppm:
-                self._liquidation_fee(account, position, fill.price, fill.size, fee_ppm)
+                self._liquidation_fee(account, position, fill.price, fill.size, fee_ppm, fill.ts)
             # the liquidated side of a backstop or ADL transfer hands its bucket to the fund
             settle = not book and bucket in account.liquidating and account_id != self.insurance_account
-            moved = self._apply_fill(account, market, side, fill.price, fill.size, fee_ppm, settle)
+            moved = self._apply_fill(account, market, side, fill.price, fill.size, fee_ppm, settle,
+                                     fill.trade_id, fill.ts)
             if moved is not None:
                 stage = LiquidationStage.BACKSTOP if fill.liquidity is Liquidity.BACKSTOP else LiquidationStage.ADL
                 out.append(CollateralTransfer(self.producer, self._next(), account_id, bucket,
@@ -584,7 +595,8 @@ class RiskEngine:
             self._after_change(account, fill.ts, out)
         return None
 
-    def _liquidation_fee(self, account: Account, position: Position, price: int, size: int, fee_ppm: int) -> None:
+    def _liquidation_fee(self, account: Account, position: Position, price: int, size: int, fee_ppm: int,
+                         ts: int = 0) -> None:
         """The liquidation fee on a fill of a liquidation order, to the insurance fund,
         capped by what the bucket has left at the fill price after the trading fee."""
         value = price * size * position.market.value_per_tick_lot
@@ -602,11 +614,12 @@ class RiskEngine:
             position.margin -= fee
         else:
             account.balance -= fee
+        account.income.append(IncomeItem(position.market.symbol, IncomeKind.INSURANCE_CLEAR, -fee, 0, ts))
         self._to_fund(fee, account.account_id, position.market.symbol)
         self.liquidation_fees += fee
 
     def _apply_fill(self, account: Account, market: Market, side: int, price: int, quantity: int,
-                    fee_ppm: int, settle: bool = False) -> int | None:
+                    fee_ppm: int, settle: bool = False, trade_id: int = 0, ts: int = 0) -> int | None:
         """Apply one side of a fill. With ``settle`` (the liquidated side of a backstop or
         ADL transfer), once the bucket is flat its remaining collateral goes to the
         insurance fund; returns that amount (None when nothing was settled)."""
@@ -616,6 +629,10 @@ class RiskEngine:
         fee = trading_fee(value, fee_ppm)
         self.fees += fee
         account.fees_paid += fee
+        income = account.income
+        symbol = market.symbol
+        if fee:
+            income.append(IncomeItem(symbol, IncomeKind.COMMISSION, -fee, trade_id, ts))
         was_open = position.size != 0
         moved = None
         if position.size and position.sign != side:
@@ -623,6 +640,8 @@ class RiskEngine:
             size = abs(position.size)
             removed = position.entry_value * reduce // size
             realized = position.sign * (price * reduce * v - removed)
+            if realized:
+                income.append(IncomeItem(symbol, IncomeKind.REALIZED_PNL, realized, trade_id, ts))
             fee_reduce = fee * reduce // quantity
             position.entry_value -= removed
             position.size += side * reduce
@@ -643,10 +662,12 @@ class RiskEngine:
                     leftover, position.margin = position.margin, 0
                     if settle:
                         moved = leftover
+                        income.append(IncomeItem(symbol, IncomeKind.INSURANCE_CLEAR, -leftover, 0, ts))
                         self._to_fund(leftover, account.account_id, market.symbol)
                     elif leftover >= 0:
                         account.balance += leftover
                     else:
+                        income.append(IncomeItem(symbol, IncomeKind.INSURANCE_CLEAR, -leftover, 0, ts))
                         self._cover_deficit(-leftover, account.account_id, market.symbol)
             quantity -= reduce
             fee -= fee_reduce
@@ -666,9 +687,11 @@ class RiskEngine:
         if position.mode is CROSS and not account.cross_positions() and account.account_id != self.insurance_account:
             if settle:
                 moved, account.balance = account.balance, 0
+                income.append(IncomeItem("", IncomeKind.INSURANCE_CLEAR, -moved, 0, ts))
                 self._to_fund(moved, account.account_id)
             elif account.balance < 0:
                 deficit, account.balance = -account.balance, 0
+                income.append(IncomeItem("", IncomeKind.INSURANCE_CLEAR, deficit, 0, ts))
                 self._cover_deficit(deficit, account.account_id)
         return moved
 
@@ -686,7 +709,9 @@ class RiskEngine:
         if amount < 0:
             self.bad_debt -= amount
         if self.holds_fund:
-            self._fund().balance += amount
+            fund = self._fund()
+            fund.balance += amount
+            fund.income.append(IncomeItem(market, IncomeKind.INSURANCE_CLEAR, amount))
             self._fund_changed = True
         else:
             self._pending.append(CollateralTransfer(self.producer, self._next(), account_id, market,
@@ -699,7 +724,9 @@ class RiskEngine:
     def _collateral(self, event: CollateralTransfer, out: list) -> None:
         """A fund movement from another risk partition (``settle``) reaches the fund here."""
         if event.settle and event.to_account == self.insurance_account and self.holds_fund:
-            self._fund().balance += event.amount
+            fund = self._fund()
+            fund.balance += event.amount
+            fund.income.append(IncomeItem(event.from_market, IncomeKind.INSURANCE_CLEAR, event.amount, 0, event.ts))
             self._fund_changed = True
         return None
 
@@ -780,6 +807,7 @@ class RiskEngine:
             amount = -ceil_div(exact, PPB) if pays else exact // PPB
             self.funding_net -= amount
             account.funding_paid -= amount
+            account.income.append(IncomeItem(market.symbol, IncomeKind.FUNDING_FEE, amount, 0, event.ts))
             if position.mode is CROSS:
                 account.balance += amount
             else:

@@ -3,6 +3,7 @@
 from schemas.codec import SCHEMA_VERSION, Codec, SchemaError, codec
 from schemas.enums import (
     CloseReason,
+    IncomeKind,
     LiquidationStage,
     Liquidity,
     MarginMode,
@@ -29,6 +30,7 @@ __all__ = [
     "SchemaError",
     "codec",
     "CloseReason",
+    "IncomeKind",
     "LiquidationStage",
     "Liquidity",
     "MarginMode",

@@ -110,3 +110,14 @@ class LiquidationStage(enum.IntEnum):
     BACKSTOP = 4
     ADL = 5
     RECOVERED = 6  # the bucket was healthy again before it was closed out
+
+
+class IncomeKind(enum.IntEnum):
+    """Why an account's wallet (cross balance plus isolated margins) moved; Binance's
+    income types. The amounts of every kind add up to the wallet."""
+
+    TRANSFER = 1  # deposit (+) or withdrawal (−)
+    REALIZED_PNL = 2  # closing part of a position
+    COMMISSION = 3  # trading fee (−), or maker rebate (+)
+    FUNDING_FEE = 4  # funding paid (−) or received (+)
+    INSURANCE_CLEAR = 5  # liquidation fee and collateral to the fund (−), bad debt the fund covered (+)

@@ -24,6 +24,7 @@ import msgspec
 
 from schemas.enums import (
     CloseReason,
+    IncomeKind,
     LiquidationStage,
     Liquidity,
     MarginMode,
@@ -357,6 +358,17 @@ class BucketState(msgspec.Struct, array_like=True, gc=False):
     margin_ratio_ppb: int  # MM / equity; -1 when infinite (equity <= 0 < MM)
 
 
+class IncomeItem(msgspec.Struct, array_like=True, gc=False):
+    """One movement of an account's wallet: a deposit, realized PnL, a fee, a funding
+    payment, a liquidation charge. ``amount`` is signed (received > 0)."""
+
+    market: str  # "" for transfers
+    kind: IncomeKind
+    amount: int
+    trade_id: int = 0  # the fill's trade id for REALIZED_PNL and COMMISSION
+    ts: int = 0
+
+
 class MarginSnapshot(Message):
     account: str
     balance: int
@@ -365,6 +377,8 @@ class MarginSnapshot(Message):
     buckets: list[BucketState]
     positions: list[PositionState]
     ts: int = 0
+    # the wallet movements since the account's previous snapshot, in order
+    income: list[IncomeItem] = []
 
 
 class AdlCandidate(msgspec.Struct, array_like=True, gc=False):

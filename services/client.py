@@ -74,13 +74,17 @@ class OrderResult:
 
 class Client:
     def __init__(self, bus: Bus, markets: dict[str, Market], producer: str | None = None,
-                 timeout_s: float = 15.0):
+                 timeout_s: float = 15.0, keep: int | None = None):
+        """``keep``: remember only about the last ``keep`` events (a long-running client
+        such as the gateway); ``events`` indices then shift and ``wait_for(after=)`` is
+        not meaningful."""
         self.bus = bus
         self.markets = markets
         self.producer = producer or f"client-{uuid.uuid4().hex[:12]}"
         self.seq = time.time_ns()
         self.timeout_s = timeout_s
         self.events: list[Message] = []
+        self.keep = keep
         self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future]] = []
         self._listeners: list[Callable[[Message], None]] = []
         self._reader: asyncio.Task | None = None
@@ -115,15 +119,20 @@ class Client:
     async def _read(self) -> None:
         events_codec = codec(ACCOUNT_EVENTS)
         seen: set[tuple[str, int]] = set()
+        older: set[tuple[str, int]] = set()  # the generation before, so the memory stays bounded
         while True:
             for record in await self._consumer.getmany(timeout_ms=50):
                 for message in events_codec.decode(record.value):
                     if not isinstance(message, MarginSnapshot):  # states: the newest (highest seq) counts
                         identity = (message.producer, message.seq)
-                        if identity in seen:
+                        if identity in seen or identity in older:
                             continue  # a fill reaches the partitions of both its accounts
                         seen.add(identity)
+                        if len(seen) > 200_000:
+                            older, seen = seen, set()
                     self.events.append(message)
+                    if self.keep is not None and len(self.events) > 2 * self.keep:
+                        del self.events[:-self.keep]
                     for listener in self._listeners:
                         listener(message)
                     for predicate, future in list(self._waiters):

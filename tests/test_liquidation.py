@@ -11,11 +11,12 @@ from exchange.invariants import check
 from exchange.markets import Market
 from exchange.oracle import SECOND
 from exchange.scenarios import crash, cross_case, isolated_case
-from schemas.enums import LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
+from schemas.enums import IncomeKind, LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
 from schemas.events import (
     CollateralTransfer,
     Fill,
     LiquidationOutcome,
+    MarginSnapshot,
     NewOrder,
     PositionTransfer,
 )
@@ -132,6 +133,18 @@ def test_a_crash_cascade_keeps_every_invariant_and_bounds_every_loss():
         if isinstance(event, CollateralTransfer) and event.stage is LiquidationStage.ADL:
             assert event.amount >= 0
     check(ex.risk, ex.matching.values())
+    # the income the snapshots reported (fees, PnL, liquidation charges, bad debt covered)
+    # adds up to every wallet, the fund's included
+    income: dict[str, int] = {}
+    for event in ex.log:
+        if isinstance(event, MarginSnapshot):
+            for item in event.income:
+                income[event.account] = income.get(event.account, 0) + item.amount
+    kinds = {item.kind for e in ex.log if isinstance(e, MarginSnapshot) for item in e.income}
+    assert IncomeKind.INSURANCE_CLEAR in kinds and IncomeKind.REALIZED_PNL in kinds
+    for account in ex.risk.accounts.values():
+        wallet = account.balance + sum(p.margin for p in account.positions.values())
+        assert income.get(account.account_id, 0) == wallet, account.account_id
 
 
 # ------------------------------------------------------------------ state machine

@@ -20,6 +20,7 @@ from schemas.events import (
     CommandAccepted,
     CommandRejected,
     Deposit,
+    MarginSnapshot,
     NewOrder,
     OrderRejected,
     PlaceOrder,
@@ -102,6 +103,7 @@ def run_sequence(seed: int, steps: int) -> CoreExchange:
         ex.deposit(account, str(rng.randint(100, 5000)))
     for market in MARKETS:
         ex.submit(_mark(ex, market, MID[market]))
+    income = Income()
     for step in range(steps):
         action = random_step(rng, ex, step)
         if isinstance(action, tuple):
@@ -121,7 +123,28 @@ def run_sequence(seed: int, steps: int) -> CoreExchange:
             assert answers(action, events) == 1, (seed, step, action, events)
         check(ex.risk, ex.matching.values())
         assert_no_missed_liquidation(ex, seed, step)
+        income.assert_adds_up(ex, seed, step)
     return ex
+
+
+class Income:
+    """The income items the margin snapshots report, summed per account: they must add up
+    to each account's wallet (cross balance plus isolated margins), so a client that sums
+    its income history sees exactly its wallet."""
+
+    def __init__(self):
+        self.seen = 0
+        self.totals: dict[str, int] = {}
+
+    def assert_adds_up(self, ex: CoreExchange, seed: int, step: int) -> None:
+        for event in ex.log[self.seen:]:
+            if isinstance(event, MarginSnapshot):
+                for item in event.income:
+                    self.totals[event.account] = self.totals.get(event.account, 0) + item.amount
+        self.seen = len(ex.log)
+        for account in ex.risk.accounts.values():
+            wallet = account.balance + sum(p.margin for p in account.positions.values())
+            assert self.totals.get(account.account_id, 0) == wallet, (seed, step, account.account_id)
 
 
 def assert_no_missed_liquidation(ex: CoreExchange, seed: int, step: int) -> None:

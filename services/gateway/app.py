@@ -1,8 +1,10 @@
-"""The gateway's HTTP server (aiohttp): Binance USD-M futures paths, parameters and fields.
+"""The gateway's HTTP and WebSocket server (aiohttp): Binance USD-M futures paths,
+parameters, fields and streams.
 
-Public market data is served from a projection of ``market.data``. Symbols are Binance's
-(``SOLUSDT`` for ``SOL-PERP``), numbers decimal strings, errors Binance's ``{"code",
-"msg"}`` with its codes, never a bare 500.
+Public market data is served from a projection of ``market.data``, accounts from one of
+``account.events`` (``Ledger``). Symbols are Binance's (``SOLUSDT`` for ``SOL-PERP``),
+numbers decimal strings, errors Binance's ``{"code", "msg"}`` with its codes, never a
+bare 500.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
+import secrets
 import time
 import uuid
 from urllib.parse import parse_qsl
@@ -19,12 +23,14 @@ from aiohttp import web
 
 from exchange.markets import Market
 from schemas import MARKET_DATA, SchemaError, codec
-from schemas.enums import CloseReason, MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
-from schemas.events import Fill, MarginSnapshot, OrderAccepted, OrderClosed
+from schemas.enums import MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.events import BookSnapshot
 from services.bus.base import Bus
-from services.client import Client, OrderResult, Rejected
+from services.client import Client, Rejected
 from services.gateway.keys import KeyStore
-from services.gateway.projection import MarketProjection
+from services.gateway.ledger import INCOME_NAMES, LIVE, Ledger, binance_symbol, money
+from services.gateway.projection import MarketProjection, aggregate
+from services.gateway.streams import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,27 @@ class BinanceError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-def binance_symbol(market: Market) -> str:
-    return f"{market.base}USDT"
+INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+                "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000,
+                "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000}
+BATCH_LIMIT = 5  # orders per batchOrders request, as Binance
+
+
+def number(params, name: str, default: int | None = None, low: int | None = None, high: int | None = None) -> int | None:
+    """An integer parameter, or Binance's -1100 naming it."""
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        result = int(value)
+    except ValueError:
+        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") \
+            from None
+    if low is not None:
+        result = max(low, result)
+    if high is not None:
+        result = min(high, result)
+    return result
 
 
 class Gateway:
@@ -49,48 +74,24 @@ class Gateway:
         self.bus = bus
         self.markets = markets
         self.by_symbol = {binance_symbol(m): m for m in markets.values()}
-        self.projection = MarketProjection(list(markets))
+        self.projection = MarketProjection({symbol: m.value_per_tick_lot for symbol, m in markets.items()})
         self.keys = keys
         self.order_timeout_s = order_timeout_s
-        self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}")
-        self.snapshots: dict[str, MarginSnapshot] = {}
-        self.orders: dict[int, dict] = {}  # order id -> what Binance reports about it
+        self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}", keep=10_000)
+        self.listen_keys: dict[str, str] = {}  # listen key -> account
+        self.hub = StreamHub(markets, self.projection, self.listen_keys)
+        self.ledger = Ledger(markets, notify=self.hub.user)
         self._reader: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- plumbing
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_market_data())
-        self.client.listen(self._account_event)
+        self.client.listen(self.ledger.apply)
         await self.client.start()
 
-    def _account_event(self, message) -> None:
-        if isinstance(message, OrderAccepted):
-            market = self.markets.get(message.market)
-            if market is not None:
-                self.orders[message.order_id] = {
-                    "account": message.account, "market": market, "clientOrderId": message.client_order_id,
-                    "side": message.side.name, "type": message.order_type.name, "tif": message.tif,
-                    "price": message.price, "size": message.size, "executed": 0, "quote": 0,
-                    "status": "NEW", "reduceOnly": message.reduce_only, "time": int(message.ts / 1e6)}
-        elif isinstance(message, Fill):
-            for order_id in (message.taker_order_id, message.maker_order_id):
-                order = self.orders.get(order_id)
-                if order is not None:
-                    order["executed"] += message.size
-                    order["quote"] += message.price * message.size * order["market"].value_per_tick_lot
-                    order["status"] = "PARTIALLY_FILLED"
-        elif isinstance(message, OrderClosed):
-            order = self.orders.get(message.order_id)
-            if order is not None:
-                order["status"] = {CloseReason.FILLED: "FILLED", CloseReason.CANCELED: "CANCELED"}.get(
-                    message.reason, "EXPIRED")
-        elif isinstance(message, MarginSnapshot):
-            known = self.snapshots.get(message.account)
-            if known is None or message.seq >= known.seq:
-                self.snapshots[message.account] = message
-
     async def stop(self) -> None:
+        await self.hub.close()
         await self.client.stop()
         if self._reader is not None:
             self._reader.cancel()
@@ -107,7 +108,15 @@ class Gateway:
                 for record in await consumer.getmany(timeout_ms=50):
                     try:
                         for message in market_codec.decode(record.value):
+                            before = None
+                            if isinstance(message, BookSnapshot) and message.market in self.projection.markets:
+                                state = self.projection.markets[message.market]
+                                before = (state.bids, state.asks)
                             self.projection.apply(message)
+                            try:
+                                self.hub.market(message, before)
+                            except Exception:  # noqa: BLE001 - a stream bug must not stop the projection
+                                log.exception("gateway could not stream %s", type(message).__name__)
                     except SchemaError as exc:
                         log.warning("gateway skipped undecodable market data: %s", exc)
         finally:
@@ -122,21 +131,47 @@ class Gateway:
             web.get("/fapi/v1/depth", self.depth),
             web.get("/fapi/v1/ticker/bookTicker", self.book_ticker),
             web.get("/fapi/v1/ticker/24hr", self.ticker_24hr),
+            web.get("/fapi/v1/ticker/price", self.ticker_price),
             web.get("/fapi/v1/premiumIndex", self.premium_index),
+            web.get("/fapi/v1/fundingRate", self.funding_rate),
+            web.get("/fapi/v1/fundingInfo", self.funding_info),
             web.get("/fapi/v1/trades", self.trades),
             web.get("/fapi/v1/aggTrades", self.agg_trades),
+            web.get("/fapi/v1/klines", self.klines),
+            web.get("/fapi/v1/markPriceKlines", self.mark_price_klines),
             web.get("/fapi/v3/account", self.account),
             web.get("/fapi/v2/account", self.account),
-            web.post("/fapi/v1/order", self.new_order),
+            web.get("/fapi/v3/balance", self.balance),
+            web.get("/fapi/v2/balance", self.balance),
             web.get("/fapi/v2/positionRisk", self.position_risk),
             web.get("/fapi/v3/positionRisk", self.position_risk),
             web.post("/fapi/v1/marginType", self.margin_type),
             web.post("/fapi/v1/leverage", self.leverage),
             web.post("/fapi/v1/positionMargin", self.position_margin),
             web.get("/fapi/v1/leverageBracket", self.leverage_bracket),
+            web.get("/fapi/v1/positionSide/dual", self.position_mode),
+            web.post("/fapi/v1/positionSide/dual", self.set_position_mode),
+            web.get("/fapi/v1/multiAssetsMargin", self.multi_assets),
+            web.post("/fapi/v1/multiAssetsMargin", self.set_multi_assets),
+            web.post("/fapi/v1/order", self.new_order),
+            web.post("/fapi/v1/batchOrders", self.batch_orders),
             web.get("/fapi/v1/order", self.query_order),
             web.delete("/fapi/v1/order", self.cancel_order),
             web.get("/fapi/v1/openOrders", self.open_orders),
+            web.get("/fapi/v1/openOrder", self.query_open_order),
+            web.delete("/fapi/v1/allOpenOrders", self.cancel_all),
+            web.get("/fapi/v1/allOrders", self.all_orders),
+            web.get("/fapi/v1/userTrades", self.user_trades),
+            web.get("/fapi/v1/income", self.income),
+            web.post("/fapi/v1/listenKey", self.listen_key),
+            web.put("/fapi/v1/listenKey", self.keep_listen_key),
+            web.delete("/fapi/v1/listenKey", self.close_listen_key),
+            web.get("/ws", self.hub.handle),
+            web.get("/ws/{tail:.*}", self.hub.handle),
+            web.get("/stream", self.hub.handle),
+            web.get("/{category:public|market|private}/ws", self.hub.handle),
+            web.get("/{category:public|market|private}/ws/{tail:.*}", self.hub.handle),
+            web.get("/{category:public|market|private}/stream", self.hub.handle),
         ])
         return app
 
@@ -213,11 +248,8 @@ class Gateway:
 
     async def depth(self, request: web.Request) -> web.Response:
         market = self._market(request)
-        try:
-            limit = int(request.query.get("limit", "500"))
-        except ValueError:
-            raise BinanceError(-1100, "Illegal characters found in parameter 'limit'.") from None
-        bids, asks = self.projection.depth(market.symbol, max(1, min(limit, 1000)))
+        limit = number(request.query, "limit", 500, 1, 1000)
+        bids, asks = self.projection.depth(market.symbol, limit)
         state = self.projection.markets[market.symbol]
         now = int(time.time() * 1000)
         return web.json_response({
@@ -241,27 +273,40 @@ class Gateway:
         return web.json_response([self._book_ticker(m) for m in self.markets.values()])
 
     def _ticker(self, market: Market) -> dict:
+        """The last 24 hours, from the one-minute candles (and the last trade)."""
         state = self.projection.markets[market.symbol]
-        now_ns = time.time_ns()
-        day = [t for t in state.trades if t[4] >= now_ns - 86_400 * 10**9]
+        now = int(time.time() * 1000)
+        day = [c for c in state.candles if c[0] >= now - 86_400_000]
         last = state.trades[-1] if state.trades else None
         open_price = day[0][1] if day else 0
         last_price = last[1] if last else 0
-        volume = sum(t[2] for t in day)
-        quote_volume = sum(t[1] * t[2] * market.value_per_tick_lot for t in day) / 1e6
-        change = last_price - open_price
+        volume = sum(c[5] for c in day)
+        quote = sum(c[6] for c in day)
+        change = last_price - open_price if day else 0
+        since_ns = (now - 86_400_000) * 1_000_000
+        first_id = next((t[0] for t in state.trades if t[4] >= since_ns), last[0] if last else 0)
         return {
             "symbol": binance_symbol(market), "priceChange": market.format_price(change),
             "priceChangePercent": f"{(change / open_price * 100) if open_price else 0:.3f}",
-            "weightedAvgPrice": f"{(quote_volume / float(market.lot_size * volume)) if volume else 0:.8f}",
+            "weightedAvgPrice": f"{(quote / 1e6 / float(market.lot_size * volume)) if volume else 0:.8f}",
             "lastPrice": market.format_price(last_price), "lastQty": market.format_size(last[2] if last else 0),
             "openPrice": market.format_price(open_price),
-            "highPrice": market.format_price(max((t[1] for t in day), default=0)),
-            "lowPrice": market.format_price(min((t[1] for t in day), default=0)),
-            "volume": market.format_size(volume), "quoteVolume": f"{quote_volume:.2f}",
-            "openTime": int(day[0][4] / 1e6) if day else 0, "closeTime": int(now_ns / 1e6),
-            "firstId": day[0][0] if day else 0, "lastId": last[0] if last else 0, "count": len(day),
+            "highPrice": market.format_price(max((c[2] for c in day), default=0)),
+            "lowPrice": market.format_price(min((c[3] for c in day), default=0)),
+            "volume": market.format_size(volume), "quoteVolume": money(quote),
+            "openTime": day[0][0] if day else 0, "closeTime": now,
+            "firstId": first_id, "lastId": last[0] if last else 0, "count": sum(c[7] for c in day),
         }
+
+    async def ticker_price(self, request: web.Request) -> web.Response:
+        def price(market: Market) -> dict:
+            trades = self.projection.markets[market.symbol].trades
+            return {"symbol": binance_symbol(market), "price": market.format_price(trades[-1][1] if trades else 0),
+                    "time": int(time.time() * 1000)}
+        market = self._market(request, required=False)
+        if market is not None:
+            return web.json_response(price(market))
+        return web.json_response([price(m) for m in self.markets.values()])
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
         market = self._market(request, required=False)
@@ -283,9 +328,57 @@ class Gateway:
             return web.json_response(self._premium(market))
         return web.json_response([self._premium(m) for m in self.markets.values()])
 
+    async def funding_rate(self, request: web.Request) -> web.Response:
+        """Funding rate history: every funding payment the gateway has seen."""
+        market = self._market(request, required=False)
+        start, end = number(request.query, "startTime"), number(request.query, "endTime")
+        limit = number(request.query, "limit", 100, 1, 1000)
+        rows = []
+        for chosen in [market] if market else self.markets.values():
+            for ts, rate, mark in self.projection.markets[chosen.symbol].funding_history:
+                when = ts // 1_000_000
+                if (start is None or when >= start) and (end is None or when <= end):
+                    rows.append({"symbol": binance_symbol(chosen), "fundingRate": f"{rate / 1e9:.8f}",
+                                 "fundingTime": when, "markPrice": chosen.format_price(mark)})
+        rows.sort(key=lambda row: row["fundingTime"])
+        return web.json_response(rows[:limit] if start is not None else rows[-limit:])
+
+    async def funding_info(self, request: web.Request) -> web.Response:
+        return web.json_response([{"symbol": binance_symbol(m), "adjustedFundingRateCap": "0.03000000",
+                                   "adjustedFundingRateFloor": "-0.03000000", "fundingIntervalHours": 1,
+                                   "disclaimer": False} for m in self.markets.values()])
+
+    def _klines(self, request: web.Request, mark: bool) -> list:
+        market = self._market(request)
+        interval = request.query.get("interval")
+        if interval not in INTERVALS_MS:
+            raise BinanceError(-1120, f"Invalid interval; one of {', '.join(INTERVALS_MS)}.")
+        width = INTERVALS_MS[interval]
+        start, end = number(request.query, "startTime"), number(request.query, "endTime")
+        limit = number(request.query, "limit", 500, 1, 1500)
+        state = self.projection.markets[market.symbol]
+        price = market.format_price
+        rows = []
+        for candle in aggregate(state.mark_candles if mark else state.candles, width, start, end, limit):
+            opened, o, h, low, c = candle[:5]
+            if mark:
+                rows.append([opened, price(o), price(h), price(low), price(c), "0", opened + width - 1, "0", 0, "0",
+                             "0", "0"])
+            else:
+                volume, quote, count, buy, buy_quote = candle[5:]
+                rows.append([opened, price(o), price(h), price(low), price(c), market.format_size(volume),
+                             opened + width - 1, money(quote), count, market.format_size(buy), money(buy_quote), "0"])
+        return rows
+
+    async def klines(self, request: web.Request) -> web.Response:
+        return web.json_response(self._klines(request, mark=False))
+
+    async def mark_price_klines(self, request: web.Request) -> web.Response:
+        return web.json_response(self._klines(request, mark=True))
+
     async def trades(self, request: web.Request) -> web.Response:
         market = self._market(request)
-        limit = max(1, min(int(request.query.get("limit", "500")), 1000))
+        limit = number(request.query, "limit", 500, 1, 1000)
         state = self.projection.markets[market.symbol]
         return web.json_response([
             {"id": trade_id, "price": market.format_price(price), "qty": market.format_size(size),
@@ -296,7 +389,7 @@ class Gateway:
     async def agg_trades(self, request: web.Request) -> web.Response:
         """Every trade is its own aggregate (perpsim trades are one fill each)."""
         market = self._market(request)
-        limit = max(1, min(int(request.query.get("limit", "500")), 1000))
+        limit = number(request.query, "limit", 500, 1, 1000)
         state = self.projection.markets[market.symbol]
         return web.json_response([
             {"a": trade_id, "p": market.format_price(price), "q": market.format_size(size), "f": trade_id,
@@ -307,11 +400,7 @@ class Gateway:
 
     async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Verify Binance's HMAC-SHA256 signature and timestamp; (account, parameters)."""
-        key = request.headers.get("X-MBX-APIKEY")
-        found = self.keys.lookup(key) if (key and self.keys is not None) else None
-        if found is None:
-            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-        secret, account = found
+        secret, account = self._api_key(request)
         payload = request.query_string if request.method in ("GET", "DELETE") else (await request.text())
         if request.method not in ("GET", "DELETE") and request.query_string:
             payload = request.query_string + ("&" + payload if payload else "")
@@ -335,9 +424,7 @@ class Gateway:
 
     async def account(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
-        snapshot = self.snapshots.get(account)
-        if snapshot is None:
-            snapshot = MarginSnapshot("", 0, account, 0, 0, 0, [], [], 0)
+        snapshot = self.ledger.snapshot(account)
         cross = next((b for b in snapshot.buckets if not b.market), None)
         unrealized = sum(p.unrealized_pnl for p in snapshot.positions)
         isolated = sum(p.isolated_margin for p in snapshot.positions)
@@ -345,7 +432,7 @@ class Gateway:
         margin_balance = wallet + unrealized
         initial = sum(p.initial_margin for p in snapshot.positions)
         maintenance = sum(p.maintenance_margin for p in snapshot.positions)
-        usd = lambda micro: f"{micro / 1e6:.8f}"  # noqa: E731
+        usd = money
         asset = {"asset": "USDT", "walletBalance": usd(wallet), "unrealizedProfit": usd(unrealized),
                  "marginBalance": usd(margin_balance), "maintMargin": usd(maintenance),
                  "initialMargin": usd(initial), "positionInitialMargin": usd(initial),
@@ -455,10 +542,10 @@ class Gateway:
     async def position_risk(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         wanted = self._signed_market(params) if "symbol" in params else None
-        snapshot = self.snapshots.get(account)
-        usd = lambda micro: f"{micro / 1e6:.8f}"  # noqa: E731
+        snapshot = self.ledger.snapshot(account)
+        usd = money
         rows = []
-        for position in snapshot.positions if snapshot else []:
+        for position in snapshot.positions:
             market = self.markets[position.market]
             if wanted is not None and market is not wanted:
                 continue
@@ -477,30 +564,92 @@ class Gateway:
                 "initialMargin": usd(position.initial_margin), "maintMargin": usd(position.maintenance_margin),
                 "positionInitialMargin": usd(position.initial_margin), "openOrderInitialMargin": "0",
                 "adl": 0, "bidNotional": "0", "askNotional": "0", "isAutoAddMargin": "false",
-                "maxNotionalValue": "10000000", "updateTime": int(snapshot.ts / 1e6)})
+                "maxNotionalValue": "10000000", "updateTime": snapshot.ts // 1_000_000})
         return web.json_response(rows)
+
+    async def balance(self, request: web.Request) -> web.Response:
+        account, _ = await self._signed(request)
+        snapshot = self.ledger.snapshot(account)
+        cross = next((b for b in snapshot.buckets if not b.market), None)
+        wallet = snapshot.balance + sum(p.isolated_margin for p in snapshot.positions)
+        return web.json_response([{
+            "accountAlias": account, "asset": "USDT", "balance": money(wallet),
+            "crossWalletBalance": money(snapshot.balance),
+            "crossUnPnl": money(cross.equity - snapshot.balance if cross else 0),
+            "availableBalance": money(snapshot.available_to_trade), "maxWithdrawAmount": money(snapshot.withdrawable),
+            "marginAvailable": True, "updateTime": snapshot.ts // 1_000_000}])
+
+    async def position_mode(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        return web.json_response({"dualSidePosition": False})
+
+    async def set_position_mode(self, request: web.Request) -> web.Response:
+        """One-way mode only: perpsim keeps one position per market and account."""
+        _, params = await self._signed(request)
+        if params.get("dualSidePosition", "").lower() == "true":
+            raise BinanceError(-4059, "perpsim supports one-way position mode only (dualSidePosition=false).")
+        raise BinanceError(-4059, "No need to change position side.")
+
+    async def multi_assets(self, request: web.Request) -> web.Response:
+        await self._signed(request)
+        return web.json_response({"multiAssetsMargin": False})
+
+    async def set_multi_assets(self, request: web.Request) -> web.Response:
+        """Single-asset mode only: USDT is the one margin asset."""
+        _, params = await self._signed(request)
+        if params.get("multiAssetsMargin", "").lower() == "true":
+            raise BinanceError(-4171, "perpsim supports single-asset margin mode only (multiAssetsMargin=false).")
+        raise BinanceError(-4171, "Multi-Assets Mode is already set.")
+
+    # ---------------------------------------------------------------- orders
 
     async def new_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        market = self.by_symbol.get(params.get("symbol", "").upper())
-        if market is None:
-            raise BinanceError(-1121, "Invalid symbol.")
+        return web.json_response(await self._place(account, params))
+
+    async def batch_orders(self, request: web.Request) -> web.Response:
+        """Up to five orders, placed concurrently; each answered by its order or its error."""
+        account, params = await self._signed(request)
         try:
-            side = {"BUY": Side.BUY, "SELL": Side.SELL}[params.get("side", "")]
-            kind = params.get("type", "")
-            if kind not in ("LIMIT", "MARKET"):
-                raise BinanceError(-1116, "Invalid orderType.")
-            tif = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK,
-                   "GTX": TimeInForce.POST_ONLY}[params.get("timeInForce", "GTC")]
-        except KeyError as exc:
-            raise BinanceError(-1102, f"Mandatory parameter {exc} was not sent, was empty/null, or malformed.") \
-                from None
+            orders = json.loads(params.get("batchOrders", ""))
+            if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
+                raise ValueError
+        except ValueError:
+            raise BinanceError(-1130, "Data sent for parameter 'batchOrders' is not valid.") from None
+        if not orders or len(orders) > BATCH_LIMIT:
+            raise BinanceError(-4082, f"Invalid number of batch place orders: {len(orders)} (1 to {BATCH_LIMIT}).")
+
+        async def one(order: dict) -> dict:
+            try:
+                return await self._place(account, {k: str(v).lower() if isinstance(v, bool) else str(v)
+                                                   for k, v in order.items()})
+            except BinanceError as exc:
+                return {"code": exc.code, "msg": exc.message}
+
+        return web.json_response(list(await asyncio.gather(*(one(order) for order in orders))))
+
+    async def _place(self, account: str, params: dict[str, str]) -> dict:
+        market = self._signed_market(params)
+        side = {"BUY": Side.BUY, "SELL": Side.SELL}.get(params.get("side", "").upper())
+        if side is None:
+            raise BinanceError(-1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
+        kind = params.get("type", "").upper()
+        if kind not in ("LIMIT", "MARKET"):
+            raise BinanceError(-1116, "Invalid orderType.")
+        tif = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK, "GTX": TimeInForce.POST_ONLY
+               }.get(params.get("timeInForce", "GTC").upper())
+        if tif is None:
+            raise BinanceError(-1115, "Invalid timeInForce.")
+        if params.get("positionSide", "BOTH").upper() != "BOTH":
+            raise BinanceError(-4061, "Order's position side does not match user's setting.")
         if "quantity" not in params:
             raise BinanceError(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
         price = params.get("price") if kind == "LIMIT" else None
         if kind == "LIMIT" and price is None:
             raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
         client_order_id = params.get("newClientOrderId") or uuid.uuid4().hex[:20]
+        if any(o.client_order_id == client_order_id for o in self.ledger.open_orders(account)):
+            raise BinanceError(-4015, "Client order id is not valid.")
         try:
             result = await asyncio.wait_for(self.client.place(
                 account, market.symbol, side, params["quantity"], price, tif=tif,
@@ -512,89 +661,141 @@ class Gateway:
         except TimeoutError:
             raise BinanceError(-1007, "Timeout waiting for response from backend server. Send status unknown; "
                                       "execution status unknown.", 408) from None
-        return web.json_response(self._order_json(market, result, kind, side, tif, client_order_id))
+        order = self.ledger.orders.get(result.order_id)
+        if order is None:  # forgotten already: only in a flood of orders
+            raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408)
+        return order.binance()
 
-    def _order_json(self, market: Market, result: OrderResult, kind: str, side: Side, tif: TimeInForce,
-                    client_order_id: str) -> dict:
-        order_id = result.order_id
-        fills = [m for m in self.client.events if isinstance(m, Fill) and order_id in (m.taker_order_id,
-                                                                                          m.maker_order_id)]
-        executed = sum(f.size for f in fills)
-        quote = sum(f.price * f.size * market.value_per_tick_lot for f in fills)
-        closed = result.closed or next((m for m in self.client.events if isinstance(m, OrderClosed)
-                                         and m.order_id == order_id), None)
-        if closed is None:
-            status = "PARTIALLY_FILLED" if executed else "NEW"
-        elif closed.reason is CloseReason.FILLED:
-            status = "FILLED"
-        elif closed.reason is CloseReason.CANCELED:
-            status = "CANCELED"
-        else:
-            status = "EXPIRED"
-        accepted: OrderAccepted = result.accepted
-        average = quote / (executed * market.value_per_tick_lot) if executed else 0
-        return {
-            "orderId": order_id, "symbol": binance_symbol(market), "status": status, "clientOrderId": client_order_id,
-            "price": market.format_price(accepted.price if kind == "LIMIT" else 0),
-            "avgPrice": market.format_price(round(average)) if executed else "0",
-            "origQty": market.format_size(accepted.size), "executedQty": market.format_size(executed),
-            "cumQuote": f"{quote / 1e6:.8f}", "timeInForce": {TimeInForce.POST_ONLY: "GTX"}.get(tif, tif.name),
-            "type": kind, "reduceOnly": accepted.reduce_only, "closePosition": False,
-            "side": side.name, "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-            "priceProtect": False, "origType": kind, "updateTime": int(time.time() * 1000),
-        }
-
-    # ---------------------------------------------------------------- orders
-
-    def _order_view(self, order_id: int, order: dict) -> dict:
-        market = order["market"]
-        executed = order["executed"]
-        average = order["quote"] / (executed * market.value_per_tick_lot) if executed else 0
-        kind = order["type"]
-        tif = "GTX" if order["tif"] is TimeInForce.POST_ONLY else order["tif"].name
-        return {"orderId": order_id, "symbol": binance_symbol(market), "status": order["status"],
-                "clientOrderId": order["clientOrderId"],
-                "price": market.format_price(order["price"] if kind == "LIMIT" else 0),
-                "avgPrice": market.format_price(round(average)) if executed else "0",
-                "origQty": market.format_size(order["size"]), "executedQty": market.format_size(executed),
-                "cumQuote": f"{order['quote'] / 1e6:.8f}", "timeInForce": tif, "type": kind,
-                "reduceOnly": order["reduceOnly"], "closePosition": False, "side": order["side"],
-                "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-                "origType": kind, "time": order["time"], "updateTime": int(time.time() * 1000)}
-
-    def _find_order(self, account: str, params: dict[str, str], code: int, message: str) -> tuple[int, dict]:
+    def _find_order(self, account: str, params: dict[str, str], code: int, message: str):
         market = self._signed_market(params)
         if "orderId" in params:
-            try:
-                order_id = int(params["orderId"])
-            except ValueError:
-                raise BinanceError(code, message) from None
-            order = self.orders.get(order_id)
+            order = self.ledger.orders.get(number(params, "orderId"))
+        elif "origClientOrderId" in params:
+            wanted = params["origClientOrderId"]
+            order = next((o for o in reversed(self.ledger.orders.values())
+                          if o.client_order_id == wanted and o.account == account), None)
         else:
-            wanted = params.get("origClientOrderId")
-            order_id, order = next(((i, o) for i, o in self.orders.items()
-                                    if o["clientOrderId"] == wanted and o["account"] == account), (0, None))
-        if order is None or order["account"] != account or order["market"] is not market:
+            raise BinanceError(-1102, "Either orderId or origClientOrderId must be sent.")
+        if order is None or order.account != account or order.market is not market:
             raise BinanceError(code, message)  # another account's order is no more visible than a missing one
-        return order_id, order
+        return order
 
     async def query_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        order_id, order = self._find_order(account, params, -2013, "Order does not exist.")
-        return web.json_response(self._order_view(order_id, order))
+        return web.json_response(self._find_order(account, params, -2013, "Order does not exist.").binance())
+
+    async def query_open_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        order = self._find_order(account, params, -2013, "Order does not exist.")
+        if order.status not in LIVE:
+            raise BinanceError(-2013, "Order does not exist.")
+        return web.json_response(order.binance())
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        order_id, order = self._find_order(account, params, -2011, "Unknown order sent.")
-        if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+        order = self._find_order(account, params, -2011, "Unknown order sent.")
+        if order.status not in LIVE:
             raise BinanceError(-2011, "Unknown order sent.")
-        await self._command(self.client.cancel(account, order["market"].symbol, order_id))
-        order["status"] = "CANCELED"
-        return web.json_response(self._order_view(order_id, order))
+        await self._command(self.client.cancel(account, order.market.symbol, order.order_id))
+        return web.json_response(order.binance())
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+
+        async def cancel(order) -> None:
+            try:
+                await asyncio.wait_for(self.client.cancel(account, market.symbol, order.order_id), self.order_timeout_s)
+            except Rejected:
+                pass  # it ended meanwhile: filled or expired
+        await asyncio.gather(*(cancel(order) for order in self.ledger.open_orders(account, market)))
+        return web.json_response({"code": 200, "msg": "The operation of cancel all open order is done."})
 
     async def open_orders(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         market = self._signed_market(params) if "symbol" in params else None
-        return web.json_response([self._order_view(i, o) for i, o in self.orders.items()
-                                  if o["account"] == account and o["status"] in ("NEW", "PARTIALLY_FILLED")
-                                  and (market is None or o["market"] is market)])
+        return web.json_response([o.binance() for o in self.ledger.open_orders(account, market)])
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+        from_id = number(params, "orderId")
+        start, end = number(params, "startTime"), number(params, "endTime")
+        limit = number(params, "limit", 500, 1, 1000)
+        chosen = [o for o in self.ledger.orders.values() if o.account == account and o.market is market
+                  and (from_id is None or o.order_id >= from_id) and (start is None or o.time_ms >= start)
+                  and (end is None or o.time_ms <= end)]
+        chosen.sort(key=lambda o: o.order_id)
+        chosen = chosen[:limit] if (from_id is not None or start is not None) else chosen[-limit:]
+        return web.json_response([o.binance() for o in chosen])
+
+    async def user_trades(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params)
+        from_id, order_id = number(params, "fromId"), number(params, "orderId")
+        start, end = number(params, "startTime"), number(params, "endTime")
+        limit = number(params, "limit", 500, 1, 1000)
+        trades = [t for t in self.ledger.account(account).trades if t.market is market
+                  and (from_id is None or t.trade_id >= from_id) and (order_id is None or t.order_id == order_id)
+                  and (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)]
+        trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
+        return web.json_response([t.binance() for t in trades])
+
+    async def income(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        market = self._signed_market(params) if "symbol" in params else None
+        wanted = params.get("incomeType")
+        names = {name: kind for kind, name in INCOME_NAMES.items()}
+        if wanted is not None and wanted not in names:
+            raise BinanceError(-1116, f"Invalid incomeType; one of {', '.join(names)}.")
+        start, end = number(params, "startTime"), number(params, "endTime")
+        limit = number(params, "limit", 100, 1, 1000)
+        rows = []
+        for tran_id, item in self.ledger.account(account).income:
+            when = item.ts // 1_000_000
+            if (market is not None and item.market != market.symbol) or (wanted and names[wanted] is not item.kind) \
+                    or (start is not None and when < start) or (end is not None and when > end):
+                continue
+            rows.append({"symbol": binance_symbol(self.markets[item.market]) if item.market else "",
+                         "incomeType": INCOME_NAMES[item.kind], "income": money(item.amount), "asset": "USDT",
+                         "info": INCOME_NAMES[item.kind], "time": when, "tranId": tran_id,
+                         "tradeId": str(item.trade_id) if item.trade_id else ""})
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        return web.json_response(rows)
+
+    # ---------------------------------------------------------------- user data stream
+
+    async def listen_key(self, request: web.Request) -> web.Response:
+        """A user data stream key (only the API key is needed, as on Binance); the same key
+        while it is in use."""
+        account = self._api_key_account(request)
+        key = next((k for k, a in self.listen_keys.items() if a == account), None)
+        if key is None:
+            key = secrets.token_urlsafe(48)
+            self.listen_keys[key] = account
+        return web.json_response({"listenKey": key})
+
+    async def keep_listen_key(self, request: web.Request) -> web.Response:
+        account = self._api_key_account(request)
+        key = next((k for k, a in self.listen_keys.items() if a == account), None)
+        if key is None:
+            raise BinanceError(-1125, "This listenKey does not exist.")
+        return web.json_response({"listenKey": key})
+
+    async def close_listen_key(self, request: web.Request) -> web.Response:
+        account = self._api_key_account(request)
+        for key in [k for k, a in self.listen_keys.items() if a == account]:
+            self.hub.close_user(key)
+            del self.listen_keys[key]
+        return web.json_response({})
+
+    def _api_key(self, request: web.Request) -> tuple[str, str]:
+        """(secret, account) of the request's API key, or Binance's -2015."""
+        key = request.headers.get("X-MBX-APIKEY")
+        found = self.keys.lookup(key) if (key and self.keys is not None) else None
+        if found is None:
+            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        return found
+
+    def _api_key_account(self, request: web.Request) -> str:
+        return self._api_key(request)[1]

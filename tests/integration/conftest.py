@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from exchange.markets import default_markets
 from schemas import MARKET_DATA, RISK_IN, codec
-from schemas.events import MarkPrice
+from schemas.events import Funding, MarkPrice
 from services.app import topic_partitions
 from services.broker import EmbeddedBroker
 from services.bus.base import partition_for
@@ -107,17 +108,30 @@ async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
 class Oracle:
     """Publishes marks to every risk.in partition and to market.data, as the oracle service does."""
 
-    def __init__(self, bus, producer: str = "test-oracle"):
+    def __init__(self, bus, producer: str = "test-oracle", wall_clock: bool = False):
+        """``wall_clock``: stamp events with the time (as the oracle service does), else
+        with their sequence number."""
         self.bus = bus
         self.producer = producer
         self.seq = 0
         self.markets = default_markets()
+        self.wall_clock = wall_clock
 
     async def mark(self, market: str, price: str) -> None:
         ticks = self.markets[market].price_to_ticks(price)
         self.seq += 1
-        mark = MarkPrice(self.producer, self.seq, market, ticks, ticks, self.seq)
-        payload = codec(RISK_IN).encode(mark)
+        await self._publish(market, MarkPrice(self.producer, self.seq, market, ticks, ticks, self._ts()))
+
+    async def funding(self, market: str, rate_ppb: int, index: str) -> None:
+        self.seq += 1
+        ticks = self.markets[market].price_to_ticks(index)
+        await self._publish(market, Funding(self.producer, self.seq, market, rate_ppb, ticks, self._ts()))
+
+    def _ts(self) -> int:
+        return time.time_ns() if self.wall_clock else self.seq
+
+    async def _publish(self, market: str, event) -> None:
+        payload = codec(RISK_IN).encode(event)
         public = (MARKET_DATA, partition_for(market, self.bus.partitions(MARKET_DATA)), None,
-                  codec(MARKET_DATA).encode(mark))
+                  codec(MARKET_DATA).encode(event))
         await self.bus.send([(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))] + [public])

@@ -65,7 +65,7 @@ async def venue(tmp_path):
     gateway.base = f"http://127.0.0.1:{port}"
     gateway.test_keys = keys
     try:
-        yield exchange, client, Oracle(bus), gateway
+        yield exchange, client, Oracle(bus, wall_clock=True), gateway
     finally:
         await exchange.close()
         await client.stop()
@@ -137,7 +137,7 @@ async def test_ccxt_trades_with_a_signed_account(venue):
         await client.deposit("bot", "10000")
         await client.deposit("maker", "1000000")
         await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
-        await settle(gateway, lambda: "bot" in gateway.snapshots)
+        await settle(gateway, lambda: gateway.ledger.account("bot").snapshot)
         balance = await bot.fetch_balance()
         assert balance["USDT"]["total"] == 10000.0 and balance["USDT"]["free"] == 10000.0
         resting = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 2, 149)
@@ -184,7 +184,7 @@ async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidati
         await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
         order = await bot.create_order("SOL/USDT:USDT", "market", "buy", 10)
         assert order["filled"] == 10.0
-        await settle(gateway, lambda: gateway.snapshots.get("bot") and gateway.snapshots["bot"].positions)
+        await settle(gateway, lambda: gateway.ledger.snapshot("bot").positions)
         [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
         # the mission's isolated SOL long: 300 of margin at 5x, liquidation at (150 − 30) / 0.975 = 123.08
         assert position["marginMode"] == "isolated" and position["leverage"] == 5
@@ -194,7 +194,7 @@ async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidati
             await bot.set_margin_mode("cross", "SOL/USDT:USDT")
         added = await bot.add_margin("SOL/USDT:USDT", 100)
         assert added["amount"] == 100.0
-        await settle(gateway, lambda: gateway.snapshots["bot"].positions[0].isolated_margin == 400 * 1_000_000)
+        await settle(gateway, lambda: gateway.ledger.snapshot("bot").positions[0].isolated_margin == 400 * 1_000_000)
         [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
         assert position["collateral"] == 400.0 and position["liquidationPrice"] < 123.08
 
@@ -207,7 +207,7 @@ async def test_ccxt_fetches_and_cancels_its_orders_and_never_anothers(venue):
         await client.deposit("other", "10000")
         first = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 1, 148)
         second = await bot.create_order("SOL/USDT:USDT", "limit", "sell", 2, 152)
-        await settle(gateway, lambda: len(gateway.orders) >= 2)
+        await settle(gateway, lambda: len(gateway.ledger.orders) >= 2)
         open_ids = sorted(o["id"] for o in await bot.fetch_open_orders("SOL/USDT:USDT"))
         assert open_ids == sorted([first["id"], second["id"]])
         fetched = await bot.fetch_order(first["id"], "SOL/USDT:USDT")

@@ -1,0 +1,328 @@
+"""What the gateway knows of its accounts, folded from ``account.events``: orders, trades,
+income and the newest margin snapshot per account, in Binance's shapes, plus the user
+data stream events (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, MARGIN_CALL) they give rise to.
+
+Memory is bounded: each account keeps its last ``TRADES_KEPT`` trades and ``INCOME_KEPT``
+income records, and ended orders beyond ``ORDERS_KEPT`` are forgotten oldest first (as
+Binance forgets them after a while).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from exchange.markets import Market, trading_fee
+from schemas.enums import CloseReason, IncomeKind, Liquidity, MarginMode, Side, TimeInForce
+from schemas.events import LIQUIDATION_ORDER_BIT, Fill, MarginSnapshot, OrderAccepted, OrderClosed
+
+TRADES_KEPT = 10_000
+INCOME_KEPT = 10_000
+ORDERS_KEPT = 200_000
+MARGIN_CALL_RATIO_PPB = 800_000_000  # MM / margin balance at which Binance sends MARGIN_CALL
+
+LIVE = ("NEW", "PARTIALLY_FILLED")
+
+
+def money(micro: int) -> str:
+    """Exact decimal string of an amount in micro units."""
+    sign = "-" if micro < 0 else ""
+    whole, fraction = divmod(abs(micro), 1_000_000)
+    return f"{sign}{whole}.{fraction:06d}"
+
+
+def ms(ns: int) -> int:
+    return ns // 1_000_000 if ns else int(time.time() * 1000)
+
+
+def binance_symbol(market: Market) -> str:
+    return f"{market.base}USDT"
+
+
+def tif_name(tif: TimeInForce) -> str:
+    return "GTX" if tif is TimeInForce.POST_ONLY else tif.name
+
+
+@dataclass(slots=True)
+class OrderView:
+    order_id: int
+    account: str
+    market: Market
+    client_order_id: str
+    side: Side
+    kind: str  # LIMIT | MARKET
+    tif: TimeInForce
+    price: int
+    size: int
+    reduce_only: bool
+    time_ms: int
+    executed: int = 0
+    quote: int = 0  # micro units
+    status: str = "NEW"
+    update_ms: int = 0
+
+    def binance(self) -> dict:
+        market = self.market
+        average = self.quote / (self.executed * market.value_per_tick_lot) if self.executed else 0
+        return {"orderId": self.order_id, "symbol": binance_symbol(market), "status": self.status,
+                "clientOrderId": self.client_order_id,
+                "price": market.format_price(self.price if self.kind == "LIMIT" else 0),
+                "avgPrice": market.format_price(round(average)) if self.executed else "0",
+                "origQty": market.format_size(self.size), "executedQty": market.format_size(self.executed),
+                "cumQuote": money(self.quote), "timeInForce": tif_name(self.tif), "type": self.kind,
+                "reduceOnly": self.reduce_only, "closePosition": False, "side": self.side.name,
+                "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
+                "origType": self.kind, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
+                "goodTillDate": 0, "time": self.time_ms, "updateTime": self.update_ms or self.time_ms}
+
+
+@dataclass(slots=True)
+class TradeView:
+    account: str
+    market: Market
+    trade_id: int
+    order_id: int
+    side: Side
+    price: int
+    size: int
+    maker: bool
+    commission: int  # micro units charged (negative: a rebate)
+    time_ms: int
+    realized: int = 0
+
+    def binance(self) -> dict:
+        market = self.market
+        return {"symbol": binance_symbol(market), "id": self.trade_id, "orderId": self.order_id,
+                "side": self.side.name, "price": market.format_price(self.price),
+                "qty": market.format_size(self.size),
+                "realizedPnl": money(self.realized), "marginAsset": "USDT",
+                "quoteQty": money(self.price * self.size * market.value_per_tick_lot),
+                "commission": money(self.commission), "commissionAsset": "USDT", "time": self.time_ms,
+                "positionSide": "BOTH", "buyer": self.side is Side.BUY, "maker": self.maker}
+
+
+@dataclass
+class AccountState:
+    snapshot: MarginSnapshot | None = None
+    trades: deque = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
+    by_trade: dict = field(default_factory=dict)  # (market, trade id) -> TradeView, for the income join
+    income: deque = field(default_factory=lambda: deque(maxlen=INCOME_KEPT))
+    income_mark: tuple[str, int] = ("", -1)  # the newest snapshot whose income was taken
+    margin_called: set = field(default_factory=set)  # buckets under a margin call
+
+
+class Ledger:
+    """Folds account events; ``notify(account, payload)`` receives user-stream events."""
+
+    def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None):
+        self.markets = markets
+        self.orders: dict[int, OrderView] = {}
+        self.accounts: dict[str, AccountState] = {}
+        self.notify = notify or (lambda account, payload: None)
+        self._tran_id = 0
+        # a fill or close can overtake its order's acceptance (they come through different
+        # partitions of account.events): kept here until the order is known
+        self._early: dict[int, list] = {}
+
+    def account(self, account: str) -> AccountState:
+        state = self.accounts.get(account)
+        if state is None:
+            state = self.accounts[account] = AccountState()
+        return state
+
+    def snapshot(self, account: str) -> MarginSnapshot:
+        snapshot = self.account(account).snapshot
+        return snapshot or MarginSnapshot("", 0, account, 0, 0, 0, [], [], 0)
+
+    def apply(self, message) -> None:
+        if isinstance(message, OrderAccepted):
+            self._accepted(message)
+        elif isinstance(message, Fill):
+            self._fill(message)
+        elif isinstance(message, OrderClosed):
+            self._closed(message)
+        elif isinstance(message, MarginSnapshot):
+            self._margin(message)
+
+    # ------------------------------------------------------------------ orders
+
+    def _accepted(self, message: OrderAccepted) -> None:
+        market = self.markets.get(message.market)
+        if market is None or message.order_id in self.orders:
+            return
+        order = OrderView(message.order_id, message.account, market, message.client_order_id, message.side,
+                          message.order_type.name, message.tif, message.price, message.size, message.reduce_only,
+                          ms(message.ts))
+        self.orders[message.order_id] = order
+        self._forget_old_orders()
+        self.notify(order.account, self._order_update(order, "NEW", order.time_ms))
+        for early in self._early.pop(message.order_id, ()):
+            if isinstance(early, OrderClosed):
+                self._closed(early)
+            else:
+                self._order_filled(order, *early)
+
+    def _fill(self, fill: Fill) -> None:
+        market = self.markets.get(fill.market)
+        if market is None:
+            return
+        when = ms(fill.ts)
+        book = fill.liquidity is Liquidity.BOOK
+        sides = ((fill.taker_account, fill.taker_order_id, fill.taker_side, False, market.taker_fee_ppm),
+                 (fill.maker_account, fill.maker_order_id, Side(-int(fill.taker_side)), True, market.maker_fee_ppm))
+        for account, order_id, side, maker, fee_ppm in sides:
+            value = fill.price * fill.size * market.value_per_tick_lot
+            commission = trading_fee(value, fee_ppm) if book else 0
+            trade = TradeView(account, market, fill.trade_id, order_id, side, fill.price, fill.size, maker,
+                              commission, when)
+            state = self.account(account)
+            if len(state.trades) == state.trades.maxlen:
+                old = state.trades[0]
+                state.by_trade.pop((old.market.symbol, old.trade_id), None)
+            state.trades.append(trade)
+            state.by_trade[(market.symbol, fill.trade_id)] = trade
+            order = self.orders.get(order_id)
+            if order is not None and order.account == account:
+                self._order_filled(order, value, when, trade)
+            elif order_id & LIQUIDATION_ORDER_BIT or not book:
+                # the liquidation engine's order, a backstop or ADL transfer: Binance reports
+                # these as LIQUIDATION / ADL orders of the account
+                forced = OrderView(order_id, account, market, "autoclose-" if book else "adl_autoclose", side,
+                                   "LIQUIDATION" if book else "ADL", TimeInForce.IOC, fill.price, fill.size, True,
+                                   when, fill.size, value, "FILLED", when)
+                self.notify(account, self._order_update(forced, "TRADE", when, trade))
+            elif order is None:
+                self._wait_for_order(order_id, (value, when, trade))
+
+    def _order_filled(self, order: OrderView, value: int, when: int, trade: TradeView) -> None:
+        order.executed += trade.size
+        order.quote += value
+        if order.status in LIVE:
+            order.status = "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED"
+        order.update_ms = when
+        self.notify(order.account, self._order_update(order, "TRADE", when, trade))
+
+    def _wait_for_order(self, order_id: int, early) -> None:
+        self._early.setdefault(order_id, []).append(early)
+        if len(self._early) > 10_000:  # orders never seen (placed before the gateway started)
+            for stale in list(self._early)[:5_000]:
+                del self._early[stale]
+
+    def _closed(self, message: OrderClosed) -> None:
+        order = self.orders.get(message.order_id)
+        if order is None:
+            if not message.order_id & LIQUIDATION_ORDER_BIT:
+                self._wait_for_order(message.order_id, message)
+            return
+        status = {CloseReason.FILLED: "FILLED", CloseReason.CANCELED: "CANCELED"}.get(message.reason, "EXPIRED")
+        was = order.status
+        order.status = status
+        order.update_ms = ms(message.ts)
+        if status != "FILLED" or was != "FILLED":
+            self.notify(order.account, self._order_update(order, status, order.update_ms))
+
+    def _forget_old_orders(self) -> None:
+        if len(self.orders) <= ORDERS_KEPT:
+            return
+        excess = len(self.orders) - ORDERS_KEPT * 3 // 4
+        for order_id in [i for i, o in self.orders.items() if o.status not in LIVE][:excess]:
+            del self.orders[order_id]
+
+    def open_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
+        return [o for o in self.orders.values() if o.account == account and o.status in LIVE
+                and (market is None or o.market is market)]
+
+    # ------------------------------------------------------------------ margin
+
+    def _margin(self, snapshot: MarginSnapshot) -> None:
+        state = self.account(snapshot.account)
+        known = state.snapshot
+        if known is None or snapshot.seq >= known.seq or snapshot.producer != known.producer:
+            state.snapshot = snapshot
+        producer, seq = state.income_mark
+        if snapshot.income and (snapshot.producer != producer or snapshot.seq > seq):
+            state.income_mark = (snapshot.producer, snapshot.seq)  # a redelivered snapshot adds nothing twice
+            for item in snapshot.income:
+                self._tran_id += 1
+                state.income.append((self._tran_id, item))
+                if item.kind is IncomeKind.REALIZED_PNL:
+                    trade = state.by_trade.get((item.market, item.trade_id))
+                    if trade is not None:
+                        trade.realized += item.amount
+                elif item.kind is IncomeKind.COMMISSION:
+                    trade = state.by_trade.get((item.market, item.trade_id))
+                    if trade is not None:
+                        trade.commission = -item.amount  # risk's own figure
+        if state.snapshot is snapshot and snapshot.producer:
+            self.notify(snapshot.account, self._account_update(snapshot, state))
+            self._margin_call(snapshot, state)
+
+    def _account_update(self, snapshot: MarginSnapshot, state: AccountState) -> dict:
+        reason = {IncomeKind.TRANSFER: "DEPOSIT", IncomeKind.FUNDING_FEE: "FUNDING_FEE",
+                  IncomeKind.INSURANCE_CLEAR: "INSURANCE_CLEAR"}.get(
+            snapshot.income[-1].kind if snapshot.income else None, "ORDER")
+        wallet = snapshot.balance + sum(p.isolated_margin for p in snapshot.positions)
+        change = sum(item.amount for item in snapshot.income)
+        when = ms(snapshot.ts)
+        return {"e": "ACCOUNT_UPDATE", "E": when, "T": when, "a": {
+            "m": reason,
+            "B": [{"a": "USDT", "wb": money(wallet), "cw": money(snapshot.balance), "bc": money(change)}],
+            "P": [self._position_update(p) for p in snapshot.positions]}}
+
+    def _position_update(self, position) -> dict:
+        market = self.markets[position.market]
+        size = abs(position.signed_size)
+        entry = position.entry_value / (size * market.value_per_tick_lot) if size else 0
+        return {"s": binance_symbol(market), "pa": market.format_size(position.signed_size), "ep": f"{entry:.8f}",
+                "bep": f"{entry:.8f}", "cr": "0", "up": money(position.unrealized_pnl),
+                "mt": "isolated" if position.mode is MarginMode.ISOLATED else "cross",
+                "iw": money(position.isolated_margin), "ps": "BOTH"}
+
+    def _margin_call(self, snapshot: MarginSnapshot, state: AccountState) -> None:
+        """MARGIN_CALL once per bucket when its maintenance margin reaches 80% of its equity."""
+        calls = []
+        for bucket in snapshot.buckets:
+            ratio = bucket.margin_ratio_ppb
+            high = ratio == -1 or ratio >= MARGIN_CALL_RATIO_PPB
+            if high and bucket.market not in state.margin_called:
+                state.margin_called.add(bucket.market)
+                for position in snapshot.positions:
+                    if (position.market if position.mode is MarginMode.ISOLATED else "") == bucket.market:
+                        market = self.markets[position.market]
+                        calls.append({"s": binance_symbol(market), "ps": "BOTH",
+                                      "pa": market.format_size(position.signed_size),
+                                      "mt": "ISOLATED" if position.mode is MarginMode.ISOLATED else "CROSSED",
+                                      "iw": money(position.isolated_margin),
+                                      "mp": market.format_price(position.mark_price),
+                                      "up": money(position.unrealized_pnl), "mm": money(position.maintenance_margin)})
+            elif not high:
+                state.margin_called.discard(bucket.market)
+        if calls:
+            self.notify(snapshot.account, {"e": "MARGIN_CALL", "E": ms(snapshot.ts), "cw": money(snapshot.balance),
+                                           "p": calls})
+
+    # ------------------------------------------------------------------ stream payloads
+
+    def _order_update(self, order: OrderView, execution: str, when: int, trade: TradeView | None = None) -> dict:
+        market = order.market
+        average = order.quote / (order.executed * market.value_per_tick_lot) if order.executed else 0
+        return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
+            "s": binance_symbol(market), "c": order.client_order_id, "S": order.side.name, "o": order.kind,
+            "f": tif_name(order.tif), "q": market.format_size(order.size),
+            "p": market.format_price(order.price if order.kind == "LIMIT" else 0),
+            "ap": market.format_price(round(average)) if order.executed else "0", "sp": "0",
+            "x": execution, "X": order.status, "i": order.order_id,
+            "l": market.format_size(trade.size if trade else 0), "z": market.format_size(order.executed),
+            "L": market.format_price(trade.price if trade else 0), "N": "USDT",
+            "n": money(trade.commission if trade else 0), "T": when, "t": trade.trade_id if trade else 0,
+            "b": "0", "a": "0", "m": trade.maker if trade else False, "R": order.reduce_only,
+            "wt": "CONTRACT_PRICE", "ot": order.kind, "ps": "BOTH", "cp": False,
+            "rp": money(trade.realized if trade else 0), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
+            "pm": "NONE", "gtd": 0}}
+
+
+INCOME_NAMES = {IncomeKind.TRANSFER: "TRANSFER", IncomeKind.REALIZED_PNL: "REALIZED_PNL",
+                IncomeKind.COMMISSION: "COMMISSION", IncomeKind.FUNDING_FEE: "FUNDING_FEE",
+                IncomeKind.INSURANCE_CLEAR: "INSURANCE_CLEAR"}
