@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from decimal import Decimal
 from urllib.parse import urlparse
 
 import ccxt.async_support as ccxt
@@ -221,3 +222,174 @@ async def test_ccxt_fetches_and_cancels_its_orders_and_never_anothers(venue):
         assert [o["id"] for o in await bot.fetch_open_orders("SOL/USDT:USDT")] == [second["id"]]
         with pytest.raises(ccxt.OrderNotFound):
             await bot.cancel_order(first["id"], "SOL/USDT:USDT")  # already gone
+
+
+async def test_ccxt_reads_candles_mark_candles_and_funding_history(venue):
+    exchange, client, oracle, gateway = venue
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit("taker", "100000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "2", "150.5")
+    await client.place("maker", "SOL-PERP", Side.SELL, "1", "151")
+    await client.place("taker", "SOL-PERP", Side.BUY, "2", "150.5", tif=TimeInForce.IOC)
+    await client.place("taker", "SOL-PERP", Side.BUY, "1", "151", tif=TimeInForce.IOC)
+    await oracle.mark("SOL-PERP", "152")
+    await oracle.funding("SOL-PERP", 100_000, "151")  # +0.01%: longs pay shorts
+    await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].funding_history
+                 and len(gateway.projection.markets["SOL-PERP"].trades) == 2)
+
+    candles = await exchange.fetch_ohlcv("SOL/USDT:USDT", "1m")
+    # trades 2 @ 150.5 then 1 @ 151: one candle, or two if a minute boundary fell between
+    assert candles[0][1] == 150.5 and candles[-1][4] == 151.0
+    assert max(c[2] for c in candles) == 151.0 and min(c[3] for c in candles) == 150.5
+    assert sum(c[5] for c in candles) == 3.0
+    hourly = await exchange.fetch_ohlcv("SOL/USDT:USDT", "1h")
+    assert len(hourly) <= 2 and sum(c[5] for c in hourly) == 3.0
+    marks = await exchange.fetch_ohlcv("SOL/USDT:USDT", "1m", params={"price": "mark"})
+    assert marks[0][1] == 150.0 and marks[-1][4] == 152.0 and max(c[2] for c in marks) == 152.0
+    with pytest.raises(ccxt.BadRequest):
+        await exchange.fapiPublicGetKlines({"symbol": "SOLUSDT", "interval": "7m"})
+
+    history = await exchange.fetch_funding_rate_history("SOL/USDT:USDT")
+    assert [(h["symbol"], h["fundingRate"]) for h in history] == [("SOL/USDT:USDT", 0.0001)]
+
+
+async def test_ccxt_sees_its_trades_fees_income_and_order_history(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "2", "150.5")
+        bought = await bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
+        assert bought["filled"] == 2.0 and bought["average"] == 150.5
+        await client.place("maker", "SOL-PERP", Side.BUY, "1", "151")
+        sold = await bot.create_order("SOL/USDT:USDT", "limit", "sell", 1, 151, params={"timeInForce": "IOC"})
+        assert sold["status"] == "closed" and sold["filled"] == 1.0
+        await oracle.funding("SOL-PERP", 100_000, "150")
+        await settle(gateway, lambda: any(i.kind.name == "FUNDING_FEE"
+                                          for _, i in gateway.ledger.account("bot").income))
+
+        trades = await bot.fetch_my_trades("SOL/USDT:USDT")
+        assert [(t["side"], t["price"], t["amount"], t["takerOrMaker"]) for t in trades] == [
+            ("buy", 150.5, 2.0, "taker"), ("sell", 151.0, 1.0, "taker")]
+        # taker fee 0.05%: 301 × 0.0005 and 151 × 0.0005
+        assert [t["fee"]["cost"] for t in trades] == [0.1505, 0.0755]
+        assert [t["info"]["realizedPnl"] for t in trades] == ["0.000000", "0.500000"]  # (151 − 150.5) × 1
+
+        funding = await bot.fetch_funding_history("SOL/USDT:USDT")
+        # the long of 1 pays 1 × 150 × 0.0001 = 0.015
+        assert [f["amount"] for f in funding] == [-0.015]
+        income = await bot.fapiPrivateGetIncome({})
+        assert [(i["incomeType"], i["income"]) for i in income] == [
+            ("TRANSFER", "10000.000000"), ("COMMISSION", "-0.150500"), ("COMMISSION", "-0.075500"),
+            ("REALIZED_PNL", "0.500000"), ("FUNDING_FEE", "-0.015000")]
+        balance = await bot.fetch_balance()
+        # the wallet is the sum of the income: 10000 − 0.1505 + 0.5 − 0.0755 − 0.015; ccxt's
+        # total adds the open long's unrealized PnL at the mark: (150 − 150.5) × 1
+        assert balance["info"]["totalWalletBalance"] == "10000.259000"
+        assert balance["USDT"]["total"] == 9999.759
+
+        orders = await bot.fetch_orders("SOL/USDT:USDT")
+        assert [(o["id"], o["status"], o["filled"]) for o in orders] == [
+            (bought["id"], "closed", 2.0), (sold["id"], "closed", 1.0)]
+
+
+async def test_ccxt_places_a_batch_and_cancels_all(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
+        placed = await bot.create_orders([
+            {"symbol": "SOL/USDT:USDT", "type": "limit", "side": "buy", "amount": 1, "price": 148},
+            {"symbol": "SOL/USDT:USDT", "type": "limit", "side": "buy", "amount": 2, "price": 149},
+            # post-only at the ask would take: Binance's -5022, this entry only
+            {"symbol": "SOL/USDT:USDT", "type": "limit", "side": "buy", "amount": 1, "price": 150.5,
+             "params": {"timeInForce": "GTX"}},
+        ])
+        # ccxt sorts a batch's answers by time; the rejected entry (no time) comes first
+        rejected = [o for o in placed if o["status"] == "rejected"]
+        opened = [o for o in placed if o["status"] == "open"]
+        assert [o["info"]["code"] for o in rejected] == [-5022]
+        assert sorted((o["price"], o["amount"]) for o in opened) == [(148.0, 1.0), (149.0, 2.0)]
+        assert sorted(o["price"] for o in await bot.fetch_open_orders("SOL/USDT:USDT")) == [148.0, 149.0]
+        await bot.cancel_all_orders("SOL/USDT:USDT")
+        assert await bot.fetch_open_orders("SOL/USDT:USDT") == []
+        statuses = {o["id"]: o["status"] for o in await bot.fetch_orders("SOL/USDT:USDT")}
+        assert statuses == {o["id"]: "canceled" for o in opened}
+
+
+async def test_one_way_single_asset_modes_as_freqtrade_checks_them(venue):
+    _, client, _, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        assert (await bot.fapiPrivateGetPositionSideDual())["dualSidePosition"] is False
+        assert (await bot.fapiPrivateGetMultiAssetsMargin())["multiAssetsMargin"] is False
+        with pytest.raises(ccxt.ExchangeError, match="one-way"):
+            await bot.set_position_mode(True)
+        with pytest.raises(ccxt.ExchangeError, match="single-asset"):
+            await bot.fapiPrivatePostMultiAssetsMargin({"multiAssetsMargin": "true"})
+
+
+async def positions_closed(gateway: Gateway, account: str) -> None:
+    await settle(gateway, lambda: gateway.ledger.account(account).snapshot is not None
+                 and not gateway.ledger.snapshot(account).positions
+                 and any(i.kind.name == "INSURANCE_CLEAR" for _, i in gateway.ledger.account(account).income),
+                 timeout=15)
+
+
+async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_more(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "trader") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("insurance", "1000000")
+        await client.deposit("maker", "1000000")
+        await client.deposit("trader", "2000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+        await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
+        await bot.set_leverage(5, "SOL/USDT:USDT")
+        await bot.create_order("SOL/USDT:USDT", "market", "buy", 10)
+        await settle(gateway, lambda: gateway.ledger.snapshot("trader").positions)
+        [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        assert position["liquidationPrice"] == 123.08 and position["collateral"] == 300.0
+
+        await oracle.mark("SOL-PERP", "105")  # a 30% gap: far through the bankruptcy price of 120
+        await positions_closed(gateway, "trader")
+
+        assert await bot.fetch_positions(["SOL/USDT:USDT"]) == []
+        balance = await bot.fetch_balance()
+        # the other 1,700 untouched: 2,000 − the 300 of margin − the 0.75 opening fee (0.05% of 1,500)
+        assert balance["USDT"]["total"] == 1699.25 and balance["USDT"]["free"] == 1699.25
+        income = await bot.fapiPrivateGetIncome({"limit": 1000})
+        assert sum(Decimal(i["income"]) for i in income) == Decimal("1699.25")  # the history explains the wallet
+        assert {"TRANSFER", "COMMISSION", "INSURANCE_CLEAR"} <= {i["incomeType"] for i in income}
+
+
+async def test_mission_cross_case_through_ccxt_drains_the_cross_balance(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "trader") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("insurance", "1000000")
+        await client.deposit("maker", "1000000")
+        await client.deposit("trader", "2000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "100", "150")
+        with pytest.raises(ccxt.MarginModeAlreadySet):  # cross is the default, as on Binance
+            await bot.set_margin_mode("cross", "SOL/USDT:USDT")
+        await bot.set_leverage(10, "SOL/USDT:USDT")
+        await bot.create_order("SOL/USDT:USDT", "market", "buy", 100)
+        await settle(gateway, lambda: gateway.ledger.snapshot("trader").positions)
+        [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        # the whole balance backs it: 2,000 − 7.5 fee + 100 (P − 150) = 2.5% · 100 P
+        expected = (Decimal(15000) - Decimal("1992.5")) / Decimal("97.5")
+        assert position["marginMode"] == "cross" and abs(Decimal(str(position["liquidationPrice"])) - expected) \
+            <= Decimal("0.01")
+
+        await oracle.mark("SOL-PERP", "105")
+        await positions_closed(gateway, "trader")
+
+        assert await bot.fetch_positions(["SOL/USDT:USDT"]) == []
+        balance = await bot.fetch_balance()
+        assert balance["USDT"]["total"] == 0.0  # drained to zero, and not below
+        income = await bot.fapiPrivateGetIncome({"limit": 1000})
+        assert sum(Decimal(i["income"]) for i in income) == 0
