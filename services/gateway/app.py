@@ -28,7 +28,7 @@ from schemas.events import BookSnapshot
 from services.bus.base import Bus
 from services.client import Client, Rejected
 from services.gateway.keys import KeyStore
-from services.gateway.ledger import INCOME_NAMES, LIVE, Ledger, binance_symbol, money
+from services.gateway.ledger import INCOME_NAMES, LIVE, Ledger, binance_symbol, entry_price, money
 from services.gateway.projection import MarketProjection, aggregate
 from services.gateway.streams import StreamHub
 
@@ -549,12 +549,11 @@ class Gateway:
             market = self.markets[position.market]
             if wanted is not None and market is not wanted:
                 continue
-            size = abs(position.signed_size)
-            entry = position.entry_value / (size * market.value_per_tick_lot) if size else 0
+            entry = entry_price(market, position)
             rows.append({
                 "symbol": binance_symbol(market), "positionSide": "BOTH",
-                "positionAmt": market.format_size(position.signed_size), "entryPrice": f"{entry:.8f}",
-                "breakEvenPrice": f"{entry:.8f}", "markPrice": market.format_price(position.mark_price),
+                "positionAmt": market.format_size(position.signed_size), "entryPrice": entry,
+                "breakEvenPrice": entry, "markPrice": market.format_price(position.mark_price),
                 "unRealizedProfit": usd(position.unrealized_pnl),
                 "liquidationPrice": market.format_price(position.liquidation_price),
                 "isolatedMargin": usd(position.isolated_margin), "isolatedWallet": usd(position.isolated_margin),

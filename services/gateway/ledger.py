@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from exchange.markets import Market, trading_fee
 from schemas.enums import CloseReason, IncomeKind, Liquidity, MarginMode, Side, TimeInForce
@@ -35,6 +36,15 @@ def money(micro: int) -> str:
 
 def ms(ns: int) -> int:
     return ns // 1_000_000 if ns else int(time.time() * 1000)
+
+
+def entry_price(market: Market, position) -> str:
+    """A position's average entry price (``entry_value / |size|``), to 8 places."""
+    size = abs(position.signed_size)
+    if not size:
+        return "0.00000000"
+    ticks = Decimal(position.entry_value) / (size * market.value_per_tick_lot)
+    return f"{ticks * market.tick_size:.8f}"
 
 
 def binance_symbol(market: Market) -> str:
@@ -273,10 +283,9 @@ class Ledger:
 
     def _position_update(self, position) -> dict:
         market = self.markets[position.market]
-        size = abs(position.signed_size)
-        entry = position.entry_value / (size * market.value_per_tick_lot) if size else 0
-        return {"s": binance_symbol(market), "pa": market.format_size(position.signed_size), "ep": f"{entry:.8f}",
-                "bep": f"{entry:.8f}", "cr": "0", "up": money(position.unrealized_pnl),
+        entry = entry_price(market, position)
+        return {"s": binance_symbol(market), "pa": market.format_size(position.signed_size), "ep": entry,
+                "bep": entry, "cr": "0", "up": money(position.unrealized_pnl),
                 "mt": "isolated" if position.mode is MarginMode.ISOLATED else "cross",
                 "iw": money(position.isolated_margin), "ps": "BOTH"}
 

@@ -75,8 +75,8 @@ class StreamHub:
         combined = request.path.rstrip("/").endswith("/stream") or "/stream/" in request.path
         connection = Connection(ws, combined, account)
         names = [n for n in request.query.get("streams", "").split("/") if n]
-        if not account and tail:
-            names += [n for n in tail.split("/") if n]
+        if not account and tail:  # other path segments (ccxt appends a connection number) are not streams
+            names += [n for n in tail.split("/") if "@" in n]
         unknown = [n for n in names if not self._subscribe(connection, n)]
         self.connections.add(connection)
         if account:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from urllib.parse import urlparse
 
 import ccxt.async_support as ccxt
+import ccxt.pro as ccxtpro
 import pytest
 from aiohttp import web
 
@@ -28,21 +29,50 @@ from tests.integration.conftest import Oracle
 pytestmark = pytest.mark.integration
 
 
-def ccxt_for(base: str, key: str | None = None, secret: str | None = None) -> ccxt.binanceusdm:
-    """ccxt binanceusdm with every API URL pointed at the gateway, as a user would set it."""
-    exchange = ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
-    for key, url in list(exchange.urls["api"].items()):
-        path = urlparse(url).path
-        exchange.urls["api"][key] = f"{base}{path}"
+def point_at_gateway(exchange, base: str) -> None:
+    """Every URL in ``urls['api']`` (REST and WebSocket, nested ones too) rewritten to the
+    gateway at ``base`` (``http://host:port``), as the README tells a user to."""
+    host = urlparse(base).netloc
+
+    def rewrite(urls: dict) -> None:
+        for key, url in urls.items():
+            if isinstance(url, dict):
+                rewrite(url)
+            else:
+                parts = urlparse(url)
+                scheme = "ws" if parts.scheme in ("ws", "wss") else "http"
+                urls[key] = f"{scheme}://{host}{parts.path}"
+
+    rewrite(exchange.urls["api"])
     exchange.has["fetchCurrencies"] = False
-    original = exchange.fetch
 
-    async def loopback_only(url, method="GET", headers=None, body=None):
-        host = urlparse(url).hostname
-        assert host in ("127.0.0.1", "localhost"), f"ccxt tried to reach {url}"
-        return await original(url, method, headers, body)
 
-    exchange.fetch = loopback_only
+def loopback(url: str) -> None:
+    host = urlparse(url).hostname
+    assert host in ("127.0.0.1", "localhost"), f"ccxt tried to reach {url}"
+
+
+def ccxt_for(base: str, key: str | None = None, secret: str | None = None, module=ccxt):
+    """ccxt binanceusdm (async, or ccxt.pro's with ``module``) pointed at the gateway only
+    by URL; any request or connection off the loopback fails the test."""
+    exchange = module.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
+    point_at_gateway(exchange, base)
+    original_fetch = exchange.fetch
+
+    async def fetch_loopback_only(url, method="GET", headers=None, body=None):
+        loopback(url)
+        return await original_fetch(url, method, headers, body)
+
+    exchange.fetch = fetch_loopback_only
+    if hasattr(exchange, "client"):  # ccxt.pro: WebSocket connections
+        original_client = exchange.client
+
+        def client_loopback_only(url):
+            if "://" in url:  # ccxt also keys internal helpers by name ("authenticationFlights")
+                loopback(url)
+            return original_client(url)
+
+        exchange.client = client_loopback_only
     return exchange
 
 
@@ -77,10 +107,10 @@ async def venue(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def signed(gateway: Gateway, account: str):
+async def signed(gateway: Gateway, account: str, module=ccxt):
     """ccxt with a fresh API key of ``account``, closed afterwards."""
     key, secret = gateway.test_keys.create(account)
-    bot = ccxt_for(gateway.base, key, secret)
+    bot = ccxt_for(gateway.base, key, secret, module)
     try:
         yield bot
     finally:
@@ -189,7 +219,8 @@ async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidati
         [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
         # the mission's isolated SOL long: 300 of margin at 5x, liquidation at (150 − 30) / 0.975 = 123.08
         assert position["marginMode"] == "isolated" and position["leverage"] == 5
-        assert position["contracts"] == 10.0 and position["liquidationPrice"] == 123.08
+        assert position["contracts"] == 10.0 and position["entryPrice"] == 150.0
+        assert position["notional"] == 1500.0 and position["liquidationPrice"] == 123.08
         assert position["collateral"] == 300.0
         with pytest.raises(ccxt.ExchangeError, match="-4048"):
             await bot.set_margin_mode("cross", "SOL/USDT:USDT")
@@ -393,3 +424,82 @@ async def test_mission_cross_case_through_ccxt_drains_the_cross_balance(venue):
         assert balance["USDT"]["total"] == 0.0  # drained to zero, and not below
         income = await bot.fapiPrivateGetIncome({"limit": 1000})
         assert sum(Decimal(i["income"]) for i in income) == 0
+
+
+async def until(watch, condition, timeout: float = 10.0, current=None):
+    """Call a ccxt.pro ``watch`` until what it returns satisfies ``condition`` (or, first,
+    what ``current()`` says ccxt already holds: an update may have come in meanwhile)."""
+    async def loop():
+        if current is not None and current() is not None and condition(current()):
+            return current()
+        while True:
+            value = await watch()
+            if condition(value):
+                return value
+    return await asyncio.wait_for(loop(), timeout)
+
+
+async def test_ccxt_pro_watches_the_order_book_trades_and_mark(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "watcher", ccxtpro) as pro:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("maker", "1000000")
+        await client.deposit("taker", "100000")
+        await client.place("maker", "SOL-PERP", Side.BUY, "3", "149.5")
+        await client.place("maker", "SOL-PERP", Side.SELL, "4", "150.5")
+        await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
+        book = await pro.watch_order_book("SOL/USDT:USDT")  # the REST snapshot, then the diff stream
+        assert book["bids"][0] == [149.5, 3.0] and book["asks"][0] == [150.5, 4.0]
+
+        await client.place("maker", "SOL-PERP", Side.BUY, "2", "149.9")
+        book = await until(lambda: pro.watch_order_book("SOL/USDT:USDT"), lambda b: b["bids"][0][0] == 149.9)
+        assert book["bids"][:2] == [[149.9, 2.0], [149.5, 3.0]]
+
+        watching = asyncio.create_task(pro.watch_trades("SOL/USDT:USDT"))
+        await asyncio.sleep(0.3)  # subscribed before the trade
+        await client.place("taker", "SOL-PERP", Side.BUY, "1.5", "150.5", tif=TimeInForce.IOC)
+        trades = await asyncio.wait_for(watching, 10)
+        assert [(t["price"], t["amount"], t["side"]) for t in trades] == [(150.5, 1.5, "buy")]
+        book = await until(lambda: pro.watch_order_book("SOL/USDT:USDT"), lambda b: b["asks"][0][1] == 2.5,
+                           current=lambda: pro.orderbooks.get("SOL/USDT:USDT"))
+        assert book["asks"][0] == [150.5, 2.5]  # what the book lost, as the REST depth shows it too
+        rest = await pro.fetch_order_book("SOL/USDT:USDT")
+        assert rest["asks"][0] == [150.5, 2.5] and rest["bids"][0] == [149.9, 2.0]
+
+        marking = asyncio.create_task(until(lambda: pro.watch_mark_price("SOL/USDT:USDT"),
+                                            lambda t: t["markPrice"] == 151.25))
+        await asyncio.sleep(0.3)
+        await oracle.mark("SOL-PERP", "151.25")
+        ticker = await marking
+        assert ticker["indexPrice"] == 151.25
+
+
+async def test_ccxt_pro_watches_its_orders_and_positions_on_the_user_data_stream(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot", ccxtpro) as pro:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.deposit("other", "1000000")
+        orders = asyncio.create_task(until(lambda: pro.watch_orders("SOL/USDT:USDT"),
+                                           lambda os: any(o["status"] == "open" for o in os)))
+        await asyncio.sleep(0.5)  # the listen key is taken and the stream connected
+        resting = await pro.create_order("SOL/USDT:USDT", "limit", "buy", 2, 149)
+        [seen] = [o for o in await orders if o["status"] == "open"]
+        assert (seen["id"], seen["price"], seen["amount"], seen["filled"]) == (resting["id"], 149.0, 2.0, 0.0)
+
+        closing = asyncio.create_task(until(lambda: pro.watch_orders("SOL/USDT:USDT"),
+                                            lambda os: any(o["status"] == "closed" for o in os)))
+        positions = asyncio.create_task(until(lambda: pro.watch_positions(["SOL/USDT:USDT"]),
+                                              lambda ps: any(p["contracts"] for p in ps)))
+        await asyncio.sleep(0.3)
+        await client.place("maker", "SOL-PERP", Side.SELL, "2", "149", tif=TimeInForce.IOC)  # fills the bot's bid
+        [filled] = [o for o in await closing if o["status"] == "closed"]
+        assert filled["id"] == resting["id"] and filled["filled"] == 2.0 and filled["average"] == 149.0
+        [position] = [p for p in await positions if p["contracts"]]
+        assert (position["side"], position["contracts"], position["entryPrice"]) == ("long", 2.0, 149.0)
+
+        # another account's activity never reaches this stream
+        await client.place("other", "SOL-PERP", Side.BUY, "1", "145")
+        await asyncio.sleep(0.5)
+        assert {o["id"] for o in pro.orders} == {resting["id"]}  # every order ccxt.pro has received
