@@ -49,12 +49,14 @@ from services.bus.base import Bus, partition_for
 
 
 class Rejected(Exception):
-    """The exchange refused a command; ``reason`` is its ``RejectReason``."""
+    """The exchange refused a command; ``reason`` is its ``RejectReason`` (``order_id``:
+    the id risk had given a refused order, 0 if none)."""
 
-    def __init__(self, reason: RejectReason, detail: str):
+    def __init__(self, reason: RejectReason, detail: str, order_id: int = 0):
         super().__init__(f"{reason.name}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.order_id = order_id
 
 
 @dataclass
@@ -213,7 +215,7 @@ class Client:
         answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
                                      and m.account == account and m.client_order_id == client_order_id)
         if isinstance(answer, OrderRejected):
-            raise Rejected(answer.reason, answer.detail)
+            raise Rejected(answer.reason, answer.detail, answer.order_id)
         result = OrderResult(answer)
         if wait_closed is None:
             wait_closed = kind is OrderType.MARKET or tif in (TimeInForce.IOC, TimeInForce.FOK)

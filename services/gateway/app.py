@@ -655,6 +655,12 @@ class Gateway:
                 reduce_only=params.get("reduceOnly", "false").lower() == "true", stp=SelfTradePrevention.CANCEL_TAKER,
                 client_order_id=client_order_id), self.order_timeout_s)
         except Rejected as exc:
+            if exc.reason is RejectReason.FOK_NOT_FILLABLE and exc.order_id:
+                # Binance accepts such an FOK order and expires it at once
+                return self.ledger.expired(exc.order_id, account, market, client_order_id, side, kind, tif,
+                                           market.price_to_ticks(price) if price else 0,
+                                           market.size_to_lots(params["quantity"]),
+                                           params.get("reduceOnly", "false").lower() == "true").binance()
             code, message = self.REJECTS.get(exc.reason, (-1013, f"{exc.reason.name}: {exc.detail}"))
             raise BinanceError(code, message) from None
         except TimeoutError:

@@ -174,6 +174,16 @@ class Ledger:
             else:
                 self._order_filled(order, *early)
 
+    def expired(self, order_id: int, account: str, market: Market, client_order_id: str, side: Side, kind: str,
+                tif: TimeInForce, price: int, size: int, reduce_only: bool) -> OrderView:
+        """An order that ended as soon as it came (an FOK that could not fill)."""
+        now = int(time.time() * 1000)
+        order = OrderView(order_id, account, market, client_order_id, side, kind, tif, price, size, reduce_only, now,
+                          status="EXPIRED", update_ms=now)
+        self.orders[order_id] = order
+        self.notify(account, self._order_update(order, "EXPIRED", now))
+        return order
+
     def _fill(self, fill: Fill) -> None:
         market = self.markets.get(fill.market)
         if market is None:

@@ -7,6 +7,7 @@ import contextlib
 from decimal import Decimal
 from urllib.parse import urlparse
 
+import ccxt as sync_ccxt
 import ccxt.async_support as ccxt
 import ccxt.pro as ccxtpro
 import pytest
@@ -45,6 +46,9 @@ def point_at_gateway(exchange, base: str) -> None:
 
     rewrite(exchange.urls["api"])
     exchange.has["fetchCurrencies"] = False
+    # ccxt picks its USD-M error table by Binance's hostnames; on any other host it falls
+    # back to a generic one, so the README has a bot merge it in to get Binance's classes
+    exchange.exceptions["exact"].update(exchange.exceptions["linear"]["exact"])
 
 
 def loopback(url: str) -> None:
@@ -503,3 +507,100 @@ async def test_ccxt_pro_watches_its_orders_and_positions_on_the_user_data_stream
         await client.place("other", "SOL-PERP", Side.BUY, "1", "145")
         await asyncio.sleep(0.5)
         assert {o["id"] for o in pro.orders} == {resting["id"]}  # every order ccxt.pro has received
+
+
+async def test_ccxt_order_types_and_the_errors_a_bot_catches(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
+        symbol = "SOL/USDT:USDT"
+
+        maker_only = await bot.create_order(symbol, "limit", "buy", 1, 150, params={"postOnly": True})
+        assert maker_only["status"] == "open" and maker_only["postOnly"] is True
+        with pytest.raises(ccxt.OperationRejected, match="-4047"):  # the post-only bid is open
+            await bot.set_margin_mode("isolated", symbol)
+        with pytest.raises(ccxt.OrderNotFillable, match="-5022"):  # it would take the 150.5 ask
+            await bot.create_order(symbol, "limit", "buy", 1, 150.5, params={"postOnly": True})
+
+        ioc = await bot.create_order(symbol, "limit", "buy", 2, 150.5, params={"timeInForce": "IOC"})
+        assert (ioc["status"], ioc["filled"], ioc["remaining"], ioc["average"]) == ("expired", 1.0, 1.0, 150.5)
+        await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
+        fok = await bot.create_order(symbol, "limit", "buy", 5, 150.5, params={"timeInForce": "FOK"})
+        assert (fok["status"], fok["filled"]) == ("expired", 0.0)  # 1 available of 5: nothing, all or none
+        assert (await bot.fetch_order(fok["id"], symbol))["status"] == "expired"
+        with pytest.raises(ccxt.InvalidOrder, match="-2022"):  # a reduce-only buy would add to the long of 1
+            await bot.create_order(symbol, "limit", "buy", 1, 149, params={"reduceOnly": True})
+        with pytest.raises(ccxt.BadRequest, match="-1111"):  # 0.001 is below SOL's lot of 0.01
+            await bot.fapiPrivatePostOrder({"symbol": "SOLUSDT", "side": "BUY", "type": "LIMIT", "quantity": "1.001",
+                                            "price": "149", "timeInForce": "GTC"})
+        await bot.cancel_order(maker_only["id"], symbol)
+        with pytest.raises(ccxt.OperationRejected, match="-4048"):  # the long of 1 is open
+            await bot.set_margin_mode("isolated", symbol)
+
+        await client.place("maker", "SOL-PERP", Side.BUY, "1", "150")
+        closed = await bot.create_order(symbol, "market", "sell", 1, params={"reduceOnly": True})
+        assert closed["status"] == "closed" and closed["reduceOnly"] is True and closed["average"] == 150.0
+        await settle(gateway, lambda: not gateway.ledger.snapshot("bot").positions)
+        assert await bot.fetch_positions([symbol]) == []
+
+        # margin can be removed again from an isolated position
+        await bot.set_margin_mode("isolated", symbol)
+        await bot.set_leverage(5, symbol)
+        await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+        await bot.create_order(symbol, "market", "buy", 10)
+        await bot.add_margin(symbol, 100)
+        reduced = await bot.reduce_margin(symbol, 50)
+        assert reduced["amount"] == 50.0 and reduced["type"] == "reduce"
+        await settle(gateway, lambda: gateway.ledger.snapshot("bot").positions
+                     and gateway.ledger.snapshot("bot").positions[0].isolated_margin == 350 * 1_000_000)
+        [position] = await bot.fetch_positions([symbol])
+        assert position["collateral"] == 350.0
+        with pytest.raises(ccxt.ExchangeError, match="-4051"):  # more than the position can spare
+            await bot.reduce_margin(symbol, 300)
+
+        rates = await bot.fetch_funding_rates()
+        assert {"BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"} <= set(rates)
+        assert rates["SOL/USDT:USDT"]["markPrice"] == 150.0
+
+
+async def test_sync_ccxt_trades_through_the_gateway(venue):
+    """Plain (synchronous) ccxt, as most bots use it: its calls block, so they run in a
+    thread while the venue runs in this event loop."""
+    _, client, oracle, gateway = venue
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("bot", "10000")
+    await client.deposit("maker", "1000000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "3", "150.5")
+    await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
+    key, secret = gateway.test_keys.create("bot")
+    bot = sync_ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
+    point_at_gateway(bot, gateway.base)
+    original = bot.fetch
+
+    def fetch_loopback_only(url, method="GET", headers=None, body=None):
+        loopback(url)
+        return original(url, method, headers, body)
+
+    bot.fetch = fetch_loopback_only
+
+    def trade() -> tuple:
+        bot.load_markets()
+        book = bot.fetch_order_book("SOL/USDT:USDT")
+        resting = bot.create_order("SOL/USDT:USDT", "limit", "buy", 1, 149)
+        taken = bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
+        open_orders = bot.fetch_open_orders("SOL/USDT:USDT")
+        bot.cancel_order(resting["id"], "SOL/USDT:USDT")
+        return book, resting, taken, open_orders, bot.fetch_open_orders("SOL/USDT:USDT")
+
+    book, resting, taken, open_orders, after = await asyncio.to_thread(trade)
+    assert book["asks"] == [[150.5, 3.0]]
+    assert resting["status"] == "open" and taken["filled"] == 2.0 and taken["average"] == 150.5
+    assert [o["id"] for o in open_orders] == [resting["id"]] and after == []
+    await settle(gateway, lambda: gateway.ledger.snapshot("bot").positions)
+    positions = await asyncio.to_thread(bot.fetch_positions, ["SOL/USDT:USDT"])
+    assert [(p["side"], p["contracts"], p["entryPrice"]) for p in positions] == [("long", 2.0, 150.5)]
+    with pytest.raises(sync_ccxt.InsufficientFunds):
+        await asyncio.to_thread(bot.create_order, "SOL/USDT:USDT", "limit", "buy", 10000, 149)
