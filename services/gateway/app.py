@@ -149,6 +149,7 @@ class Gateway:
             web.post("/fapi/v1/leverage", self.leverage),
             web.post("/fapi/v1/positionMargin", self.position_margin),
             web.get("/fapi/v1/leverageBracket", self.leverage_bracket),
+            web.get("/fapi/v1/commissionRate", self.commission_rate),
             web.get("/fapi/v1/positionSide/dual", self.position_mode),
             web.post("/fapi/v1/positionSide/dual", self.set_position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self.multi_assets),
@@ -577,6 +578,13 @@ class Gateway:
             "crossUnPnl": money(cross.equity - snapshot.balance if cross else 0),
             "availableBalance": money(snapshot.available_to_trade), "maxWithdrawAmount": money(snapshot.withdrawable),
             "marginAvailable": True, "updateTime": snapshot.ts // 1_000_000}])
+
+    async def commission_rate(self, request: web.Request) -> web.Response:
+        _, params = await self._signed(request)
+        market = self._signed_market(params)
+        return web.json_response({"symbol": binance_symbol(market),
+                                  "makerCommissionRate": f"{market.maker_fee_ppm / 1e6:.6f}",
+                                  "takerCommissionRate": f"{market.taker_fee_ppm / 1e6:.6f}"})
 
     async def position_mode(self, request: web.Request) -> web.Response:
         await self._signed(request)

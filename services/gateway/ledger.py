@@ -129,6 +129,7 @@ class Ledger:
     def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None):
         self.markets = markets
         self.orders: dict[int, OrderView] = {}
+        self.live: dict[str, dict[int, OrderView]] = {}  # account -> its open orders
         self.accounts: dict[str, AccountState] = {}
         self.notify = notify or (lambda account, payload: None)
         self._tran_id = 0
@@ -166,6 +167,7 @@ class Ledger:
                           message.order_type.name, message.tif, message.price, message.size, message.reduce_only,
                           ms(message.ts))
         self.orders[message.order_id] = order
+        self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
         self.notify(order.account, self._order_update(order, "NEW", order.time_ms))
         for early in self._early.pop(message.order_id, ()):
@@ -220,7 +222,7 @@ class Ledger:
         order.executed += trade.size
         order.quote += value
         if order.status in LIVE:
-            order.status = "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED"
+            self._set_status(order, "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED")
         order.update_ms = when
         self.notify(order.account, self._order_update(order, "TRADE", when, trade))
 
@@ -238,10 +240,15 @@ class Ledger:
             return
         status = {CloseReason.FILLED: "FILLED", CloseReason.CANCELED: "CANCELED"}.get(message.reason, "EXPIRED")
         was = order.status
-        order.status = status
+        self._set_status(order, status)
         order.update_ms = ms(message.ts)
         if status != "FILLED" or was != "FILLED":
             self.notify(order.account, self._order_update(order, status, order.update_ms))
+
+    def _set_status(self, order: OrderView, status: str) -> None:
+        order.status = status
+        if status not in LIVE:
+            self.live.get(order.account, {}).pop(order.order_id, None)
 
     def _forget_old_orders(self) -> None:
         if len(self.orders) <= ORDERS_KEPT:
@@ -251,8 +258,7 @@ class Ledger:
             del self.orders[order_id]
 
     def open_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
-        return [o for o in self.orders.values() if o.account == account and o.status in LIVE
-                and (market is None or o.market is market)]
+        return [o for o in self.live.get(account, {}).values() if market is None or o.market is market]
 
     # ------------------------------------------------------------------ margin
 

@@ -7,6 +7,7 @@ import contextlib
 from decimal import Decimal
 from urllib.parse import urlparse
 
+import aiohttp
 import ccxt as sync_ccxt
 import ccxt.async_support as ccxt
 import ccxt.pro as ccxtpro
@@ -561,6 +562,8 @@ async def test_ccxt_order_types_and_the_errors_a_bot_catches(venue):
         with pytest.raises(ccxt.ExchangeError, match="-4051"):  # more than the position can spare
             await bot.reduce_margin(symbol, 300)
 
+        fee = await bot.fetch_trading_fee(symbol)
+        assert (fee["maker"], fee["taker"]) == (0.0002, 0.0005)  # SOL-PERP's 2 and 5 basis points
         rates = await bot.fetch_funding_rates()
         assert {"BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"} <= set(rates)
         assert rates["SOL/USDT:USDT"]["markPrice"] == 150.0
@@ -604,3 +607,37 @@ async def test_sync_ccxt_trades_through_the_gateway(venue):
     assert [(p["side"], p["contracts"], p["entryPrice"]) for p in positions] == [("long", 2.0, 150.5)]
     with pytest.raises(sync_ccxt.InsufficientFunds):
         await asyncio.to_thread(bot.create_order, "SOL/USDT:USDT", "limit", "buy", 10000, 149)
+
+
+async def test_stream_requests_bad_streams_and_listen_keys_get_binance_answers(venue):
+    _, client, oracle, gateway = venue
+    base = gateway.base.replace("http://", "ws://")
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{base}/ws") as ws:
+            await ws.send_json({"method": "SUBSCRIBE", "params": ["solusdt@depth@100ms", "ethusdt@aggTrade"], "id": 1})
+            assert await ws.receive_json(timeout=5) == {"result": None, "id": 1}
+            await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 2})
+            assert await ws.receive_json(timeout=5) == {"result": ["ethusdt@aggTrade", "solusdt@depth@100ms"], "id": 2}
+            await ws.send_json({"method": "SUBSCRIBE", "params": ["dogeusdt@depth"], "id": 3})
+            answer = await ws.receive_json(timeout=5)
+            assert answer["id"] == 3 and answer["error"]["code"] == 2 and "dogeusdt@depth" in answer["error"]["msg"]
+            await ws.send_str("not json")
+            assert (await ws.receive_json(timeout=5))["error"]["code"] == 3
+            await ws.send_json({"method": "UNSUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 4})
+            assert await ws.receive_json(timeout=5) == {"result": None, "id": 4}
+            await oracle.mark("SOL-PERP", "150")
+            await client.deposit("maker", "1000000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
+            update = await ws.receive_json(timeout=5)
+            assert update["e"] == "depthUpdate" and update["s"] == "SOLUSDT" and update["a"] == [["150.50", "1.00"]]
+            assert update["pu"] == update["u"] - 1
+        async with session.ws_connect(f"{base}/stream?streams=solusdt@bookTicker") as ws:  # combined: wrapped
+            await client.place("maker", "SOL-PERP", Side.SELL, "2", "150.4")
+            update = await ws.receive_json(timeout=5)
+            assert update["stream"] == "solusdt@bookTicker" and update["data"]["a"] == "150.40"
+        async with session.ws_connect(f"{base}/ws/no-such-listen-key?listenKey=nope") as ws:
+            answer = await ws.receive_json(timeout=5)
+            assert answer["error"]["code"] == -1125
+            assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        async with session.post(f"{gateway.base}/fapi/v1/listenKey", headers={"X-MBX-APIKEY": "unknown"}) as reply:
+            assert reply.status == 401 and (await reply.json())["code"] == -2015

@@ -1,0 +1,70 @@
+"""The gateway's projections, without a network: candles, and the account ledger's
+ordering and redelivery rules."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from exchange.markets import default_markets
+from schemas.enums import CloseReason, IncomeKind, OrderType, Side, TimeInForce
+from schemas.events import Fill, IncomeItem, MarginSnapshot, OrderAccepted, OrderClosed, Trade
+from services.gateway.ledger import Ledger, money
+from services.gateway.projection import MarketProjection, aggregate
+
+MINUTE_NS = 60 * 10**9
+SOL = default_markets()["SOL-PERP"]
+
+
+def test_money_is_exact():
+    assert money(1_234_567) == "1.234567" and money(-5) == "-0.000005" and money(0) == "0.000000"
+    assert money(10**18 + 1) == "1000000000000.000001"  # beyond a float's 15 digits
+
+
+def test_one_minute_candles_aggregate_to_any_interval():
+    projection = MarketProjection({"SOL-PERP": SOL.value_per_tick_lot})
+    base = 1_700_000_000 * 10**9 // (3600 * 10**9) * 3600 * 10**9  # on the hour
+    trades = [(0, 15000, 100, Side.BUY), (30, 15100, 200, Side.SELL), (60, 14900, 100, Side.BUY),
+              (61 * 60, 15200, 300, Side.BUY)]  # seconds after the hour
+    for number, (second, price, size, side) in enumerate(trades, 1):
+        projection.apply(Trade("m", number, "SOL-PERP", number, price, size, side, base + second * 10**9))
+    candles = projection.markets["SOL-PERP"].candles
+    assert [(c[0] * 10**6 - base) // MINUTE_NS for c in candles] == [0, 1, 61]
+    assert candles[0][1:8] == [15000, 15100, 15000, 15100, 300, 15000 * 100 * 100 + 15100 * 200 * 100, 2]
+    assert candles[0][8] == 100  # taker-buy lots
+    hourly = aggregate(candles, 3_600_000, None, None, 10)
+    assert [(c[1], c[2], c[3], c[4], c[5], c[7]) for c in hourly] == [(15000, 15100, 14900, 14900, 400, 3),
+                                                                      (15200, 15200, 15200, 15200, 300, 1)]
+    assert aggregate(candles, 60_000, None, None, 1)[0][1] == 15200  # the newest, by default
+    assert aggregate(candles, 60_000, base // 10**6, None, 1)[0][1] == 15000  # from startTime on
+    assert aggregate(deque(), 60_000, None, None, 5) == []
+
+
+def accepted(order_id: int, size: int = 100) -> OrderAccepted:
+    return OrderAccepted("risk", order_id, "SOL-PERP", "bot", order_id, f"c{order_id}", Side.BUY,
+                         OrderType.LIMIT, TimeInForce.GTC, 15000, size, False, 1)
+
+
+def test_a_fill_and_close_that_overtake_the_acceptance_still_count():
+    updates = []
+    ledger = Ledger(default_markets(), notify=lambda account, payload: updates.append((account, payload)))
+    fill = Fill("matching", 1, "SOL-PERP", 7, 15000, 100, Side.SELL, "maker", 99, "bot", 5, ts=2)
+    ledger.apply(fill)  # through the maker's partition, before the bot's acceptance
+    ledger.apply(OrderClosed("matching", 2, "SOL-PERP", "bot", 5, CloseReason.FILLED, 100, 0, 3))
+    ledger.apply(accepted(5))
+    order = ledger.orders[5]
+    assert (order.status, order.executed, ledger.open_orders("bot")) == ("FILLED", 100, [])
+    assert [p["o"]["x"] for a, p in updates if a == "bot"] == ["NEW", "TRADE"]
+    [trade] = ledger.account("bot").trades
+    assert trade.maker and trade.commission == 15000 * 100 * 100 * 200 // 1_000_000  # maker fee, 2 bp
+
+
+def test_a_redelivered_snapshot_adds_its_income_once():
+    ledger = Ledger(default_markets())
+    snapshot = MarginSnapshot("risk.0.margin", 10, "bot", 1000, 1000, 1000, [], [], 5,
+                              [IncomeItem("", IncomeKind.TRANSFER, 1000, 0, 5)])
+    ledger.apply(snapshot)
+    ledger.apply(snapshot)  # at-least-once delivery, or a replay after a restart
+    older = MarginSnapshot("risk.0.margin", 9, "bot", 0, 0, 0, [], [], 4, [])
+    ledger.apply(older)
+    assert [item.amount for _, item in ledger.account("bot").income] == [1000]
+    assert ledger.snapshot("bot").seq == 10  # the newest state stays
