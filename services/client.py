@@ -78,8 +78,8 @@ class Client:
     def __init__(self, bus: Bus, markets: dict[str, Market], producer: str | None = None,
                  timeout_s: float = 15.0, keep: int | None = None):
         """``keep``: remember only about the last ``keep`` events (a long-running client
-        such as the gateway); ``events`` indices then shift and ``wait_for(after=)`` is
-        not meaningful."""
+        such as the gateway); ``received`` counts them all, and ``wait_for(after=)``
+        takes such a count."""
         self.bus = bus
         self.markets = markets
         self.producer = producer or f"client-{uuid.uuid4().hex[:12]}"
@@ -87,6 +87,7 @@ class Client:
         self.timeout_s = timeout_s
         self.events: list[Message] = []
         self.keep = keep
+        self._trimmed = 0  # events dropped from the front of ``events``
         self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future]] = []
         self._listeners: list[Callable[[Message], None]] = []
         self._reader: asyncio.Task | None = None
@@ -134,6 +135,7 @@ class Client:
                             older, seen = seen, set()
                     self.events.append(message)
                     if self.keep is not None and len(self.events) > 2 * self.keep:
+                        self._trimmed += len(self.events) - self.keep
                         del self.events[:-self.keep]
                     for listener in self._listeners:
                         listener(message)
@@ -147,9 +149,9 @@ class Client:
 
     async def wait_for(self, predicate: Callable[[Message], bool], timeout_s: float | None = None,
                        after: int = 0) -> Message:
-        """The first account event (already received, from index ``after`` on, or coming)
-        that matches."""
-        for message in self.events[after:]:
+        """The first account event (already received, from the ``after``-th on, or
+        coming) that matches."""
+        for message in self.events[max(0, after - self._trimmed):]:
             if predicate(message):
                 return message
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -161,6 +163,11 @@ class Client:
             self._waiters.remove(entry)
 
     # ------------------------------------------------------------------ commands
+
+    @property
+    def received(self) -> int:
+        """How many events have arrived so far (``wait_for(after=received)``: only newer ones)."""
+        return self._trimmed + len(self.events)
 
     def stamp(self) -> tuple[str, int]:
         self.seq += 1
@@ -211,9 +218,11 @@ class Client:
         client_order_id = client_order_id or uuid.uuid4().hex[:16]
         command = PlaceOrder(*self.stamp(), account, market, client_order_id, side, kind, tif, ticks,
                              lots, reduce_only, stp, time.time_ns())
+        mark = self.received  # an older order of the same client id (a replayed history) is not the answer
         await self.send(command)
         answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
-                                     and m.account == account and m.client_order_id == client_order_id)
+                                     and m.account == account and m.client_order_id == client_order_id,
+                                     after=mark)
         if isinstance(answer, OrderRejected):
             raise Rejected(answer.reason, answer.detail, answer.order_id)
         result = OrderResult(answer)

@@ -99,7 +99,7 @@ async def test_kill_9_each_service_under_load_ends_as_if_nothing_happened(stack_
                                                                             // 1_000_000)
     claims = 0
     sizes: dict[str, int] = {}
-    for balance, positions in crashed["finals"].values():
+    for _balance, positions in crashed["finals"].values():
         for market, _, _, signed_size, entry_value, _ in positions:
             claims -= (1 if signed_size > 0 else -1) * entry_value
             sizes[market] = sizes.get(market, 0) + signed_size

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
@@ -641,3 +644,65 @@ async def test_stream_requests_bad_streams_and_listen_keys_get_binance_answers(v
             assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         async with session.post(f"{gateway.base}/fapi/v1/listenKey", headers={"X-MBX-APIKEY": "unknown"}) as reply:
             assert reply.status == 401 and (await reply.json())["code"] == -2015
+
+
+def readme_freqtrade_snippet() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- freqtrade-config -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+async def test_the_readme_freqtrade_config_drives_ccxt_binance_as_freqtrade_does(venue, tmp_path):
+    _, client, oracle, gateway = venue
+    key, secret = gateway.test_keys.create("freqtrade")
+    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
+    script = tmp_path / "perpsim_exchange.py"
+    script.write_text(snippet)
+    printed = await asyncio.create_subprocess_exec(sys.executable, str(script), key, secret,
+                                                   stdout=asyncio.subprocess.PIPE)
+    out, _ = await printed.communicate()
+    section = json.loads(out)
+    assert (section["name"], section["key"], section["secret"]) == ("binance", key, secret)
+
+    # Freqtrade: ccxt.binance(apiKey, secret, its futures options, merged with ccxt_async_config)
+    settings = deep_merge({"apiKey": key, "secret": secret, "enableRateLimit": False,
+                           "options": {"defaultType": "swap"}}, section["ccxt_async_config"])
+    exchange = ccxt.binance(settings)
+    original = exchange.fetch
+
+    async def fetch_loopback_only(url, method="GET", headers=None, body=None):
+        loopback(url)
+        return await original(url, method, headers, body)
+
+    exchange.fetch = fetch_loopback_only
+    try:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("freqtrade", "5000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "4", "150.5")
+        markets = await exchange.load_markets()
+        assert markets["SOL/USDT:USDT"]["linear"] and not any(m["spot"] for m in markets.values())
+        # Freqtrade's startup checks on Binance futures
+        assert (await exchange.fapiPrivateGetPositionSideDual())["dualSidePosition"] is False
+        assert (await exchange.fapiPrivateGetMultiAssetsMargin())["multiAssetsMargin"] is False
+        tiers = await exchange.fetch_leverage_tiers(["SOL/USDT:USDT"])
+        assert [t["maxLeverage"] for t in tiers["SOL/USDT:USDT"]] == [20, 10]
+        await exchange.set_margin_mode("isolated", "SOL/USDT:USDT")
+        await exchange.set_leverage(3, "SOL/USDT:USDT")
+        order = await exchange.create_order("SOL/USDT:USDT", "market", "buy", 3)
+        assert order["filled"] == 3.0 and order["average"] == 150.5
+        await settle(gateway, lambda: gateway.ledger.snapshot("freqtrade").positions)
+        [position] = await exchange.fetch_positions(["SOL/USDT:USDT"])
+        assert position["marginMode"] == "isolated" and position["collateral"] == 150.5  # 451.5 / 3
+        # 5,000 − the taker fee 451.5 × 0.0005 + the long's PnL at the mark, (150 − 150.5) × 3
+        assert (await exchange.fetch_balance())["USDT"]["total"] == 4998.27425
+    finally:
+        await exchange.close()
