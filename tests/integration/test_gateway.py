@@ -28,8 +28,9 @@ from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
 from services.runtime import ServiceRunner
-from schemas.enums import Side, TimeInForce
-from tests.integration.conftest import Oracle
+from schemas.enums import LiquidationStage, Side, TimeInForce
+from schemas.events import LiquidationOutcome
+from tests.integration.conftest import ROOT, Oracle, kafka_bus
 
 pytestmark = pytest.mark.integration
 
@@ -706,3 +707,62 @@ async def test_the_readme_freqtrade_config_drives_ccxt_binance_as_freqtrade_does
         assert (await exchange.fetch_balance())["USDT"]["total"] == 4998.27425
     finally:
         await exchange.close()
+
+
+async def test_a_ccxt_bot_on_the_full_stack_over_kafka_is_liquidated_as_on_the_venue(stack_factory):
+    """The services and the gateway as processes on the embedded broker; the account made
+    with `perpsim accounts create`, as a user does; the bot is ccxt configured by URL."""
+    port = free_port()
+    stack = stack_factory(partitions=2, extra=["--gateway-port", str(port)])
+    stack.start("matching", "risk", "liquidation", "gateway")
+    created = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "accounts", "create", "--bootstrap", stack.bootstrap,
+        "--partitions", "2", "--state-dir", str(stack.state_dir / "state"), "--deposit", "2000",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(created.communicate(), 60)
+    assert created.returncode == 0, out.decode()
+    printed = dict(line.split(":", 1) for line in out.decode().splitlines() if ":" in line)
+    account, key, secret = (printed[name].strip() for name in ("account", "api key", "secret"))
+    bus = await kafka_bus(stack.bootstrap, 2)
+    bot = ccxt_for(f"http://127.0.0.1:{port}", key, secret)
+    try:
+        async with Client(bus, default_markets(), timeout_s=30) as client:
+            oracle = Oracle(bus, wall_clock=True)
+            await oracle.mark("SOL-PERP", "150")
+            await client.deposit("insurance", "1000000")
+            await client.deposit("maker", "1000000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # the gateway is up and has seen the deposit
+                try:
+                    if (await bot.fetch_balance())["USDT"]["total"] == 2000.0:
+                        break
+                except (ccxt.NetworkError, ccxt.ExchangeError):
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "the gateway never showed the deposit"
+                await asyncio.sleep(0.3)
+            await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
+            await bot.set_leverage(5, "SOL/USDT:USDT")
+            order = await bot.create_order("SOL/USDT:USDT", "market", "buy", 10)
+            assert order["status"] == "closed" and order["filled"] == 10.0 and order["average"] == 150.0
+            positions = []
+            deadline = asyncio.get_running_loop().time() + 30
+            while not positions:
+                assert asyncio.get_running_loop().time() < deadline, "the position never showed"
+                positions = await bot.fetch_positions(["SOL/USDT:USDT"])
+            assert positions[0]["liquidationPrice"] == 123.08 and positions[0]["collateral"] == 300.0
+
+            await oracle.mark("SOL-PERP", "105")
+            await client.wait_for(lambda m: isinstance(m, LiquidationOutcome) and m.account == account
+                                  and m.stage is LiquidationStage.BACKSTOP, timeout_s=30)
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await bot.fetch_balance())["USDT"]["total"] != 1699.25:
+                assert asyncio.get_running_loop().time() < deadline, await bot.fetch_balance()
+                await asyncio.sleep(0.2)
+            assert await bot.fetch_positions(["SOL/USDT:USDT"]) == []
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bot.close()
+        await bus.stop()
