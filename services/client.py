@@ -64,6 +64,7 @@ class OrderResult:
     accepted: OrderAccepted
     fills: list[Fill] = field(default_factory=list)
     closed: OrderClosed | None = None
+    since: int = 0  # the client's event count when the order was sent: its events come after
 
     @property
     def order_id(self) -> int:
@@ -179,9 +180,11 @@ class Client:
         await self.bus.send([(topic, partition, None, codec(topic).encode(command))])
 
     async def _command(self, command: Any) -> CommandAccepted:
+        mark = self.received
         await self.send(command)
         answer = await self.wait_for(lambda m: isinstance(m, (CommandAccepted, CommandRejected))
-                                     and m.ref_producer == command.producer and m.ref_seq == command.seq)
+                                     and m.ref_producer == command.producer and m.ref_seq == command.seq,
+                                     after=mark)
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
         return answer
@@ -225,7 +228,7 @@ class Client:
                                      after=mark)
         if isinstance(answer, OrderRejected):
             raise Rejected(answer.reason, answer.detail, answer.order_id)
-        result = OrderResult(answer)
+        result = OrderResult(answer, since=mark)
         if wait_closed is None:
             wait_closed = kind is OrderType.MARKET or tif in (TimeInForce.IOC, TimeInForce.FOK)
         if wait_closed:
@@ -235,17 +238,19 @@ class Client:
     async def closed(self, result: OrderResult) -> OrderResult:
         """Wait until the order has ended; fills and the close are filled in."""
         order_id = result.order_id
-        result.closed = await self.wait_for(lambda m: isinstance(m, OrderClosed) and m.order_id == order_id)
-        result.fills = [m for m in self.events if isinstance(m, Fill)
+        result.closed = await self.wait_for(lambda m: isinstance(m, OrderClosed) and m.order_id == order_id,
+                                            after=result.since)
+        result.fills = [m for m in self.events[max(0, result.since - self._trimmed):] if isinstance(m, Fill)
                         and order_id in (m.taker_order_id, m.maker_order_id)]
         return result
 
     async def cancel(self, account: str, market: str, order_id: int) -> OrderClosed:
         command = CancelOrder(*self.stamp(), account, market, order_id, time.time_ns())
+        mark = self.received
         await self.send(command)
         answer = await self.wait_for(lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
                                      or (isinstance(m, CommandRejected) and m.order_id == order_id
-                                         and m.account == account))
+                                         and m.account == account), after=mark)  # risk's or matching's refusal
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
         return answer
