@@ -80,7 +80,7 @@ class Gateway:
         self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}", keep=10_000)
         self.listen_keys: dict[str, str] = {}  # listen key -> account
         self.hub = StreamHub(markets, self.projection, self.listen_keys)
-        self.ledger = Ledger(markets, notify=self.hub.user)
+        self.ledger = Ledger(markets, notify=self.hub.user, listening=self.hub.listening)
         self._reader: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- plumbing

@@ -126,8 +126,12 @@ class AccountState:
 class Ledger:
     """Folds account events; ``notify(account, payload)`` receives user-stream events."""
 
-    def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None):
+    def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None,
+                 listening: Callable[[str], bool] | None = None):
+        """``listening(account)``: whether anyone receives the account's stream events
+        (they are only built then)."""
         self.markets = markets
+        self.listening = listening or (lambda account: notify is not None)
         self.orders: dict[int, OrderView] = {}
         self.live: dict[str, dict[int, OrderView]] = {}  # account -> its open orders
         self.accounts: dict[str, AccountState] = {}
@@ -169,7 +173,8 @@ class Ledger:
         self.orders[message.order_id] = order
         self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
-        self.notify(order.account, self._order_update(order, "NEW", order.time_ms))
+        if self.listening(order.account):
+            self.notify(order.account, self._order_update(order, "NEW", order.time_ms))
         for early in self._early.pop(message.order_id, ()):
             if isinstance(early, OrderClosed):
                 self._closed(early)
@@ -183,7 +188,8 @@ class Ledger:
         order = OrderView(order_id, account, market, client_order_id, side, kind, tif, price, size, reduce_only, now,
                           status="EXPIRED", update_ms=now)
         self.orders[order_id] = order
-        self.notify(account, self._order_update(order, "EXPIRED", now))
+        if self.listening(account):
+            self.notify(account, self._order_update(order, "EXPIRED", now))
         return order
 
     def _fill(self, fill: Fill) -> None:
@@ -211,10 +217,11 @@ class Ledger:
             elif order_id & LIQUIDATION_ORDER_BIT or not book:
                 # the liquidation engine's order, a backstop or ADL transfer: Binance reports
                 # these as LIQUIDATION / ADL orders of the account
-                forced = OrderView(order_id, account, market, "autoclose-" if book else "adl_autoclose", side,
-                                   "LIQUIDATION" if book else "ADL", TimeInForce.IOC, fill.price, fill.size, True,
-                                   when, fill.size, value, "FILLED", when)
-                self.notify(account, self._order_update(forced, "TRADE", when, trade))
+                if self.listening(account):
+                    forced = OrderView(order_id, account, market, "autoclose-" if book else "adl_autoclose", side,
+                                       "LIQUIDATION" if book else "ADL", TimeInForce.IOC, fill.price, fill.size,
+                                       True, when, fill.size, value, "FILLED", when)
+                    self.notify(account, self._order_update(forced, "TRADE", when, trade))
             elif order is None:
                 self._wait_for_order(order_id, (value, when, trade))
 
@@ -224,7 +231,8 @@ class Ledger:
         if order.status in LIVE:
             self._set_status(order, "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED")
         order.update_ms = when
-        self.notify(order.account, self._order_update(order, "TRADE", when, trade))
+        if self.listening(order.account):
+            self.notify(order.account, self._order_update(order, "TRADE", when, trade))
 
     def _wait_for_order(self, order_id: int, early) -> None:
         self._early.setdefault(order_id, []).append(early)
@@ -242,7 +250,7 @@ class Ledger:
         was = order.status
         self._set_status(order, status)
         order.update_ms = ms(message.ts)
-        if status != "FILLED" or was != "FILLED":
+        if (status != "FILLED" or was != "FILLED") and self.listening(order.account):
             self.notify(order.account, self._order_update(order, status, order.update_ms))
 
     def _set_status(self, order: OrderView, status: str) -> None:
@@ -281,7 +289,7 @@ class Ledger:
                     trade = state.by_trade.get((item.market, item.trade_id))
                     if trade is not None:
                         trade.commission = -item.amount  # risk's own figure
-        if state.snapshot is snapshot and snapshot.producer:
+        if state.snapshot is snapshot and snapshot.producer and self.listening(snapshot.account):
             self.notify(snapshot.account, self._account_update(snapshot, state))
             self._margin_call(snapshot, state)
 

@@ -186,6 +186,9 @@ class StreamHub:
         if connections:
             self._send(connections, lambda c: c.streams.get((symbol, kind), ()), payload)
 
+    def listening(self, account: str) -> bool:
+        return bool(self.users.get(account))
+
     def user(self, account: str, payload: dict) -> None:
         connections = self.users.get(account)
         if connections:
