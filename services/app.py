@@ -114,14 +114,15 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
     await gateway.start()
     runner = web.AppRunner(gateway.application(), access_log=None)
     await runner.setup()
+    site = web.TCPSite(runner, options.gateway_host, options.gateway_port)
     try:
-        await web.TCPSite(runner, options.gateway_host, options.gateway_port).start()
+        await site.start()
     except OSError as exc:
         await runner.cleanup()
         await gateway.stop()
         raise BusError(f"the gateway cannot listen on {options.gateway_host}:{options.gateway_port}: {exc}") from None
-    log.info("service=gateway listening on http://%s:%d (keys: %s)", options.gateway_host, options.gateway_port,
-             keys_path(options))
+    log.info("service=gateway listening on http://%s:%d (keys: %s)", options.gateway_host, site.port,
+             keys_path(options))  # the bound port, also when 0 asked for any
     try:
         await stop.wait()
     finally:
@@ -222,7 +223,9 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
     try:
         await ensure_topics(settings, topic_partitions(options.partitions))
         gateway_port = options.gateway_port
-        if not _port_free(options.gateway_host, gateway_port):
+        if gateway_port == 0:  # any free port, chosen here so that it can be printed
+            gateway_port = free_port(options.gateway_host)
+        elif not _port_free(options.gateway_host, gateway_port):
             gateway_port = free_port(options.gateway_host)
             log.warning("port %d is in use; the gateway listens on %d instead", options.gateway_port, gateway_port)
         log.info("gateway: http://%s:%d (Binance USD-M API); broker: %s", options.gateway_host, gateway_port,
