@@ -24,7 +24,7 @@ from aiohttp import web
 from exchange.markets import Market
 from schemas import MARKET_DATA, SchemaError, codec
 from schemas.enums import MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
-from schemas.events import BookSnapshot
+from schemas.events import BookSnapshot, MarkPrice
 from services.bus.base import Bus
 from services.client import Client, Rejected
 from services.gateway.keys import KeyStore
@@ -80,7 +80,8 @@ class Gateway:
         self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}", keep=10_000)
         self.listen_keys: dict[str, str] = {}  # listen key -> account
         self.hub = StreamHub(markets, self.projection, self.listen_keys)
-        self.ledger = Ledger(markets, notify=self.hub.user, listening=self.hub.listening)
+        self.ledger = Ledger(markets, notify=self.hub.user, listening=self.hub.listening,
+                             marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self._reader: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- plumbing
@@ -115,6 +116,8 @@ class Gateway:
                             self.projection.apply(message)
                             try:
                                 self.hub.market(message, before)
+                                if isinstance(message, MarkPrice):
+                                    self.ledger.mark_moved(message.market, [a for a, c in self.hub.users.items() if c])
                             except Exception:  # noqa: BLE001 - a stream bug must not stop the projection
                                 log.exception("gateway could not stream %s", type(message).__name__)
                     except SchemaError as exc:
@@ -425,7 +428,7 @@ class Gateway:
 
     async def account(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
-        snapshot = self.ledger.snapshot(account)
+        snapshot = self.ledger.valued(account)
         cross = next((b for b in snapshot.buckets if not b.market), None)
         unrealized = sum(p.unrealized_pnl for p in snapshot.positions)
         isolated = sum(p.isolated_margin for p in snapshot.positions)
@@ -543,7 +546,7 @@ class Gateway:
     async def position_risk(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         wanted = self._signed_market(params) if "symbol" in params else None
-        snapshot = self.ledger.snapshot(account)
+        snapshot = self.ledger.valued(account)
         usd = money
         rows = []
         for position in snapshot.positions:
@@ -569,7 +572,7 @@ class Gateway:
 
     async def balance(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
-        snapshot = self.ledger.snapshot(account)
+        snapshot = self.ledger.valued(account)
         cross = next((b for b in snapshot.buckets if not b.market), None)
         wallet = snapshot.balance + sum(p.isolated_margin for p in snapshot.positions)
         return web.json_response([{

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from exchange.accounts import Account, Marks, Position, available_to_trade, bucket_states, cross_totals, \
+    position_state, withdrawable
 from exchange.markets import Market, trading_fee
 from schemas.enums import CloseReason, IncomeKind, Liquidity, MarginMode, Side, TimeInForce
 from schemas.events import LIQUIDATION_ORDER_BIT, Fill, MarginSnapshot, OrderAccepted, OrderClosed
@@ -45,6 +47,34 @@ def entry_price(market: Market, position) -> str:
         return "0.00000000"
     ticks = Decimal(position.entry_value) / (size * market.value_per_tick_lot)
     return f"{ticks * market.tick_size:.8f}"
+
+
+def revalue(snapshot: MarginSnapshot, markets: dict[str, Market], marks: dict[str, int]) -> MarginSnapshot:
+    """The snapshot valued at the current ``marks`` with risk's own formulas: risk sends a
+    snapshot when an account changes, not on every mark, but a bot reads its unrealized
+    PnL, margin ratio and liquidation price at the current mark. Open-order reservations
+    are what the snapshot's ``available_to_trade`` implies."""
+    if not snapshot.positions:
+        return snapshot
+    account = Account(snapshot.account)
+    account.balance = snapshot.balance
+    then, now = Marks(), Marks()
+    for state in snapshot.positions:
+        position = Position(markets[state.market], state.mode, state.leverage)
+        position.size, position.entry_value, position.margin = state.signed_size, state.entry_value, \
+            state.isolated_margin
+        account.positions[state.market] = position
+        then.marks[state.market] = state.mark_price
+        now.marks[state.market] = marks.get(state.market) or state.mark_price
+    if now.marks == then.marks:
+        return snapshot
+    equity, im, _, _ = cross_totals(account, then)
+    account.reserved = max(0, equity - im - snapshot.available_to_trade)
+    totals = cross_totals(account, now)
+    positions = [position_state(account, p, now, totals) for p in account.positions.values()]
+    return MarginSnapshot(snapshot.producer, snapshot.seq, snapshot.account, snapshot.balance,
+                          available_to_trade(account, now, totals), withdrawable(account, now, totals),
+                          bucket_states(account, now, totals), positions, snapshot.ts, snapshot.income)
 
 
 def binance_symbol(market: Market) -> str:
@@ -127,10 +157,11 @@ class Ledger:
     """Folds account events; ``notify(account, payload)`` receives user-stream events."""
 
     def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None,
-                 listening: Callable[[str], bool] | None = None):
+                 listening: Callable[[str], bool] | None = None, marks: Callable[[], dict[str, int]] | None = None):
         """``listening(account)``: whether anyone receives the account's stream events
-        (they are only built then)."""
+        (they are only built then); ``marks()``: the current mark of each market."""
         self.markets = markets
+        self.marks = marks or dict
         self.listening = listening or (lambda account: notify is not None)
         self.orders: dict[int, OrderView] = {}
         self.live: dict[str, dict[int, OrderView]] = {}  # account -> its open orders
@@ -148,8 +179,22 @@ class Ledger:
         return state
 
     def snapshot(self, account: str) -> MarginSnapshot:
+        """The account's newest margin snapshot, as risk sent it."""
         snapshot = self.account(account).snapshot
         return snapshot or MarginSnapshot("", 0, account, 0, 0, 0, [], [], 0)
+
+    def valued(self, account: str) -> MarginSnapshot:
+        """The newest snapshot valued at the current marks (what the API reports)."""
+        return revalue(self.snapshot(account), self.markets, self.marks())
+
+    def mark_moved(self, market: str, accounts) -> None:
+        """A new mark: margin calls for ``accounts`` (those with a stream open) that hold a
+        position there."""
+        for account in accounts:
+            state = self.accounts.get(account)
+            snapshot = state.snapshot if state else None
+            if snapshot is not None and any(p.market == market for p in snapshot.positions):
+                self._margin_call(revalue(snapshot, self.markets, self.marks()), state)
 
     def apply(self, message) -> None:
         if isinstance(message, OrderAccepted):
@@ -291,7 +336,7 @@ class Ledger:
                         trade.commission = -item.amount  # risk's own figure
         if state.snapshot is snapshot and snapshot.producer and self.listening(snapshot.account):
             self.notify(snapshot.account, self._account_update(snapshot, state))
-            self._margin_call(snapshot, state)
+            self._margin_call(revalue(snapshot, self.markets, self.marks()), state)
 
     def _account_update(self, snapshot: MarginSnapshot, state: AccountState) -> dict:
         reason = {IncomeKind.TRANSFER: "DEPOSIT", IncomeKind.FUNDING_FEE: "FUNDING_FEE",

@@ -379,6 +379,16 @@ async def positions_closed(gateway: Gateway, account: str) -> None:
                  timeout=15)
 
 
+async def next_event(stream, kind: str, timeout: float = 10.0) -> dict:
+    """The next user data stream event of ``kind`` (others are skipped)."""
+    async def read():
+        while True:
+            event = await stream.receive_json()
+            if event.get("e") == kind:
+                return event
+    return await asyncio.wait_for(read(), timeout)
+
+
 async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_more(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "trader") as bot:
@@ -394,7 +404,32 @@ async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_m
         [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
         assert position["liquidationPrice"] == 123.08 and position["collateral"] == 300.0
 
-        await oracle.mark("SOL-PERP", "105")  # a 30% gap: far through the bankruptcy price of 120
+        # a mark move alone (no trade, so no new snapshot from risk) shows at once
+        await oracle.mark("SOL-PERP", "140")
+        await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].mark == 14000)
+        [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        assert (position["markPrice"], position["unrealizedPnl"]) == (140.0, -100.0)  # (140 − 150) × 10
+        assert position["liquidationPrice"] == 123.08  # isolated: its margin alone decides
+        assert (await bot.fetch_balance())["USDT"]["total"] == 1899.25  # 2,000 − 0.75 fee − 100
+
+        listen_key = (await bot.fapiPrivatePostListenKey())["listenKey"]
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{gateway.base.replace('http', 'ws')}/ws/{listen_key}") as stream:
+            # at 123.50: equity 300 − 265 = 35, maintenance 2.5% of 1,235 = 30.875 (88%): a
+            # margin call, not yet a liquidation (that is at 123.08)
+            await oracle.mark("SOL-PERP", "123.5")
+            call = await next_event(stream, "MARGIN_CALL")
+            assert call["p"] == [{"s": "SOLUSDT", "ps": "BOTH", "pa": "10.00", "mt": "ISOLATED",
+                                  "iw": "300.000000", "mp": "123.50", "up": "-265.000000", "mm": "30.875000"}]
+            await oracle.mark("SOL-PERP", "105")  # a 30% gap: far through the bankruptcy price of 120
+            forced = await next_event(stream, "ORDER_TRADE_UPDATE")
+            assert forced["o"]["o"] in ("LIQUIDATION", "ADL") and forced["o"]["S"] == "SELL"
+            assert forced["o"]["z"] == "10.00"
+            while True:
+                update = await next_event(stream, "ACCOUNT_UPDATE")
+                if not update["a"]["P"]:
+                    break
+            assert update["a"]["B"][0]["wb"] == "1699.250000"
         await positions_closed(gateway, "trader")
 
         assert await bot.fetch_positions(["SOL/USDT:USDT"]) == []
