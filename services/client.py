@@ -38,6 +38,7 @@ from schemas.events import (
     MarginSnapshot,
     Message,
     OrderAccepted,
+    OrderAmended,
     OrderClosed,
     OrderRejected,
     PlaceOrder,
@@ -255,13 +256,22 @@ class Client:
             raise Rejected(answer.reason, answer.detail)
         return answer
 
-    async def amend(self, account: str, market: str, order_id: int, price: str, size: str) -> None:
+    async def amend(self, account: str, market: str, order_id: int, price: str, size: str) -> OrderAmended:
+        """Change a resting order's price and total size; returns the ``OrderAmended``
+        (``Rejected`` with the reason if it cannot be)."""
         spec = self._market(market)
         try:
             ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
+        mark = self.received
         await self.send(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns()))
+        answer = await self.wait_for(lambda m: (isinstance(m, OrderAmended) and m.order_id == order_id)
+                                     or (isinstance(m, CommandRejected) and m.order_id == order_id
+                                         and m.account == account), after=mark)
+        if isinstance(answer, CommandRejected):
+            raise Rejected(answer.reason, answer.detail, order_id)
+        return answer
 
     def _market(self, market: str) -> Market:
         spec = self.markets.get(market)

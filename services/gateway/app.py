@@ -161,6 +161,7 @@ class Gateway:
             web.post("/fapi/v1/batchOrders", self.batch_orders),
             web.get("/fapi/v1/order", self.query_order),
             web.delete("/fapi/v1/order", self.cancel_order),
+            web.put("/fapi/v1/order", self.modify_order),
             web.get("/fapi/v1/openOrders", self.open_orders),
             web.get("/fapi/v1/openOrder", self.query_open_order),
             web.delete("/fapi/v1/allOpenOrders", self.cancel_all),
@@ -688,8 +689,8 @@ class Gateway:
             order = self.ledger.orders.get(number(params, "orderId"))
         elif "origClientOrderId" in params:
             wanted = params["origClientOrderId"]
-            order = next((o for o in reversed(self.ledger.orders.values())
-                          if o.client_order_id == wanted and o.account == account), None)
+            order = next((o for o in reversed(self.ledger.by_account.get(account, {}).values())
+                          if o.client_order_id == wanted), None)
         else:
             raise BinanceError(-1102, "Either orderId or origClientOrderId must be sent.")
         if order is None or order.account != account or order.market is not market:
@@ -715,6 +716,22 @@ class Gateway:
         await self._command(self.client.cancel(account, order.market.symbol, order.order_id))
         return web.json_response(order.binance())
 
+    async def modify_order(self, request: web.Request) -> web.Response:
+        """Binance's modify: a resting LIMIT order's price and quantity (its side must match)."""
+        account, params = await self._signed(request)
+        order = self._find_order(account, params, -2013, "Order does not exist.")
+        if order.status not in LIVE:
+            raise BinanceError(-2013, "Order does not exist.")
+        if order.kind != "LIMIT":
+            raise BinanceError(-4000, "Only LIMIT orders can be modified.")
+        if params.get("side", order.side.name).upper() != order.side.name:
+            raise BinanceError(-4000, "The side of an order cannot be modified.")
+        market = order.market
+        price = params.get("price") or market.format_price(order.price)
+        quantity = params.get("quantity") or market.format_size(order.size)
+        await self._command(self.client.amend(account, market.symbol, order.order_id, price, quantity))
+        return web.json_response(order.binance())
+
     async def cancel_all(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         market = self._signed_market(params)
@@ -738,7 +755,7 @@ class Gateway:
         from_id = number(params, "orderId")
         start, end = number(params, "startTime"), number(params, "endTime")
         limit = number(params, "limit", 500, 1, 1000)
-        chosen = [o for o in self.ledger.orders.values() if o.account == account and o.market is market
+        chosen = [o for o in self.ledger.by_account.get(account, {}).values() if o.market is market
                   and (from_id is None or o.order_id >= from_id) and (start is None or o.time_ms >= start)
                   and (end is None or o.time_ms <= end)]
         chosen.sort(key=lambda o: o.order_id)

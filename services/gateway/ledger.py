@@ -19,7 +19,7 @@ from exchange.accounts import Account, Marks, Position, available_to_trade, buck
     position_state, withdrawable
 from exchange.markets import Market, trading_fee
 from schemas.enums import CloseReason, IncomeKind, Liquidity, MarginMode, Side, TimeInForce
-from schemas.events import LIQUIDATION_ORDER_BIT, Fill, MarginSnapshot, OrderAccepted, OrderClosed
+from schemas.events import LIQUIDATION_ORDER_BIT, Fill, MarginSnapshot, OrderAccepted, OrderAmended, OrderClosed
 
 TRADES_KEPT = 10_000
 INCOME_KEPT = 10_000
@@ -165,6 +165,7 @@ class Ledger:
         self.listening = listening or (lambda account: notify is not None)
         self.orders: dict[int, OrderView] = {}
         self.live: dict[str, dict[int, OrderView]] = {}  # account -> its open orders
+        self.by_account: dict[str, dict[int, OrderView]] = {}  # account -> its orders known
         self.accounts: dict[str, AccountState] = {}
         self.notify = notify or (lambda account, payload: None)
         self._tran_id = 0
@@ -203,6 +204,8 @@ class Ledger:
             self._fill(message)
         elif isinstance(message, OrderClosed):
             self._closed(message)
+        elif isinstance(message, OrderAmended):
+            self._amended(message)
         elif isinstance(message, MarginSnapshot):
             self._margin(message)
 
@@ -215,7 +218,7 @@ class Ledger:
         order = OrderView(message.order_id, message.account, market, message.client_order_id, message.side,
                           message.order_type.name, message.tif, message.price, message.size, message.reduce_only,
                           ms(message.ts))
-        self.orders[message.order_id] = order
+        self._add(order)
         self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
         if self.listening(order.account):
@@ -232,7 +235,7 @@ class Ledger:
         now = int(time.time() * 1000)
         order = OrderView(order_id, account, market, client_order_id, side, kind, tif, price, size, reduce_only, now,
                           status="EXPIRED", update_ms=now)
-        self.orders[order_id] = order
+        self._add(order)
         if self.listening(account):
             self.notify(account, self._order_update(order, "EXPIRED", now))
         return order
@@ -298,6 +301,14 @@ class Ledger:
         if (status != "FILLED" or was != "FILLED") and self.listening(order.account):
             self.notify(order.account, self._order_update(order, status, order.update_ms))
 
+    def _amended(self, message: OrderAmended) -> None:
+        order = self.orders.get(message.order_id)
+        if order is None:
+            return
+        order.price, order.size, order.update_ms = message.price, message.size, ms(message.ts)
+        if self.listening(order.account):
+            self.notify(order.account, self._order_update(order, "AMENDMENT", order.update_ms))
+
     def _set_status(self, order: OrderView, status: str) -> None:
         order.status = status
         if status not in LIVE:
@@ -308,7 +319,12 @@ class Ledger:
             return
         excess = len(self.orders) - ORDERS_KEPT * 3 // 4
         for order_id in [i for i, o in self.orders.items() if o.status not in LIVE][:excess]:
-            del self.orders[order_id]
+            order = self.orders.pop(order_id)
+            self.by_account.get(order.account, {}).pop(order_id, None)
+
+    def _add(self, order: OrderView) -> None:
+        self.orders[order.order_id] = order
+        self.by_account.setdefault(order.account, {})[order.order_id] = order
 
     def open_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
         return [o for o in self.live.get(account, {}).values() if market is None or o.market is market]

@@ -801,3 +801,23 @@ async def test_a_ccxt_bot_on_the_full_stack_over_kafka_is_liquidated_as_on_the_v
     finally:
         await bot.close()
         await bus.stop()
+
+
+async def test_ccxt_edits_a_resting_order(venue):
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        await client.deposit("maker", "1000000")
+        await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
+        order = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 2, 148)
+        edited = await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "buy", 3, 149)
+        assert (edited["id"], edited["price"], edited["amount"], edited["status"]) == (order["id"], 149.0, 3.0, "open")
+        [book_bid] = (await bot.fetch_order_book("SOL/USDT:USDT"))["bids"]
+        assert book_bid == [149.0, 3.0]
+        with pytest.raises(ccxt.InvalidOrder, match="-4000"):  # the side cannot change
+            await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "sell", 3, 149)
+        crossing = await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "buy", 3, 150.5)
+        assert crossing["id"] == order["id"]  # moved onto the ask: it trades as a taker
+        await settle(gateway, lambda: gateway.ledger.orders[int(order["id"])].status == "FILLED")
+        assert (await bot.fetch_order(order["id"], "SOL/USDT:USDT"))["filled"] == 3.0
