@@ -30,7 +30,7 @@ from services.client import Client, Rejected
 from services.gateway.keys import KeyStore
 from services.gateway.ledger import INCOME_NAMES, LIVE, Ledger, binance_symbol, entry_price, money
 from services.gateway.projection import MarketProjection, aggregate
-from services.gateway.streams import StreamHub
+from services.gateway.streams import INTERVALS_MS, StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ class BinanceError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
-                "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000,
-                "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000}
 BATCH_LIMIT = 5  # orders per batchOrders request, as Binance
 
 

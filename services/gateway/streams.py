@@ -1,5 +1,6 @@
 """Binance USD-M WebSocket streams over aiohttp: market streams (``<symbol>@depth``,
-``@depth5|10|20``, ``@aggTrade``, ``@trade``, ``@markPrice``, ``@bookTicker``) and the
+``@depth5|10|20``, ``@aggTrade``, ``@trade``, ``@markPrice``, ``@bookTicker``,
+``@kline_<interval>``) and the
 user data stream (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``, ``MARGIN_CALL``).
 
 Connections are accepted where Binance and ccxt put them: ``/ws``, ``/ws/<streams>``,
@@ -25,13 +26,17 @@ from aiohttp import WSMsgType, web
 
 from exchange.markets import Market
 from schemas.events import BookDelta, BookSnapshot, MarkPrice, Trade
-from services.gateway.ledger import binance_symbol
-from services.gateway.projection import MarketProjection
+from services.gateway.ledger import binance_symbol, money
+from services.gateway.projection import MarketProjection, aggregate
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
-STREAM = re.compile(r"^([a-z0-9]+)@(depth(?:5|10|20)?|aggTrade|trade|markPrice|bookTicker)(?:@(\d+m?s))?$")
+STREAM = re.compile(r"^([a-z0-9]+)@(depth(?:5|10|20)?|aggTrade|trade|markPrice|bookTicker|"
+                    r"kline_(?:1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w))(?:@(\d+m?s))?$")
+INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+                "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000,
+                "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000}
 
 
 class Connection:
@@ -241,6 +246,17 @@ class StreamHub:
                                                "m": buyer_maker})
             self._publish(symbol, "trade", {"e": "trade", "E": now, "T": when, "s": name, "t": message.trade_id,
                                             "p": price, "q": size, "X": "MARKET", "m": buyer_maker})
+            for interval, width in INTERVALS_MS.items():
+                if self.subscribers.get((symbol, f"kline_{interval}")) and state.candles:
+                    opened = state.candles[-1][0] // width * width
+                    [candle] = aggregate(state.candles, width, opened, None, 1)
+                    _, o, h, low, c, volume, quote, count, buy, buy_quote = candle
+                    self._publish(symbol, f"kline_{interval}", {"e": "kline", "E": now, "s": name, "k": {
+                        "t": opened, "T": opened + width - 1, "s": name, "i": interval, "f": message.trade_id,
+                        "L": message.trade_id, "o": market.format_price(o), "c": market.format_price(c),
+                        "h": market.format_price(h), "l": market.format_price(low),
+                        "v": market.format_size(volume), "n": count, "x": False, "q": money(quote),
+                        "V": market.format_size(buy), "Q": money(buy_quote), "B": "0"}})
         elif isinstance(message, MarkPrice):
             self._publish(symbol, "markPrice", {
                 "e": "markPriceUpdate", "E": now, "s": name, "p": market.format_price(message.mark_price),

@@ -510,6 +510,14 @@ async def test_ccxt_pro_watches_the_order_book_trades_and_mark(venue):
         rest = await pro.fetch_order_book("SOL/USDT:USDT")
         assert rest["asks"][0] == [150.5, 2.5] and rest["bids"][0] == [149.9, 2.0]
 
+        candles = asyncio.create_task(until(lambda: pro.watch_ohlcv("SOL/USDT:USDT", "1m"),
+                                            lambda cs: bool(cs)))  # the first update: the coming trade
+        await asyncio.sleep(0.3)
+        await client.place("taker", "SOL-PERP", Side.BUY, "1", "150.5", tif=TimeInForce.IOC)
+        *_, candle = await candles
+        # this minute's candle: the 1.5 and the 1 at 150.5 (or only the 1, if a minute began between)
+        assert candle[1:5] == [150.5, 150.5, 150.5, 150.5] and candle[5] in (2.5, 1.0)
+
         marking = asyncio.create_task(until(lambda: pro.watch_mark_price("SOL/USDT:USDT"),
                                             lambda t: t["markPrice"] == 151.25))
         await asyncio.sleep(0.3)
