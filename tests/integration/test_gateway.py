@@ -126,6 +126,13 @@ async def signed(gateway: Gateway, account: str, module=ccxt):
         await bot.close()
 
 
+async def opening(client: Client, oracle: Oracle, account: str, deposit: str) -> None:
+    """SOL marked at 150, ``account`` funded with ``deposit``, a maker with a million."""
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit(account, deposit)
+    await client.deposit("maker", "1000000")
+
+
 async def settle(gateway: Gateway, condition, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition() and asyncio.get_running_loop().time() < deadline:
@@ -173,9 +180,7 @@ async def test_unknown_symbols_and_paths_get_binance_errors(venue):
 async def test_ccxt_trades_with_a_signed_account(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
         await settle(gateway, lambda: gateway.ledger.account("bot").snapshot)
         balance = await bot.fetch_balance()
@@ -211,9 +216,7 @@ async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venu
 async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidation_prices(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "2000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "2000")
         await bot.load_markets()
         await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
         with pytest.raises(ccxt.MarginModeAlreadySet):
@@ -297,9 +300,7 @@ async def test_ccxt_reads_candles_mark_candles_and_funding_history(venue):
 async def test_ccxt_sees_its_trades_fees_income_and_order_history(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.place("maker", "SOL-PERP", Side.SELL, "2", "150.5")
         bought = await bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
         assert bought["filled"] == 2.0 and bought["average"] == 150.5
@@ -338,9 +339,7 @@ async def test_ccxt_sees_its_trades_fees_income_and_order_history(venue):
 async def test_ccxt_places_a_batch_and_cancels_all(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
         placed = await bot.create_orders([
             {"symbol": "SOL/USDT:USDT", "type": "limit", "side": "buy", "amount": 1, "price": 148},
@@ -392,10 +391,8 @@ async def next_event(stream, kind: str, timeout: float = 10.0) -> dict:
 async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_more(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "trader") as bot:
-        await oracle.mark("SOL-PERP", "150")
+        await opening(client, oracle, "trader", "2000")
         await client.deposit("insurance", "1000000")
-        await client.deposit("maker", "1000000")
-        await client.deposit("trader", "2000")
         await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
         await bot.set_margin_mode("isolated", "SOL/USDT:USDT")
         await bot.set_leverage(5, "SOL/USDT:USDT")
@@ -444,10 +441,8 @@ async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_m
 async def test_mission_cross_case_through_ccxt_drains_the_cross_balance(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "trader") as bot:
-        await oracle.mark("SOL-PERP", "150")
+        await opening(client, oracle, "trader", "2000")
         await client.deposit("insurance", "1000000")
-        await client.deposit("maker", "1000000")
-        await client.deposit("trader", "2000")
         await client.place("maker", "SOL-PERP", Side.SELL, "100", "150")
         with pytest.raises(ccxt.MarginModeAlreadySet):  # cross is the default, as on Binance
             await bot.set_margin_mode("cross", "SOL/USDT:USDT")
@@ -529,9 +524,7 @@ async def test_ccxt_pro_watches_the_order_book_trades_and_mark(venue):
 async def test_ccxt_pro_watches_its_orders_and_positions_on_the_user_data_stream(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot", ccxtpro) as pro:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.deposit("other", "1000000")
         orders = asyncio.create_task(until(lambda: pro.watch_orders("SOL/USDT:USDT"),
                                            lambda os: any(o["status"] == "open" for o in os)))
@@ -560,9 +553,7 @@ async def test_ccxt_pro_watches_its_orders_and_positions_on_the_user_data_stream
 async def test_ccxt_order_types_and_the_errors_a_bot_catches(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.5")
         symbol = "SOL/USDT:USDT"
 
@@ -620,9 +611,7 @@ async def test_sync_ccxt_trades_through_the_gateway(venue):
     """Plain (synchronous) ccxt, as most bots use it: its calls block, so they run in a
     thread while the venue runs in this event loop."""
     _, client, oracle, gateway = venue
-    await oracle.mark("SOL-PERP", "150")
-    await client.deposit("bot", "10000")
-    await client.deposit("maker", "1000000")
+    await opening(client, oracle, "bot", "10000")
     await client.place("maker", "SOL-PERP", Side.SELL, "3", "150.5")
     await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
     key, secret = gateway.test_keys.create("bot")
@@ -728,9 +717,7 @@ async def test_the_readme_freqtrade_config_drives_ccxt_binance_as_freqtrade_does
 
     exchange.fetch = fetch_loopback_only
     try:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("freqtrade", "5000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "freqtrade", "5000")
         await client.place("maker", "SOL-PERP", Side.SELL, "4", "150.5")
         markets = await exchange.load_markets()
         assert markets["SOL/USDT:USDT"]["linear"] and not any(m["spot"] for m in markets.values())
@@ -771,9 +758,7 @@ async def test_a_ccxt_bot_on_the_full_stack_over_kafka_is_liquidated_as_on_the_v
     try:
         async with Client(bus, default_markets(), timeout_s=30) as client:
             oracle = Oracle(bus, wall_clock=True)
-            await oracle.mark("SOL-PERP", "150")
-            await client.deposit("insurance", "1000000")
-            await client.deposit("maker", "1000000")
+            await opening(client, oracle, "insurance", "1000000")
             await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
             deadline = asyncio.get_running_loop().time() + 30
             while True:  # the gateway is up and has seen the deposit
@@ -814,9 +799,7 @@ async def test_a_ccxt_bot_on_the_full_stack_over_kafka_is_liquidated_as_on_the_v
 async def test_ccxt_edits_a_resting_order(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:
-        await oracle.mark("SOL-PERP", "150")
-        await client.deposit("bot", "10000")
-        await client.deposit("maker", "1000000")
+        await opening(client, oracle, "bot", "10000")
         await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
         order = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 2, 148)
         edited = await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "buy", 3, 149)
