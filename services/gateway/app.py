@@ -261,9 +261,7 @@ class Gateway:
         })
 
     def _book_ticker(self, market: Market) -> dict:
-        bids, asks = self.projection.depth(market.symbol, 1)
-        bid = bids[0] if bids else (0, 0)
-        ask = asks[0] if asks else (0, 0)
+        bid, ask = self.projection.best(market.symbol)
         return {"symbol": binance_symbol(market), "bidPrice": market.format_price(bid[0]),
                 "bidQty": market.format_size(bid[1]), "askPrice": market.format_price(ask[0]),
                 "askQty": market.format_size(ask[1]), "time": int(time.time() * 1000)}
@@ -477,14 +475,17 @@ class Gateway:
         RejectReason.UNKNOWN_ORDER: (-2011, "Unknown order sent."),
     }
 
-    async def _command(self, call) -> None:
+    async def _command(self, call):
+        """``call``'s answer; a refusal as Binance's code (the ``Rejected`` is the cause),
+        no answer in time as ``-1007``."""
         try:
-            await asyncio.wait_for(call, self.order_timeout_s)
+            return await asyncio.wait_for(call, self.order_timeout_s)
         except Rejected as exc:
             code, message = self.REJECTS.get(exc.reason, (-1013, f"{exc.reason.name}: {exc.detail}"))
-            raise BinanceError(code, message) from None
+            raise BinanceError(code, message) from exc
         except TimeoutError:
-            raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408) from None
+            raise BinanceError(-1007, "Timeout waiting for response from backend server. Send status unknown; "
+                                      "execution status unknown.", 408) from None
 
     def _signed_market(self, params: dict[str, str]) -> Market:
         market = self.by_symbol.get(params.get("symbol", "").upper())
@@ -658,23 +659,19 @@ class Gateway:
         client_order_id = params.get("newClientOrderId") or uuid.uuid4().hex[:20]
         if any(o.client_order_id == client_order_id for o in self.ledger.open_orders(account)):
             raise BinanceError(-4015, "Client order id is not valid.")
+        reduce_only = params.get("reduceOnly", "false").lower() == "true"
         try:
-            result = await asyncio.wait_for(self.client.place(
-                account, market.symbol, side, params["quantity"], price, tif=tif,
-                reduce_only=params.get("reduceOnly", "false").lower() == "true", stp=SelfTradePrevention.CANCEL_TAKER,
-                client_order_id=client_order_id), self.order_timeout_s)
-        except Rejected as exc:
-            if exc.reason is RejectReason.FOK_NOT_FILLABLE and exc.order_id:
+            result = await self._command(self.client.place(
+                account, market.symbol, side, params["quantity"], price, tif=tif, reduce_only=reduce_only,
+                stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_order_id))
+        except BinanceError as error:
+            refused = error.__cause__
+            if isinstance(refused, Rejected) and refused.reason is RejectReason.FOK_NOT_FILLABLE and refused.order_id:
                 # Binance accepts such an FOK order and expires it at once
-                return self.ledger.expired(exc.order_id, account, market, client_order_id, side, kind, tif,
+                return self.ledger.expired(refused.order_id, account, market, client_order_id, side, kind, tif,
                                            market.price_to_ticks(price) if price else 0,
-                                           market.size_to_lots(params["quantity"]),
-                                           params.get("reduceOnly", "false").lower() == "true").binance()
-            code, message = self.REJECTS.get(exc.reason, (-1013, f"{exc.reason.name}: {exc.detail}"))
-            raise BinanceError(code, message) from None
-        except TimeoutError:
-            raise BinanceError(-1007, "Timeout waiting for response from backend server. Send status unknown; "
-                                      "execution status unknown.", 408) from None
+                                           market.size_to_lots(params["quantity"]), reduce_only).binance()
+            raise
         order = self.ledger.orders.get(result.order_id)
         if order is None:  # forgotten already: only in a flood of orders
             raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408)

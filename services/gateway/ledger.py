@@ -103,13 +103,18 @@ class OrderView:
     status: str = "NEW"
     update_ms: int = 0
 
+    def average(self) -> str:
+        """The average fill price, "0" before any fill."""
+        if not self.executed:
+            return "0"
+        return self.market.format_price(round(self.quote / (self.executed * self.market.value_per_tick_lot)))
+
     def binance(self) -> dict:
         market = self.market
-        average = self.quote / (self.executed * market.value_per_tick_lot) if self.executed else 0
         return {"orderId": self.order_id, "symbol": binance_symbol(market), "status": self.status,
                 "clientOrderId": self.client_order_id,
                 "price": market.format_price(self.price if self.kind == "LIMIT" else 0),
-                "avgPrice": market.format_price(round(average)) if self.executed else "0",
+                "avgPrice": self.average(),
                 "origQty": market.format_size(self.size), "executedQty": market.format_size(self.executed),
                 "cumQuote": money(self.quote), "timeInForce": tif_name(self.tif), "type": self.kind,
                 "reduceOnly": self.reduce_only, "closePosition": False, "side": self.side.name,
@@ -248,8 +253,8 @@ class Ledger:
         book = fill.liquidity is Liquidity.BOOK
         sides = ((fill.taker_account, fill.taker_order_id, fill.taker_side, False, market.taker_fee_ppm),
                  (fill.maker_account, fill.maker_order_id, Side(-int(fill.taker_side)), True, market.maker_fee_ppm))
+        value = fill.price * fill.size * market.value_per_tick_lot
         for account, order_id, side, maker, fee_ppm in sides:
-            value = fill.price * fill.size * market.value_per_tick_lot
             commission = trading_fee(value, fee_ppm) if book else 0
             trade = TradeView(account, market, fill.trade_id, order_id, side, fill.price, fill.size, maker,
                               commission, when)
@@ -401,12 +406,11 @@ class Ledger:
 
     def _order_update(self, order: OrderView, execution: str, when: int, trade: TradeView | None = None) -> dict:
         market = order.market
-        average = order.quote / (order.executed * market.value_per_tick_lot) if order.executed else 0
         return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
             "s": binance_symbol(market), "c": order.client_order_id, "S": order.side.name, "o": order.kind,
             "f": tif_name(order.tif), "q": market.format_size(order.size),
             "p": market.format_price(order.price if order.kind == "LIMIT" else 0),
-            "ap": market.format_price(round(average)) if order.executed else "0", "sp": "0",
+            "ap": order.average(), "sp": "0",
             "x": execution, "X": order.status, "i": order.order_id,
             "l": market.format_size(trade.size if trade else 0), "z": market.format_size(order.executed),
             "L": market.format_price(trade.price if trade else 0), "N": "USDT",

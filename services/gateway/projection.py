@@ -94,6 +94,11 @@ class MarketProjection:
             state.funding_rate_ppb, state.funding_ts = message.rate_ppb, message.ts
             state.funding_history.append((message.ts, message.rate_ppb, state.mark))
 
+    def best(self, symbol: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(best bid, best ask) as (price, size); (0, 0) for an empty side."""
+        state = self.markets[symbol]
+        return max(state.bids.items(), default=(0, 0)), min(state.asks.items(), default=(0, 0))
+
     def depth(self, symbol: str, limit: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         state = self.markets[symbol]
         bids = sorted(state.bids.items(), key=lambda level: -level[0])[:limit]

@@ -217,22 +217,14 @@ class StreamHub:
                     asks = list(message.asks) + [(p, 0) for p in self._gone(old_asks, message.asks)]
                 else:
                     bids, asks = message.bids, message.asks
-                self._publish(symbol, "depth", {
-                    "e": "depthUpdate", "E": now, "T": now, "s": name, "U": state.update_id, "u": state.update_id,
-                    "pu": state.update_id - 1,
-                    "b": [[market.format_price(p), market.format_size(s)] for p, s in bids],
-                    "a": [[market.format_price(p), market.format_size(s)] for p, s in asks]})
+                self._publish(symbol, "depth", self._depth_update(market, state.update_id, now, bids, asks))
             for levels in (5, 10, 20):
                 if self.subscribers.get((symbol, f"depth{levels}")):
                     bids, asks = self.projection.depth(symbol, levels)
-                    self._publish(symbol, f"depth{levels}", {
-                        "e": "depthUpdate", "E": now, "T": now, "s": name, "U": state.update_id,
-                        "u": state.update_id, "pu": state.update_id - 1,
-                        "b": [[market.format_price(p), market.format_size(s)] for p, s in bids],
-                        "a": [[market.format_price(p), market.format_size(s)] for p, s in asks]})
+                    self._publish(symbol, f"depth{levels}", self._depth_update(market, state.update_id, now, bids,
+                                                                               asks))
             if self.subscribers.get((symbol, "bookTicker")):
-                bid = max(state.bids.items(), default=(0, 0))
-                ask = min(state.asks.items(), default=(0, 0))
+                bid, ask = self.projection.best(symbol)
                 self._publish(symbol, "bookTicker", {
                     "e": "bookTicker", "u": state.update_id, "E": now, "T": now, "s": name,
                     "b": market.format_price(bid[0]), "B": market.format_size(bid[1]),
@@ -262,6 +254,13 @@ class StreamHub:
                 "e": "markPriceUpdate", "E": now, "s": name, "p": market.format_price(message.mark_price),
                 "i": market.format_price(message.index_price), "P": market.format_price(message.index_price),
                 "r": f"{state.funding_rate_ppb / 1e9:.8f}", "T": (now // 3_600_000 + 1) * 3_600_000})
+
+    @staticmethod
+    def _depth_update(market: Market, update_id: int, now: int, bids, asks) -> dict:
+        """Binance's ``depthUpdate``: one update id per book change, ``pu`` the previous."""
+        return {"e": "depthUpdate", "E": now, "T": now, "s": binance_symbol(market), "U": update_id, "u": update_id,
+                "pu": update_id - 1, "b": [[market.format_price(p), market.format_size(s)] for p, s in bids],
+                "a": [[market.format_price(p), market.format_size(s)] for p, s in asks]}
 
     @staticmethod
     def _gone(before: dict[int, int], levels: list[tuple[int, int]]) -> list[int]:
