@@ -28,27 +28,16 @@ Loss bound: an isolated position that closes with less than nothing left, or a c
 bucket left with no position and a negative balance, is bankrupt: the deficit is charged
 to the insurance fund account (``bad_debt`` counts it) and the trader's bucket is set to 0.
 
-Liquidation detection, in time proportional to the buckets near liquidation:
-- Isolated positions and one-position cross buckets sit in a per-market, per-mode,
-  per-side ``SortedList`` keyed by their exact liquidation price (an integer key such that
-  for an integer mark ``P`` a long is liquidatable iff ``P < key``, a short iff
-  ``P > key``). A mark update reads only the keys it crossed.
-- A cross bucket with positions in several markets is keyed by a movement budget: when
-  it is (re)keyed, ``S = equity − MM − #positions`` is its slack and ``K = Σ |s_X| · v_X
-  · (1 + highest mmr of X)`` the most value one tick of adverse move in each market can
-  consume, so while no market has travelled (Σ |Δmark|, ``_travel``) more than ``⌊S/K⌋``
-  ticks since, it cannot be under maintenance. Each market has an index of ``travel at
-  keying + ⌊S/K⌋``; a mark update pops only the buckets whose budget it exhausted and
-  checks them exactly.
-Any change to an account (fill, funding, margin, settings) re-keys it.
+Liquidation detection: a mark update checks only the buckets that
+``exchange.liquidation_index`` says it may have put under maintenance (price keys for
+isolated and one-position cross buckets, movement budgets for multi-market cross
+buckets). Any change to an account (fill, funding, margin, settings) re-keys it.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from exchange.accounts import (
     CROSS,
@@ -69,13 +58,22 @@ from exchange.accounts import (
     position_thresholds,
     withdrawable,
 )
+from exchange.liquidation_index import LiquidationIndex
 from exchange.markets import Market, trading_fee
-from schemas.enums import IncomeKind, LiquidationStage, Liquidity, MarginMode, OrderType, RejectReason, Side
+from schemas.enums import (
+    IncomeKind,
+    LiquidationStage,
+    Liquidity,
+    MarginMode,
+    OrderType,
+    RejectReason,
+    Side,
+)
 from schemas.events import (
-    AdjustIsolatedMargin,
-    AmendOrder,
     LIQUIDATION_ORDER_BIT,
+    AdjustIsolatedMargin,
     AdlCandidate,
+    AmendOrder,
     CancelOrder,
     CollateralTransfer,
     CommandAccepted,
@@ -152,13 +150,8 @@ class RiskEngine:
         self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
         self._pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
         self._fund_changed = False
-        # liquidation indexes: (market, mode, side) -> SortedList[(key, account)]
-        self._index: dict[tuple[str, MarginMode, int], SortedList] = {}
+        self._watch = LiquidationIndex(markets)
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
-        # movement budgets of multi-market cross buckets: market -> SortedList[(travel, account)]
-        self._budgets: dict[str, SortedList] = {symbol: SortedList() for symbol in markets}
-        self._travel: dict[str, int] = {symbol: 0 for symbol in markets}
-        self._budget_entries: dict[str, list[tuple[SortedList, tuple[int, str]]]] = {}
         self._handlers = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
@@ -774,20 +767,7 @@ class RiskEngine:
         previous = self.marks.marks.get(symbol)
         self.marks.marks[symbol] = mark
         liquidating = sorted(self._in_liquidation & self._holders[symbol])  # before new triggers
-        candidates: list[str] = []
-        for mode in (CROSS, ISOLATED):
-            longs = self._index.get((symbol, mode, 1))
-            if longs:
-                candidates.extend(account for _, account in longs.irange((mark + 1,)))
-            shorts = self._index.get((symbol, mode, -1))
-            if shorts:
-                candidates.extend(account for _, account in shorts.irange(maximum=(mark,)))
-        if previous is not None:
-            self._travel[symbol] += abs(mark - previous)
-            travel = self._travel[symbol]
-            # budgets strictly below the travel are exhausted
-            candidates.extend(account for _, account in self._budgets[symbol].irange(maximum=(travel,)))
-        for account_id in dict.fromkeys(candidates):
+        for account_id in dict.fromkeys(self._watch.crossed(symbol, mark, previous)):
             account = self.accounts[account_id]
             self.buckets_checked += 1
             self._check(account, event.ts, out)
@@ -906,8 +886,7 @@ class RiskEngine:
 
     def _rekey_budget(self, account: Account, totals: tuple | None = None) -> None:
         """(Re)place a multi-market cross bucket in the movement-budget indexes."""
-        for index, item in self._budget_entries.pop(account.account_id, ()):
-            index.remove(item)
+        self._watch.unkey_budget(account.account_id)
         if "" in account.liquidating:
             return
         cross = account.cross_positions()
@@ -917,40 +896,17 @@ class RiskEngine:
         slack = equity - mm - len(cross)
         if slack < 0:
             return  # _check triggers it, or it is within rounding of maintenance: keyed per fill
-        # |s|·v·(1 + mmr_max) per tick, rounded up (a larger sensitivity is a smaller budget)
-        sensitivity = 0
-        for p in cross:
-            mmr = p.market.tiers[-1].mmr
-            sensitivity += ceil_div(abs(p.size) * p.market.value_per_tick_lot * (mmr.denominator + mmr.numerator),
-                                    mmr.denominator)
-        allowed = slack // sensitivity
-        entries = []
-        for position in cross:
-            symbol = position.market.symbol
-            item = (self._travel[symbol] + allowed, account.account_id)
-            self._budgets[symbol].add(item)
-            entries.append((self._budgets[symbol], item))
-        self._budget_entries[account.account_id] = entries
+        self._watch.key_budget(account.account_id, cross, slack)
 
     def _reindex(self, account: Account, position: Position, totals: tuple | None = None) -> None:
-        entry = position.index_entry
-        if entry is not None:
-            entry[0].remove(entry[1])
-            position.index_entry = None
+        self._watch.unkey_price(position)
         if not position.size or self._bucket(position) in account.liquidating:
             return
         if position.mode is CROSS and len(account.cross_positions()) > 1:
             return  # keyed by its movement budget instead
         key = index_key(position, position_thresholds(account, position, self.marks, totals))
-        if key is None:
-            return
-        index_id = (position.market.symbol, position.mode, position.sign)
-        index = self._index.get(index_id)
-        if index is None:
-            index = self._index[index_id] = SortedList()
-        item = (key, account.account_id)
-        index.add(item)
-        position.index_entry = (index, item)
+        if key is not None:
+            self._watch.key_price(account.account_id, position, key)
 
     def _check(self, account: Account, ts: int, out: list, totals: tuple | None = None) -> None:
         """Trigger liquidation of every bucket of the account with ``equity < MM``."""
