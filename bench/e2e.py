@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 from exchange.markets import default_markets
-from schemas import RISK_IN, codec
+from schemas import RISK_IN, codec, topic_partitions
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import Fill, OrderAccepted, OrderClosed, PlaceOrder
-from services.app import topic_partitions
-from services.broker import EmbeddedBroker
-from services.bus.base import partition_for
-from services.bus.kafka import KafkaBus, KafkaSettings
 from services.client import Client
+from services.runtime.broker import EmbeddedBroker
+from services.runtime.bus import partition_for
+from services.runtime.kafka import KafkaBus, KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKET = "SOL-PERP"

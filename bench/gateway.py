@@ -30,17 +30,17 @@ import aiohttp
 from aiohttp import web
 
 from exchange.markets import default_markets
+from schemas import topic_partitions
 from schemas.enums import Side, TimeInForce
-from services.app import topic_partitions
-from services.broker import free_port
-from services.bus.memory import MemoryBus
 from services.client import Client
-from services.gateway.app import Gateway
+from services.gateway.binance.app import Gateway
 from services.gateway.keys import KeyStore
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
-from services.runtime import ServiceRunner
+from services.runtime.broker import free_port
+from services.runtime.memory import MemoryBus
+from services.runtime.runner import ServiceRunner
 
 
 def summary(name: str, latencies: list[float], elapsed: float) -> float:

@@ -16,12 +16,20 @@ from collections import deque
 from decimal import Decimal
 from typing import Any
 
+from exchange.accounts import cross_totals, isolated_totals
 from exchange.liquidation import LiquidationEngine
 from exchange.markets import MICRO, Market, default_markets
-from exchange.oracle import Oracle
 from exchange.matching import MatchingEngine
+from exchange.oracle import Oracle
 from exchange.risk import RiskEngine
-from schemas.enums import Liquidity, MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import (
+    Liquidity,
+    MarginMode,
+    OrderType,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
 from schemas.events import (
     BBO,
     LIQUIDATION_ORDER_BIT,
@@ -195,3 +203,14 @@ class CoreExchange:
 
     def snapshot(self, account: str) -> MarginSnapshot:
         return self.risk.snapshot(account, self.ts)
+
+    def equity(self, account_id: str) -> int:
+        """Cross account value plus every isolated bucket's equity, at the current marks."""
+        account = self.risk.accounts.get(account_id)
+        if account is None:
+            return 0
+        equity = cross_totals(account, self.risk.marks)[0]
+        for position in account.positions.values():
+            if position.size and position.mode is MarginMode.ISOLATED:
+                equity += isolated_totals(position, self.risk.marks)[0]
+        return equity

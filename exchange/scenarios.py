@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from exchange.core import CoreExchange, money
 from exchange.invariants import check
 from exchange.markets import MICRO, Market, default_markets
-from exchange.oracle import SECOND, Flat, IndexSource, Oracle, RandomWalk, Shock, Shocked
+from exchange.oracle import (
+    SECOND,
+    Flat,
+    IndexSource,
+    Oracle,
+    RandomWalk,
+    Shock,
+    Shocked,
+)
 from schemas.enums import LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
 from schemas.events import (
     LIQUIDATION_ORDER_BIT,

@@ -22,6 +22,7 @@ from schemas.topics import (
     MATCH_IN,
     RISK_IN,
     TOPICS,
+    topic_partitions,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "MATCH_IN",
     "RISK_IN",
     "TOPICS",
+    "topic_partitions",
 ]

@@ -35,7 +35,6 @@ from schemas.enums import (
     TimeInForce,
 )
 
-
 # Order ids are assigned by risk as ``(counter << 16) | partition`` (partition < 2**15) and
 # by the liquidation engine with this bit set, so anyone can tell a liquidation order.
 LIQUIDATION_ORDER_BIT = 1 << 15

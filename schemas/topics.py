@@ -100,3 +100,11 @@ TOPICS: dict[str, object] = {
     ACCOUNT_EVENTS: AccountEvents,
     DEADLETTER: Deadletter,
 }
+
+KEYED_TOPICS = (RISK_IN, MATCH_IN, LIQUIDATION_IN, MARKET_DATA, ACCOUNT_EVENTS)
+
+
+def topic_partitions(partitions: int) -> dict[str, int]:
+    """Every topic with its partition count: the keyed topics get ``partitions``, the
+    dead letters one."""
+    return {**{topic: partitions for topic in KEYED_TOPICS}, DEADLETTER: 1}

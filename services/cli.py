@@ -29,7 +29,7 @@ def demo(symbol: str, markets_file: str | None) -> None:
     Makers quote a ladder; takers send IOC, market, post-only, FOK and reduce-only
     orders; an order is amended and cancelled. Each step shows what the engine did.
     """
-    from services.demo import run_demo
+    from services.sim.demo import run_demo
 
     try:
         markets = load_markets(markets_file) if markets_file else default_markets()
@@ -124,8 +124,8 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
     simulated clock: the same scenario and seed give the same market on any machine. The
     report folder gets a summary, plots (PNG) and one HTML page.
     """
-    from services.simulation import ScenarioError, load_scenario, scenario_names
-    from services.simulation import simulate as run
+    from services.sim.simulation import ScenarioError, load_scenario, scenario_names
+    from services.sim.simulation import simulate as run
 
     if list_only:
         for name in scenario_names():
@@ -135,7 +135,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
         scenario = load_scenario(scenario_name)
     except ScenarioError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
-    from services.report import summarize, summary_text, write_report
+    from services.sim.report import summarize, summary_text, write_report
 
     total = int((duration or scenario.duration_s) * 1000 // scenario.tick_ms) + 1
     with click.progressbar(length=total, label=f"{scenario.name}", file=click.get_text_stream("stderr"),
@@ -157,7 +157,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
 
 @main.command()
 @click.option("--strategy", "strategy_spec", required=True, metavar="FILE.py:CLASS",
-              help="Your strategy: a subclass of services.strategy.Strategy in a Python file.")
+              help="Your strategy: a subclass of services.sim.strategy.Strategy in a Python file.")
 @click.option("--scenario", "scenario_name", default="flash-crash", show_default=True, metavar="NAME|FILE",
               help="The market to run it in (see `perpsim simulate --list`).")
 @click.option("--seed", type=int, default=None, help="Seed of prices and participants (default: the scenario's).")
@@ -174,10 +174,10 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
     fees, funding, liquidations and latency, next to the market's. A callback that raises
     is counted and reported; the run goes on.
     """
-    from services.report import summarize, summary_text, write_report
-    from services.simulation import ScenarioError, load_scenario
-    from services.simulation import simulate as simulate_run
-    from services.strategy import StrategyError, load_strategy
+    from services.sim.report import summarize, summary_text, write_report
+    from services.sim.simulation import ScenarioError, load_scenario
+    from services.sim.simulation import simulate as simulate_run
+    from services.sim.strategy import StrategyError, load_strategy
 
     try:
         strategy = load_strategy(strategy_spec)
@@ -245,11 +245,11 @@ def _cluster_options(function):
     return function
 
 
-def _options(params: dict):  # -> services.app.Options
+def _options(params: dict):  # -> services.launch.Options
     from pathlib import Path
 
-    from services.app import Options, configure_logging
-    from services.bus.kafka import KafkaSettings
+    from services.launch import Options, configure_logging
+    from services.runtime.kafka import KafkaSettings
 
     configure_logging(params["log_level"])
     try:
@@ -279,7 +279,7 @@ def _options(params: dict):  # -> services.app.Options
     oracle_args = dict(prices=params["prices"], shocks=params["shocks"], replays=params["replays"],
                        flat=params["flat"], volatility=params["volatility"], seed=params["oracle_seed"] or 1)
     if params["scenario_name"]:
-        from services.simulation import ScenarioError, load_scenario
+        from services.sim.simulation import ScenarioError, load_scenario
 
         try:
             load_scenario(params["scenario_name"])
@@ -293,7 +293,7 @@ def _options(params: dict):  # -> services.app.Options
 
 def _run_guarded(action) -> int:
     from exchange.oracle import OracleError
-    from services.bus.base import BusError
+    from services.runtime.bus import BusError
 
     try:
         return action() or 0
@@ -329,7 +329,7 @@ def up(duration: float | None, no_participants: bool, rate: float, report_dir: s
     """
     from pathlib import Path
 
-    from services.app import Participants, run_up
+    from services.launch import Participants, run_up
 
     if not no_participants and not params["scenario_name"]:
         params["scenario_name"] = "flash-crash"
@@ -356,7 +356,7 @@ def loadtest(rate: float, max_rate: float, factor: float, step_s: float, p99_lim
     fill against a deep offer, at --rate, then --factor times more every --duration
     seconds, until p99 latency passes --p99-limit or the exchange falls behind.
     """
-    from services.app import LoadtestSettings, run_up
+    from services.launch import LoadtestSettings, run_up
 
     params["flat"] = True  # a steady price: every order stays inside the price band
     params["prices"] = tuple(params["prices"]) + ("SOL-PERP=150",)
@@ -371,7 +371,7 @@ def _service_command(name: str, summary: str):
         if not params["bootstrap"]:
             raise click.UsageError(f"`perpsim {name}` needs --bootstrap HOST:PORT (or use `perpsim up`)")
         options = _options(params)
-        from services.app import run_service
+        from services.launch import run_service
 
         raise SystemExit(_run_guarded(lambda: run_service(name, options)))
 
@@ -388,8 +388,8 @@ def topics(**params) -> None:
     options = _options(params)
     import asyncio
 
-    from services.app import topic_partitions
-    from services.bus.kafka import ensure_topics
+    from schemas import topic_partitions
+    from services.runtime.kafka import ensure_topics
 
     counts = _run_guarded(lambda: asyncio.run(ensure_topics(options.settings, topic_partitions(options.partitions))))
     for topic, count in sorted(counts.items()):
@@ -420,7 +420,7 @@ def accounts_create(deposit: str, **params) -> None:
         raise click.UsageError("`perpsim accounts create` needs --bootstrap HOST:PORT of the running exchange")
     import asyncio
 
-    from services.app import create_account
+    from services.launch import create_account
 
     options = _options(params)
     account, key, secret = _run_guarded(lambda: asyncio.run(create_account(options, deposit)))

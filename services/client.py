@@ -26,7 +26,14 @@ from typing import Any
 from exchange.core import money
 from exchange.markets import Market, UnitError
 from schemas import ACCOUNT_EVENTS, RISK_IN, codec
-from schemas.enums import MarginMode, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import (
+    MarginMode,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
 from schemas.events import (
     AdjustIsolatedMargin,
     AmendOrder,
@@ -46,7 +53,7 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
-from services.bus.base import Bus, partition_for
+from services.runtime.bus import Bus, partition_for
 
 
 class Rejected(Exception):

@@ -14,8 +14,14 @@ from __future__ import annotations
 from exchange.liquidation import LiquidationEngine
 from exchange.markets import Market
 from schemas import ACCOUNT_EVENTS, LIQUIDATION_IN, MATCH_IN, RISK_IN
-from schemas.events import CancelAllOrders, LiquidationOutcome, Message, NewOrder, PositionTransfer
-from services.runtime import Outbox, ServiceSpec
+from schemas.events import (
+    CancelAllOrders,
+    LiquidationOutcome,
+    Message,
+    NewOrder,
+    PositionTransfer,
+)
+from services.runtime.runner import Outbox, ServiceSpec
 
 
 def route(events: list[Message], outbox: Outbox) -> None:

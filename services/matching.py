@@ -24,7 +24,7 @@ from schemas.events import (
     OrderRejected,
     Trade,
 )
-from services.runtime import Outbox, ServiceSpec
+from services.runtime.runner import Outbox, ServiceSpec
 
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, CommandRejected)
 

@@ -30,8 +30,8 @@ from exchange.oracle import (
     Shocked,
 )
 from schemas import MARKET_DATA, RISK_IN, SchemaError, codec
-from services.bus.base import Bus
-from services.runtime import Outbox
+from services.runtime.bus import Bus
+from services.runtime.runner import Outbox
 
 log = logging.getLogger(__name__)
 

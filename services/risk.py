@@ -22,8 +22,8 @@ from schemas.events import (
     OrderClosed,
     OrderRejected,
 )
-from services.bus.base import partition_for
-from services.runtime import Outbox, ServiceSpec
+from services.runtime.bus import partition_for
+from services.runtime.runner import Outbox, ServiceSpec
 
 
 def route(events: list[Message], outbox: Outbox) -> None:

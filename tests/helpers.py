@@ -6,7 +6,13 @@ import itertools
 from typing import Any
 
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
-from schemas.events import AmendOrder, CancelAllOrders, CancelOrder, NewOrder, PositionTransfer
+from schemas.events import (
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    NewOrder,
+    PositionTransfer,
+)
 
 _seq = itertools.count(1)
 

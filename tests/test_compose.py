@@ -7,8 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from services.app import SERVICES, topic_partitions
+from schemas import topic_partitions
 from services.cli import main
+from services.launch import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,15 @@ from collections import deque
 
 from exchange.markets import default_markets
 from schemas.enums import CloseReason, IncomeKind, OrderType, Side, TimeInForce
-from schemas.events import Fill, IncomeItem, MarginSnapshot, OrderAccepted, OrderClosed, Trade
+from schemas.events import (
+    Fill,
+    IncomeItem,
+    MarginSnapshot,
+    OrderAccepted,
+    OrderClosed,
+    Trade,
+)
+from services.gateway.binance.wire import user_event
 from services.gateway.ledger import Ledger, money
 from services.gateway.projection import MarketProjection, aggregate
 
@@ -46,7 +54,8 @@ def accepted(order_id: int, size: int = 100) -> OrderAccepted:
 
 def test_a_fill_and_close_that_overtake_the_acceptance_still_count():
     updates = []
-    ledger = Ledger(default_markets(), notify=lambda account, payload: updates.append((account, payload)))
+    markets = default_markets()
+    ledger = Ledger(markets, notify=lambda account, event: updates.append((account, user_event(event, markets))))
     fill = Fill("matching", 1, "SOL-PERP", 7, 15000, 100, Side.SELL, "maker", 99, "bot", 5, ts=2)
     ledger.apply(fill)  # through the maker's partition, before the bot's acceptance
     ledger.apply(OrderClosed("matching", 2, "SOL-PERP", "bot", 5, CloseReason.FILLED, 100, 0, 3))

@@ -11,7 +11,14 @@ from exchange.invariants import check
 from exchange.markets import Market
 from exchange.oracle import SECOND
 from exchange.scenarios import crash, cross_case, isolated_case
-from schemas.enums import IncomeKind, LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
+from schemas.enums import (
+    IncomeKind,
+    LiquidationStage,
+    Liquidity,
+    MarginMode,
+    Side,
+    TimeInForce,
+)
 from schemas.events import (
     CollateralTransfer,
     Fill,

@@ -6,7 +6,14 @@ from fractions import Fraction
 
 import pytest
 
-from exchange.markets import Market, MarketError, UnitError, default_markets, load_markets, markets_from_config
+from exchange.markets import (
+    Market,
+    MarketError,
+    UnitError,
+    default_markets,
+    load_markets,
+    markets_from_config,
+)
 from schemas.enums import RejectReason
 
 

@@ -412,7 +412,13 @@ def test_liquidation_is_strict_exactly_at_the_liquidation_price():
 
 def test_a_deficit_in_a_partition_without_the_fund_is_paid_by_the_funds_partition():
     from exchange.risk import RiskEngine
-    from schemas.events import CollateralTransfer, Deposit, Fill, SetLeverage, SetMarginMode
+    from schemas.events import (
+        CollateralTransfer,
+        Deposit,
+        Fill,
+        SetLeverage,
+        SetMarginMode,
+    )
 
     specs = markets()
     traders = RiskEngine(specs, producer="risk.p0", partition=0, holds_fund=False)

@@ -13,7 +13,14 @@ from exchange.accounts import cross_totals, isolated_totals
 from exchange.core import CoreExchange
 from exchange.invariants import check
 from exchange.markets import Market
-from schemas.enums import Liquidity, MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import (
+    Liquidity,
+    MarginMode,
+    OrderType,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
 from schemas.events import (
     AdjustIsolatedMargin,
     CancelOrder,

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 
 from schemas import SCHEMA_VERSION, TOPICS, SchemaError, codec
-from schemas.events import Deposit, Fill, Message, NewOrder, PlaceOrder, Trade
 from schemas.enums import OrderType, Side, TimeInForce
+from schemas.events import Deposit, Fill, Message, NewOrder, PlaceOrder, Trade
 
 
 def sample(type_info: msgspec.inspect.Type, depth: int = 0):

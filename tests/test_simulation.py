@@ -8,8 +8,14 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import main
-from services.report import write_report
-from services.simulation import ScenarioError, load_scenario, scenario_names, simulate, trade_list
+from services.sim.report import write_report
+from services.sim.simulation import (
+    ScenarioError,
+    load_scenario,
+    scenario_names,
+    simulate,
+    trade_list,
+)
 
 
 def test_the_same_seed_gives_the_same_market():

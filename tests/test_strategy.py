@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import main
-from services.simulation import load_scenario, simulate
-from services.strategy import Strategy, StrategyError, load_strategy
+from services.sim.simulation import load_scenario, simulate
+from services.sim.strategy import Strategy, StrategyError, load_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +90,7 @@ def test_the_example_strategies_run(tmp_path):
     [
         (None, "missing.py:X", "does not exist"),
         ("x = 1\n", "{path}", "expected path/to/file.py:ClassName"),
-        ("from services.strategy import Strategy\nclass A(Strategy): pass\n", "{path}:B", "no class 'B'.*A"),
+        ("from services.sim.strategy import Strategy\nclass A(Strategy): pass\n", "{path}:B", "no class 'B'.*A"),
         ("class A: pass\n", "{path}:A", "must subclass"),
         ("raise ImportError('nope')\n", "{path}:A", "failed to import: ImportError: nope"),
     ],

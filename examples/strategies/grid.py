@@ -4,7 +4,7 @@ mark has moved, and stops quoting the side that would grow too large a position.
     perpsim run --strategy examples/strategies/grid.py:GridMaker --scenario calm
 """
 
-from services.strategy import Strategy
+from services.sim.strategy import Strategy
 
 
 class GridMaker(Strategy):

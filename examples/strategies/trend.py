@@ -4,7 +4,7 @@
 """
 
 from schemas import MarginMode
-from services.strategy import Strategy
+from services.sim.strategy import Strategy
 
 
 class TrendFollower(Strategy):

@@ -1,2 +1,2 @@
-"""The Binance USD-M futures ("fapi") compatible gateway, so that unmodified ccxt bots
-trade on perpsim. See docs/gateway.md."""
+"""The venue front: one projection of market (``projection``) and account (``ledger``)
+state folded from the bus, dialect-free, and one folder per API dialect over it."""

@@ -1,6 +1,11 @@
 """What the gateway knows of its accounts, folded from ``account.events``: orders, trades,
-income and the newest margin snapshot per account, in Binance's shapes, plus the user
-data stream events (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, MARGIN_CALL) they give rise to.
+income and the newest margin snapshot per account, and the user-stream events they give
+rise to (``OrderUpdate``, ``AccountUpdate``, ``MarginCall``). Dialect-free: each API
+dialect turns these views and events into its own wire format.
+
+Order statuses and executions use one vocabulary for every dialect: statuses ``NEW``,
+``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``, ``EXPIRED``; executions ``NEW``,
+``TRADE``, ``AMENDMENT`` and the closing status.
 
 Memory is bounded: each account keeps its last ``TRADES_KEPT`` trades and ``INCOME_KEPT``
 income records, and ended orders beyond ``ORDERS_KEPT`` are forgotten oldest first (as
@@ -15,16 +20,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from exchange.accounts import Account, Marks, Position, available_to_trade, bucket_states, cross_totals, \
-    position_state, withdrawable
+from exchange.accounts import (
+    Account,
+    Marks,
+    Position,
+    available_to_trade,
+    bucket_states,
+    cross_totals,
+    position_state,
+    withdrawable,
+)
 from exchange.markets import Market, trading_fee
-from schemas.enums import CloseReason, IncomeKind, Liquidity, MarginMode, Side, TimeInForce
-from schemas.events import LIQUIDATION_ORDER_BIT, Fill, MarginSnapshot, OrderAccepted, OrderAmended, OrderClosed
+from schemas.enums import (
+    CloseReason,
+    IncomeKind,
+    Liquidity,
+    MarginMode,
+    Side,
+    TimeInForce,
+)
+from schemas.events import (
+    LIQUIDATION_ORDER_BIT,
+    Fill,
+    MarginSnapshot,
+    OrderAccepted,
+    OrderAmended,
+    OrderClosed,
+)
 
 TRADES_KEPT = 10_000
 INCOME_KEPT = 10_000
 ORDERS_KEPT = 200_000
-MARGIN_CALL_RATIO_PPB = 800_000_000  # MM / margin balance at which Binance sends MARGIN_CALL
+MARGIN_CALL_RATIO_PPB = 800_000_000  # MM / margin balance at which a margin call is sent (Binance's 80%)
 
 LIVE = ("NEW", "PARTIALLY_FILLED")
 
@@ -77,14 +104,6 @@ def revalue(snapshot: MarginSnapshot, markets: dict[str, Market], marks: dict[st
                           bucket_states(account, now, totals), positions, snapshot.ts, snapshot.income)
 
 
-def binance_symbol(market: Market) -> str:
-    return f"{market.base}USDT"
-
-
-def tif_name(tif: TimeInForce) -> str:
-    return "GTX" if tif is TimeInForce.POST_ONLY else tif.name
-
-
 @dataclass(slots=True)
 class OrderView:
     order_id: int
@@ -92,7 +111,7 @@ class OrderView:
     market: Market
     client_order_id: str
     side: Side
-    kind: str  # LIMIT | MARKET
+    kind: str  # LIMIT | MARKET, or LIQUIDATION | ADL for a forced close
     tif: TimeInForce
     price: int
     size: int
@@ -109,19 +128,6 @@ class OrderView:
             return "0"
         return self.market.format_price(round(self.quote / (self.executed * self.market.value_per_tick_lot)))
 
-    def binance(self) -> dict:
-        market = self.market
-        return {"orderId": self.order_id, "symbol": binance_symbol(market), "status": self.status,
-                "clientOrderId": self.client_order_id,
-                "price": market.format_price(self.price if self.kind == "LIMIT" else 0),
-                "avgPrice": self.average(),
-                "origQty": market.format_size(self.size), "executedQty": market.format_size(self.executed),
-                "cumQuote": money(self.quote), "timeInForce": tif_name(self.tif), "type": self.kind,
-                "reduceOnly": self.reduce_only, "closePosition": False, "side": self.side.name,
-                "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-                "origType": self.kind, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
-                "goodTillDate": 0, "time": self.time_ms, "updateTime": self.update_ms or self.time_ms}
-
 
 @dataclass(slots=True)
 class TradeView:
@@ -137,15 +143,35 @@ class TradeView:
     time_ms: int
     realized: int = 0
 
-    def binance(self) -> dict:
-        market = self.market
-        return {"symbol": binance_symbol(market), "id": self.trade_id, "orderId": self.order_id,
-                "side": self.side.name, "price": market.format_price(self.price),
-                "qty": market.format_size(self.size),
-                "realizedPnl": money(self.realized), "marginAsset": "USDT",
-                "quoteQty": money(self.price * self.size * market.value_per_tick_lot),
-                "commission": money(self.commission), "commissionAsset": "USDT", "time": self.time_ms,
-                "positionSide": "BOTH", "buyer": self.side is Side.BUY, "maker": self.maker}
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """An order changed: ``execution`` says how (NEW, TRADE with ``trade``, AMENDMENT, or
+    its closing status)."""
+
+    order: OrderView
+    execution: str
+    when: int
+    trade: TradeView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUpdate:
+    """Risk sent a new margin snapshot for the account."""
+
+    snapshot: MarginSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class MarginCall:
+    """Buckets whose maintenance margin reached ``MARGIN_CALL_RATIO_PPB`` of their equity:
+    ``snapshot`` valued at the current marks, ``positions`` those buckets' positions."""
+
+    snapshot: MarginSnapshot
+    positions: list
+
+
+UserEvent = OrderUpdate | AccountUpdate | MarginCall
 
 
 @dataclass
@@ -159,9 +185,9 @@ class AccountState:
 
 
 class Ledger:
-    """Folds account events; ``notify(account, payload)`` receives user-stream events."""
+    """Folds account events; ``notify(account, event)`` receives the ``UserEvent``s."""
 
-    def __init__(self, markets: dict[str, Market], notify: Callable[[str, dict], None] | None = None,
+    def __init__(self, markets: dict[str, Market], notify: Callable[[str, UserEvent], None] | None = None,
                  listening: Callable[[str], bool] | None = None, marks: Callable[[], dict[str, int]] | None = None):
         """``listening(account)``: whether anyone receives the account's stream events
         (they are only built then); ``marks()``: the current mark of each market."""
@@ -227,7 +253,7 @@ class Ledger:
         self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
         if self.listening(order.account):
-            self.notify(order.account, self._order_update(order, "NEW", order.time_ms))
+            self.notify(order.account, OrderUpdate(order, "NEW", order.time_ms))
         for early in self._early.pop(message.order_id, ()):
             if isinstance(early, OrderClosed):
                 self._closed(early)
@@ -242,7 +268,7 @@ class Ledger:
                           status="EXPIRED", update_ms=now)
         self._add(order)
         if self.listening(account):
-            self.notify(account, self._order_update(order, "EXPIRED", now))
+            self.notify(account, OrderUpdate(order, "EXPIRED", now))
         return order
 
     def _fill(self, fill: Fill) -> None:
@@ -268,13 +294,13 @@ class Ledger:
             if order is not None and order.account == account:
                 self._order_filled(order, value, when, trade)
             elif order_id & LIQUIDATION_ORDER_BIT or not book:
-                # the liquidation engine's order, a backstop or ADL transfer: Binance reports
-                # these as LIQUIDATION / ADL orders of the account
+                # the liquidation engine's order, a backstop or ADL transfer: reported as a
+                # LIQUIDATION / ADL order of the account, as venues do
                 if self.listening(account):
                     forced = OrderView(order_id, account, market, "autoclose-" if book else "adl_autoclose", side,
                                        "LIQUIDATION" if book else "ADL", TimeInForce.IOC, fill.price, fill.size,
                                        True, when, fill.size, value, "FILLED", when)
-                    self.notify(account, self._order_update(forced, "TRADE", when, trade))
+                    self.notify(account, OrderUpdate(forced, "TRADE", when, trade))
             elif order is None:
                 self._wait_for_order(order_id, (value, when, trade))
 
@@ -285,7 +311,7 @@ class Ledger:
             self._set_status(order, "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED")
         order.update_ms = when
         if self.listening(order.account):
-            self.notify(order.account, self._order_update(order, "TRADE", when, trade))
+            self.notify(order.account, OrderUpdate(order, "TRADE", when, trade))
 
     def _wait_for_order(self, order_id: int, early) -> None:
         self._early.setdefault(order_id, []).append(early)
@@ -304,7 +330,7 @@ class Ledger:
         self._set_status(order, status)
         order.update_ms = ms(message.ts)
         if (status != "FILLED" or was != "FILLED") and self.listening(order.account):
-            self.notify(order.account, self._order_update(order, status, order.update_ms))
+            self.notify(order.account, OrderUpdate(order, status, order.update_ms))
 
     def _amended(self, message: OrderAmended) -> None:
         order = self.orders.get(message.order_id)
@@ -312,7 +338,7 @@ class Ledger:
             return
         order.price, order.size, order.update_ms = message.price, message.size, ms(message.ts)
         if self.listening(order.account):
-            self.notify(order.account, self._order_update(order, "AMENDMENT", order.update_ms))
+            self.notify(order.account, OrderUpdate(order, "AMENDMENT", order.update_ms))
 
     def _set_status(self, order: OrderView, status: str) -> None:
         order.status = status
@@ -356,71 +382,21 @@ class Ledger:
                     if trade is not None:
                         trade.commission = -item.amount  # risk's own figure
         if state.snapshot is snapshot and snapshot.producer and self.listening(snapshot.account):
-            self.notify(snapshot.account, self._account_update(snapshot, state))
+            self.notify(snapshot.account, AccountUpdate(snapshot))
             self._margin_call(revalue(snapshot, self.markets, self.marks()), state)
 
-    def _account_update(self, snapshot: MarginSnapshot, state: AccountState) -> dict:
-        reason = {IncomeKind.TRANSFER: "DEPOSIT", IncomeKind.FUNDING_FEE: "FUNDING_FEE",
-                  IncomeKind.INSURANCE_CLEAR: "INSURANCE_CLEAR"}.get(
-            snapshot.income[-1].kind if snapshot.income else None, "ORDER")
-        wallet = snapshot.balance + sum(p.isolated_margin for p in snapshot.positions)
-        change = sum(item.amount for item in snapshot.income)
-        when = ms(snapshot.ts)
-        return {"e": "ACCOUNT_UPDATE", "E": when, "T": when, "a": {
-            "m": reason,
-            "B": [{"a": "USDT", "wb": money(wallet), "cw": money(snapshot.balance), "bc": money(change)}],
-            "P": [self._position_update(p) for p in snapshot.positions]}}
-
-    def _position_update(self, position) -> dict:
-        market = self.markets[position.market]
-        entry = entry_price(market, position)
-        return {"s": binance_symbol(market), "pa": market.format_size(position.signed_size), "ep": entry,
-                "bep": entry, "cr": "0", "up": money(position.unrealized_pnl),
-                "mt": "isolated" if position.mode is MarginMode.ISOLATED else "cross",
-                "iw": money(position.isolated_margin), "ps": "BOTH"}
-
     def _margin_call(self, snapshot: MarginSnapshot, state: AccountState) -> None:
-        """MARGIN_CALL once per bucket when its maintenance margin reaches 80% of its equity."""
-        calls = []
+        """A margin call once per bucket when its maintenance margin reaches 80% of its
+        equity; the buckets called together come in one ``MarginCall``."""
+        called = []
         for bucket in snapshot.buckets:
             ratio = bucket.margin_ratio_ppb
             high = ratio == -1 or ratio >= MARGIN_CALL_RATIO_PPB
             if high and bucket.market not in state.margin_called:
                 state.margin_called.add(bucket.market)
-                for position in snapshot.positions:
-                    if (position.market if position.mode is MarginMode.ISOLATED else "") == bucket.market:
-                        market = self.markets[position.market]
-                        calls.append({"s": binance_symbol(market), "ps": "BOTH",
-                                      "pa": market.format_size(position.signed_size),
-                                      "mt": "ISOLATED" if position.mode is MarginMode.ISOLATED else "CROSSED",
-                                      "iw": money(position.isolated_margin),
-                                      "mp": market.format_price(position.mark_price),
-                                      "up": money(position.unrealized_pnl), "mm": money(position.maintenance_margin)})
+                called.extend(p for p in snapshot.positions
+                              if (p.market if p.mode is MarginMode.ISOLATED else "") == bucket.market)
             elif not high:
                 state.margin_called.discard(bucket.market)
-        if calls:
-            self.notify(snapshot.account, {"e": "MARGIN_CALL", "E": ms(snapshot.ts), "cw": money(snapshot.balance),
-                                           "p": calls})
-
-    # ------------------------------------------------------------------ stream payloads
-
-    def _order_update(self, order: OrderView, execution: str, when: int, trade: TradeView | None = None) -> dict:
-        market = order.market
-        return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
-            "s": binance_symbol(market), "c": order.client_order_id, "S": order.side.name, "o": order.kind,
-            "f": tif_name(order.tif), "q": market.format_size(order.size),
-            "p": market.format_price(order.price if order.kind == "LIMIT" else 0),
-            "ap": order.average(), "sp": "0",
-            "x": execution, "X": order.status, "i": order.order_id,
-            "l": market.format_size(trade.size if trade else 0), "z": market.format_size(order.executed),
-            "L": market.format_price(trade.price if trade else 0), "N": "USDT",
-            "n": money(trade.commission if trade else 0), "T": when, "t": trade.trade_id if trade else 0,
-            "b": "0", "a": "0", "m": trade.maker if trade else False, "R": order.reduce_only,
-            "wt": "CONTRACT_PRICE", "ot": order.kind, "ps": "BOTH", "cp": False,
-            "rp": money(trade.realized if trade else 0), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
-            "pm": "NONE", "gtd": 0}}
-
-
-INCOME_NAMES = {IncomeKind.TRANSFER: "TRANSFER", IncomeKind.REALIZED_PNL: "REALIZED_PNL",
-                IncomeKind.COMMISSION: "COMMISSION", IncomeKind.FUNDING_FEE: "FUNDING_FEE",
-                IncomeKind.INSURANCE_CLEAR: "INSURANCE_CLEAR"}
+        if called:
+            self.notify(snapshot.account, MarginCall(snapshot, called))

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from exchange.markets import default_markets
-from schemas import MARKET_DATA, RISK_IN, codec
+from schemas import MARKET_DATA, RISK_IN, codec, topic_partitions
 from schemas.events import Funding, MarkPrice
-from services.app import topic_partitions
-from services.broker import EmbeddedBroker
-from services.bus.base import partition_for
-from services.bus.kafka import KafkaBus, KafkaSettings
+from services.runtime.broker import EmbeddedBroker
+from services.runtime.bus import partition_for
+from services.runtime.kafka import KafkaBus, KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

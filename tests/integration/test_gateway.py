@@ -18,18 +18,18 @@ import pytest
 from aiohttp import web
 
 from exchange.markets import default_markets
-from services.app import topic_partitions
-from services.broker import free_port
-from services.bus.memory import MemoryBus
+from schemas import topic_partitions
+from schemas.enums import LiquidationStage, Side, TimeInForce
+from schemas.events import LiquidationOutcome
 from services.client import Client
-from services.gateway.app import Gateway
+from services.gateway.binance.app import Gateway
 from services.gateway.keys import KeyStore
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
-from services.runtime import ServiceRunner
-from schemas.enums import LiquidationStage, Side, TimeInForce
-from schemas.events import LiquidationOutcome
+from services.runtime.broker import free_port
+from services.runtime.memory import MemoryBus
+from services.runtime.runner import ServiceRunner
 from tests.integration.conftest import ROOT, Oracle, kafka_bus
 
 pytestmark = pytest.mark.integration

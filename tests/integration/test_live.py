@@ -7,16 +7,16 @@ import asyncio
 import pytest
 
 from exchange.markets import default_markets
-from services.app import topic_partitions
-from services.broker import free_port
-from services.bus.memory import MemoryBus
+from schemas import topic_partitions
 from services.liquidation import spec as liquidation_spec
-from services.live import LiveMarket
 from services.matching import spec as matching_spec
 from services.oracle import OracleService
 from services.risk import spec as risk_spec
-from services.runtime import ServiceRunner
-from services.simulation import load_scenario, sources
+from services.runtime.broker import free_port
+from services.runtime.memory import MemoryBus
+from services.runtime.runner import ServiceRunner
+from services.sim.live import LiveMarket
+from services.sim.simulation import load_scenario, sources
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,23 @@ import pytest
 
 from exchange.markets import default_markets
 from exchange.scenarios import cross_case, isolated_case
-from schemas import DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
-from schemas.enums import LiquidationStage, Liquidity, MarginMode, OrderType, Side, TimeInForce
+from schemas import (
+    DEADLETTER,
+    LIQUIDATION_IN,
+    MARKET_DATA,
+    MATCH_IN,
+    RISK_IN,
+    codec,
+    topic_partitions,
+)
+from schemas.enums import (
+    LiquidationStage,
+    Liquidity,
+    MarginMode,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from schemas.events import (
     CancelAllOrders,
     DeadLetter,
@@ -25,14 +40,13 @@ from schemas.events import (
     NewOrder,
     PositionState,
 )
-from services.app import topic_partitions
-from services.bus.base import partition_for
-from services.bus.memory import MemoryBus
 from services.client import Client, Rejected
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
-from services.runtime import ServiceRunner
+from services.runtime.bus import partition_for
+from services.runtime.memory import MemoryBus
+from services.runtime.runner import ServiceRunner
 from tests.integration.conftest import ROOT, Oracle, kafka_bus
 
 pytestmark = pytest.mark.integration
@@ -172,7 +186,7 @@ async def test_bad_input_goes_to_deadletter_and_services_keep_serving(stack_fact
 
 
 def test_broker_down_at_start_is_a_clear_error_within_the_timeout():
-    from services.broker import free_port
+    from services.runtime.broker import free_port
 
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "services.cli", "risk", "--bootstrap",

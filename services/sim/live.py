@@ -33,10 +33,10 @@ from schemas.events import (
     SetLeverage,
     SetMarginMode,
 )
-from services.agents import Agent, Cancel, Configure, Place
-from services.bus.base import Bus, partition_for
 from services.client import Client
-from services.simulation import Scenario, agents
+from services.runtime.bus import Bus, partition_for
+from services.sim.participants import Agent, Cancel, Configure, Place
+from services.sim.simulation import Scenario, agents
 
 
 class LiveView:

@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 
 from exchange.markets import default_markets
-from schemas import RISK_IN, codec
+from schemas import RISK_IN, codec, topic_partitions
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import OrderAccepted, PlaceOrder
-from services.bus.base import partition_for
-from services.bus.kafka import KafkaBus, KafkaSettings
 from services.client import Client
+from services.runtime.bus import partition_for
+from services.runtime.kafka import KafkaBus, KafkaSettings
 
 MARKET = "SOL-PERP"
 TAKERS = 16
@@ -67,8 +67,6 @@ async def _step(bus, client: Client, rate: float, seconds: float, sent_at: dict,
 
 
 async def run_loadtest(options, settings: KafkaSettings, stop: asyncio.Event, load) -> int:
-    from services.app import topic_partitions
-
     bus = KafkaBus(settings, topic_partitions(options.partitions))
     await bus.start()
     sent_at: dict[str, float] = {}

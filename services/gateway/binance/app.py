@@ -23,14 +23,27 @@ from aiohttp import web
 
 from exchange.markets import Market
 from schemas import MARKET_DATA, SchemaError, codec
-from schemas.enums import MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import (
+    MarginMode,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
 from schemas.events import BookSnapshot, MarkPrice
-from services.bus.base import Bus
 from services.client import Client, Rejected
+from services.gateway.binance.streams import INTERVALS_MS, StreamHub
+from services.gateway.binance.wire import (
+    INCOME_NAMES,
+    binance_symbol,
+    order_json,
+    trade_json,
+    user_event,
+)
 from services.gateway.keys import KeyStore
-from services.gateway.ledger import INCOME_NAMES, LIVE, Ledger, binance_symbol, entry_price, money
+from services.gateway.ledger import LIVE, Ledger, entry_price, money
 from services.gateway.projection import MarketProjection, aggregate
-from services.gateway.streams import INTERVALS_MS, StreamHub
+from services.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +90,8 @@ class Gateway:
         self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}", keep=10_000)
         self.listen_keys: dict[str, str] = {}  # listen key -> account
         self.hub = StreamHub(markets, self.projection, self.listen_keys)
-        self.ledger = Ledger(markets, notify=self.hub.user, listening=self.hub.listening,
+        self.ledger = Ledger(markets, notify=lambda account, event: self.hub.user(account, user_event(event, markets)),
+                             listening=self.hub.listening,
                              marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self._reader: asyncio.Task | None = None
 
@@ -668,14 +682,14 @@ class Gateway:
             refused = error.__cause__
             if isinstance(refused, Rejected) and refused.reason is RejectReason.FOK_NOT_FILLABLE and refused.order_id:
                 # Binance accepts such an FOK order and expires it at once
-                return self.ledger.expired(refused.order_id, account, market, client_order_id, side, kind, tif,
-                                           market.price_to_ticks(price) if price else 0,
-                                           market.size_to_lots(params["quantity"]), reduce_only).binance()
+                return order_json(self.ledger.expired(refused.order_id, account, market, client_order_id, side,
+                                                      kind, tif, market.price_to_ticks(price) if price else 0,
+                                                      market.size_to_lots(params["quantity"]), reduce_only))
             raise
         order = self.ledger.orders.get(result.order_id)
         if order is None:  # forgotten already: only in a flood of orders
             raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408)
-        return order.binance()
+        return order_json(order)
 
     def _find_order(self, account: str, params: dict[str, str], code: int, message: str):
         market = self._signed_market(params)
@@ -693,14 +707,14 @@ class Gateway:
 
     async def query_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        return web.json_response(self._find_order(account, params, -2013, "Order does not exist.").binance())
+        return web.json_response(order_json(self._find_order(account, params, -2013, "Order does not exist.")))
 
     async def query_open_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         order = self._find_order(account, params, -2013, "Order does not exist.")
         if order.status not in LIVE:
             raise BinanceError(-2013, "Order does not exist.")
-        return web.json_response(order.binance())
+        return web.json_response(order_json(order))
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -708,7 +722,7 @@ class Gateway:
         if order.status not in LIVE:
             raise BinanceError(-2011, "Unknown order sent.")
         await self._command(self.client.cancel(account, order.market.symbol, order.order_id))
-        return web.json_response(order.binance())
+        return web.json_response(order_json(order))
 
     async def modify_order(self, request: web.Request) -> web.Response:
         """Binance's modify: a resting LIMIT order's price and quantity (its side must match)."""
@@ -724,7 +738,7 @@ class Gateway:
         price = params.get("price") or market.format_price(order.price)
         quantity = params.get("quantity") or market.format_size(order.size)
         await self._command(self.client.amend(account, market.symbol, order.order_id, price, quantity))
-        return web.json_response(order.binance())
+        return web.json_response(order_json(order))
 
     async def cancel_all(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -741,7 +755,7 @@ class Gateway:
     async def open_orders(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         market = self._signed_market(params) if "symbol" in params else None
-        return web.json_response([o.binance() for o in self.ledger.open_orders(account, market)])
+        return web.json_response([order_json(o) for o in self.ledger.open_orders(account, market)])
 
     async def all_orders(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -754,7 +768,7 @@ class Gateway:
                   and (end is None or o.time_ms <= end)]
         chosen.sort(key=lambda o: o.order_id)
         chosen = chosen[:limit] if (from_id is not None or start is not None) else chosen[-limit:]
-        return web.json_response([o.binance() for o in chosen])
+        return web.json_response([order_json(o) for o in chosen])
 
     async def user_trades(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -766,7 +780,7 @@ class Gateway:
                   and (from_id is None or t.trade_id >= from_id) and (order_id is None or t.order_id == order_id)
                   and (start is None or t.time_ms >= start) and (end is None or t.time_ms <= end)]
         trades = trades[:limit] if (from_id is not None or start is not None) else trades[-limit:]
-        return web.json_response([t.binance() for t in trades])
+        return web.json_response([trade_json(t) for t in trades])
 
     async def income(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)

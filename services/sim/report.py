@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from exchange.oracle import SECOND  # noqa: E402
-from services.simulation import SimulationResult  # noqa: E402
+from services.sim.simulation import SimulationResult  # noqa: E402
 
 MICRO = 1_000_000
 

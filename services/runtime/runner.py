@@ -41,7 +41,7 @@ from typing import Any
 
 from schemas import DEADLETTER, SchemaError, codec
 from schemas.events import DeadLetter, Message
-from services.bus.base import Bus, Consumer, Record, partition_for
+from services.runtime.bus import Bus, Consumer, Record, partition_for
 
 log = logging.getLogger(__name__)
 

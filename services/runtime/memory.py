@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from services.bus.base import BusError, PartitionsCallback, Record
+from services.runtime.bus import BusError, PartitionsCallback, Record
 
 
 class MemoryBus:

@@ -1,6 +1,6 @@
 """The strategy interface: write a class, run it against a simulated market.
 
-    from services.strategy import Strategy
+    from services.sim.strategy import Strategy
 
     class MyStrategy(Strategy):
         markets = ["SOL-PERP"]
@@ -168,7 +168,7 @@ def load_strategy(spec: str) -> Strategy:
         found = [n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, Strategy) and v is not Strategy]
         raise StrategyError(f"{path} has no class {class_name!r}; strategies there: {', '.join(found) or 'none'}")
     if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
-        raise StrategyError(f"{class_name} must subclass services.strategy.Strategy")
+        raise StrategyError(f"{class_name} must subclass services.sim.strategy.Strategy")
     try:
         return cls()
     except Exception as exc:  # noqa: BLE001
@@ -231,13 +231,12 @@ class StrategyDriver:
 
     def report(self) -> dict:
         account = self.ex.risk.accounts[self.account]
-        from services.simulation import account_equity
 
         latencies = sorted(self.stats.latencies)
         pick = (lambda f: round(latencies[min(len(latencies) - 1, int(len(latencies) * f))] * 1e6, 1)) \
             if latencies else (lambda f: 0.0)
         return {
-            "pnl": (account_equity(self.ex, self.account) - money(self.strategy.deposit)) / 1e6,
+            "pnl": (self.ex.equity(self.account) - money(self.strategy.deposit)) / 1e6,
             "orders": self.stats.orders, "rejected": self.stats.rejected, "fills": self.stats.fills,
             "fees_paid": account.fees_paid / 1e6, "funding_paid": account.funding_paid / 1e6,
             "liquidations": self.stats.liquidations,

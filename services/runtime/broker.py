@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from services.bus.base import BusError
+from services.runtime.bus import BusError
 
 log = logging.getLogger(__name__)
 

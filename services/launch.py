@@ -18,26 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.markets import Market
-from schemas import ACCOUNT_EVENTS, DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN
+from schemas import RISK_IN, topic_partitions
 from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
-from services.broker import EmbeddedBroker, free_port
-from services.bus.base import BusError
-from services.bus.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.oracle import OracleService, parse_sources
-from services.runtime import ServiceRunner
-from services.simulation import load_scenario
-from services.simulation import sources as scenario_sources
+from services.runtime.broker import EmbeddedBroker, free_port
+from services.runtime.bus import BusError
+from services.runtime.kafka import KafkaBus, KafkaSettings, ensure_topics
+from services.runtime.runner import ServiceRunner
+from services.sim.simulation import load_scenario
+from services.sim.simulation import sources as scenario_sources
 
 log = logging.getLogger("perpsim")
 
 SERVICES = ("matching", "risk", "liquidation", "oracle", "gateway")
-
-
-def topic_partitions(partitions: int) -> dict[str, int]:
-    keyed = (RISK_IN, MATCH_IN, LIQUIDATION_IN, MARKET_DATA, ACCOUNT_EVENTS)
-    return {**{topic: partitions for topic in keyed}, DEADLETTER: 1}
 
 
 @dataclass
@@ -107,7 +102,7 @@ def keys_path(options: Options) -> Path:
 async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -> None:
     from aiohttp import web
 
-    from services.gateway.app import Gateway
+    from services.gateway.binance.app import Gateway
     from services.gateway.keys import KeyStore
 
     gateway = Gateway(bus, options.markets, KeyStore(keys_path(options)))
@@ -179,9 +174,9 @@ class LoadtestSettings:
 
 async def _run_participants(options: Options, settings: KafkaSettings, duration_s: float | None,
                             stop: asyncio.Event, children: dict, participants: Participants) -> int:
-    from services.dashboard import Dashboard
-    from services.live import LiveMarket
-    from services.report import write_live_report
+    from services.sim.dashboard import Dashboard
+    from services.sim.live import LiveMarket
+    from services.sim.report import write_live_report
 
     scenario = load_scenario(options.scenario)
     bus = KafkaBus(settings, topic_partitions(options.partitions))
@@ -242,7 +237,7 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         if isinstance(participants, LoadtestSettings):
-            from services.loadtest import run_loadtest
+            from services.sim.loadtest import run_loadtest
 
             return await run_loadtest(options, settings, stop, participants)
         if options.scenario and participants is not None:

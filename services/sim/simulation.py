@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange.accounts import cross_totals, isolated_totals
 from exchange.core import CoreExchange, money
 from exchange.invariants import violations
 from exchange.markets import Market, default_markets
-from exchange.oracle import CsvReplay, IndexSource, Oracle, OracleError, RandomWalk, Shock, Shocked, sample_csv
-from schemas.enums import LiquidationStage, MarginMode, OrderType, RejectReason, SelfTradePrevention
+from exchange.oracle import (
+    CsvReplay,
+    IndexSource,
+    Oracle,
+    OracleError,
+    RandomWalk,
+    Shock,
+    Shocked,
+    sample_csv,
+)
+from schemas.enums import LiquidationStage, OrderType, RejectReason, SelfTradePrevention
 from schemas.events import (
     CancelOrder,
     CommandRejected,
@@ -34,7 +42,7 @@ from schemas.events import (
     SetLeverage,
     SetMarginMode,
 )
-from services.agents import KINDS, Agent, Configure, Place
+from services.sim.participants import KINDS, Agent, Configure, Place
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -252,7 +260,7 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
              check_every: int = 20, strategy: Any = None) -> SimulationResult:
     """Run ``scenario`` in-process; ``on_tick(result, tick, ticks)`` reports progress.
     The invariants are checked every ``check_every`` ticks and at the end. A ``strategy``
-    (``services.strategy.Strategy``) trades from the account "strategy" and gets its
+    (``services.sim.strategy.Strategy``) trades from the account "strategy" and gets its
     callbacks after the participants have acted, every tick."""
     seed = scenario.seed if seed is None else seed
     duration = scenario.duration_s if duration_s is None else duration_s
@@ -271,7 +279,7 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
         for intent in agent.setup():
             _execute(ex, intent, result)
     if strategy is not None:
-        from services.strategy import StrategyDriver
+        from services.sim.strategy import StrategyDriver
 
         result.strategy = StrategyDriver(strategy, ex)
         result.strategy.start()
@@ -302,25 +310,13 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
     return result
 
 
-def account_equity(ex: CoreExchange, account_id: str) -> int:
-    """Cross account value plus every isolated bucket's equity, at the current marks."""
-    account = ex.risk.accounts.get(account_id)
-    if account is None:
-        return 0
-    equity = cross_totals(account, ex.risk.marks)[0]
-    for position in account.positions.values():
-        if position.size and position.mode is MarginMode.ISOLATED:
-            equity += isolated_totals(position, ex.risk.marks)[0]
-    return equity
-
-
 def pnl_by_kind(result: SimulationResult) -> dict[str, int]:
     pnl: dict[str, int] = {}
     if result.strategy is not None:
-        pnl["strategy"] = account_equity(result.exchange, "strategy") - money(result.strategy.strategy.deposit)
+        pnl["strategy"] = result.exchange.equity("strategy") - money(result.strategy.strategy.deposit)
     for agent in result.agents:
         deposit = money(agent.deposit)
-        total = sum(account_equity(result.exchange, account) - deposit for account in agent.accounts)
+        total = sum(result.exchange.equity(account) - deposit for account in agent.accounts)
         pnl[agent.kind] = pnl.get(agent.kind, 0) + total
     return pnl
 

@@ -26,7 +26,8 @@ from aiohttp import WSMsgType, web
 
 from exchange.markets import Market
 from schemas.events import BookDelta, BookSnapshot, MarkPrice, Trade
-from services.gateway.ledger import binance_symbol, money
+from services.gateway.binance.wire import binance_symbol
+from services.gateway.ledger import money
 from services.gateway.projection import MarketProjection, aggregate
 
 log = logging.getLogger(__name__)
