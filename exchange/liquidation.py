@@ -54,6 +54,7 @@ from schemas.events import (
     PositionState,
     PositionTransfer,
 )
+from schemas.state import BucketRow, LiquidationState
 
 
 class RiskView(Protocol):
@@ -137,6 +138,26 @@ class LiquidationEngine:
             raise TypeError(f"the liquidation engine takes LiquidationTrigger, OrderClosed, OrderRejected; "
                             f"got {type(event).__name__}")
         return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    def export(self) -> LiquidationState:
+        active = [BucketRow(b.state, sorted(b.outstanding), b.round_filled, b.waiting, b.settling)
+                  for b in self.active.values()]
+        return LiquidationState(self.producer, self.seq, self.order_counter, active, dict(self.last_partial),
+                                [(order_id, *bucket) for order_id, bucket in self._order_bucket.items()])
+
+    def load(self, state: LiquidationState) -> None:
+        """Take over ``state`` (from ``export``); the engine must be new."""
+        if self.active or self.seq:
+            raise ValueError("load() needs a new engine")
+        self.producer, self.seq, self.order_counter = state.producer, state.seq, state.order_counter
+        for row in state.active:
+            bucket = self.active[(row.state.account, row.state.market)] = BucketLiquidation(row.state)
+            bucket.outstanding = set(row.outstanding)
+            bucket.round_filled, bucket.waiting, bucket.settling = row.round_filled, row.waiting, row.settling
+        self.last_partial = dict(state.last_partial)
+        self._order_bucket = {order_id: (account, market) for order_id, account, market in state.order_buckets}
 
     # ---------------------------------------------------------------------- inputs
 

@@ -35,7 +35,7 @@ class LiquidationIndex:
         self._prices: dict[tuple[str, MarginMode, int], SortedList] = {}  # (market, mode, side) -> (key, account)
         self._budgets: dict[str, SortedList] = {symbol: SortedList() for symbol in symbols}  # (travel, account)
         self._travel: dict[str, int] = {symbol: 0 for symbol in self._budgets}
-        self._budget_entries: dict[str, list[tuple[SortedList, tuple[int, str]]]] = {}
+        self._budget_entries: dict[str, list[tuple[str, int]]] = {}  # account -> (market, threshold)
 
     # ------------------------------------------------------------------ price keys
 
@@ -68,17 +68,28 @@ class LiquidationIndex:
             sensitivity += ceil_div(abs(p.size) * p.market.value_per_tick_lot * (mmr.denominator + mmr.numerator),
                                     mmr.denominator)
         allowed = slack // sensitivity
-        entries = []
-        for position in positions:
-            symbol = position.market.symbol
-            item = (self._travel[symbol] + allowed, account_id)
-            self._budgets[symbol].add(item)
-            entries.append((self._budgets[symbol], item))
-        self._budget_entries[account_id] = entries
+        self._add_budget(account_id, [(p.market.symbol, self._travel[p.market.symbol] + allowed) for p in positions])
+
+    def _add_budget(self, account_id: str, thresholds: list[tuple[str, int]]) -> None:
+        for symbol, threshold in thresholds:
+            self._budgets[symbol].add((threshold, account_id))
+        self._budget_entries[account_id] = thresholds
 
     def unkey_budget(self, account_id: str) -> None:
-        for index, item in self._budget_entries.pop(account_id, ()):
-            index.remove(item)
+        for symbol, threshold in self._budget_entries.pop(account_id, ()):
+            self._budgets[symbol].remove((threshold, account_id))
+
+    # ------------------------------------------------------------------ snapshots
+
+    def export(self) -> tuple[dict[str, int], list[tuple[str, list[tuple[str, int]]]]]:
+        """The marks' travel and each budget's thresholds (price keys are not kept: they
+        are a function of the positions, re-keyed on restore)."""
+        return dict(self._travel), [(account, list(entries)) for account, entries in self._budget_entries.items()]
+
+    def load(self, travel: dict[str, int], budgets: list[tuple[str, list[tuple[str, int]]]]) -> None:
+        self._travel.update(travel)
+        for account, thresholds in budgets:
+            self._add_budget(account, [tuple(entry) for entry in thresholds])
 
     # ----------------------------------------------------------------- mark moves
 

@@ -64,6 +64,7 @@ from schemas.events import (
     OrderRejected,
     PositionTransfer,
 )
+from schemas.state import MarketState, RestingOrder
 
 BUY = Side.BUY
 SELL = Side.SELL
@@ -142,6 +143,28 @@ class MatchingEngine:
         if self._bid_changes or self._ask_changes:
             self._publish_book(command.ts, out)
         return out
+
+    def export(self) -> MarketState:
+        """The engine's state as data (``schemas.state``): resting orders in priority order."""
+        orders = [RestingOrder(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
+                               o.stp, o.client_order_id, o.priority)
+                  for side in (BUY, SELL) for o in self.book.iter_orders(side)]
+        return MarketState(self.market.symbol, self.producer, self.seq, self.trade_id, self.priority,
+                           dict(self.positions), self.last_price, self._bbo, orders)
+
+    def load(self, state: MarketState) -> None:
+        """Take over ``state`` (from ``export``); the engine must be new."""
+        if len(self.book) or self.seq:
+            raise ValueError("load() needs a new engine")
+        if state.market != self.market.symbol:
+            raise ValueError(f"a snapshot of {state.market} cannot be loaded into {self.market.symbol}'s engine")
+        self.producer, self.seq, self.trade_id, self.priority = state.producer, state.seq, state.trade_id, \
+            state.priority
+        self.positions = dict(state.positions)
+        self.last_price, self._bbo = state.last_price, tuple(state.bbo)
+        for o in state.orders:
+            self.book.add(Order(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
+                                o.stp, o.client_order_id, o.priority))
 
     def position(self, account: str) -> int:
         """Signed position of ``account`` in this market, from this engine's fills."""

@@ -97,6 +97,7 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
+from schemas.state import AccountRow, BudgetRow, OpenOrderRow, PositionRow, RiskState
 
 ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BACKSTOP, LiquidationStage.ADL)
 
@@ -195,6 +196,62 @@ class RiskEngine:
 
     def account(self, account_id: str) -> Account | None:
         return self.accounts.get(account_id)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def export(self) -> RiskState:
+        """Everything this engine folded, as data (``schemas.state``); ``load`` it into a
+        new engine of the same configuration and it goes on exactly as this one would."""
+        accounts = [AccountRow(a.account_id, a.balance, a.fees_paid, a.funding_paid, list(a.income),
+                               [PositionRow(p.market.symbol, p.mode, p.leverage, p.size, p.entry_value, p.margin)
+                                for p in a.positions.values()],
+                               [OpenOrderRow(o.order_id, o.market, o.side, o.price, o.remaining, o.reserved,
+                                             o.reduce_only, o.client_order_id) for o in a.orders.values()],
+                               a.reserved, sorted(a.liquidating))
+                    for a in self.accounts.values()]
+        travel, budgets = self._watch.export()
+        return RiskState(self.producer, self.seq, self.order_counter, self.deposits, self.withdrawals, self.fees,
+                         self.funding_net, self.bad_debt, self.liquidation_fees, accounts, dict(self.marks.marks),
+                         dict(self.marks.last), sorted(self._in_liquidation), sorted(self._changed),
+                         sorted(self._adl_ranked), list(self._pending), self._fund_changed, travel,
+                         [BudgetRow(account, thresholds) for account, thresholds in budgets])
+
+    def load(self, state: RiskState) -> None:
+        """Take over ``state`` (from ``export``); this engine must be new."""
+        if self.accounts or self.seq:
+            raise ValueError("load() needs a new engine")
+        self.producer = state.producer
+        self.seq, self.order_counter = state.seq, state.order_counter
+        self.deposits, self.withdrawals, self.fees = state.deposits, state.withdrawals, state.fees
+        self.funding_net, self.bad_debt, self.liquidation_fees = state.funding_net, state.bad_debt, \
+            state.liquidation_fees
+        self.marks.marks.update(state.marks)
+        self.marks.last.update(state.last_prices)
+        for row in state.accounts:
+            account = self.accounts[row.account_id] = Account(row.account_id)
+            account.balance, account.fees_paid, account.funding_paid = row.balance, row.fees_paid, row.funding_paid
+            account.income = list(row.income)
+            account.reserved = row.reserved
+            account.liquidating = set(row.liquidating)
+            for p in row.positions:
+                position = account.positions[p.market] = Position(self._listed(p.market), p.mode, p.leverage)
+                position.size, position.entry_value, position.margin = p.size, p.entry_value, p.margin
+                if position.size:
+                    self._holders[p.market].add(account.account_id)
+            for o in row.orders:
+                account.orders[o.order_id] = OpenOrder(o.order_id, o.market, o.side, o.price, o.remaining,
+                                                       o.reserved, o.reduce_only, o.client_order_id)
+        self._in_liquidation = set(state.in_liquidation)
+        self._changed = set(state.changed)
+        self._adl_ranked = {tuple(bucket) for bucket in state.adl_ranked}
+        self._pending = list(state.pending)
+        self._fund_changed = state.fund_changed
+        # price keys are a function of each account's state; budgets depend on when they were set
+        for account in self.accounts.values():
+            totals = cross_totals(account, self.marks)
+            for position in account.positions.values():
+                self._reindex(account, position, totals)
+        self._watch.load(state.travel, [(row.account, row.thresholds) for row in state.budgets])
 
     def snapshot(self, account_id: str, ts: int = 0) -> MarginSnapshot:
         """The account's margin snapshot now (also emitted after every change)."""

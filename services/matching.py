@@ -24,6 +24,7 @@ from schemas.events import (
     OrderRejected,
     Trade,
 )
+from schemas.state import MatchingState
 from services.runtime.runner import Outbox, ServiceSpec
 
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, CommandRejected)
@@ -40,6 +41,17 @@ class MatchingProcessor:
         self.engines = {symbol: MatchingEngine(market) for symbol, market in markets.items()}
         self.producer = f"match.p{partition}"
         self.seq = 0
+
+    def export(self) -> MatchingState:
+        return MatchingState(self.producer, self.seq, [engine.export() for engine in self.engines.values()])
+
+    def load(self, state: MatchingState) -> None:
+        self.producer, self.seq = state.producer, state.seq
+        for market in state.markets:
+            engine = self.engines.get(market.market)
+            if engine is None:
+                raise ValueError(f"the snapshot holds market {market.market!r}, which this exchange does not list")
+            engine.load(market)
 
     def apply(self, message: Message) -> list[Message]:
         engine = self.engines.get(getattr(message, "market", ""))
