@@ -21,9 +21,7 @@ import asyncio
 import hashlib
 import hmac
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
@@ -34,7 +32,7 @@ from schemas import topic_partitions
 from schemas.enums import Side, TimeInForce
 from services.client import Client
 from services.gateway.binance.app import Gateway
-from services.gateway.keys import KeyStore
+from services.gateway.keys import KeyStore, publish_key
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
@@ -94,9 +92,10 @@ async def main_async(args: argparse.Namespace) -> None:
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
+    tasks = [asyncio.create_task(ServiceRunner(spec, bus).run(stop))
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
-    store = KeyStore(Path(tempfile.mkdtemp(prefix="perpsim-bench-")) / "keys.json")
+    store = KeyStore(bus)
+    await store.start()
     gateway = Gateway(bus, markets, store)
     await gateway.start()
     runner = web.AppRunner(gateway.application(), access_log=None)
@@ -114,7 +113,9 @@ async def main_async(args: argparse.Namespace) -> None:
         keyed = [f"gateway-{i}" for i in range(args.bots)]
         for account in bots + keyed:
             await client.deposit(account, "1000000")
-        keys = [store.create(account) for account in keyed]
+        keys = [await publish_key(bus, account) for account in keyed]
+        for key, _ in keys:
+            await store.known(key)
         print(f"gateway on 127.0.0.1:{port}; {args.bots} concurrent bots", flush=True)
         native_rate = await native(client, bots, args.orders)
         gateway_rate = await through_gateway(f"http://127.0.0.1:{port}", keys, args.orders)

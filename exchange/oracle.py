@@ -233,11 +233,17 @@ def _median(values: list[float]) -> float:
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
+# How far from the index book and trade prices may pull the mark (venues bound their mark
+# to the index in the same spirit: a thin or manipulated book cannot drag it away).
+MARK_BAND = 0.10
+
+
 class MarkCalculator:
     """Mark price of one market from its index and its book (prices in ticks)."""
 
-    def __init__(self, basis_tau_s: float = 150.0):
+    def __init__(self, basis_tau_s: float = 150.0, band: float = MARK_BAND):
         self.tau_ns = basis_tau_s * SECOND
+        self.band = band
         self.bid = 0
         self.ask = 0
         self.last = 0
@@ -251,7 +257,9 @@ class MarkCalculator:
         self.last = price
 
     def mark(self, index: float, ts: int) -> float:
-        """The mark in (fractional) ticks given the index in ticks; updates the basis EMA."""
+        """The mark in (fractional) ticks given the index in ticks; updates the basis EMA.
+        The mark stays within ``band`` of the index (clamped to it), so no book, however
+        thin or forged, moves it further from the index than that."""
         if self.bid and self.ask:
             sample = (self.bid + self.ask) / 2 - index
             if self.basis is None:
@@ -267,7 +275,7 @@ class MarkCalculator:
         book = [price for price in (self.bid, self.ask, self.last) if price]
         if book:
             components.append(_median(book))
-        return _median(components)
+        return min(index * (1 + self.band), max(index * (1 - self.band), _median(components)))
 
 
 class FundingCalculator:

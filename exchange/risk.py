@@ -102,6 +102,9 @@ from schemas.state import AccountRow, BudgetRow, OpenOrderRow, PositionRow, Risk
 ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BACKSTOP, LiquidationStage.ADL)
 
 
+MAX_BALANCE = 2**62  # micro units: what an account may hold, so its figures stay within int64
+
+
 class UnknownMarket(LookupError):
     """An event from another service names a market this engine does not list."""
 
@@ -319,6 +322,10 @@ class RiskEngine:
             return self._refuse(cmd, Refused(RejectReason.INVALID_AMOUNT,
                                              f"a deposit must be positive, got {self._money(cmd.amount)}"), out)
         account = self.accounts.get(cmd.account)
+        if account is not None and account.balance + cmd.amount > MAX_BALANCE:
+            return self._refuse(cmd, Refused(RejectReason.INVALID_AMOUNT,
+                                             f"the balance would exceed {self._money(MAX_BALANCE)}, the most an "
+                                             "account can hold"), out)
         if account is None:
             account = self.accounts[cmd.account] = Account(cmd.account)
         account.balance += cmd.amount

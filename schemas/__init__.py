@@ -17,10 +17,12 @@ from schemas.events import *  # noqa: F401,F403  (the messages are the package's
 from schemas.topics import (
     ACCOUNT_EVENTS,
     DEADLETTER,
+    KEYS,
     LIQUIDATION_IN,
     MARKET_DATA,
     MATCH_IN,
     RISK_IN,
+    STATE,
     TOPICS,
     topic_partitions,
 )
@@ -42,10 +44,12 @@ __all__ = [
     "TimeInForce",
     "ACCOUNT_EVENTS",
     "DEADLETTER",
+    "KEYS",
     "LIQUIDATION_IN",
     "MARKET_DATA",
     "MATCH_IN",
     "RISK_IN",
+    "STATE",
     "TOPICS",
     "topic_partitions",
 ]

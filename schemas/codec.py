@@ -8,6 +8,7 @@ what was wrong, never a raw msgspec error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -52,6 +53,27 @@ class Codec:
                 )
         return _VERSION_BYTE + self._encoder.encode(messages)
 
+    def encode_part(self, message: msgspec.Struct) -> bytes:
+        """One message encoded on its own, to be joined into a payload by ``join``; so
+        that a message that cannot be encoded (a number msgpack cannot carry) is known
+        before it is queued. Raises ``SchemaError`` for a message of another topic and
+        ``OverflowError`` / ``msgspec.EncodeError`` for what cannot be encoded."""
+        if type(message) not in self._allowed:
+            raise SchemaError(self.topic, f"{type(message).__name__} is not a message of this topic")
+        return self._encoder.encode(message)
+
+    @staticmethod
+    def join(parts: Sequence[bytes]) -> bytes:
+        """The payload of messages encoded by ``encode_part``, in order."""
+        count = len(parts)
+        if count < 16:
+            header = bytes([0x90 | count])
+        elif count < 1 << 16:
+            header = b"\xdc" + count.to_bytes(2, "big")
+        else:
+            header = b"\xdd" + count.to_bytes(4, "big")
+        return _VERSION_BYTE + header + b"".join(parts)
+
     def decode(self, payload: bytes) -> list[Any]:
         """All messages of a payload, in order; raises ``SchemaError`` on anything else."""
         if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -67,9 +89,36 @@ class Codec:
         try:
             return self._decoder.decode(memoryview(payload)[1:])
         except msgspec.ValidationError as exc:
-            raise SchemaError(self.topic, f"invalid message: {exc}") from None
+            raise SchemaError(self.topic, f"invalid message: {exc}{self._field(exc, payload)}") from None
         except msgspec.DecodeError as exc:
             raise SchemaError(self.topic, f"not msgpack: {exc}") from None
+
+
+    def check(self, message: msgspec.Struct) -> None:
+        """Raise ``SchemaError`` if a reader of this topic would refuse ``message`` (a
+        number out of its field's range, or too large to encode): what a sender checks
+        before sending, so a bad value is a named error at its source."""
+        try:
+            payload = self.encode(message)
+        except (OverflowError, msgspec.EncodeError) as exc:
+            raise SchemaError(self.topic, f"{type(message).__name__} cannot be encoded: {exc}") from None
+        self.decode(payload)
+
+    def _field(self, exc: msgspec.ValidationError, payload: bytes) -> str:
+        """`` (Deposit.amount)`` for an error at ``$[i][j]``: the message's tag and field."""
+        match = re.search(r"\$\[(\d+)\]\[(\d+)\]", str(exc))
+        if not match:
+            return ""
+        try:
+            raw = msgspec.msgpack.decode(memoryview(payload)[1:])
+            tag = raw[int(match.group(1))][0]
+        except (msgspec.DecodeError, IndexError, KeyError, TypeError):
+            return ""
+        kind = next((k for k in self._allowed if k.__name__ == tag), None)
+        index = int(match.group(2)) - 1  # position 0 is the tag
+        if kind is None or not 0 <= index < len(kind.__struct_fields__):
+            return ""
+        return f" ({tag}.{kind.__struct_fields__[index]})"
 
 
 CODECS: dict[str, Codec] = {topic: Codec(topic, union) for topic, union in TOPICS.items()}

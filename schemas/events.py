@@ -20,6 +20,8 @@ removed or retyped, and a change that cannot follow these rules bumps
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from schemas.enums import (
@@ -35,6 +37,28 @@ from schemas.enums import (
     TimeInForce,
 )
 
+# ------------------------------------------------------------------------ ranges
+# Every integer field is checked on decode against the range the codec and the engines
+# can carry, so an out-of-range number is refused (dead-lettered) before any state
+# changes. Outputs are int64 (what msgpack carries signed); inputs are bounded tighter so
+# that what the engines compute from them stays within it.
+
+MAX_INT64 = 2**63 - 1
+MAX_PRICE = 2**40  # ticks
+MAX_SIZE = 2**40  # lots
+MAX_AMOUNT = 10**15  # micro units: 1,000,000,000 of quote in one command
+MAX_RATE_PPB = 10**9  # 100% per funding interval
+MAX_LEVERAGE = 10_000
+
+Int64 = Annotated[int, msgspec.Meta(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]  # sequence numbers, ids, offsets, times
+Price = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE)]
+Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+SignedSize = Annotated[int, msgspec.Meta(ge=-MAX_SIZE, le=MAX_SIZE)]
+Amount = Annotated[int, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Rate = Annotated[int, msgspec.Meta(ge=-MAX_RATE_PPB, le=MAX_RATE_PPB)]
+Leverage = Annotated[int, msgspec.Meta(ge=0, le=MAX_LEVERAGE)]
+
 # Order ids are assigned by risk as ``(counter << 16) | partition`` (partition < 2**15) and
 # by the liquidation engine with this bit set, so anyone can tell a liquidation order.
 LIQUIDATION_ORDER_BIT = 1 << 15
@@ -44,7 +68,7 @@ class Message(msgspec.Struct, tag=True, array_like=True, gc=False):
     """Base of every message: producer id and per-producer sequence number."""
 
     producer: str
-    seq: int
+    seq: Count
 
 
 # --------------------------------------------------------------------------- commands
@@ -53,14 +77,14 @@ class Message(msgspec.Struct, tag=True, array_like=True, gc=False):
 
 class Deposit(Message):
     account: str
-    amount: int
-    ts: int = 0
+    amount: Amount
+    ts: Count = 0
 
 
 class Withdraw(Message):
     account: str
-    amount: int
-    ts: int = 0
+    amount: Amount
+    ts: Count = 0
 
 
 class PlaceOrder(Message):
@@ -72,11 +96,11 @@ class PlaceOrder(Message):
     side: Side
     order_type: OrderType
     tif: TimeInForce
-    price: int  # limit price in ticks; 0 for a market order
-    size: int
+    price: Price  # limit price in ticks; 0 for a market order
+    size: Size
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
-    ts: int = 0
+    ts: Count = 0
 
 
 class CancelOrder(Message):
@@ -84,8 +108,8 @@ class CancelOrder(Message):
 
     account: str
     market: str
-    order_id: int
-    ts: int = 0
+    order_id: Count
+    ts: Count = 0
 
 
 class AmendOrder(Message):
@@ -97,25 +121,25 @@ class AmendOrder(Message):
 
     account: str
     market: str
-    order_id: int
-    price: int
-    size: int
-    ts: int = 0
-    reference_price: int = 0  # as in NewOrder
+    order_id: Count
+    price: Price
+    size: Size
+    ts: Count = 0
+    reference_price: Price = 0  # as in NewOrder
 
 
 class SetMarginMode(Message):
     account: str
     market: str
     mode: MarginMode
-    ts: int = 0
+    ts: Count = 0
 
 
 class SetLeverage(Message):
     account: str
     market: str
-    leverage: int
-    ts: int = 0
+    leverage: Leverage
+    ts: Count = 0
 
 
 class AdjustIsolatedMargin(Message):
@@ -123,8 +147,8 @@ class AdjustIsolatedMargin(Message):
 
     account: str
     market: str
-    amount: int
-    ts: int = 0
+    amount: Amount
+    ts: Count = 0
 
 
 # ------------------------------------------------------------------ matching commands
@@ -136,19 +160,19 @@ class NewOrder(Message):
 
     account: str
     market: str
-    order_id: int
+    order_id: Count
     client_order_id: str
     side: Side
     order_type: OrderType
     tif: TimeInForce
-    price: int
-    size: int
+    price: Price
+    size: Size
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
-    ts: int = 0
+    ts: Count = 0
     # The mark price risk saw when it accepted the order (0: unknown). Matching bounds
     # market orders and checks limit prices against it with the market's price band.
-    reference_price: int = 0
+    reference_price: Price = 0
     liquidation: bool = False  # sent by the liquidation engine; exempt from the band
 
 
@@ -158,7 +182,7 @@ class CancelAllOrders(Message):
     account: str
     market: str
     reason: CloseReason = CloseReason.CANCELED
-    ts: int = 0
+    ts: Count = 0
 
 
 class PositionTransfer(Message):
@@ -172,10 +196,10 @@ class PositionTransfer(Message):
     market: str
     buyer: str
     seller: str
-    price: int
-    size: int
+    price: Price
+    size: Size
     liquidity: Liquidity
-    ts: int = 0
+    ts: Count = 0
 
 
 # ------------------------------------------------------------------- order outcomes
@@ -185,15 +209,15 @@ class PositionTransfer(Message):
 class OrderAccepted(Message):
     market: str
     account: str
-    order_id: int
+    order_id: Count
     client_order_id: str
     side: Side
     order_type: OrderType
     tif: TimeInForce
-    price: int
-    size: int
+    price: Price
+    size: Size
     reduce_only: bool = False
-    ts: int = 0
+    ts: Count = 0
 
 
 class OrderRejected(Message):
@@ -201,22 +225,22 @@ class OrderRejected(Message):
 
     market: str
     account: str
-    order_id: int  # 0 when risk refused it before assigning an id
+    order_id: Count  # 0 when risk refused it before assigning an id
     client_order_id: str
     reason: RejectReason
     detail: str = ""
-    ts: int = 0
+    ts: Count = 0
 
 
 class OrderAmended(Message):
     market: str
     account: str
-    order_id: int
-    price: int
-    size: int  # new total size
-    remaining: int
+    order_id: Count
+    price: Price
+    size: Size  # new total size
+    remaining: Size
     priority_kept: bool
-    ts: int = 0
+    ts: Count = 0
 
 
 class OrderClosed(Message):
@@ -224,27 +248,27 @@ class OrderClosed(Message):
 
     market: str
     account: str
-    order_id: int
+    order_id: Count
     reason: CloseReason
-    filled: int
-    remaining: int
-    ts: int = 0
+    filled: Size
+    remaining: Size
+    ts: Count = 0
 
 
 class Fill(Message):
     """One match, with both sides: risk applies each side to its account's position."""
 
     market: str
-    trade_id: int
-    price: int
-    size: int
+    trade_id: Count
+    price: Price
+    size: Size
     taker_side: Side
     taker_account: str
-    taker_order_id: int
+    taker_order_id: Count
     maker_account: str
-    maker_order_id: int
+    maker_order_id: Count
     liquidity: Liquidity = Liquidity.BOOK
-    ts: int = 0
+    ts: Count = 0
 
 
 class CommandAccepted(Message):
@@ -252,9 +276,9 @@ class CommandAccepted(Message):
 
     account: str
     ref_producer: str
-    ref_seq: int
+    ref_seq: Count
     command: str
-    ts: int = 0
+    ts: Count = 0
 
 
 class CommandRejected(Message):
@@ -262,12 +286,12 @@ class CommandRejected(Message):
 
     account: str
     ref_producer: str
-    ref_seq: int
+    ref_seq: Count
     command: str
     reason: RejectReason
     detail: str = ""
-    order_id: int = 0
-    ts: int = 0
+    order_id: Count = 0
+    ts: Count = 0
 
 
 # ----------------------------------------------------------------------- market data
@@ -278,56 +302,56 @@ class Trade(Message):
     """The public view of a ``Fill``."""
 
     market: str
-    trade_id: int
-    price: int
-    size: int
+    trade_id: Count
+    price: Price
+    size: Size
     taker_side: Side
-    ts: int = 0
+    ts: Count = 0
 
 
 class BookDelta(Message):
     """Levels whose total size changed: (price, new total size); size 0 removes it."""
 
     market: str
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
-    ts: int = 0
+    bids: list[tuple[Price, Size]]
+    asks: list[tuple[Price, Size]]
+    ts: Count = 0
 
 
 class BookSnapshot(Message):
     """Levels best first: (price, total size)."""
 
     market: str
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
-    ts: int = 0
+    bids: list[tuple[Price, Size]]
+    asks: list[tuple[Price, Size]]
+    ts: Count = 0
 
 
 class BBO(Message):
     """Best bid and offer; a price of 0 means that side is empty."""
 
     market: str
-    bid_price: int
-    bid_size: int
-    ask_price: int
-    ask_size: int
-    ts: int = 0
+    bid_price: Price
+    bid_size: Size
+    ask_price: Price
+    ask_size: Size
+    ts: Count = 0
 
 
 class MarkPrice(Message):
     market: str
-    index_price: int
-    mark_price: int
-    ts: int = 0
+    index_price: Price
+    mark_price: Price
+    ts: Count = 0
 
 
 class Funding(Message):
     """A funding interval ended: risk pays ``−side · |size| · index_price · rate``."""
 
     market: str
-    rate_ppb: int
-    index_price: int
-    ts: int = 0
+    rate_ppb: Rate
+    index_price: Price
+    ts: Count = 0
 
 
 # ------------------------------------------------------------------ margin and liquidation
@@ -336,25 +360,25 @@ class Funding(Message):
 class PositionState(msgspec.Struct, array_like=True, gc=False):
     market: str
     mode: MarginMode
-    leverage: int
-    signed_size: int
-    entry_value: int  # |size| · entry price, in micro units; entry = entry_value / |size|
-    isolated_margin: int
-    mark_price: int
-    unrealized_pnl: int
-    initial_margin: int
-    maintenance_margin: int
-    liquidation_price: int  # ticks; 0 when there is none
-    bankruptcy_price: int
+    leverage: Leverage
+    signed_size: SignedSize
+    entry_value: Int64  # |size| · entry price, in micro units; entry = entry_value / |size|
+    isolated_margin: Int64
+    mark_price: Price
+    unrealized_pnl: Int64
+    initial_margin: Int64
+    maintenance_margin: Int64
+    liquidation_price: Int64  # ticks; 0 when there is none
+    bankruptcy_price: Int64
 
 
 class BucketState(msgspec.Struct, array_like=True, gc=False):
     market: str  # "" for the cross bucket
     mode: MarginMode
-    equity: int
-    initial_margin: int
-    maintenance_margin: int
-    margin_ratio_ppb: int  # MM / equity; -1 when infinite (equity <= 0 < MM)
+    equity: Int64
+    initial_margin: Int64
+    maintenance_margin: Int64
+    margin_ratio_ppb: Int64  # MM / equity; -1 when infinite (equity <= 0 < MM)
 
 
 class IncomeItem(msgspec.Struct, array_like=True, gc=False):
@@ -363,19 +387,19 @@ class IncomeItem(msgspec.Struct, array_like=True, gc=False):
 
     market: str  # "" for transfers
     kind: IncomeKind
-    amount: int
-    trade_id: int = 0  # the fill's trade id for REALIZED_PNL and COMMISSION
-    ts: int = 0
+    amount: Int64
+    trade_id: Count = 0  # the fill's trade id for REALIZED_PNL and COMMISSION
+    ts: Count = 0
 
 
 class MarginSnapshot(Message):
     account: str
-    balance: int
-    available_to_trade: int
-    withdrawable: int
+    balance: Int64
+    available_to_trade: Int64
+    withdrawable: Int64
     buckets: list[BucketState]
     positions: list[PositionState]
-    ts: int = 0
+    ts: Count = 0
     # the wallet movements since the account's previous snapshot, in order
     income: list[IncomeItem] = []
 
@@ -385,7 +409,7 @@ class AdlCandidate(msgspec.Struct, array_like=True, gc=False):
 
     market: str
     account: str
-    size: int
+    size: Size
 
 
 class LiquidationTrigger(Message):
@@ -396,17 +420,17 @@ class LiquidationTrigger(Message):
     account: str
     market: str
     mode: MarginMode
-    equity: int
-    maintenance_margin: int
+    equity: Int64
+    maintenance_margin: Int64
     positions: list[PositionState]
-    ts: int = 0
+    ts: Count = 0
     order_markets: list[str] = []  # markets where the bucket has resting orders
     update: bool = False  # a state of a bucket already in liquidation, not a new trigger
     # Sent when settlement is near (equity < 2/3 MM), for a liquidation service that cannot
     # see risk: the insurance fund's balance if this risk partition holds the fund, and
     # the ADL candidates of this partition for the bucket's positions, best ranked first.
     fund_known: bool = False
-    fund_balance: int = 0
+    fund_balance: Int64 = 0
     adl: list[AdlCandidate] = []
 
 
@@ -417,9 +441,9 @@ class LiquidationOutcome(Message):
     market: str
     mode: MarginMode
     stage: LiquidationStage
-    equity: int
+    equity: Int64
     detail: str = ""
-    ts: int = 0
+    ts: Count = 0
 
 
 class CollateralTransfer(Message):
@@ -432,9 +456,9 @@ class CollateralTransfer(Message):
     from_market: str
     to_account: str
     to_market: str
-    amount: int
+    amount: Int64
     stage: LiquidationStage
-    ts: int = 0
+    ts: Count = 0
     # True: the recipient's risk partition applies it (the fund lives in another partition);
     # False: already applied, a report for account.events
     settle: bool = False
@@ -444,8 +468,22 @@ class DeadLetter(Message):
     """Something that could not be decoded or applied, with the reason and the bytes."""
 
     topic: str
-    partition: int
-    offset: int
+    partition: Count
+    offset: Count
     reason: str
     payload: bytes
-    ts: int = 0
+    ts: Count = 0
+
+
+# ------------------------------------------------------------------------ settings
+# Written by ``perpsim accounts create`` to ``keys`` (compacted, keyed by API key).
+
+
+class ApiKey(Message):
+    """An API key of an account, for the gateway (HMAC-signed requests)."""
+
+    key: str
+    secret: str
+    account: str
+    ts: Count = 0
+

@@ -207,9 +207,11 @@ def _cluster_options(function):
         click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1024),
                      help="Partitions of each keyed topic (created if missing)."),
         click.option("--state-dir", default=".perpsim/state", show_default=True, type=click.Path(file_okay=False),
-                     help="Where services keep their snapshots (and the oracle its epoch)."),
+                     help="Local files (the embedded broker's log). The services' state, the oracle's clock "
+                          "and API keys live on the bus, so nothing here is needed to resume."),
         click.option("--snapshot-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
-                     help="Seconds between snapshots."),
+                     help="Seconds between checks for due snapshots (a partition is written to the bus once "
+                          "it has read as much input as its last snapshot's size, and on stop)."),
         click.option("--markets-file", type=click.Path(dir_okay=False), default=None,
                      help="TOML file of market specs instead of the built-in BTC/ETH/SOL."),
         click.option("--security-protocol", default="PLAINTEXT", show_default=True,
@@ -414,7 +416,7 @@ def accounts() -> None:
 def accounts_create(deposit: str, **params) -> None:
     """Create an account, deposit into it, and print its API key and secret (shown once).
 
-    The key is stored in <state-dir>/gateway/keys.json, where the gateway reads it.
+    The key is published on the bus (the `keys` topic), where every gateway reads it.
     """
     if not params["bootstrap"]:
         raise click.UsageError("`perpsim accounts create` needs --bootstrap HOST:PORT of the running exchange")

@@ -9,14 +9,22 @@ call returns once the exchange has answered:
         order.fills, order.closed.reason
 
 Sizes, prices and amounts are decimal strings, as a user types them. A refusal raises
-``Rejected`` with the exchange's named reason. Its producer id is unique per client and
-its sequence numbers start from the wall clock, so commands are never mistaken for
-redeliveries of an earlier session's.
+``Rejected`` with the exchange's named reason, also for a number outside what the
+contract carries (checked here, before sending). Every call, sending included, ends
+within ``timeout_s``: ``TimeoutError`` if the bus or the exchange does not answer. Its
+producer id is unique per client (and may not be a service's) and its sequence numbers
+start from the wall clock, so commands are never mistaken for redeliveries of an
+earlier session's.
+
+What the client cannot read on ``account.events`` (a record that does not decode, or a
+message from a producer that may not send it) it skips and counts (``skipped``), and
+reads on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +33,7 @@ from typing import Any
 
 from exchange.core import money
 from exchange.markets import Market, UnitError
-from schemas import ACCOUNT_EVENTS, RISK_IN, codec
+from schemas import ACCOUNT_EVENTS, RISK_IN, SchemaError, codec
 from schemas.enums import (
     MarginMode,
     OrderType,
@@ -35,6 +43,7 @@ from schemas.enums import (
     TimeInForce,
 )
 from schemas.events import (
+    MAX_AMOUNT,
     AdjustIsolatedMargin,
     AmendOrder,
     CancelOrder,
@@ -53,7 +62,27 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
+from schemas.topics import CLIENT, producer_kind, refusal
 from services.runtime.bus import Bus, partition_for
+
+log = logging.getLogger(__name__)
+
+# the field a refused number is in -> the reason the exchange would give for it
+_FIELD_REASONS = {"price": RejectReason.INVALID_PRICE, "size": RejectReason.INVALID_SIZE,
+                  "leverage": RejectReason.LEVERAGE_OUT_OF_RANGE}
+
+
+def _amount(text: str) -> int:
+    """Micro units of a decimal amount; ``Rejected(INVALID_AMOUNT)`` for what is not one."""
+    try:
+        value = money(text)
+    except (ValueError, ArithmeticError, TypeError):
+        raise Rejected(RejectReason.INVALID_AMOUNT, f"amount {text!r} is not a decimal number with at most 6 "
+                                                    "decimals") from None
+    if abs(value) > MAX_AMOUNT:
+        raise Rejected(RejectReason.INVALID_AMOUNT, f"amount {text} is beyond what one command may move "
+                                                    f"({MAX_AMOUNT // 1_000_000:,} of quote)")
+    return value
 
 
 class Rejected(Exception):
@@ -92,6 +121,10 @@ class Client:
         self.bus = bus
         self.markets = markets
         self.producer = producer or f"client-{uuid.uuid4().hex[:12]}"
+        if producer_kind(self.producer) != CLIENT:
+            raise ValueError(f"producer id {self.producer!r} is a service's name; a client's may not start with "
+                             "'match.', 'risk.', 'liquidation.' or be 'oracle'")
+        self.skipped = 0  # account events not read: undecodable, or from a producer that may not send them
         self.seq = time.time_ns()
         self.timeout_s = timeout_s
         self.events: list[Message] = []
@@ -134,7 +167,16 @@ class Client:
         older: set[tuple[str, int]] = set()  # the generation before, so the memory stays bounded
         while True:
             for record in await self._consumer.getmany(timeout_ms=50):
-                for message in events_codec.decode(record.value):
+                try:
+                    messages = events_codec.decode(record.value)
+                except SchemaError as exc:
+                    self._skip(record, str(exc))
+                    continue
+                for message in messages:
+                    reason = refusal(ACCOUNT_EVENTS, message)
+                    if reason is not None:
+                        self._skip(record, reason)
+                        continue
                     if not isinstance(message, MarginSnapshot):  # states: the newest (highest seq) counts
                         identity = (message.producer, message.seq)
                         if identity in seen or identity in older:
@@ -151,6 +193,12 @@ class Client:
                     for predicate, future in list(self._waiters):
                         if not future.done() and predicate(message):
                             future.set_result(message)
+
+    def _skip(self, record, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 10 or self.skipped % 1000 == 0:
+            log.warning("client %s skipped an account event (%d so far) at %s[%d] offset %d: %s", self.producer,
+                        self.skipped, record.topic, record.partition, record.offset, reason)
 
     def listen(self, callback: Callable[[Message], None]) -> None:
         """Call ``callback`` with every account event from now on, as it arrives."""
@@ -182,26 +230,46 @@ class Client:
         self.seq += 1
         return self.producer, self.seq
 
-    async def send(self, command: Message) -> None:
+    async def send(self, command: Message, deadline: float | None = None) -> None:
+        """Check ``command`` against the contract and send it, within ``timeout_s`` (or by
+        the event loop time ``deadline``)."""
         topic = RISK_IN
+        try:
+            codec(topic).check(command)
+        except SchemaError as exc:
+            field = exc.problem.rpartition(".")[2].rstrip(")") if exc.problem.endswith(")") else ""
+            reason = _FIELD_REASONS.get(field, RejectReason.INVALID_AMOUNT if field == "amount" else
+                                        RejectReason.INVALID_SIZE)
+            raise Rejected(reason, f"{type(command).__name__} not sent: {exc.problem}") from None
         partition = partition_for(command.account, self.bus.partitions(topic))
-        await self.bus.send([(topic, partition, None, codec(topic).encode(command))])
+        loop = asyncio.get_running_loop()
+        timeout = self.timeout_s if deadline is None else max(0.001, deadline - loop.time())
+        try:
+            await asyncio.wait_for(self.bus.send([(topic, partition, None, codec(topic).encode(command))]), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{type(command).__name__} could not be sent within {self.timeout_s:g} s "
+                               "(is the broker reachable?)") from None
+
+    async def _ask(self, command: Message, predicate: Callable[[Message], bool]) -> Message:
+        """Send ``command`` and wait for the first event after it that ``predicate``
+        accepts; both within ``timeout_s``."""
+        mark = self.received  # an older event (a replayed history) is not the answer
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        await self.send(command, deadline)
+        return await self.wait_for(predicate, max(0.001, deadline - asyncio.get_running_loop().time()), after=mark)
 
     async def _command(self, command: Any) -> CommandAccepted:
-        mark = self.received
-        await self.send(command)
-        answer = await self.wait_for(lambda m: isinstance(m, (CommandAccepted, CommandRejected))
-                                     and m.ref_producer == command.producer and m.ref_seq == command.seq,
-                                     after=mark)
+        answer = await self._ask(command, lambda m: isinstance(m, (CommandAccepted, CommandRejected))
+                                 and m.ref_producer == command.producer and m.ref_seq == command.seq)
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
         return answer
 
     async def deposit(self, account: str, amount: str) -> CommandAccepted:
-        return await self._command(Deposit(*self.stamp(), account, money(amount), time.time_ns()))
+        return await self._command(Deposit(*self.stamp(), account, _amount(amount), time.time_ns()))
 
     async def withdraw(self, account: str, amount: str) -> CommandAccepted:
-        return await self._command(Withdraw(*self.stamp(), account, money(amount), time.time_ns()))
+        return await self._command(Withdraw(*self.stamp(), account, _amount(amount), time.time_ns()))
 
     async def set_margin_mode(self, account: str, market: str, mode: MarginMode) -> CommandAccepted:
         return await self._command(SetMarginMode(*self.stamp(), account, market, mode, time.time_ns()))
@@ -210,7 +278,7 @@ class Client:
         return await self._command(SetLeverage(*self.stamp(), account, market, leverage, time.time_ns()))
 
     async def adjust_margin(self, account: str, market: str, amount: str) -> CommandAccepted:
-        return await self._command(AdjustIsolatedMargin(*self.stamp(), account, market, money(amount),
+        return await self._command(AdjustIsolatedMargin(*self.stamp(), account, market, _amount(amount),
                                                          time.time_ns()))
 
     async def place(self, account: str, market: str, side: Side, size: str, price: str | None = None, *,
@@ -229,11 +297,9 @@ class Client:
         client_order_id = client_order_id or uuid.uuid4().hex[:16]
         command = PlaceOrder(*self.stamp(), account, market, client_order_id, side, kind, tif, ticks,
                              lots, reduce_only, stp, time.time_ns())
-        mark = self.received  # an older order of the same client id (a replayed history) is not the answer
-        await self.send(command)
-        answer = await self.wait_for(lambda m: isinstance(m, (OrderAccepted, OrderRejected))
-                                     and m.account == account and m.client_order_id == client_order_id,
-                                     after=mark)
+        mark = self.received
+        answer = await self._ask(command, lambda m: isinstance(m, (OrderAccepted, OrderRejected))
+                                 and m.account == account and m.client_order_id == client_order_id)
         if isinstance(answer, OrderRejected):
             raise Rejected(answer.reason, answer.detail, answer.order_id)
         result = OrderResult(answer, since=mark)
@@ -254,11 +320,9 @@ class Client:
 
     async def cancel(self, account: str, market: str, order_id: int) -> OrderClosed:
         command = CancelOrder(*self.stamp(), account, market, order_id, time.time_ns())
-        mark = self.received
-        await self.send(command)
-        answer = await self.wait_for(lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
-                                     or (isinstance(m, CommandRejected) and m.order_id == order_id
-                                         and m.account == account), after=mark)  # risk's or matching's refusal
+        answer = await self._ask(command, lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
+                                 or (isinstance(m, CommandRejected) and m.order_id == order_id
+                                     and m.account == account))  # risk's or matching's refusal
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
         return answer
@@ -271,11 +335,10 @@ class Client:
             ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
-        mark = self.received
-        await self.send(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns()))
-        answer = await self.wait_for(lambda m: (isinstance(m, OrderAmended) and m.order_id == order_id)
-                                     or (isinstance(m, CommandRejected) and m.order_id == order_id
-                                         and m.account == account), after=mark)
+        answer = await self._ask(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns()),
+                                 lambda m: (isinstance(m, OrderAmended) and m.order_id == order_id)
+                                 or (isinstance(m, CommandRejected) and m.order_id == order_id
+                                     and m.account == account))
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail, order_id)
         return answer

@@ -42,7 +42,7 @@ class Options:
     settings: KafkaSettings
     markets: dict[str, Market]
     partitions: int = 4
-    state_dir: Path | None = None
+    state_dir: Path | None = None  # local files: the embedded broker's log
     snapshot_interval_s: float = 5.0
     insurance_account: str = "insurance"
     oracle_args: dict = field(default_factory=dict)
@@ -65,8 +65,7 @@ async def _serve(name: str, options: Options) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("service=%s starting bootstrap=%s partitions=%d state_dir=%s", name, options.settings.bootstrap,
-             options.partitions, options.state_dir)
+    log.info("service=%s starting bootstrap=%s partitions=%d", name, options.settings.bootstrap, options.partitions)
     try:
         if name == "gateway":
             await _serve_gateway(bus, options, stop)
@@ -74,12 +73,11 @@ async def _serve(name: str, options: Options) -> None:
             if options.scenario:
                 scenario = load_scenario(options.scenario)
                 sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
-                service = OracleService(bus, options.markets, sources, options.state_dir,
-                                        tick_s=scenario.tick_ms / 1000,
+                service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
                                         funding_interval_s=scenario.funding_interval_s)
             else:
                 sources = parse_sources(options.markets, **options.oracle_args)
-                service = OracleService(bus, options.markets, sources, options.state_dir)
+                service = OracleService(bus, options.markets, sources)
             await service.run(stop)
         else:
             if name == "matching":
@@ -89,14 +87,10 @@ async def _serve(name: str, options: Options) -> None:
                                          partitions=bus.partitions(RISK_IN))
             else:
                 spec = liquidation_service.spec(options.markets, options.insurance_account)
-            await ServiceRunner(spec, bus, options.state_dir, options.snapshot_interval_s).run(stop)
+            await ServiceRunner(spec, bus, options.snapshot_interval_s).run(stop)
     finally:
         await bus.stop()
         log.info("service=%s stopped", name)
-
-
-def keys_path(options: Options) -> Path:
-    return (options.state_dir or Path(".perpsim/state")) / "gateway" / "keys.json"
 
 
 async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -> None:
@@ -105,7 +99,9 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
     from services.gateway.binance.app import Gateway
     from services.gateway.keys import KeyStore
 
-    gateway = Gateway(bus, options.markets, KeyStore(keys_path(options)))
+    keys = KeyStore(bus)
+    await keys.start(options.settings.connect_timeout_s)
+    gateway = Gateway(bus, options.markets, keys)
     await gateway.start()
     runner = web.AppRunner(gateway.application(), access_log=None)
     await runner.setup()
@@ -115,22 +111,23 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
     except OSError as exc:
         await runner.cleanup()
         await gateway.stop()
+        await keys.stop()
         raise BusError(f"the gateway cannot listen on {options.gateway_host}:{options.gateway_port}: {exc}") from None
-    log.info("service=gateway listening on http://%s:%d (keys: %s)", options.gateway_host, site.port,
-             keys_path(options))  # the bound port, also when 0 asked for any
+    log.info("service=gateway listening on http://%s:%d", options.gateway_host, site.port)  # also when 0 asked for any
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
         await gateway.stop()
+        await keys.stop()
 
 
 async def create_account(options: Options, deposit: str) -> tuple[str, str, str]:
-    """A new account with ``deposit``, and its API key and secret."""
+    """A new account with ``deposit``, and its API key and secret (published on the bus)."""
     import uuid
 
     from services.client import Client
-    from services.gateway.keys import KeyStore
+    from services.gateway.keys import publish_key
 
     account = f"acct-{uuid.uuid4().hex[:10]}"
     bus = KafkaBus(options.settings, topic_partitions(options.partitions))
@@ -138,9 +135,9 @@ async def create_account(options: Options, deposit: str) -> tuple[str, str, str]
     try:
         async with Client(bus, options.markets) as client:
             await client.deposit(account, deposit)
+        key, secret = await publish_key(bus, account)
     finally:
         await bus.stop()
-    key, secret = KeyStore(keys_path(options)).create(account)
     return account, key, secret
 
 

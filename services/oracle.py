@@ -1,10 +1,12 @@
 """The oracle service: publishes index/mark prices and funding on a timer.
 
 It is a source, not a fold: every tick (default 250 ms) it asks ``exchange.oracle.Oracle``
-for marks and funding at the simulation time (wall time since its epoch, kept in the
-state directory so that a restart continues the same price path) and publishes them to
-every ``risk.in`` partition and to ``market.data``. It reads ``market.data`` (its one
-input topic) only to follow the book and trades for the mark price.
+for marks and funding at the simulation time (wall time since its epoch, kept on the bus
+in the ``state`` topic, so that a restart continues the same price path, and a fresh
+broker starts a fresh one) and publishes them to every ``risk.in`` partition and to
+``market.data``. It reads ``market.data`` (its one input topic) only to follow the book
+and trades for the mark price; what it cannot decode, or what a producer may not send
+there, it dead-letters and reads on.
 
 Its producer id is ``oracle`` and its sequence numbers start from the wall clock in
 nanoseconds, so they keep increasing across restarts without any stored counter.
@@ -29,9 +31,13 @@ from exchange.oracle import (
     Shock,
     Shocked,
 )
-from schemas import MARKET_DATA, RISK_IN, SchemaError, codec
+from schemas import DEADLETTER, MARKET_DATA, RISK_IN, SchemaError, codec
+from schemas.events import DeadLetter
+from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
+from schemas.topics import refusal
 from services.runtime.bus import Bus
 from services.runtime.runner import Outbox
+from services.runtime.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +82,38 @@ def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shoc
 
 class OracleService:
     def __init__(self, bus: Bus, markets: dict[str, Market], sources: dict[str, IndexSource],
-                 state_dir: str | Path | None = None, tick_s: float = 0.25, funding_interval_s: float = 3600.0):
+                 tick_s: float = 0.25, funding_interval_s: float = 3600.0):
         self.bus = bus
         self.oracle = Oracle(markets, sources, producer="oracle", funding_interval_s=funding_interval_s)
         self.oracle.seq = time.time_ns()
         self.tick_s = tick_s
-        self.epoch = self._epoch(Path(state_dir) / "oracle" if state_dir else None)
+        self.epoch: int | None = None
         self.ticks = 0
+        self.dead_letters = 0
 
-    @staticmethod
-    def _epoch(directory: Path | None) -> int:
-        now = time.time_ns()
-        if directory is None:
-            return now
-        path = directory / "epoch"
-        if path.exists():
-            return int(path.read_text())
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(now))
-        return now
+    async def _epoch(self) -> int:
+        """The simulation clock's epoch: the one on the bus, or now (and written there)."""
+        store = StateStore(self.bus, "oracle")
+        snapshot = await store.load(0)
+        if snapshot is not None and isinstance(snapshot.state, OracleState):
+            log.info("service=oracle resumes the simulation clock at %.1f s",
+                     (time.time_ns() - snapshot.state.epoch_ns) / SECOND)
+            return snapshot.state.epoch_ns
+        epoch = time.time_ns()
+        await store.save(0, 0, encode_snapshot(Snapshot(STATE_VERSION, "oracle", 0, 0, 0, {}, OracleState(epoch),
+                                                         epoch)))
+        await self.bus.flush()
+        return epoch
+
+    def _dead_letter(self, outbox: Outbox, record, reason: str) -> None:
+        self.dead_letters += 1
+        log.warning("service=oracle market.data[%d] offset %d dead letter: %s", record.partition, record.offset,
+                    reason)
+        outbox.to_partition(DEADLETTER, 0, DeadLetter("oracle.dlq", time.time_ns(), record.topic, record.partition,
+                                                      record.offset, reason, bytes(record.value), time.time_ns()))
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.epoch = await self._epoch()
         consumer = self.bus.consumer(MARKET_DATA, "perpsim-oracle")
         market_codec = codec(MARKET_DATA)
         next_tick = time.monotonic()
@@ -104,17 +121,25 @@ class OracleService:
         try:
             while not stop.is_set():
                 timeout = max(0.0, next_tick - time.monotonic())
+                outbox = Outbox(self.bus)
                 for record in await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=5000):
                     try:
-                        for message in market_codec.decode(record.value):
-                            self.oracle.observe(message)
+                        messages = market_codec.decode(record.value)
                     except SchemaError as exc:
-                        log.warning("service=oracle skipped undecodable market data: %s", exc)
+                        self._dead_letter(outbox, record, str(exc))
+                        continue
+                    for message in messages:
+                        reason = refusal(MARKET_DATA, message)
+                        if reason is None:
+                            self.oracle.observe(message)
+                        else:
+                            self._dead_letter(outbox, record, reason)
                 if time.monotonic() < next_tick:
+                    if len(outbox):
+                        await self.bus.send(outbox.drain())
                     continue
                 next_tick += self.tick_s
                 now = time.time_ns()
-                outbox = Outbox(self.bus)
                 for event in self.oracle.tick(now - self.epoch):
                     event.ts = now
                     outbox.to_all(RISK_IN, event)
@@ -123,8 +148,8 @@ class OracleService:
                 self.ticks += 1
                 if time.monotonic() - last_status >= 10:
                     marks = ", ".join(f"{symbol} {calc.last or '-'}" for symbol, calc in self.oracle.marks.items())
-                    log.info("service=oracle status ticks=%d seq=%d last_trades=[%s] sim_time=%.1fs", self.ticks,
-                             self.oracle.seq, marks, (now - self.epoch) / SECOND)
+                    log.info("service=oracle status ticks=%d seq=%d last_trades=[%s] sim_time=%.1fs dead_letters=%d",
+                             self.ticks, self.oracle.seq, marks, (now - self.epoch) / SECOND, self.dead_letters)
                     last_status = time.monotonic()
         finally:
             await consumer.stop()

@@ -43,7 +43,8 @@ def test_compose_creates_the_topics_the_services_use_with_one_partition_count():
     counts = {int(s["command"][s["command"].index("--partitions") + 1]) for n, s in services.items() if n != "kafka"}
     assert len(counts) == 1
     topics = topic_partitions(counts.pop())
-    assert set(topics) == {"risk.in", "match.in", "liquidation.in", "market.data", "account.events", "deadletter"}
+    assert set(topics) == {"risk.in", "match.in", "liquidation.in", "market.data", "account.events", "deadletter",
+                           "state", "keys"}
 
 
 def test_dockerfile_installs_the_package_and_runs_the_cli():

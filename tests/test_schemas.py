@@ -19,8 +19,8 @@ def sample(type_info: msgspec.inspect.Type, depth: int = 0):
         return "x"
     if isinstance(info, msgspec.inspect.BoolType):
         return True
-    if isinstance(info, msgspec.inspect.IntType):
-        return -123456789012
+    if isinstance(info, msgspec.inspect.IntType):  # the edge of the field's range, where it has one
+        return info.le if info.le is not None else -123456789012
     if isinstance(info, msgspec.inspect.BytesType):
         return b"\x00\xff raw"
     if isinstance(info, msgspec.inspect.EnumType):
@@ -124,3 +124,24 @@ def test_unknown_topic_names_the_known_ones():
 
 def test_public_trade_carries_no_account():
     assert "account" not in " ".join(field.name for field in msgspec.structs.fields(Trade))
+
+
+def int_fields(kind) -> list[tuple[str, msgspec.inspect.IntType]]:
+    return [(f.name, f.type) for f in msgspec.inspect.type_info(kind).fields
+            if isinstance(f.type, msgspec.inspect.IntType)]
+
+
+@pytest.mark.parametrize(("topic", "kind"), ALL, ids=[f"{t}:{k.__name__}" for t, k in ALL])
+def test_an_integer_just_outside_its_range_is_refused_on_decode(topic, kind):
+    """Every integer field is bounded (the codec carries int64 at most; the engines less
+    for inputs), one past either bound is a SchemaError, never a value the engines see."""
+    fields = int_fields(kind)
+    assert fields and all(t.ge is not None and t.le is not None for _, t in fields), fields
+    base = sample(msgspec.inspect.type_info(kind))
+    for name, bounds in fields:
+        for value in (bounds.le + 1, bounds.ge - 1):
+            if not -2**63 <= value < 2**64:
+                continue  # msgpack cannot carry it: the sender's encoder refuses it already
+            bad = msgspec.structs.replace(base, **{name: value})
+            with pytest.raises(SchemaError, match="invalid message: Expected `int`"):
+                codec(topic).decode(codec(topic).encode(bad))

@@ -20,7 +20,14 @@ from schemas.state import (
     decode_snapshot,
     encode_snapshot,
 )
-from tests.test_risk_properties import ACCOUNTS, MARKETS, MID, _mark, markets, random_step
+from tests.test_risk_properties import (
+    ACCOUNTS,
+    MARKETS,
+    MID,
+    _mark,
+    markets,
+    random_step,
+)
 
 
 def restored(ex: CoreExchange) -> CoreExchange:

@@ -1,38 +1,84 @@
-"""API keys: one key and secret per account, in a JSON file the gateway reads.
+"""API keys: one key and secret per account, on the bus (the compacted ``keys`` topic), so
+a gateway on any machine knows every key and no command needs a shared folder.
 
-``perpsim accounts create`` writes them (the secret is shown once); the file maps each key
-to its secret and account. Treat it as a secret.
+``perpsim accounts create`` publishes them (``publish_key``; the secret is shown once);
+every gateway reads the topic from its start and follows it (``KeyStore``). The topic
+holds secrets: the bus is an internal network (docs/services.md, "Who may say what").
 """
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
+import logging
 import secrets
-from pathlib import Path
+import time
+import uuid
+
+from schemas import KEYS, SchemaError, codec
+from schemas.events import ApiKey
+from schemas.topics import refusal
+from services.runtime.bus import Bus
+
+log = logging.getLogger(__name__)
+
+
+async def publish_key(bus: Bus, account: str) -> tuple[str, str]:
+    """A new key and secret for ``account``, written to the bus; returns them."""
+    key, secret = secrets.token_hex(32), secrets.token_hex(32)
+    message = ApiKey(f"accounts-{uuid.uuid4().hex[:8]}", time.time_ns(), key, secret, account, time.time_ns())
+    await bus.send([(KEYS, 0, key.encode(), codec(KEYS).encode(message))])
+    return key, secret
 
 
 class KeyStore:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._keys: dict[str, dict[str, str]] = {}
-        if self.path.exists():
-            self._keys = json.loads(self.path.read_text())
+    """Every key published so far, and those published while it runs."""
 
-    def create(self, account: str) -> tuple[str, str]:
-        key, secret = secrets.token_hex(32), secrets.token_hex(32)
-        self._keys[key] = {"secret": secret, "account": account}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._keys, indent=1))
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)
-        return key, secret
+    def __init__(self, bus: Bus):
+        self.bus = bus
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._reader: asyncio.Task | None = None
+        self._loaded = asyncio.Event()
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        """Read what is there now, then follow in the background."""
+        self._reader = asyncio.create_task(self._follow())
+        await asyncio.wait_for(self._loaded.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+
+    async def _follow(self) -> None:
+        keys_codec = codec(KEYS)
+        begin, end = await self.bus.offsets(KEYS, 0)
+        position = begin
+        while True:
+            _, end = await self.bus.offsets(KEYS, 0)
+            for record in await self.bus.read(KEYS, 0, position, end):
+                try:
+                    messages = keys_codec.decode(record.value)
+                except SchemaError as exc:
+                    log.warning("keys offset %d skipped: %s", record.offset, exc)
+                    continue
+                for message in messages:
+                    if refusal(KEYS, message) is None:
+                        self._keys[message.key] = (message.secret, message.account)
+            position = max(position, end)
+            self._loaded.set()
+            await asyncio.sleep(0.2)
+
+    async def known(self, key: str, timeout_s: float = 5.0) -> None:
+        """Wait until ``key`` (just published) has been read."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while key not in self._keys:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"API key {key[:8]}... not seen on the bus within {timeout_s:g} s")
+            await asyncio.sleep(0.02)
 
     def lookup(self, key: str) -> tuple[str, str] | None:
         """(secret, account) of a key, or None."""
-        entry = self._keys.get(key)
-        if entry is None and self.path.exists():  # keys created since we started
-            self._keys = json.loads(self.path.read_text())
-            entry = self._keys.get(key)
-        return (entry["secret"], entry["account"]) if entry else None
+        return self._keys.get(key)

@@ -64,6 +64,13 @@ class Bus(Protocol):
 
     async def flush(self) -> None: ...
 
+    async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """The first offset still held and the next offset to be written."""
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        """The records of a partition with ``start <= offset < end`` that exist (a
+        compacted topic has gaps), outside any consumer group."""
+
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> Consumer:
         """A consumer of ``topic`` in consumer group ``group``; partitions are shared

@@ -28,6 +28,7 @@ from aiokafka import (
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from schemas.topics import COMPACTED_TOPICS
 from services.runtime.bus import BusError, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ async def ensure_topics(settings: KafkaSettings, topics: dict[str, int]) -> dict
     admin = await _started(AIOKafkaAdminClient(**settings.client_options()), settings, "admin")
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=count, replication_factor=1)
+        missing = [NewTopic(name, num_partitions=count, replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {})
                    for name, count in topics.items() if name not in existing]
         if missing:
             try:
@@ -96,6 +98,8 @@ class KafkaBus:
         self.topics = dict(topics)
         self._producer: AIOKafkaProducer | None = None
         self._consumers: list[KafkaConsumer] = []
+        self._reader: AIOKafkaConsumer | None = None  # for read() and offsets(), in no group
+        self._reader_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.settings, self.topics)
@@ -106,8 +110,53 @@ class KafkaBus:
     async def stop(self) -> None:
         for consumer in self._consumers:
             await consumer.stop()
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
         if self._producer is not None:
             await self._producer.stop()
+
+    async def _read_client(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                      fetch_max_wait_ms=5, max_partition_fetch_bytes=16 << 20,
+                                      **self.settings.client_options())
+            self._reader = await _started(reader, self.settings, "reader")
+        return self._reader
+
+    async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        async with self._reader_lock:
+            reader = await self._read_client()
+            tp = TopicPartition(topic, partition)
+            try:
+                begin = (await asyncio.wait_for(reader.beginning_offsets([tp]), self.settings.connect_timeout_s))[tp]
+                end = (await asyncio.wait_for(reader.end_offsets([tp]), self.settings.connect_timeout_s))[tp]
+            except (TimeoutError, KafkaError) as exc:
+                raise BusError(f"cannot read the offsets of {topic}[{partition}]: {exc or type(exc).__name__}") \
+                    from None
+            return begin, end
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        if end <= start:
+            return []
+        async with self._reader_lock:
+            reader = await self._read_client()
+            tp = TopicPartition(topic, partition)
+            reader.assign([tp])
+            reader.seek(tp, start)
+            records: list[Record] = []
+            deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout_s
+            try:
+                while await reader.position(tp) < end:
+                    batch = (await reader.getmany(tp, timeout_ms=200, max_records=10_000)).get(tp, [])
+                    records.extend(Record(topic, partition, m.offset, m.key, m.value) for m in batch
+                                   if m.offset < end)
+                    if not batch and asyncio.get_running_loop().time() > deadline:
+                        raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at "
+                                       f"{await reader.position(tp)}")
+            except KafkaError as exc:
+                raise BusError(f"cannot read {topic}[{partition}]: {exc}") from None
+            return records
 
     def partitions(self, topic: str) -> int:
         try:
@@ -166,7 +215,14 @@ class KafkaConsumer:
                                         session_timeout_ms=6000, heartbeat_interval_ms=1000,
                                         **self.settings.client_options())
             consumer.subscribe([self.topic], listener=_Listener(self))
-            self._consumer = await _started(consumer, self.settings, f"consumer of {self.topic}")
+            # set before start(): the first assignment may run inside it, and its callback
+            # seeks through self._consumer (to the restored snapshot's offset)
+            self._consumer = consumer
+            try:
+                await _started(consumer, self.settings, f"consumer of {self.topic}")
+            except BusError:
+                self._consumer = None
+                raise
         return self._consumer
 
     async def getmany(self, timeout_ms: int = 100, max_records: int = 1000) -> list[Record]:

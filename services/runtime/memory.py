@@ -43,6 +43,18 @@ class MemoryBus:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        return 0, len(self._partition(topic, partition))
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        return self._partition(topic, partition)[max(0, start):max(0, end)]
+
+    def _partition(self, topic: str, partition: int) -> list[Record]:
+        try:
+            return self._log[topic][partition]
+        except (KeyError, IndexError):
+            raise BusError(f"unknown topic partition {topic}[{partition}]") from None
+
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> MemoryConsumer:
         if (topic, group) in self._groups:
@@ -71,7 +83,10 @@ class MemoryConsumer:
         if records:
             return records
         try:
-            await asyncio.wait_for(self.bus._changed.wait(), timeout_ms / 1000)
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wait ends, and a reader then never stops
+            async with asyncio.timeout(timeout_ms / 1000):
+                await self.bus._changed.wait()
         except TimeoutError:
             return []
         return self._take(max_records)

@@ -2,67 +2,99 @@
 
 The unit of state is one input partition (DESIGN.md: "the state is a deterministic fold
 over the partition"). For each partition it owns, a service keeps a ``PartitionState``:
-the engine(s) for that partition, the next offset to read, and the last sequence number
-applied per producer. Its engines are named per partition (``risk.p3``) or per market
-(``match.SOL-PERP``), so what a partition emits, and how it is numbered, depends on that
-partition's records alone, whatever the interleaving with other partitions.
+the processor (the engines) of that partition, the next offset to read, the last
+sequence number applied per producer, and the fingerprint of the last record applied.
+Engines are named per partition (``risk.p3``) or per market (``match.SOL-PERP``), so what
+a partition emits, and how it is numbered, depends on that partition's records alone.
 
 Effectively-once:
 - a message whose ``seq`` is not above the last one applied from its producer (in that
   partition) is a redelivery and is dropped;
 - outputs are queued to the producer as each batch is done, and the producer is flushed
-  (every queued output stored) before a snapshot records progress past them; a crash in
-  between loses only outputs the replay from the last snapshot regenerates;
-- a snapshot (pickled ``PartitionState``, written to a temp file and renamed) is taken
-  every ``snapshot_interval_s`` and on a clean stop, after the outputs are sent; then the
-  offsets are committed to Kafka (for lag and monitoring; the snapshot is what counts);
-- on start, or when a partition is assigned, its snapshot is loaded and reading resumes at
-  its offset; the records after it are applied again and re-emit the same messages with
-  the same sequence numbers, which consumers drop. A crash at any point ends in the state
-  of no crash.
+  (every queued output stored) before a snapshot records progress past them;
+- snapshots go to the bus (``services.runtime.state``), so whichever instance is assigned
+  a partition restores it from there and resumes at its offset; the records after it are
+  applied again and re-emit the same messages with the same sequence numbers, which
+  consumers drop. A snapshot that does not belong to the log it would resume (another
+  broker, a recreated topic: its offset is past the end, or the record before it is not
+  the one it applied) is refused with a log line, and the partition starts from the log.
 
-Bad input never stops a service: a record that does not decode, or a message its engine
-cannot apply, goes to ``deadletter`` with the reason and the original bytes; the dead
-letter's producer is ``<service>.p<partition>.dlq`` and its sequence number the input
-offset, so a replay re-emits it identically.
+Never fatal, never poisoned. Each message is, in order:
+1. decoded (a record that does not decode is dead-lettered whole);
+2. checked: may its producer send it on this topic (``schemas.topics.SENDERS``)? is its
+   sequence number plausible (not more than ``MAX_SEQ_STEP`` past the producer's last)?
+3. applied, and its outputs encoded one by one. If the apply raises or an output cannot
+   be encoded, the partition is rebuilt as it was before the message (its last snapshot,
+   kept in memory, and the journal of what was applied since, replayed) and nothing of
+   the message is kept: no state, no output, no sequence number;
+4. only then is its producer's sequence number recorded.
+Whatever is refused goes to ``deadletter`` with the reason and the original bytes; the
+letter's producer is ``<service>.p<partition>.dlq`` and its sequence number is derived
+from the input offset and the message's place in the record, so a replay re-emits it
+identically.
+
+When to snapshot: a partition is written when it has consumed, since its last snapshot,
+at least as many input bytes as that snapshot had (checked every ``snapshot_interval_s``),
+and on a clean stop or when the partition is revoked. So the state topic grows no faster
+than the input topics, also on a broker that does not compact, and a restore replays at
+most about one snapshot's worth of input.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from schemas import DEADLETTER, SchemaError, codec
 from schemas.events import DeadLetter, Message
+from schemas.state import (
+    STATE_VERSION,
+    Snapshot,
+    StateError,
+    decode_snapshot,
+    encode_snapshot,
+)
+from schemas.topics import refusal
 from services.runtime.bus import Bus, Consumer, Record, partition_for
+from services.runtime.state import StateStore, fingerprint
 
 log = logging.getLogger(__name__)
+
+# A producer's sequence number may not jump further than this past the last one applied:
+# the oracle's start from the wall clock in nanoseconds (2**52 ns is 52 days of downtime).
+MAX_SEQ_STEP = 2**52
+JOURNAL_LIMIT = 200_000  # entries since the last snapshot before one is taken regardless
 
 
 @dataclass
 class PartitionState:
-    """Everything that belongs to one input partition; pickled as its snapshot."""
+    """Everything that belongs to one input partition."""
 
     partition: int
     processor: Any
     offset: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
+    fingerprint: int = 0
+    checkpoint: bytes | None = None  # the last snapshot (encoded), what a rebuild starts from
+    journal: list = field(default_factory=list)  # applied since the checkpoint: messages and flushes
+    consumed: int = 0  # input bytes since the checkpoint
+    saved_offset: int = -1  # offset of the last snapshot written (or restored)
 
 
 class Outbox:
-    """Outputs of a batch, one record per (topic, partition), each message once."""
+    """Outputs of a batch, one record per (topic, partition), each message once. Each
+    message is encoded as it is added, so one that cannot be encoded raises there, and
+    ``rollback`` takes back everything added since a ``mark``."""
 
     def __init__(self, bus: Bus):
         self.bus = bus
-        self._records: dict[tuple[str, int], list[Message]] = {}
+        self._records: dict[tuple[str, int], list[bytes]] = {}
         self._seen: set[tuple[str, int, int]] = set()
+        self._added: list[tuple[tuple[str, int, int], Message]] = []
 
     def to(self, topic: str, key: str, message: Message) -> None:
         self.to_partition(topic, partition_for(key, self.bus.partitions(topic)), message)
@@ -71,40 +103,53 @@ class Outbox:
         marker = (topic, partition, id(message))
         if marker in self._seen:
             return
+        part = codec(topic).encode_part(message)
         self._seen.add(marker)
-        self._records.setdefault((topic, partition), []).append(message)
+        self._records.setdefault((topic, partition), []).append(part)
+        self._added.append((marker, message))  # the message is held so that its id stays its own
 
     def to_all(self, topic: str, message: Message) -> None:
         for partition in range(self.bus.partitions(topic)):
             self.to_partition(topic, partition, message)
 
+    def mark(self) -> int:
+        return len(self._added)
+
+    def rollback(self, mark: int) -> None:
+        while len(self._added) > mark:
+            marker, _ = self._added.pop()
+            self._seen.discard(marker)
+            self._records[marker[:2]].pop()
+
     def __len__(self) -> int:
-        return sum(len(messages) for messages in self._records.values())
+        return len(self._added)
 
     def drain(self) -> list[tuple[str, int, bytes | None, bytes]]:
-        items = [(topic, partition, None, codec(topic).encode_many(messages))
-                 for (topic, partition), messages in self._records.items()]
-        self._records = {}
-        self._seen = set()
+        items = [(topic, partition, None, codec(topic).join(parts))
+                 for (topic, partition), parts in self._records.items() if parts]
+        self._records, self._seen, self._added = {}, set(), []
         return items
 
 
 @dataclass
 class ServiceSpec:
-    """What makes a service: its name, input topic, engines, and where outputs go."""
+    """What makes a service: its name, input topic, engines, and where outputs go.
+    ``make_processor(partition)`` gives an object with ``apply(message) -> list`` and
+    ``export()`` / ``load(state)`` (``schemas.state``), and optionally
+    ``flush(offset, ts) -> list`` for output coalesced per batch."""
 
     name: str
     input_topic: str
-    make_processor: Callable[[int], Any]  # partition -> object with apply(message) -> list
+    make_processor: Callable[[int], Any]
     route: Callable[[list[Message], Outbox], None]
 
 
 class ServiceRunner:
-    def __init__(self, spec: ServiceSpec, bus: Bus, state_dir: str | Path | None,
-                 snapshot_interval_s: float = 5.0, status_interval_s: float = 10.0):
+    def __init__(self, spec: ServiceSpec, bus: Bus, snapshot_interval_s: float = 5.0,
+                 status_interval_s: float = 10.0):
         self.spec = spec
         self.bus = bus
-        self.state_dir = Path(state_dir) / spec.name if state_dir else None
+        self.store = StateStore(bus, spec.name)
         self.snapshot_interval_s = snapshot_interval_s
         self.status_interval_s = status_interval_s
         self.states: dict[int, PartitionState] = {}
@@ -114,51 +159,100 @@ class ServiceRunner:
         self.duplicates = 0
         self.dead_letters = 0
         self.records = 0
+        self.rebuilds = 0
 
     # ------------------------------------------------------------------ snapshots
 
-    def _path(self, partition: int) -> Path | None:
-        return self.state_dir / f"p{partition}.snapshot" if self.state_dir else None
+    def _snapshot(self, state: PartitionState) -> Snapshot:
+        return Snapshot(STATE_VERSION, self.spec.name, state.partition, state.offset, state.fingerprint,
+                        dict(state.last_seq), state.processor.export(), time.time_ns())
 
-    def _load(self, partition: int) -> PartitionState:
-        path = self._path(partition)
-        if path is not None and path.exists():
-            with path.open("rb") as handle:
-                state = pickle.load(handle)
-            log.info("service=%s partition=%d restored snapshot offset=%d", self.spec.name, partition, state.offset)
-            return state
-        return PartitionState(partition, self.spec.make_processor(partition))
+    def _checkpoint(self, state: PartitionState) -> bytes:
+        """Make the present state the one a rebuild starts from; returns it encoded."""
+        state.checkpoint = encode_snapshot(self._snapshot(state))
+        state.journal.clear()
+        state.consumed = 0
+        return state.checkpoint
 
-    def _save(self, state: PartitionState) -> None:
-        path = self._path(state.partition)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        with temporary.open("wb") as handle:
-            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+    def _fresh(self, partition: int, snapshot: Snapshot | None) -> PartitionState:
+        processor = self.spec.make_processor(partition)
+        if snapshot is None:
+            return PartitionState(partition, processor)
+        processor.load(snapshot.state)
+        return PartitionState(partition, processor, snapshot.offset, dict(snapshot.last_seq), snapshot.fingerprint,
+                              saved_offset=snapshot.offset)
 
-    async def snapshot(self, partitions: set[int] | None = None) -> None:
-        """Send pending outputs, write snapshots, then commit their offsets."""
+    async def _restore(self, partition: int) -> PartitionState:
+        started = time.monotonic()
+        try:
+            snapshot = await self.store.load(partition)
+        except StateError as exc:
+            log.warning("service=%s partition=%d no usable snapshot (%s): starting from the log", self.spec.name,
+                        partition, exc)
+            snapshot = None
+        if snapshot is not None and not await self._belongs(snapshot):
+            snapshot = None
+        try:
+            state = self._fresh(partition, snapshot)
+        except (ValueError, KeyError, LookupError) as exc:  # a snapshot of other markets or settings
+            log.warning("service=%s partition=%d snapshot at offset %d refused: %s; starting from the log",
+                        self.spec.name, partition, snapshot.offset, exc)
+            state = self._fresh(partition, None)
+        if snapshot is None:
+            begin, _ = await self.bus.offsets(self.spec.input_topic, partition)
+            state.offset = begin
+        self._checkpoint(state)
+        log.info("service=%s partition=%d restored offset=%d in %.3f s", self.spec.name, partition, state.offset,
+                 time.monotonic() - started)
+        return state
+
+    async def _belongs(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot`` resumes the input log as it is (not another broker's, nor a
+        recreated topic's)."""
+        topic, partition, offset = self.spec.input_topic, snapshot.partition, snapshot.offset
+        begin, end = await self.bus.offsets(topic, partition)
+        problem = None
+        if offset > end:
+            problem = f"it covers input up to offset {offset} but {topic}[{partition}] ends at {end}"
+        elif offset > 0 and offset - 1 >= begin:
+            records = await self.bus.read(topic, partition, offset - 1, offset)
+            if not records or fingerprint(records[0].value) != snapshot.fingerprint:
+                problem = f"the record at {topic}[{partition}] offset {offset - 1} is not the one it applied"
+        elif offset > 0:
+            log.info("service=%s partition=%d snapshot at offset %d: the log starts at %d, so its last record "
+                     "cannot be checked", self.spec.name, partition, offset, begin)
+        if problem:
+            log.warning("service=%s partition=%d snapshot refused: %s (another broker, or a recreated topic); "
+                        "starting from the log", self.spec.name, partition, problem)
+        return problem is None
+
+    async def snapshot(self, partitions: set[int] | None = None, force: bool = False) -> None:
+        """Send pending outputs, then write the snapshots that are due (all that moved,
+        with ``force``), then commit their offsets."""
         await self._flush()
         chosen = [s for p, s in self.states.items() if partitions is None or p in partitions]
+        written = []
         for state in chosen:
-            self._save(state)
-        if self.consumer is not None:
+            due = state.consumed >= len(state.checkpoint or b"") or len(state.journal) >= JOURNAL_LIMIT
+            if state.offset != state.saved_offset and (force or due):
+                await self.store.save(state.partition, state.offset, self._checkpoint(state))
+                state.saved_offset = state.offset
+                written.append(state)
+        if written:
+            await self.bus.flush()
+        if self.consumer is not None and chosen:
             await self.consumer.commit({s.partition: s.offset for s in chosen})
 
     async def _assigned(self, partitions: set[int]) -> None:
         for partition in sorted(partitions):
-            state = self.states.get(partition) or self._load(partition)
-            self.states[partition] = state
+            state = self.states.get(partition)
+            if state is None:
+                state = self.states[partition] = await self._restore(partition)
             self.consumer.seek(partition, state.offset)
         log.info("service=%s assigned partitions=%s", self.spec.name, sorted(partitions))
 
     async def _revoked(self, partitions: set[int]) -> None:
-        await self.snapshot(partitions)
+        await self.snapshot(partitions, force=True)
         for partition in partitions:
             self.states.pop(partition, None)
         log.info("service=%s revoked partitions=%s", self.spec.name, sorted(partitions))
@@ -172,13 +266,38 @@ class ServiceRunner:
         if wait:
             await self.bus.flush()
 
-    def _dead_letter(self, state: PartitionState, record: Record, reason: str) -> None:
+    def _dead_letter(self, state: PartitionState, record: Record, reason: str, index: int = 0) -> None:
         self.dead_letters += 1
         log.warning("service=%s partition=%d offset=%d dead letter: %s", self.spec.name, record.partition,
                     record.offset, reason)
-        letter = DeadLetter(f"{self.spec.name}.p{state.partition}.dlq", record.offset, record.topic,
-                            record.partition, record.offset, reason, bytes(record.value), time.time_ns())
+        letter = DeadLetter(f"{self.spec.name}.p{state.partition}.dlq", (record.offset << 16) | min(index, 0xFFFF),
+                            record.topic, record.partition, record.offset, reason, bytes(record.value),
+                            time.time_ns())
         self.outbox.to_partition(DEADLETTER, 0, letter)
+
+    def _untrusted(self, state: PartitionState, message: Message) -> str | None:
+        reason = refusal(self.spec.input_topic, message)
+        if reason:
+            return reason
+        last = state.last_seq.get(message.producer)
+        if last is not None and message.seq > last + MAX_SEQ_STEP:
+            return (f"{type(message).__name__} from {message.producer!r} has sequence number {message.seq}, "
+                    f"more than {MAX_SEQ_STEP} past its last one ({last}): refused as implausible")
+        return None
+
+    def _rebuild(self, state: PartitionState) -> None:
+        """Put the partition's processor back as it was after the last message applied:
+        its checkpoint, and the journal replayed (outputs dropped: they were sent)."""
+        snapshot = decode_snapshot(state.checkpoint)
+        processor = self.spec.make_processor(state.partition)
+        processor.load(snapshot.state)
+        for entry in state.journal:
+            if isinstance(entry, tuple):
+                processor.flush(*entry)
+            else:
+                processor.apply(entry)
+        state.processor = processor
+        self.rebuilds += 1
 
     def process(self, records: list[Record]) -> None:
         """Apply a batch of records; outputs go to the outbox."""
@@ -192,30 +311,40 @@ class ServiceRunner:
             try:
                 messages = topic_codec.decode(record.value)
             except SchemaError as exc:
+                messages = ()
                 self._dead_letter(state, record, str(exc))
-                state.offset = record.offset + 1
-                continue
-            for message in messages:
+            for index, message in enumerate(messages):
                 last = state.last_seq.get(message.producer)
                 if last is not None and message.seq <= last:
                     self.duplicates += 1
                     continue
-                state.last_seq[message.producer] = message.seq
-                try:
-                    events = state.processor.apply(message)
-                except Exception as exc:  # noqa: BLE001 - any failure of one message is reported, not fatal
-                    self._dead_letter(state, record, f"{type(message).__name__} could not be applied: "
-                                                     f"{type(exc).__name__}: {exc}")
+                reason = self._untrusted(state, message)
+                if reason is None:
+                    mark = self.outbox.mark()
+                    try:
+                        self.spec.route(state.processor.apply(message), self.outbox)
+                    except Exception as exc:  # noqa: BLE001 - a message that fails is refused, never fatal
+                        self.outbox.rollback(mark)
+                        self._rebuild(state)
+                        reason = (f"{type(message).__name__} from {message.producer!r} could not be applied: "
+                                  f"{type(exc).__name__}: {exc}; nothing of it was kept")
+                if reason is not None:
+                    self._dead_letter(state, record, reason, index)
                     continue
+                state.last_seq[message.producer] = message.seq
+                state.journal.append(message)
                 self.applied += 1
-                self.spec.route(events, self.outbox)
             state.offset = record.offset + 1
+            state.fingerprint = fingerprint(record.value)
+            state.consumed += len(record.value)
             touched.add(record.partition)
         for partition in sorted(touched):  # processors that coalesce output per batch
             state = self.states[partition]
             flush = getattr(state.processor, "flush", None)
             if flush is not None:
-                self.spec.route(flush(state.offset, time.time_ns()), self.outbox)
+                entry = (state.offset, time.time_ns())
+                self.spec.route(flush(*entry), self.outbox)
+                state.journal.append(entry)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = self.bus.consumer(self.spec.input_topic, f"perpsim-{self.spec.name}",
@@ -235,9 +364,9 @@ class ServiceRunner:
                 if now - last_status >= self.status_interval_s:
                     rate = (self.applied - applied_at_status) / (now - last_status)
                     log.info("service=%s status rate=%.0f/s lag=%d partitions=%s applied=%d duplicates=%d "
-                             "dead_letters=%d", self.spec.name, rate, await self.consumer.lag(),
-                             sorted(self.states), self.applied, self.duplicates, self.dead_letters)
+                             "dead_letters=%d rebuilds=%d", self.spec.name, rate, await self.consumer.lag(),
+                             sorted(self.states), self.applied, self.duplicates, self.dead_letters, self.rebuilds)
                     applied_at_status, last_status = self.applied, now
-            await self.snapshot()
+            await self.snapshot(force=True)
         finally:
             await self.consumer.stop()

@@ -107,27 +107,31 @@ async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
 class Oracle:
     """Publishes marks to every risk.in partition and to market.data, as the oracle service does."""
 
-    def __init__(self, bus, producer: str = "test-oracle", wall_clock: bool = False):
+    def __init__(self, bus, wall_clock: bool = False):
         """``wall_clock``: stamp events with the time (as the oracle service does), else
-        with their sequence number."""
+        with their count. Its producer id is the oracle's (only the oracle may send marks),
+        and its sequence numbers start from the wall clock, as the oracle service's do."""
         self.bus = bus
-        self.producer = producer
-        self.seq = 0
+        self.producer = "oracle"
+        self.seq = time.time_ns()
+        self.count = 0
         self.markets = default_markets()
         self.wall_clock = wall_clock
 
     async def mark(self, market: str, price: str) -> None:
         ticks = self.markets[market].price_to_ticks(price)
         self.seq += 1
+        self.count += 1
         await self._publish(market, MarkPrice(self.producer, self.seq, market, ticks, ticks, self._ts()))
 
     async def funding(self, market: str, rate_ppb: int, index: str) -> None:
         self.seq += 1
+        self.count += 1
         ticks = self.markets[market].price_to_ticks(index)
         await self._publish(market, Funding(self.producer, self.seq, market, rate_ppb, ticks, self._ts()))
 
     def _ts(self) -> int:
-        return time.time_ns() if self.wall_clock else self.seq
+        return time.time_ns() if self.wall_clock else self.count
 
     async def _publish(self, market: str, event) -> None:
         payload = codec(RISK_IN).encode(event)

@@ -23,7 +23,7 @@ from schemas.enums import LiquidationStage, Side, TimeInForce
 from schemas.events import LiquidationOutcome
 from services.client import Client
 from services.gateway.binance.app import Gateway
-from services.gateway.keys import KeyStore
+from services.gateway.keys import KeyStore, publish_key
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
@@ -90,9 +90,10 @@ async def venue(tmp_path):
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
+    tasks = [asyncio.create_task(ServiceRunner(spec, bus).run(stop))
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
-    keys = KeyStore(tmp_path / "keys.json")
+    keys = KeyStore(bus)
+    await keys.start()
     gateway = Gateway(bus, markets, keys)
     await gateway.start()
     runner = web.AppRunner(gateway.application())
@@ -103,7 +104,6 @@ async def venue(tmp_path):
     await client.start()
     exchange = ccxt_for(f"http://127.0.0.1:{port}")
     gateway.base = f"http://127.0.0.1:{port}"
-    gateway.test_keys = keys
     try:
         yield exchange, client, Oracle(bus, wall_clock=True), gateway
     finally:
@@ -111,14 +111,22 @@ async def venue(tmp_path):
         await client.stop()
         await runner.cleanup()
         await gateway.stop()
+        await keys.stop()
         stop.set()
         await asyncio.gather(*tasks)
+
+
+async def api_key(gateway: Gateway, account: str) -> tuple[str, str]:
+    """A key published on the bus, as `perpsim accounts create` does, once the gateway knows it."""
+    key, secret = await publish_key(gateway.bus, account)
+    await gateway.keys.known(key)
+    return key, secret
 
 
 @contextlib.asynccontextmanager
 async def signed(gateway: Gateway, account: str, module=ccxt):
     """ccxt with a fresh API key of ``account``, closed afterwards."""
-    key, secret = gateway.test_keys.create(account)
+    key, secret = await api_key(gateway, account)
     bot = ccxt_for(gateway.base, key, secret, module)
     try:
         yield bot
@@ -195,7 +203,7 @@ async def test_ccxt_trades_with_a_signed_account(venue):
 
 async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venue):
     _, client, _, gateway = venue
-    key, secret = gateway.test_keys.create("bot")
+    key, secret = await api_key(gateway, "bot")
     for bad_key, bad_secret in ((key, "0" * 64), ("no-such-key", secret)):
         bot = ccxt_for(gateway.base, bad_key, bad_secret)
         try:
@@ -614,7 +622,7 @@ async def test_sync_ccxt_trades_through_the_gateway(venue):
     await opening(client, oracle, "bot", "10000")
     await client.place("maker", "SOL-PERP", Side.SELL, "3", "150.5")
     await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
-    key, secret = gateway.test_keys.create("bot")
+    key, secret = await api_key(gateway, "bot")
     bot = sync_ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
     point_at_gateway(bot, gateway.base)
     original = bot.fetch
@@ -695,7 +703,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 async def test_the_readme_freqtrade_config_drives_ccxt_binance_as_freqtrade_does(venue, tmp_path):
     _, client, oracle, gateway = venue
-    key, secret = gateway.test_keys.create("freqtrade")
+    key, secret = await api_key(gateway, "freqtrade")
     snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
     script = tmp_path / "perpsim_exchange.py"
     script.write_text(snippet)

@@ -26,7 +26,7 @@ async def test_a_live_flash_crash_liquidates_in_both_modes():
     scenario = load_scenario("flash-crash")
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
-    services = [ServiceRunner(spec, bus, None) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
+    services = [ServiceRunner(spec, bus) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
                                                              liquidation_spec(markets))]
     oracle = OracleService(bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
     tasks = [asyncio.create_task(service.run(stop)) for service in services]

@@ -121,7 +121,7 @@ async def test_in_process_bus_gives_the_same_result_as_kafka():
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
-    runners = [ServiceRunner(spec, bus, None) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
+    runners = [ServiceRunner(spec, bus) for spec in (matching_spec(markets), risk_spec(markets, partitions=2),
                                                             liquidation_spec(markets))]
     tasks = [asyncio.create_task(runner.run(stop)) for runner in runners]
     try:
@@ -145,10 +145,11 @@ async def test_bad_input_goes_to_deadletter_and_services_keep_serving(stack_fact
         # schema-valid, but naming nothing that exists / of the wrong kind for the service
         await bus.send([(LIQUIDATION_IN, 0, None, codec(LIQUIDATION_IN).encode_many([]) + b""),
                         (RISK_IN, 0, None, codec(RISK_IN).encode(Deposit("fuzz", 1, "a", -5)))])
-        await bus.send([(MATCH_IN, 0, None, codec(MATCH_IN).encode(nonsense))])
-        # schema-valid nonsense no user can be told about: dead letters
+        # schema-valid nonsense no user can be told about, and messages a client may not
+        # send (an order straight to matching, a mark): dead letters
         doge = PositionState("DOGE-PERP", MarginMode.CROSS, 5, 1, 1, 0, 1, 0, 1, 1, 0, 0)
         nonsense_letters = [
+            (MATCH_IN, codec(MATCH_IN).encode(nonsense)),
             (RISK_IN, codec(RISK_IN).encode(MarkPrice("fuzz", 2, "DOGE-PERP", 1, 1))),
             (MATCH_IN, codec(MATCH_IN).encode(CancelAllOrders("fuzz", 2, "a", "DOGE-PERP"))),
             (LIQUIDATION_IN, codec(LIQUIDATION_IN).encode(LiquidationTrigger(
@@ -158,7 +159,7 @@ async def test_bad_input_goes_to_deadletter_and_services_keep_serving(stack_fact
         letters: list[DeadLetter] = []
         consumer = bus.consumer(DEADLETTER, "test-deadletter")
         deadline = time.monotonic() + 30
-        while len(letters) < 15 and time.monotonic() < deadline:
+        while len(letters) < 16 and time.monotonic() < deadline:
             for record in await consumer.getmany(timeout_ms=200):
                 letters.extend(codec(DEADLETTER).decode(record.value))
         topics = sorted({(letter.topic, bytes(letter.payload)) for letter in letters})
@@ -167,7 +168,7 @@ async def test_bad_input_goes_to_deadletter_and_services_keep_serving(stack_fact
                 assert (topic, payload) in topics, (topic, payload, letters)
         for topic, payload in nonsense_letters:
             assert (topic, payload) in topics, (topic, letters)
-        assert len(letters) == 15 and all(letter.reason for letter in letters)
+        assert len(letters) == 16 and all(letter.reason for letter in letters)
         async with Client(bus, default_markets(), timeout_s=30) as client:
             # the services still serve, and user mistakes come back to the user, not to deadletter
             answer = await client.deposit("alice", "100")
@@ -233,7 +234,7 @@ async def test_services_deleverage_the_best_ranked_positions_when_there_is_no_fu
     markets = default_markets()
     bus = MemoryBus(topic_partitions(1))
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(ServiceRunner(spec, bus, None).run(stop))
+    tasks = [asyncio.create_task(ServiceRunner(spec, bus).run(stop))
              for spec in (matching_spec(markets), risk_spec(markets), liquidation_spec(markets))]
     try:
         async with Client(bus, markets) as client:

@@ -31,6 +31,7 @@ from schemas.enums import (
     TimeInForce,
 )
 from schemas.events import BookSnapshot, MarkPrice
+from schemas.topics import refusal
 from services.client import Client, Rejected
 from services.gateway.binance.streams import INTERVALS_MS, StreamHub
 from services.gateway.binance.wire import (
@@ -94,6 +95,7 @@ class Gateway:
                              listening=self.hub.listening,
                              marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self._reader: asyncio.Task | None = None
+        self.skipped = 0  # market data not read: undecodable, or from a producer that may not send it
 
     # ---------------------------------------------------------------- plumbing
 
@@ -112,6 +114,12 @@ class Gateway:
             except asyncio.CancelledError:
                 pass
 
+    def _skip(self, record, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 10 or self.skipped % 1000 == 0:
+            log.warning("gateway skipped market data (%d so far) at %s[%d] offset %d: %s", self.skipped,
+                        record.topic, record.partition, record.offset, reason)
+
     async def _read_market_data(self) -> None:
         consumer = self.bus.consumer(MARKET_DATA, f"perpsim-gateway-{id(self)}")
         market_codec = codec(MARKET_DATA)
@@ -120,6 +128,10 @@ class Gateway:
                 for record in await consumer.getmany(timeout_ms=50):
                     try:
                         for message in market_codec.decode(record.value):
+                            reason = refusal(MARKET_DATA, message)
+                            if reason is not None:
+                                self._skip(record, reason)
+                                continue
                             before = None
                             if isinstance(message, BookSnapshot) and message.market in self.projection.markets:
                                 state = self.projection.markets[message.market]
@@ -132,7 +144,7 @@ class Gateway:
                             except Exception:  # noqa: BLE001 - a stream bug must not stop the projection
                                 log.exception("gateway could not stream %s", type(message).__name__)
                     except SchemaError as exc:
-                        log.warning("gateway skipped undecodable market data: %s", exc)
+                        self._skip(record, str(exc))
         finally:
             await consumer.stop()
 
