@@ -23,7 +23,7 @@ from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
 from services.oracle import OracleService, parse_sources
-from services.runtime.broker import EmbeddedBroker, free_port
+from services.runtime.broker import EmbeddedBroker, die_with_parent, free_port
 from services.runtime.bus import BusError
 from services.runtime.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.runtime.runner import ServiceRunner
@@ -203,16 +203,48 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
         await bus.stop()
 
 
+def spawn(command: list[str], **kwargs) -> subprocess.Popen:
+    """A child process of `up`, in a session of its own: Ctrl-C in the terminal reaches
+    only `up`, which then stops the children in order."""
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
+                            **kwargs)
+
+
+# Stopped in this order: first what brings input (gateway, oracle), then the services,
+# so that each service snapshots after it has applied what the others sent it.
+STOP_ORDER = (("gateway", "oracle"), ("risk", "matching", "liquidation"))
+
+
+def _stop_children(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
+    for stage in STOP_ORDER:
+        chosen = [(name, children[name]) for name in stage if name in children]
+        for _, child in chosen:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, child in chosen:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within %g s of SIGTERM; killing it", name, grace_s)
+                child.kill()
+                child.wait()
+
+
 async def _up(options: Options, duration_s: float | None, on_ready=None,
               participants: Participants | LoadtestSettings | None = None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     broker = None
     settings = options.settings
-    if not settings.bootstrap:
-        broker = EmbeddedBroker(log_file=(options.state_dir / "broker.log") if options.state_dir else None)
-        settings.bootstrap = await broker.start()
-        log.info("embedded broker started at %s", settings.bootstrap)
     children: dict[str, subprocess.Popen] = {}
     try:
+        if not settings.bootstrap:
+            broker = EmbeddedBroker(log_file=(options.state_dir / "broker.log") if options.state_dir else None)
+            settings.bootstrap = await broker.start()
+            log.info("embedded broker started at %s", settings.bootstrap)
         await ensure_topics(settings, topic_partitions(options.partitions))
         gateway_port = options.gateway_port
         if gateway_port == 0:  # any free port, chosen here so that it can be printed
@@ -223,16 +255,14 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
         log.info("gateway: http://%s:%d (Binance USD-M API); broker: %s", options.gateway_host, gateway_port,
                  settings.bootstrap)
         for name in SERVICES:
+            if stop.is_set():
+                return 0
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
                        *options.forward, "--gateway-port", str(gateway_port)]
-            children[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            children[name] = spawn(command)
             log.info("started %s (pid %d)", name, children[name].pid)
         if on_ready is not None:
             on_ready(settings.bootstrap)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         if isinstance(participants, LoadtestSettings):
             from services.sim.loadtest import run_loadtest
 
@@ -253,18 +283,11 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
                 pass
         return 0 if all(child.poll() is None for child in children.values()) else 1
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for name, child in children.items():
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                log.error("%s did not stop within 20 s; killing it", name)
-                child.kill()
-                child.wait()
+        _stop_children(children)
         if broker is not None:
             broker.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def _port_free(host: str, port: int) -> bool:

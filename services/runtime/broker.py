@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +17,18 @@ from pathlib import Path
 from services.runtime.bus import BusError
 
 log = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): SIGTERM when the thread that started it ends,
+    however its process ends (Linux's PR_SET_PDEATHSIG), so a kill -9 of `up` leaves no
+    broker or service behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,29 +62,49 @@ class EmbeddedBroker:
 
     async def start(self, timeout_s: float = 20.0) -> str:
         """Start the broker and wait until it accepts connections; returns HOST:PORT."""
-        return await asyncio.to_thread(self.start_blocking, timeout_s)
+        self._spawn()
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BusError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+        return self.bootstrap
 
     def start_blocking(self, timeout_s: float = 20.0) -> str:
+        self._spawn()
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BusError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:g} s")
+            time.sleep(0.05)
+        return self.bootstrap
+
+    def _spawn(self) -> None:
+        """Start the process (from the calling thread: it is the broker's parent, whose end
+        ends the broker)."""
         url = f"tcp://{self.host}:{self.port}"
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        # its own session: Ctrl-C in the terminal must not take the broker away from the
+        # services while `up` stops them in order
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BusError(f"the embedded broker exited with code {self.process.returncode} at start")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                log.info("embedded broker listening on %s (pid %d)", self.bootstrap, self.process.pid)
-                return self.bootstrap
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BusError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:g} s")
+            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise BusError(f"the embedded broker exited with code {self.process.returncode} at start")
+        try:
+            socket.create_connection((self.host, self.port), timeout=1).close()
+        except OSError:
+            return False
+        log.info("embedded broker listening on %s (pid %d)", self.bootstrap, self.process.pid)
+        return True
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -71,6 +71,10 @@ class Bus(Protocol):
         """The records of a partition with ``start <= offset < end`` that exist (a
         compacted topic has gaps), outside any consumer group."""
 
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The offsets consumer group ``group`` has committed on ``topic``, per partition
+        (0 where it never committed)."""
+
     def consumer(self, topic: str, group: str, on_assigned: PartitionsCallback | None = None,
                  on_revoked: PartitionsCallback | None = None) -> Consumer:
         """A consumer of ``topic`` in consumer group ``group``; partitions are shared

@@ -100,6 +100,7 @@ class KafkaBus:
         self._consumers: list[KafkaConsumer] = []
         self._reader: AIOKafkaConsumer | None = None  # for read() and offsets(), in no group
         self._reader_lock = asyncio.Lock()
+        self._watchers: dict[str, AIOKafkaConsumer] = {}  # group -> a consumer reading its commits
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.settings, self.topics)
@@ -110,6 +111,9 @@ class KafkaBus:
     async def stop(self) -> None:
         for consumer in self._consumers:
             await consumer.stop()
+        for watcher in self._watchers.values():
+            await watcher.stop()
+        self._watchers = {}
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
@@ -135,6 +139,21 @@ class KafkaBus:
                 raise BusError(f"cannot read the offsets of {topic}[{partition}]: {exc or type(exc).__name__}") \
                     from None
             return begin, end
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        # a consumer of the group that only assigns (never joins, so no rebalance) reads its
+        # commits; the admin client's OffsetFetch is not understood by Tansu
+        watcher = self._watchers.get(group)
+        if watcher is None:
+            watcher = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **self.settings.client_options())
+            self._watchers[group] = watcher = await _started(watcher, self.settings, f"offsets of {group}")
+        partitions = [TopicPartition(topic, p) for p in range(self.partitions(topic))]
+        watcher.assign(partitions)
+        try:
+            return {tp.partition: await asyncio.wait_for(watcher.committed(tp), self.settings.connect_timeout_s) or 0
+                    for tp in partitions}
+        except (TimeoutError, KafkaError) as exc:
+            raise BusError(f"cannot read the offsets of group {group}: {exc or type(exc).__name__}") from None
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         if end <= start:

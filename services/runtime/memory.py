@@ -49,6 +49,11 @@ class MemoryBus:
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         return self._partition(topic, partition)[max(0, start):max(0, end)]
 
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        consumer = self._groups.get((topic, group))
+        done = consumer._committed if consumer is not None else {}
+        return {p: done.get(p, 0) for p in range(self.partitions(topic))}
+
     def _partition(self, topic: str, partition: int) -> list[Record]:
         try:
             return self._log[topic][partition]

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 # A producer's sequence number may not jump further than this past the last one applied:
 # the oracle's start from the wall clock in nanoseconds (2**52 ns is 52 days of downtime).
 MAX_SEQ_STEP = 2**52
+COMMIT_INTERVAL_S = 1.0
 JOURNAL_LIMIT = 200_000  # entries since the last snapshot before one is taken regardless
 
 
@@ -240,8 +241,16 @@ class ServiceRunner:
                 written.append(state)
         if written:
             await self.bus.flush()
-        if self.consumer is not None and chosen:
-            await self.consumer.commit({s.partition: s.offset for s in chosen})
+        await self._commit(chosen)
+
+    async def _commit(self, states: list[PartitionState] | None = None) -> None:
+        """Commit how far the partitions have been applied, once their outputs are stored
+        (so a committed offset means: applied, and what it caused is on the bus). For lag
+        and for `up`'s end-of-run check; restores start from snapshots, not from here."""
+        await self._flush()
+        states = list(self.states.values()) if states is None else states
+        if self.consumer is not None and states:
+            await self.consumer.commit({s.partition: s.offset for s in states})
 
     async def _assigned(self, partitions: set[int]) -> None:
         for partition in sorted(partitions):
@@ -349,7 +358,7 @@ class ServiceRunner:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = self.bus.consumer(self.spec.input_topic, f"perpsim-{self.spec.name}",
                                           on_assigned=self._assigned, on_revoked=self._revoked)
-        last_snapshot = last_status = time.monotonic()
+        last_snapshot = last_status = last_commit = time.monotonic()
         applied_at_status = 0
         try:
             while not stop.is_set():
@@ -360,7 +369,10 @@ class ServiceRunner:
                 now = time.monotonic()
                 if now - last_snapshot >= self.snapshot_interval_s:
                     await self.snapshot()
-                    last_snapshot = now
+                    last_snapshot = last_commit = now
+                elif now - last_commit >= COMMIT_INTERVAL_S:
+                    await self._commit()
+                    last_commit = now
                 if now - last_status >= self.status_interval_s:
                     rate = (self.applied - applied_at_status) / (now - last_status)
                     log.info("service=%s status rate=%.0f/s lag=%d partitions=%s applied=%d duplicates=%d "

@@ -11,12 +11,13 @@ insurance fund.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from exchange.core import money
 from exchange.markets import Market, trading_fee
-from schemas import MARKET_DATA, RISK_IN, codec
+from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, SchemaError, codec
 from schemas.enums import LiquidationStage, Liquidity, OrderType, SelfTradePrevention
 from schemas.events import (
     BBO,
@@ -33,6 +34,7 @@ from schemas.events import (
     SetLeverage,
     SetMarginMode,
 )
+from schemas.topics import refusal
 from services.client import Client
 from services.runtime.bus import Bus, partition_for
 from services.sim.participants import Agent, Cancel, Configure, Place
@@ -93,6 +95,13 @@ class LiveView:
                 self.snapshots[message.account] = message
 
 
+log = logging.getLogger(__name__)
+
+SETTLE_LIMIT_S = 60.0
+INTERRUPTED_SETTLE_LIMIT_S = 8.0  # after Ctrl-C: a partial report soon, checked if the services keep up
+SERVICE_INPUTS = (("risk", RISK_IN), ("matching", MATCH_IN), ("liquidation", LIQUIDATION_IN))
+
+
 @dataclass
 class LiveStats:
     started: float = field(default_factory=time.monotonic)
@@ -105,6 +114,7 @@ class LiveStats:
     series: list[tuple[float, dict[str, int], int, dict[str, int]]] = field(default_factory=list)  # s, marks, fund, OI
     fees: int = 0  # trading fees of every fill seen, micro units
     problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
+    interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its duration: a partial run
 
 
 class LiveMarket:
@@ -120,15 +130,33 @@ class LiveMarket:
         self.stats = LiveStats()
         self.client = Client(bus, markets, producer=f"agents-{self.seed}")
         self._sent: dict[str, float] = {}
+        self.skipped = 0  # market data not read: undecodable, or from a producer that may not send it
 
     async def _watch_market(self, stop: asyncio.Event) -> None:
         consumer = self.bus.consumer(MARKET_DATA, f"{self.client.producer}-market")
         market_codec = codec(MARKET_DATA)
-        while not stop.is_set():
-            for record in await consumer.getmany(timeout_ms=50):
-                for message in market_codec.decode(record.value):
-                    self.view.observe(message)
-        await consumer.stop()
+        try:
+            while not stop.is_set():
+                for record in await consumer.getmany(timeout_ms=50):
+                    try:
+                        messages = market_codec.decode(record.value)
+                    except SchemaError as exc:
+                        self._skip(record, str(exc))
+                        continue
+                    for message in messages:
+                        reason = refusal(MARKET_DATA, message)
+                        if reason is None:
+                            self.view.observe(message)
+                        else:
+                            self._skip(record, reason)
+        finally:
+            await consumer.stop()
+
+    def _skip(self, record, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 10:
+            log.warning("participants skipped market data at %s[%d] offset %d: %s", record.topic, record.partition,
+                        record.offset, reason)
 
     def _on_event(self, message) -> None:
         self.view.observe(message)
@@ -182,44 +210,72 @@ class LiveMarket:
         stop = stop or asyncio.Event()
         async with self.client:
             watcher = asyncio.create_task(self._watch_market(stop))
-            self.client.listen(self._on_event)
-            await self.client.deposit("insurance", self.scenario.insurance_fund)
-            for agent in self.agents:
-                for account in agent.accounts:
-                    await self._send_deposit(account, agent.deposit)
-                for intent in agent.setup():
-                    await self._execute(intent)
-            await self.bus.flush()
-            self.stats = LiveStats()
-            deadline = time.monotonic() + duration_s
-            next_tick, next_second = time.monotonic(), time.monotonic() + 1
-            while not stop.is_set() and time.monotonic() < deadline:
-                for agent in self.agents:
-                    for intent in agent.on_tick(self.view):
-                        await self._execute(intent)
-                await self.bus.flush()
-                next_tick += self.tick_s
-                now = time.monotonic()
-                if now >= next_second:
-                    self._sample(now)
-                    if on_second is not None:
-                        on_second(self)
-                    next_second += 1
-                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-            self._sample(time.monotonic())
-            await self._settle()
-            self.stats.problems = self.violations()
-            stop.set()
-            await watcher
+            try:
+                await self._run(duration_s, stop, on_second)
+            finally:
+                stop.set()
+                await watcher
         return self.stats
 
-    async def _settle(self, quiet_s: float = 2.0, limit_s: float = 30.0) -> None:
-        """Wait until no account event has arrived for ``quiet_s`` (the market has settled)."""
+    async def _run(self, duration_s: float, stop: asyncio.Event, on_second) -> None:
+        self.client.listen(self._on_event)
+        await self.client.deposit("insurance", self.scenario.insurance_fund)
+        for agent in self.agents:
+            for account in agent.accounts:
+                await self._send_deposit(account, agent.deposit)
+            for intent in agent.setup():
+                await self._execute(intent)
+        await self.bus.flush()
+        self.stats = LiveStats()
+        deadline = time.monotonic() + duration_s
+        next_tick, next_second = time.monotonic(), time.monotonic() + 1
+        while not stop.is_set() and time.monotonic() < deadline:
+            for agent in self.agents:
+                for intent in agent.on_tick(self.view):
+                    await self._execute(intent)
+            await self.bus.flush()
+            next_tick += self.tick_s
+            now = time.monotonic()
+            if now >= next_second:
+                self._sample(now)
+                if on_second is not None:
+                    on_second(self)
+                next_second += 1
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        self._sample(time.monotonic())
+        self.stats.interrupted = stop.is_set()
+        limit_s = INTERRUPTED_SETTLE_LIMIT_S if self.stats.interrupted else SETTLE_LIMIT_S
+        behind = await self._settle(limit_s)
+        self.stats.problems = self.violations() if not behind else [
+            f"the invariants could not be checked: the services had {behind} records still to apply "
+            f"{limit_s:g} s after the participants stopped"]
+
+    async def _settle(self, limit_s: float) -> int:
+        """Wait until the services have applied everything sent: in rounds, until each
+        service's consumer group has committed its input up to where it ended when the
+        round began, and a whole round brought no new account event (what one hop sent
+        the next has been applied too). Returns how many records were still unapplied
+        after ``limit_s`` (0: settled)."""
         deadline = time.monotonic() + limit_s
-        seen = -1
-        while seen != len(self.client.events) and time.monotonic() < deadline:
+        behind = 0
+        while time.monotonic() < deadline:
             seen = len(self.client.events)
-            await asyncio.sleep(quiet_s)
+            targets = {}
+            for service, topic in SERVICE_INPUTS:
+                for partition in range(self.bus.partitions(topic)):
+                    targets[(service, topic, partition)] = (await self.bus.offsets(topic, partition))[1]
+            while True:
+                behind = 0
+                for service, topic in SERVICE_INPUTS:
+                    done = await self.bus.committed(f"perpsim-{service}", topic)
+                    behind += sum(max(0, end - done.get(partition, 0))
+                                  for (s, t, partition), end in targets.items() if (s, t) == (service, topic))
+                if not behind or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.25)
+            if not behind and len(self.client.events) == seen:
+                return 0
+        return behind
 
     def violations(self) -> list[str]:
         """The invariants, as far as a client can check them: per market longs equal shorts

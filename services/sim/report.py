@@ -197,6 +197,7 @@ def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
     fund = market.view.snapshots.get("insurance")
     summary = {
         "scenario": market.scenario.name, "seed": market.seed, "seconds": round(elapsed, 1),
+        "run": "interrupted (partial report)" if stats.interrupted else "complete",
         "orders": stats.orders, "orders_per_second": round(stats.orders / elapsed, 1) if elapsed else 0,
         "fills": stats.fills, "fills_per_second": round(stats.fills / elapsed, 1) if elapsed else 0,
         "refused": stats.rejected,
