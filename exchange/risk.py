@@ -103,6 +103,11 @@ ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BAC
 
 
 MAX_BALANCE = 2**62  # micro units: what an account may hold, so its figures stay within int64
+MAX_NOTIONAL = 2**61  # micro units: what a partition's positions in one market may be worth
+
+
+class ValueTooLarge(OverflowError):
+    """A price or size at which the figures would no longer fit the contract's integers."""
 
 
 class UnknownMarket(LookupError):
@@ -156,6 +161,7 @@ class RiskEngine:
         self._fund_changed = False
         self._watch = LiquidationIndex(markets)
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
+        self._exposure: dict[str, int] = {symbol: 0 for symbol in markets}  # Σ |size| of this partition's positions
         self._handlers = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
@@ -239,6 +245,7 @@ class RiskEngine:
             for p in row.positions:
                 position = account.positions[p.market] = Position(self._listed(p.market), p.mode, p.leverage)
                 position.size, position.entry_value, position.margin = p.size, p.entry_value, p.margin
+                self._exposure[p.market] += abs(p.size)
                 if position.size:
                     self._holders[p.market].add(account.account_id)
             for o in row.orders:
@@ -612,8 +619,18 @@ class RiskEngine:
             raise UnknownMarket(f"no market {symbol!r}; markets: {', '.join(self.markets)}")
         return market
 
+    def _guard(self, market: Market, price: int, more: int = 0) -> None:
+        """Refuse (``ValueTooLarge``, before any change) a price at which this partition's
+        positions in ``market`` (with ``more`` lots added) would be worth more than the
+        figures the contract carries can hold."""
+        exposure = self._exposure[market.symbol] + more
+        if exposure * price * market.value_per_tick_lot > MAX_NOTIONAL:
+            raise ValueTooLarge(f"{market.symbol} at {market.format_price(price)}: {market.format_size(exposure)} "
+                                f"held would be worth more than {self._money(MAX_NOTIONAL)}")
+
     def _fill(self, fill: Fill, out: list) -> None:
         market = self._listed(fill.market)
+        self._guard(market, max(fill.price, self.marks.marks.get(market.symbol, 0)), 2 * fill.size)
         self.marks.last[market.symbol] = fill.price
         book = fill.liquidity is Liquidity.BOOK
         sides = ((fill.taker_account, int(fill.taker_side), fill.taker_order_id, market.taker_fee_ppm),
@@ -702,6 +719,7 @@ class RiskEngine:
             fee_reduce = fee * reduce // quantity
             position.entry_value -= removed
             position.size += side * reduce
+            self._exposure[market.symbol] -= reduce
             if position.mode is CROSS:
                 account.balance += realized - fee_reduce
             else:
@@ -731,6 +749,7 @@ class RiskEngine:
         if quantity:
             position.entry_value += price * quantity * v
             position.size += side * quantity
+            self._exposure[market.symbol] += quantity
             if position.mode is ISOLATED:
                 notional = position.notional(price)
                 margin_in = ceil_div(price * quantity * v, position.effective_leverage(notional))
@@ -826,6 +845,7 @@ class RiskEngine:
         market = self._listed(event.market)
         if event.mark_price <= 0:
             raise ValueError(f"a mark price must be positive, got {event.mark_price}")
+        self._guard(market, event.mark_price)
         symbol = market.symbol
         mark = event.mark_price
         previous = self.marks.marks.get(symbol)
@@ -842,6 +862,7 @@ class RiskEngine:
 
     def _funding(self, event: Funding, out: list) -> None:
         market = self._listed(event.market)
+        self._guard(market, event.index_price)
         changed = []
         for account_id in sorted(self._holders[market.symbol]):
             account = self.accounts[account_id]

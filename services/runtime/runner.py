@@ -294,12 +294,14 @@ class ServiceRunner:
                     f"more than {MAX_SEQ_STEP} past its last one ({last}): refused as implausible")
         return None
 
-    def _rebuild(self, state: PartitionState) -> None:
-        """Put the partition's processor back as it was after the last message applied:
-        its checkpoint, and the journal replayed (outputs dropped: they were sent)."""
+    def _rebuild(self, state: PartitionState, upto: int | None = None) -> None:
+        """Put the partition's processor back as it was after the last message applied
+        (or after the first ``upto`` journal entries): its checkpoint, and the journal
+        replayed (outputs dropped: they were sent)."""
         snapshot = decode_snapshot(state.checkpoint)
         processor = self.spec.make_processor(state.partition)
         processor.load(snapshot.state)
+        del state.journal[len(state.journal) if upto is None else upto:]
         for entry in state.journal:
             if isinstance(entry, tuple):
                 processor.flush(*entry)
@@ -311,7 +313,7 @@ class ServiceRunner:
     def process(self, records: list[Record]) -> None:
         """Apply a batch of records; outputs go to the outbox."""
         topic_codec = codec(self.spec.input_topic)
-        touched: set[int] = set()
+        touched: dict[int, tuple[int, list]] = {}  # partition -> (journal length before the batch, its messages)
         for record in records:
             state = self.states.get(record.partition)
             if state is None or record.offset < state.offset:
@@ -328,32 +330,81 @@ class ServiceRunner:
                     self.duplicates += 1
                     continue
                 reason = self._untrusted(state, message)
+                batch = touched.setdefault(record.partition, (len(state.journal), []))[1]
                 if reason is None:
-                    mark = self.outbox.mark()
-                    try:
-                        self.spec.route(state.processor.apply(message), self.outbox)
-                    except Exception as exc:  # noqa: BLE001 - a message that fails is refused, never fatal
-                        self.outbox.rollback(mark)
-                        self._rebuild(state)
-                        reason = (f"{type(message).__name__} from {message.producer!r} could not be applied: "
-                                  f"{type(exc).__name__}: {exc}; nothing of it was kept")
+                    reason = self._apply(state, message)
                 if reason is not None:
                     self._dead_letter(state, record, reason, index)
                     continue
+                batch.append((record, index, message, last))
                 state.last_seq[message.producer] = message.seq
                 state.journal.append(message)
                 self.applied += 1
+            touched.setdefault(record.partition, (len(state.journal), []))
             state.offset = record.offset + 1
             state.fingerprint = fingerprint(record.value)
             state.consumed += len(record.value)
-            touched.add(record.partition)
         for partition in sorted(touched):  # processors that coalesce output per batch
             state = self.states[partition]
-            flush = getattr(state.processor, "flush", None)
-            if flush is not None:
-                entry = (state.offset, time.time_ns())
-                self.spec.route(flush(*entry), self.outbox)
-                state.journal.append(entry)
+            if getattr(state.processor, "flush", None) is not None:
+                self._flush_batch(state, *touched[partition])
+
+    def _apply(self, state: PartitionState, message: Message) -> str | None:
+        """Apply one message and queue its outputs; if that fails, nothing of it is kept
+        and the reason is returned."""
+        mark = self.outbox.mark()
+        try:
+            self.spec.route(state.processor.apply(message), self.outbox)
+        except Exception as exc:  # noqa: BLE001 - a message that fails is refused, never fatal
+            self.outbox.rollback(mark)
+            self._rebuild(state)
+            return (f"{type(message).__name__} from {message.producer!r} could not be applied: "
+                    f"{type(exc).__name__}: {exc}; nothing of it was kept")
+        return None
+
+    def _flush_batch(self, state: PartitionState, start: int, batch: list) -> None:
+        """The processor's output for the batch (coalesced margin snapshots). Should it
+        fail, the batch is applied again from before it, one message at a time with its
+        own flush, so that only the message whose output cannot be made is refused."""
+        mark = self.outbox.mark()
+        entry = (state.offset, time.time_ns())
+        try:
+            self.spec.route(state.processor.flush(*entry), self.outbox)
+            state.journal.append(entry)
+            return
+        except Exception as exc:  # noqa: BLE001 - found and refused below, never fatal
+            log.error("service=%s partition=%d the batch's output failed (%s: %s); applying it again message "
+                      "by message", self.spec.name, state.partition, type(exc).__name__, exc)
+            self.outbox.rollback(mark)
+        self._rebuild(state, upto=start)
+        before = {}  # producer -> its last sequence number before the batch
+        for _, _, message, previous in batch:
+            before.setdefault(message.producer, previous)
+        kept: dict[str, int] = {}
+        for record, index, message, _ in batch:
+            mark = self.outbox.mark()
+            reason = self._apply(state, message)
+            if reason is None:
+                entry = (record.offset + 1, time.time_ns())
+                try:
+                    self.spec.route(state.processor.flush(*entry), self.outbox)
+                except Exception as exc:  # noqa: BLE001
+                    self.outbox.rollback(mark)
+                    self._rebuild(state)
+                    reason = (f"{type(message).__name__} from {message.producer!r}: its outputs cannot be made: "
+                              f"{type(exc).__name__}: {exc}; nothing of it was kept")
+                else:
+                    state.journal.extend((message, entry))
+                    kept[message.producer] = message.seq
+                    continue
+            self.applied -= 1
+            self._dead_letter(state, record, reason, index)
+        for producer, previous in before.items():  # as if the refused had never come
+            last = kept.get(producer, previous)
+            if last is None:
+                state.last_seq.pop(producer, None)
+            else:
+                state.last_seq[producer] = last
 
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = self.bus.consumer(self.spec.input_topic, f"perpsim-{self.spec.name}",

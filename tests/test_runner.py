@@ -1,0 +1,124 @@
+"""The service runner and the state store, on the in-process bus: snapshots on the bus
+restore exactly, a snapshot of another log is refused, a message that fails changes
+nothing, a half-written snapshot never hides the previous one."""
+
+from __future__ import annotations
+
+import msgspec
+
+from exchange.markets import default_markets
+from schemas import DEADLETTER, RISK_IN, STATE, codec, topic_partitions
+from schemas.enums import MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.events import Deposit, Fill, MarkPrice, PlaceOrder, SetMarginMode
+from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
+from services.risk import spec as risk_spec
+from services.runtime.bus import Record
+from services.runtime.memory import MemoryBus
+from services.runtime.runner import ServiceRunner
+from services.runtime.state import StateStore
+
+MARKETS = default_markets()
+
+
+def records(bus: MemoryBus, topic: str, partition: int = 0):
+    return bus._log[topic][partition]
+
+
+async def runner_with(bus: MemoryBus, messages) -> ServiceRunner:
+    await bus.send([(RISK_IN, 0, None, codec(RISK_IN).encode(m)) for m in messages])
+    runner = ServiceRunner(risk_spec(MARKETS, partitions=1), bus)
+    runner.consumer = bus.consumer(RISK_IN, f"perpsim-risk-{id(runner)}", on_assigned=runner._assigned)
+    runner.process(await runner.consumer.getmany(timeout_ms=10, max_records=10_000))
+    return runner
+
+
+def trading() -> list:
+    """Two accounts with 1,000 SOL each way at 150 (a fill as matching would send it)."""
+    return [Deposit("client-a", 1, "alice", 10**12), Deposit("client-a", 2, "bob", 10**12),
+            MarkPrice("oracle", 1, "SOL-PERP", 15000, 15000),
+            SetMarginMode("client-a", 3, "alice", "SOL-PERP", MarginMode.ISOLATED),
+            Fill("match.SOL-PERP", 1, "SOL-PERP", 1, 15000, 100_000, Side.BUY, "alice", 0, "bob", 0)]
+
+
+def state_bytes(runner: ServiceRunner) -> bytes:
+    return msgspec.msgpack.encode(runner.states[0].processor.export())
+
+
+async def test_a_snapshot_on_the_bus_restores_the_partition_exactly():
+    bus = MemoryBus(topic_partitions(1))
+    first = await runner_with(bus, trading())
+    await first.snapshot(force=True)
+    assert records(bus, STATE)  # written to the bus, nowhere else
+    second = ServiceRunner(risk_spec(MARKETS, partitions=1), bus)
+    restored = await second._restore(0)
+    assert restored.offset == first.states[0].offset == len(trading())
+    assert restored.last_seq == {"client-a": 3, "oracle": 1, "match.SOL-PERP": 1}
+    assert msgspec.msgpack.encode(restored.processor.export()) == state_bytes(first)
+
+
+async def test_a_snapshot_of_another_log_is_refused_and_the_partition_starts_from_its_log():
+    old = MemoryBus(topic_partitions(1))
+    first = await runner_with(old, trading())
+    await first.snapshot(force=True)
+    fresh = MemoryBus(topic_partitions(1))  # the same topics, recreated: other records
+    await fresh.send([(RISK_IN, 0, None, codec(RISK_IN).encode(m)) for m in
+                      [Deposit("client-b", i, "carol", 5) for i in range(1, 9)]])
+    await fresh.send([(STATE, 0, r.key, r.value) for r in records(old, STATE)])
+    restored = await ServiceRunner(risk_spec(MARKETS, partitions=1), fresh)._restore(0)
+    assert restored.offset == 0 and restored.processor.accounts == {}
+
+
+async def test_a_message_that_fails_changes_nothing_and_is_dead_lettered():
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    before, seqs = state_bytes(runner), dict(runner.states[0].last_seq)
+    # in range for the contract, but 2,000 SOL at 2**40 ticks is worth more than its figures carry
+    runner.process([await_record(bus, MarkPrice("oracle", 2, "SOL-PERP", 2**40, 2**40))])
+    assert state_bytes(runner) == before and runner.states[0].last_seq == seqs
+    assert runner.rebuilds == 1 and runner.dead_letters == 1
+    [letter] = [m for item in runner.outbox.drain() if item[0] == DEADLETTER for m in codec(DEADLETTER).decode(item[3])]
+    assert "ValueTooLarge" in letter.reason and "nothing of it was kept" in letter.reason
+    # and what comes next is applied as usual
+    runner.process([await_record(bus, MarkPrice("oracle", 3, "SOL-PERP", 15100, 15100))])
+    assert runner.states[0].processor.marks.marks["SOL-PERP"] == 15100 and runner.dead_letters == 1
+
+
+async def test_a_forged_sequence_or_producer_is_refused_and_advances_nothing():
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    seqs = dict(runner.states[0].last_seq)
+    order = PlaceOrder("match.SOL-PERP", 5, "alice", "SOL-PERP", "c", Side.BUY, OrderType.LIMIT, TimeInForce.GTC,
+                       15000, 1, False, SelfTradePrevention.NONE)
+    runner.process([await_record(bus, Fill("match.SOL-PERP", 2**63 - 1, "SOL-PERP", 2, 15000, 1, Side.BUY, "alice",
+                                           0, "bob", 0)),
+                    await_record(bus, order)])
+    assert runner.states[0].last_seq == seqs and runner.dead_letters == 2
+    letters = [m for item in runner.outbox.drain() if item[0] == DEADLETTER for m in codec(DEADLETTER).decode(item[3])]
+    assert "implausible" in letters[0].reason
+    assert "PlaceOrder on risk.in may come only from clients, not from match" in letters[1].reason
+
+
+def await_record(bus: MemoryBus, message):
+    """``message`` sent to risk.in now, as the record the consumer would read."""
+    log = records(bus, RISK_IN)
+    payload = codec(RISK_IN).encode(message)
+    record = Record(RISK_IN, 0, len(log), None, payload)
+    log.append(record)
+    return record
+
+
+async def test_a_large_snapshot_is_chunked_and_a_half_written_one_leaves_the_previous():
+    bus = MemoryBus(topic_partitions(1))
+    store = StateStore(bus, "oracle", chunk_bytes=16)
+
+    def snapshot(offset: int) -> bytes:
+        return encode_snapshot(Snapshot(STATE_VERSION, "oracle", 0, offset, 0, {"p" * 40: 1}, OracleState(offset)))
+
+    await store.save(0, 7, snapshot(7))
+    assert len(records(bus, STATE)) > 3  # split into chunks
+    assert (await StateStore(bus, "oracle").load(0)).state.epoch_ns == 7
+    complete = len(records(bus, STATE))
+    await store.save(0, 9, snapshot(9))
+    del records(bus, STATE)[complete + 2:]  # the writer died after two chunks of the next one
+    assert (await StateStore(bus, "oracle").load(0)).state.epoch_ns == 7
+    assert await StateStore(bus, "risk").load(0) is None
