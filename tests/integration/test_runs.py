@@ -1,0 +1,89 @@
+"""`perpsim up` as a new user runs it: twice in the same folder, and stopped with Ctrl-C
+in a terminal (the interrupt reaches the whole process group)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from services.runtime.broker import free_port
+
+pytestmark = pytest.mark.integration
+
+UP = [sys.executable, "-m", "services.cli", "up", "--log-level", "INFO"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours is not alive
+        return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    except OSError:
+        return False
+
+
+def started_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"(?:started \w+|embedded broker listening on \S+) \(pid (\d+)\)", output)]
+
+
+def test_up_twice_in_the_same_folder_both_run_clean(tmp_path):
+    for run in (1, 2):
+        result = subprocess.run([*UP, "--duration", "12", "--no-dashboard", "--gateway-port", str(free_port())],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, (run, result.stdout[-2000:], result.stderr[-4000:])
+        assert "Traceback" not in result.stderr, (run, result.stderr[-4000:])
+        [summary_path] = (tmp_path / "reports").glob("live-*/summary.json")
+        summary = json.loads(summary_path.read_text())
+        assert summary["invariants"] == "hold" and summary["run"] == "complete", (run, summary)
+        assert summary["orders"] > 100, (run, summary)
+        assert not [pid for pid in started_pids(result.stderr) if alive(pid)]
+
+
+def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_path):
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `up` in a terminal of its own, as a user starts it
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [*UP, "--duration", "120", "--gateway-port", str(free_port())])
+    output, interrupted_at, status, trading_since = b"", None, None, None
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                output += os.read(fd, 65536)
+            except OSError:  # the terminal closed: `up` has exited
+                pass
+        if trading_since is None and b"orders / s" in output:  # the dashboard is up
+            trading_since = time.monotonic()
+        if interrupted_at is None and trading_since and time.monotonic() - trading_since > 8:
+            os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT to the foreground process group
+            interrupted_at = time.monotonic()
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+    text = output.decode(errors="replace")
+    assert interrupted_at is not None, text[-3000:]
+    assert os.waitstatus_to_exitcode(status) == 0, text[-4000:]
+    assert time.monotonic() - interrupted_at < 20, "stopping took too long"
+    assert "Traceback" not in text, text[-4000:]
+    [summary_path] = (tmp_path / "reports").glob("live-*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["run"] == "interrupted (partial report)" and summary["invariants"] == "hold", summary
+    pids = started_pids(text)
+    assert len(pids) == 6  # the broker and five services
+    time.sleep(0.5)
+    assert not [p for p in pids if alive(p)]
+    # and the next run in the same folder starts clean
+    result = subprocess.run([*UP, "--duration", "8", "--no-dashboard", "--gateway-port", str(free_port())],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
