@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
@@ -219,6 +222,48 @@ async def test_bad_keys_signatures_and_timestamps_are_authentication_errors(venu
             await bot.fetch_balance()
     finally:
         await bot.close()
+
+
+THIRTY_NINES = "9" * 30
+# (method, path, parameters, Binance codes it may answer): malformed or out-of-range numbers
+BAD_NUMBERS = [
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "1e400", "price": "150"}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": THIRTY_NINES, "price": "150"}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "1", "price": "1e400"}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "1", "price": THIRTY_NINES}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "NaN", "price": "150"}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "MARKET", "quantity": "-1"}, {-1100}),
+    # within Binance's digits, beyond what the contract carries: refused by size, 4xx
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "99999999999999999999",
+                                "price": "150"}, {-1013, -4003, -1111}),
+    *[("POST", "/fapi/v1/positionMargin", {"type": "1", "amount": amount}, {-1100})
+      for amount in ("NaN", "inf", "1e30", "-1e30", "abc")],
+    ("POST", "/fapi/v1/positionMargin", {"type": "1", "amount": "99999999999999999999"}, {-1013, -4051, -4052}),
+    ("POST", "/fapi/v1/leverage", {"leverage": THIRTY_NINES}, {-1100}),
+    ("POST", "/fapi/v1/leverage", {"leverage": "99999999999999999999"}, {-4028}),
+    ("GET", "/fapi/v1/allOrders", {"limit": THIRTY_NINES}, {-1100}),
+    ("GET", "/fapi/v2/balance", {"recvWindow": str(10**13)}, {-1131}),
+    ("GET", "/fapi/v2/balance", {"recvWindow": "60001"}, {-1131}),
+]
+
+
+async def test_every_bad_number_gets_a_binance_4xx_never_a_500(venue):
+    _, client, oracle, gateway = venue
+    await opening(client, oracle, "bot", "1000")
+    key, secret = await api_key(gateway, "bot")
+    async with aiohttp.ClientSession() as session:
+        for method, path, params, codes in BAD_NUMBERS:
+            now = int(time.time() * 1000)
+            query = {"symbol": "SOLUSDT", **params, "timestamp": str(now)}
+            if "recvWindow" in params:
+                query["timestamp"] = str(now - 365 * 86_400_000)  # a year old
+            signed_query = "&".join(f"{k}={v}" for k, v in query.items())
+            signature = hmac.new(secret.encode(), signed_query.encode(), hashlib.sha256).hexdigest()
+            async with session.request(method, f"{gateway.base}{path}?{signed_query}&signature={signature}",
+                                       headers={"X-MBX-APIKEY": key}) as response:
+                body = await response.json()
+                assert 400 <= response.status < 500 and body.get("code") in codes, (path, params, response.status,
+                                                                                     body)
 
 
 async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidation_prices(venue):

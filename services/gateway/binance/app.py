@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -30,7 +31,7 @@ from schemas.enums import (
     Side,
     TimeInForce,
 )
-from schemas.events import BookSnapshot, MarkPrice
+from schemas.events import MAX_LEVERAGE, BookSnapshot, MarkPrice
 from schemas.topics import refusal
 from services.client import Client, Rejected
 from services.gateway.binance.streams import INTERVALS_MS, StreamHub
@@ -62,16 +63,31 @@ class BinanceError(Exception):
 BATCH_LIMIT = 5  # orders per batchOrders request, as Binance
 
 
+DECIMAL = re.compile(r"^[0-9]{1,20}(\.[0-9]{1,20})?$")  # what Binance accepts for a decimal parameter
+INTEGER = re.compile(r"^[0-9]{1,20}$")
+RECV_WINDOW_MAX_MS = 60_000
+
+
+def decimal(params, name: str) -> str | None:
+    """A decimal parameter as sent (None if absent), or Binance's -1100 naming it: no
+    sign, exponent, NaN or infinity, at most 20 digits either side of the point."""
+    value = params.get(name)
+    if value is None:
+        return None
+    if not DECIMAL.match(value):
+        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                  "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
+    return value
+
+
 def number(params, name: str, default: int | None = None, low: int | None = None, high: int | None = None) -> int | None:
     """An integer parameter, or Binance's -1100 naming it."""
     value = params.get(name)
     if value is None or value == "":
         return default
-    try:
-        result = int(value)
-    except ValueError:
-        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") \
-            from None
+    if not INTEGER.match(value):
+        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+    result = int(value)
     if low is not None:
         result = max(low, result)
     if high is not None:
@@ -439,10 +455,12 @@ class Gateway:
         params = dict(parse_qsl(signed, keep_blank_values=True))
         try:
             stamp = int(params["timestamp"])
-            window = int(params.get("recvWindow", "5000"))
         except (KeyError, ValueError):
             raise BinanceError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") \
                 from None
+        window = number(params, "recvWindow", 5000)
+        if not 0 < window <= RECV_WINDOW_MAX_MS:
+            raise BinanceError(-1131, f"recvWindow must be less than {RECV_WINDOW_MAX_MS}.")
         now = int(time.time() * 1000)
         if not (now - window <= stamp <= now + 1000):
             raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
@@ -531,11 +549,11 @@ class Gateway:
     async def leverage(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         market = self._signed_market(params)
-        try:
-            leverage = int(params["leverage"])
-        except (KeyError, ValueError):
-            raise BinanceError(-1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.") \
-                from None
+        leverage = number(params, "leverage")
+        if leverage is None:
+            raise BinanceError(-1102, "Mandatory parameter 'leverage' was not sent, was empty/null, or malformed.")
+        if not 1 <= leverage <= MAX_LEVERAGE:
+            raise BinanceError(-4028, "Leverage is not valid.")
         await self._command(self.client.set_leverage(account, market.symbol, leverage))
         ceiling = market.tiers[1].floor if len(market.tiers) > 1 else 10**13
         return web.json_response({"leverage": leverage, "maxNotionalValue": f"{ceiling / 1e6:.0f}",
@@ -547,7 +565,7 @@ class Gateway:
         kind = params.get("type")
         if kind not in ("1", "2") or "amount" not in params:
             raise BinanceError(-1102, "Mandatory parameters 'amount' and 'type' (1 add, 2 reduce) must be sent.")
-        amount = params["amount"] if kind == "1" else f"-{params['amount']}"
+        amount = decimal(params, "amount") if kind == "1" else f"-{decimal(params, 'amount')}"
         await self._command(self.client.adjust_margin(account, market.symbol, amount))
         return web.json_response({"amount": float(params["amount"]), "code": 200,
                                   "msg": "Successfully modify position margin.", "type": int(kind)})
@@ -679,7 +697,8 @@ class Gateway:
             raise BinanceError(-4061, "Order's position side does not match user's setting.")
         if "quantity" not in params:
             raise BinanceError(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
-        price = params.get("price") if kind == "LIMIT" else None
+        decimal(params, "quantity")
+        price = decimal(params, "price") if kind == "LIMIT" else None
         if kind == "LIMIT" and price is None:
             raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
         client_order_id = params.get("newClientOrderId") or uuid.uuid4().hex[:20]
@@ -747,8 +766,8 @@ class Gateway:
         if params.get("side", order.side.name).upper() != order.side.name:
             raise BinanceError(-4000, "The side of an order cannot be modified.")
         market = order.market
-        price = params.get("price") or market.format_price(order.price)
-        quantity = params.get("quantity") or market.format_size(order.size)
+        price = decimal(params, "price") or market.format_price(order.price)
+        quantity = decimal(params, "quantity") or market.format_size(order.size)
         await self._command(self.client.amend(account, market.symbol, order.order_id, price, quantity))
         return web.json_response(order_json(order))
 
