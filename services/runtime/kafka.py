@@ -33,6 +33,12 @@ from services.runtime.bus import BusError, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
 
+# A member killed without a goodbye holds its partitions until its session times out; the
+# survivors notice the rebalance at their next heartbeat. Both as short as the embedded
+# broker allows (docs/services.md, "Scale-out": measured takeover times).
+SESSION_TIMEOUT_MS = 3000
+HEARTBEAT_MS = 300
+
 
 @dataclass
 class KafkaSettings:
@@ -231,7 +237,7 @@ class KafkaConsumer:
             # a killed member holds its partitions until its session times out: keep that short
             consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
                                         fetch_max_wait_ms=5, max_partition_fetch_bytes=8 << 20,
-                                        session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                                        session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_MS,
                                         **self.settings.client_options())
             consumer.subscribe([self.topic], listener=_Listener(self))
             # set before start(): the first assignment may run inside it, and its callback

@@ -43,13 +43,15 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, *names: str) -> None:
+        """Start services; ``risk#2`` is a second instance of risk (same consumer group)."""
         for name in names:
             with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own handle
                 self._spawn(name, log)
 
     def _spawn(self, name: str, log) -> None:
+        service = name.split("#")[0]
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name, "--bootstrap", self.bootstrap,
+            [sys.executable, "-m", "services.cli", service, "--bootstrap", self.bootstrap,
              "--partitions", str(self.partitions), "--state-dir", str(self.state_dir / "state"),
              "--snapshot-interval", "0.5", "--log-level", "INFO", *self.extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
