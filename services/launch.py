@@ -23,7 +23,12 @@ from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
 from services.oracle import OracleService, parse_sources
-from services.runtime.broker import EmbeddedBroker, die_with_parent, free_port
+from services.runtime.broker import (
+    EmbeddedBroker,
+    die_with_parent,
+    free_port,
+    watch_broker,
+)
 from services.runtime.bus import BusError
 from services.runtime.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.runtime.runner import ServiceRunner
@@ -61,36 +66,48 @@ def configure_logging(level: str = "INFO") -> None:
 async def _serve(name: str, options: Options) -> None:
     bus = KafkaBus(options.settings, topic_partitions(options.partitions))
     await bus.start()
-    stop = asyncio.Event()
+    stop, lost = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     log.info("service=%s starting bootstrap=%s partitions=%d", name, options.settings.bootstrap, options.partitions)
+    watchdog = asyncio.create_task(watch_broker(options.settings.bootstrap, lost))
+    service = asyncio.create_task(_run_one(name, options, bus, stop))
     try:
-        if name == "gateway":
-            await _serve_gateway(bus, options, stop)
-        elif name == "oracle":
-            if options.scenario:
-                scenario = load_scenario(options.scenario)
-                sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
-                service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
-                                        funding_interval_s=scenario.funding_interval_s)
-            else:
-                sources = parse_sources(options.markets, **options.oracle_args)
-                service = OracleService(bus, options.markets, sources)
-            await service.run(stop)
-        else:
-            if name == "matching":
-                spec = matching_service.spec(options.markets)
-            elif name == "risk":
-                spec = risk_service.spec(options.markets, options.insurance_account,
-                                         partitions=bus.partitions(RISK_IN))
-            else:
-                spec = liquidation_service.spec(options.markets, options.insurance_account)
-            await ServiceRunner(spec, bus, options.snapshot_interval_s).run(stop)
+        await asyncio.wait([service, watchdog], return_when=asyncio.FIRST_COMPLETED)
+        if lost.is_set():  # nothing can be sent or saved: stop at once, with one clear message
+            service.cancel()
+            raise BusError(f"the Kafka broker at {options.settings.bootstrap} is gone; {name} stopped")
+        await service
     finally:
-        await bus.stop()
+        watchdog.cancel()
+        if not lost.is_set():
+            await bus.stop()
         log.info("service=%s stopped", name)
+
+
+async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Event) -> None:
+    if name == "gateway":
+        await _serve_gateway(bus, options, stop)
+    elif name == "oracle":
+        if options.scenario:
+            scenario = load_scenario(options.scenario)
+            sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
+            service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
+                                    funding_interval_s=scenario.funding_interval_s)
+        else:
+            sources = parse_sources(options.markets, **options.oracle_args)
+            service = OracleService(bus, options.markets, sources)
+        await service.run(stop)
+    else:
+        if name == "matching":
+            spec = matching_service.spec(options.markets)
+        elif name == "risk":
+            spec = risk_service.spec(options.markets, options.insurance_account,
+                                     partitions=bus.partitions(RISK_IN))
+        else:
+            spec = liquidation_service.spec(options.markets, options.insurance_account)
+        await ServiceRunner(spec, bus, options.snapshot_interval_s).run(stop)
 
 
 async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -> None:
@@ -245,6 +262,7 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             broker = EmbeddedBroker(log_file=(options.state_dir / "broker.log") if options.state_dir else None)
             settings.bootstrap = await broker.start()
             log.info("embedded broker started at %s", settings.bootstrap)
+            children["broker"] = broker.process  # watched with the services: if it dies, `up` stops
         await ensure_topics(settings, topic_partitions(options.partitions))
         gateway_port = options.gateway_port
         if gateway_port == 0:  # any free port, chosen here so that it can be printed

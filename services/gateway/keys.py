@@ -17,7 +17,7 @@ import uuid
 from schemas import KEYS, SchemaError, codec
 from schemas.events import ApiKey
 from schemas.topics import refusal
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, BusError
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +53,33 @@ class KeyStore:
                 pass
 
     async def _follow(self) -> None:
-        keys_codec = codec(KEYS)
-        begin, end = await self.bus.offsets(KEYS, 0)
-        position = begin
+        position = 0
         while True:
-            _, end = await self.bus.offsets(KEYS, 0)
-            for record in await self.bus.read(KEYS, 0, position, end):
-                try:
-                    messages = keys_codec.decode(record.value)
-                except SchemaError as exc:
-                    log.warning("keys offset %d skipped: %s", record.offset, exc)
-                    continue
-                for message in messages:
-                    if refusal(KEYS, message) is None:
-                        self._keys[message.key] = (message.secret, message.account)
-            position = max(position, end)
+            try:
+                position = await self._read_from(position)
+            except BusError as exc:  # the broker away: keep the keys known, try again
+                log.warning("API keys not refreshed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
             self._loaded.set()
             await asyncio.sleep(0.2)
+
+    async def _read_from(self, position: int) -> int:
+        """Read the keys from ``position`` to the end; returns the new position."""
+        keys_codec = codec(KEYS)
+        begin, _ = await self.bus.offsets(KEYS, 0)
+        position = max(position, begin)
+        for record in await self.bus.read(KEYS, 0, position):
+            try:
+                messages = keys_codec.decode(record.value)
+            except SchemaError as exc:
+                log.warning("keys offset %d skipped: %s", record.offset, exc)
+                continue
+            for message in messages:
+                if refusal(KEYS, message) is None:
+                    self._keys[message.key] = (message.secret, message.account)
+            position = record.offset + 1
+        return position
 
     async def known(self, key: str, timeout_s: float = 5.0) -> None:
         """Wait until ``key`` (just published) has been read."""

@@ -116,3 +116,33 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+async def watch_broker(bootstrap: str, lost: asyncio.Event, gone_after_s: float = 10.0,
+                       every_s: float = 1.0) -> None:
+    """Set ``lost`` once no broker of ``bootstrap`` has accepted a connection for
+    ``gone_after_s``: refused means gone (killed, not restarted). A broker that is only
+    slow or paused (connections that neither open nor fail) is waited for: the clients
+    ride that out and carry on."""
+    hosts = [tuple(part.rsplit(":", 1)) for part in bootstrap.split(",") if part]
+    refused_since: float | None = None
+    while not lost.is_set():
+        refused = 0
+        for host, port in hosts:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), every_s)
+                writer.close()
+            except OSError as exc:  # a timeout (TimeoutError is an OSError) is a paused broker, not a gone one
+                refused += not isinstance(exc, TimeoutError)
+        now = time.monotonic()
+        if refused == len(hosts):
+            refused_since = refused_since or now
+            if now - refused_since >= gone_after_s:
+                log.error("the Kafka broker at %s is gone: connections refused for %.0f s; stopping", bootstrap,
+                          now - refused_since)
+                lost.set()
+                return
+        else:
+            refused_since = None
+        await asyncio.sleep(every_s)
+

@@ -65,11 +65,15 @@ class Bus(Protocol):
     async def flush(self) -> None: ...
 
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
-        """The first offset still held and the next offset to be written."""
+        """The first offset still held and the next offset to be written. (Tansu 0.6
+        reports the end as one past the first record of the last batch, so it can be
+        short by the rest of that batch: code that must see everything reads with
+        ``end=None``.)"""
 
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        """The records of a partition with ``start <= offset < end`` that exist (a
-        compacted topic has gaps), outside any consumer group."""
+    async def read(self, topic: str, partition: int, start: int, end: int | None = None) -> list[Record]:
+        """The records of a partition with ``start <= offset < end`` (with ``end=None``:
+        to the last one there is) that exist (a compacted topic has gaps), outside any
+        consumer group."""
 
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         """The offsets consumer group ``group`` has committed on ``topic``, per partition

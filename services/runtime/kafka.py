@@ -26,7 +26,13 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 from schemas.topics import COMPACTED_TOPICS
 from services.runtime.bus import BusError, PartitionsCallback, Record
@@ -161,8 +167,8 @@ class KafkaBus:
         except (TimeoutError, KafkaError) as exc:
             raise BusError(f"cannot read the offsets of group {group}: {exc or type(exc).__name__}") from None
 
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        if end <= start:
+    async def read(self, topic: str, partition: int, start: int, end: int | None = None) -> list[Record]:
+        if end is not None and end <= start:
             return []
         async with self._reader_lock:
             reader = await self._read_client()
@@ -172,13 +178,16 @@ class KafkaBus:
             records: list[Record] = []
             deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout_s
             try:
-                while await reader.position(tp) < end:
-                    batch = (await reader.getmany(tp, timeout_ms=200, max_records=10_000)).get(tp, [])
+                while end is None or await reader.position(tp) < end:
+                    batch = (await reader.getmany(tp, timeout_ms=300, max_records=10_000)).get(tp, [])
                     records.extend(Record(topic, partition, m.offset, m.key, m.value) for m in batch
-                                   if m.offset < end)
-                    if not batch and asyncio.get_running_loop().time() > deadline:
-                        raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at "
-                                       f"{await reader.position(tp)}")
+                                   if end is None or m.offset < end)
+                    if not batch:
+                        if end is None:
+                            break  # as far as there is
+                        if asyncio.get_running_loop().time() > deadline:
+                            raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at "
+                                           f"{await reader.position(tp)}")
             except KafkaError as exc:
                 raise BusError(f"cannot read {topic}[{partition}]: {exc}") from None
             return records
@@ -265,7 +274,13 @@ class KafkaConsumer:
     async def commit(self, offsets: dict[int, int]) -> None:
         if self._consumer is not None and offsets:
             mine = self.assignment()
-            await self._consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items() if p in mine})
+            try:
+                await self._consumer.commit({TopicPartition(self.topic, p): o for p, o in offsets.items()
+                                             if p in mine})
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                # a rebalance under way (after a broker pause, a member gone): the commit is for
+                # lag only, the next one after the group settles says the same
+                log.warning("commit of %s for group %s skipped: %s", self.topic, self.group, exc)
 
     def assignment(self) -> set[int]:
         if self._consumer is None:

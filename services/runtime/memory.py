@@ -46,8 +46,9 @@ class MemoryBus:
     async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
         return 0, len(self._partition(topic, partition))
 
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        return self._partition(topic, partition)[max(0, start):max(0, end)]
+    async def read(self, topic: str, partition: int, start: int, end: int | None = None) -> list[Record]:
+        log = self._partition(topic, partition)
+        return log[max(0, start):len(log) if end is None else max(0, end)]
 
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         consumer = self._groups.get((topic, group))

@@ -59,7 +59,7 @@ from schemas.state import (
     encode_snapshot,
 )
 from schemas.topics import refusal
-from services.runtime.bus import Bus, Consumer, Record, partition_for
+from services.runtime.bus import Bus, BusError, Consumer, Record, partition_for
 from services.runtime.state import StateStore, fingerprint
 
 log = logging.getLogger(__name__)
@@ -211,14 +211,10 @@ class ServiceRunner:
         """Whether ``snapshot`` resumes the input log as it is (not another broker's, nor a
         recreated topic's)."""
         topic, partition, offset = self.spec.input_topic, snapshot.partition, snapshot.offset
-        begin, end = await self.bus.offsets(topic, partition)
+        begin, _ = await self.bus.offsets(topic, partition)
         problem = None
-        if offset > end:
-            problem = f"it covers input up to offset {offset} but {topic}[{partition}] ends at {end}"
-        elif offset > 0 and offset - 1 >= begin:
-            records = await self.bus.read(topic, partition, offset - 1, offset)
-            if not records or fingerprint(records[0].value) != snapshot.fingerprint:
-                problem = f"the record at {topic}[{partition}] offset {offset - 1} is not the one it applied"
+        if offset > 0 and offset - 1 >= begin and not await self._holds(partition, offset, snapshot.fingerprint):
+            problem = f"the record at {topic}[{partition}] offset {offset - 1} is not the one it applied"
         elif offset > 0:
             log.info("service=%s partition=%d snapshot at offset %d: the log starts at %d, so its last record "
                      "cannot be checked", self.spec.name, partition, offset, begin)
@@ -265,6 +261,24 @@ class ServiceRunner:
         for partition in partitions:
             self.states.pop(partition, None)
         log.info("service=%s revoked partitions=%s", self.spec.name, sorted(partitions))
+
+    async def _check_log(self) -> None:
+        """Stop (``BusError``) if the broker no longer holds what this service has read: it
+        restarted empty (the embedded broker keeps everything in memory) or the topic was
+        recreated. Going on would apply new records on top of state from another log."""
+        for partition, state in list(self.states.items()):
+            if state.offset and not await self._holds(partition, state.offset, state.fingerprint):
+                raise BusError(f"the broker lost its data: {self.spec.input_topic}[{partition}] no longer holds the "
+                               f"record at offset {state.offset - 1} that {self.spec.name} applied (a broker "
+                               "restarted empty, or a recreated topic); stopping")
+
+    async def _holds(self, partition: int, offset: int, expected: int) -> bool:
+        """Whether the input record at ``offset - 1`` is the one with fingerprint ``expected``."""
+        try:
+            records = await self.bus.read(self.spec.input_topic, partition, offset - 1, offset)
+        except BusError:
+            return False  # not there to be read
+        return bool(records) and records[0].offset == offset - 1 and fingerprint(records[0].value) == expected
 
     # ----------------------------------------------------------------------- loop
 
@@ -425,6 +439,7 @@ class ServiceRunner:
                     await self._commit()
                     last_commit = now
                 if now - last_status >= self.status_interval_s:
+                    await self._check_log()
                     rate = (self.applied - applied_at_status) / (now - last_status)
                     log.info("service=%s status rate=%.0f/s lag=%d partitions=%s applied=%d duplicates=%d "
                              "dead_letters=%d rebuilds=%d", self.spec.name, rate, await self.consumer.lag(),

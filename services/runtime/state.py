@@ -74,8 +74,8 @@ class StateStore:
         started = time.monotonic()
         target = self._state_partition(partition)
         begin, end = await self.bus.offsets(STATE, target)
-        window, read, records = 64, end, []
-        while read > begin:
+        window, read, records = 64, None, []  # the first window reads to the very end (see Bus.offsets)
+        while read is None or read > begin:
             start = max(begin, end - window)
             records = await self.bus.read(STATE, target, start, read) + records
             read = start

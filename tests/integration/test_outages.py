@@ -1,0 +1,88 @@
+"""Broker outages: a paused broker is ridden out (calls made meanwhile fail clearly within
+their timeout, calls after it succeed); a broker that is gone stops every process with
+one clear message in bounded time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from exchange.markets import default_markets
+from schemas.enums import Side, TimeInForce
+from services.client import Client
+from services.runtime.broker import EmbeddedBroker, free_port
+from tests.integration.conftest import Oracle, Stack, kafka_bus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_broker():
+    broker = EmbeddedBroker()
+    broker.start_blocking()
+    yield broker
+    if broker.process is not None and broker.process.poll() is None:
+        os.kill(broker.process.pid, signal.SIGCONT)
+    broker.stop()
+
+
+async def test_a_broker_paused_for_30_s_is_ridden_out(own_broker, tmp_path):
+    stack = Stack(own_broker.bootstrap, tmp_path, 1)
+    stack.start("matching", "risk", "liquidation")
+    bus = await kafka_bus(own_broker.bootstrap, 1)
+    try:
+        async with Client(bus, default_markets(), timeout_s=60) as client:
+            await Oracle(bus).mark("SOL-PERP", "150")
+            await client.deposit("alice", "1000")
+            await client.deposit("maker", "1000")
+            os.kill(own_broker.process.pid, signal.SIGSTOP)
+            paused = time.monotonic()
+            client.timeout_s = 5
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await client.deposit("alice", "1")  # fails clearly, within its timeout, send included
+            assert time.monotonic() - started < 7
+            time.sleep(max(0.0, 30 - (time.monotonic() - paused)))
+            os.kill(own_broker.process.pid, signal.SIGCONT)
+            client.timeout_s = 60  # the group settles again first
+            await client.place("maker", "SOL-PERP", Side.SELL, "2", "150")
+            order = await client.place("alice", "SOL-PERP", Side.BUY, "2", "150", tif=TimeInForce.IOC)
+            assert sum(fill.size for fill in order.fills) == 200
+            await client.deposit("alice", "5")
+            snapshot = await client.snapshot("alice")
+            # 1,000 + 5 (+ 1 if the deposit sent during the pause arrived after all), less the
+            # taker fee on 300 of notional
+            fee = -(-300 * 1_000_000 * default_markets()["SOL-PERP"].taker_fee_ppm // 1_000_000)
+            assert snapshot.balance in (1005_000_000 - fee, 1006_000_000 - fee)
+            assert [p.signed_size for p in snapshot.positions] == [200]
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
+        stack.stop()
+
+
+async def test_a_killed_broker_stops_every_process_with_one_clear_message(own_broker, tmp_path):
+    stack = Stack(own_broker.bootstrap, tmp_path, 1, ["--gateway-port", str(free_port())])
+    stack.start("matching", "risk", "liquidation", "oracle", "gateway")
+    time.sleep(6)  # all of them connected and serving
+    assert all(process.poll() is None for process in stack.processes.values()), stack.log_text()
+    own_broker.process.kill()
+    own_broker.process.wait()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and any(p.poll() is None for p in stack.processes.values()):
+        time.sleep(0.5)
+    running = [name for name, p in stack.processes.items() if p.poll() is None]
+    try:
+        assert not running, f"still running 40 s after the broker died: {running}"
+        for name in stack.processes:
+            text = (stack.logs / f"{name}.log").read_text()
+            assert "is gone" in text, (name, text[-2000:])
+            assert "Traceback" not in text, (name, text[-3000:])
+    except BaseException:
+        print(stack.log_text())
+        raise
