@@ -203,14 +203,18 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
     return _encoder.encode(snapshot)
 
 
-def decode_snapshot(data: bytes) -> Snapshot:
+def _decode(decoder: msgspec.msgpack.Decoder, data: bytes, what: str):
     try:
-        snapshot = _snapshot_decoder.decode(data)
+        decoded = decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise StateError(f"not a snapshot: {exc}") from None
-    if snapshot.version != STATE_VERSION:
-        raise StateError(f"snapshot version {snapshot.version} (this build reads {STATE_VERSION})")
-    return snapshot
+        raise StateError(f"not a {what}: {exc}") from None
+    if decoded.version != STATE_VERSION:
+        raise StateError(f"{what} version {decoded.version} (this build reads {STATE_VERSION})")
+    return decoded
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    return _decode(_snapshot_decoder, data, "snapshot")
 
 
 def encode_chunk(chunk: SnapshotChunk) -> bytes:
@@ -218,10 +222,4 @@ def encode_chunk(chunk: SnapshotChunk) -> bytes:
 
 
 def decode_chunk(data: bytes) -> SnapshotChunk:
-    try:
-        chunk = _chunk_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise StateError(f"not a snapshot chunk: {exc}") from None
-    if chunk.version != STATE_VERSION:
-        raise StateError(f"snapshot chunk version {chunk.version} (this build reads {STATE_VERSION})")
-    return chunk
+    return _decode(_chunk_decoder, data, "snapshot chunk")

@@ -102,6 +102,25 @@ def random_step(rng: random.Random, ex: CoreExchange, step: int):
     return ("mark", market, mark)
 
 
+def act(ex: CoreExchange, action) -> list:
+    """Carry out one ``random_step`` action; returns the events it caused."""
+    before = len(ex.log)
+    if isinstance(action, tuple):
+        kind = action[0]
+        if kind == "mark":
+            ex.submit(_mark(ex, action[1], action[2]))
+        elif kind == "funding":
+            ex.funding(action[1], action[2], ex.markets[action[1]].format_price(
+                ex.risk.marks.marks.get(action[1], MID[action[1]])))
+        else:
+            _, market, buyer, seller, price, size = action
+            spec = ex.markets[market]
+            ex.transfer(market, buyer, seller, spec.format_price(price), spec.format_size(size), Liquidity.BACKSTOP)
+    else:
+        ex.submit(action)
+    return ex.log[before:]
+
+
 def run_sequence(seed: int, steps: int) -> CoreExchange:
     rng = random.Random(seed)
     ex = CoreExchange(markets())
@@ -113,20 +132,8 @@ def run_sequence(seed: int, steps: int) -> CoreExchange:
     income = Income()
     for step in range(steps):
         action = random_step(rng, ex, step)
-        if isinstance(action, tuple):
-            kind = action[0]
-            if kind == "mark":
-                ex.submit(_mark(ex, action[1], action[2]))
-            elif kind == "funding":
-                ex.funding(action[1], action[2], ex.markets[action[1]].format_price(
-                    ex.risk.marks.marks.get(action[1], MID[action[1]])))
-            else:
-                _, market, buyer, seller, price, size = action
-                spec = ex.markets[market]
-                ex.transfer(market, buyer, seller, spec.format_price(price), spec.format_size(size),
-                            Liquidity.BACKSTOP)
-        else:
-            events = ex.submit(action)
+        events = act(ex, action)
+        if not isinstance(action, tuple):
             assert answers(action, events) == 1, (seed, step, action, events)
         check(ex.risk, ex.matching.values())
         assert_no_missed_liquidation(ex, seed, step)

@@ -25,6 +25,7 @@ from tests.test_risk_properties import (
     MARKETS,
     MID,
     _mark,
+    act,
     markets,
     random_step,
 )
@@ -43,26 +44,6 @@ def restored(ex: CoreExchange) -> CoreExchange:
     copy.liquidation.load(through_wire(ex.liquidation.export(), LiquidationState))
     copy.seq, copy.ts = ex.seq, ex.ts
     return copy
-
-
-def act(ex: CoreExchange, action) -> list:
-    before = len(ex.log)
-    if isinstance(action, tuple):
-        kind = action[0]
-        if kind == "mark":
-            ex.submit(_mark(ex, action[1], action[2]))
-        elif kind == "funding":
-            ex.funding(action[1], action[2], ex.markets[action[1]].format_price(
-                ex.risk.marks.marks.get(action[1], MID[action[1]])))
-        else:
-            from schemas.enums import Liquidity
-
-            _, market, buyer, seller, price, size = action
-            spec = ex.markets[market]
-            ex.transfer(market, buyer, seller, spec.format_price(price), spec.format_size(size), Liquidity.BACKSTOP)
-    else:
-        ex.submit(action)
-    return ex.log[before:]
 
 
 def exports(ex: CoreExchange) -> bytes:

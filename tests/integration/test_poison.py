@@ -12,7 +12,15 @@ import time
 import pytest
 
 from exchange.markets import default_markets
-from schemas import ACCOUNT_EVENTS, DEADLETTER, LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
+from schemas import (
+    ACCOUNT_EVENTS,
+    DEADLETTER,
+    LIQUIDATION_IN,
+    MARKET_DATA,
+    MATCH_IN,
+    RISK_IN,
+    codec,
+)
 from schemas.enums import CloseReason, MarginMode, OrderType, Side, TimeInForce
 from schemas.events import (
     BBO,
