@@ -258,9 +258,10 @@ class RiskEngine:
         self._fund_changed = state.fund_changed
         # price keys are a function of each account's state; budgets depend on when they were set
         for account in self.accounts.values():
-            totals = cross_totals(account, self.marks)
-            for position in account.positions.values():
-                self._reindex(account, position, totals)
+            if any(position.size for position in account.positions.values()):
+                totals = cross_totals(account, self.marks)
+                for position in account.positions.values():
+                    self._reindex(account, position, totals)
         self._watch.load(state.travel, [(row.account, row.thresholds) for row in state.budgets])
 
     def snapshot(self, account_id: str, ts: int = 0) -> MarginSnapshot:
