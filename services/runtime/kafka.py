@@ -242,6 +242,15 @@ class KafkaConsumer:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def _ensure(self) -> AIOKafkaConsumer:
+        while self._consumer is None:
+            try:
+                return await self._start()
+            except BusError as exc:  # the broker answered the bus's start: paused or slow, not gone
+                log.warning("%s; retrying", exc)
+                await asyncio.sleep(1.0)
+        return self._consumer
+
+    async def _start(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             # a killed member holds its partitions until its session times out: keep that short
             consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",

@@ -251,8 +251,13 @@ class ServiceRunner:
     async def _assigned(self, partitions: set[int]) -> None:
         for partition in sorted(partitions):
             state = self.states.get(partition)
-            if state is None:
-                state = self.states[partition] = await self._restore(partition)
+            while state is None:  # a partition is served from its state or not at all
+                try:
+                    state = self.states[partition] = await self._restore(partition)
+                except BusError as exc:  # the broker paused mid-restore: try again (if it is gone, the watchdog stops us)
+                    log.warning("service=%s partition=%d restore failed (%s); retrying", self.spec.name, partition,
+                                exc)
+                    await asyncio.sleep(1.0)
             self.consumer.seek(partition, state.offset)
         log.info("service=%s assigned partitions=%s", self.spec.name, sorted(partitions))
 

@@ -38,6 +38,7 @@ async def test_a_broker_paused_for_30_s_is_ridden_out(own_broker, tmp_path):
             await Oracle(bus).mark("SOL-PERP", "150")
             await client.deposit("alice", "1000")
             await client.deposit("maker", "1000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "2", "150")  # matching serves: a steady state
             os.kill(own_broker.process.pid, signal.SIGSTOP)
             paused = time.monotonic()
             client.timeout_s = 5
@@ -48,7 +49,6 @@ async def test_a_broker_paused_for_30_s_is_ridden_out(own_broker, tmp_path):
             time.sleep(max(0.0, 30 - (time.monotonic() - paused)))
             os.kill(own_broker.process.pid, signal.SIGCONT)
             client.timeout_s = 60  # the group settles again first
-            await client.place("maker", "SOL-PERP", Side.SELL, "2", "150")
             order = await client.place("alice", "SOL-PERP", Side.BUY, "2", "150", tif=TimeInForce.IOC)
             assert sum(fill.size for fill in order.fills) == 200
             await client.deposit("alice", "5")
@@ -58,6 +58,30 @@ async def test_a_broker_paused_for_30_s_is_ridden_out(own_broker, tmp_path):
             fee = -(-300 * 1_000_000 * default_markets()["SOL-PERP"].taker_fee_ppm // 1_000_000)
             assert snapshot.balance in (1005_000_000 - fee, 1006_000_000 - fee)
             assert [p.signed_size for p in snapshot.positions] == [200]
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
+        stack.stop()
+
+
+async def test_a_broker_paused_while_the_services_start_is_ridden_out(own_broker, tmp_path):
+    stack = Stack(own_broker.bootstrap, tmp_path, 1)
+    stack.start("matching", "risk", "liquidation")
+    time.sleep(2.0)  # connected, joining their groups, restoring
+    os.kill(own_broker.process.pid, signal.SIGSTOP)
+    time.sleep(20)
+    os.kill(own_broker.process.pid, signal.SIGCONT)
+    bus = await kafka_bus(own_broker.bootstrap, 1)
+    try:
+        async with Client(bus, default_markets(), timeout_s=60) as client:
+            await Oracle(bus).mark("SOL-PERP", "150")
+            await client.deposit("alice", "1000")
+            await client.deposit("maker", "1000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "2", "150")
+            order = await client.place("alice", "SOL-PERP", Side.BUY, "2", "150", tif=TimeInForce.IOC)
+            assert sum(fill.size for fill in order.fills) == 200
     except BaseException:
         print(stack.log_text())
         raise
