@@ -62,8 +62,8 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
-from schemas.topics import CLIENT, producer_kind, refusal
-from services.runtime.bus import Bus, partition_for
+from schemas.topics import CLIENT, producer_kind
+from services.runtime.bus import Bus, TolerantReader, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Client:
         if producer_kind(self.producer) != CLIENT:
             raise ValueError(f"producer id {self.producer!r} is a service's name; a client's may not start with "
                              "'match.', 'risk.', 'liquidation.' or be 'oracle'")
-        self.skipped = 0  # account events not read: undecodable, or from a producer that may not send them
+        self._inbox = TolerantReader(ACCOUNT_EVENTS, f"client {self.producer}")
         self.seq = time.time_ns()
         self.timeout_s = timeout_s
         self.events: list[Message] = []
@@ -162,21 +162,11 @@ class Client:
             await self._consumer.stop()
 
     async def _read(self) -> None:
-        events_codec = codec(ACCOUNT_EVENTS)
         seen: set[tuple[str, int]] = set()
         older: set[tuple[str, int]] = set()  # the generation before, so the memory stays bounded
         while True:
             for record in await self._consumer.getmany(timeout_ms=50):
-                try:
-                    messages = events_codec.decode(record.value)
-                except SchemaError as exc:
-                    self._skip(record, str(exc))
-                    continue
-                for message in messages:
-                    reason = refusal(ACCOUNT_EVENTS, message)
-                    if reason is not None:
-                        self._skip(record, reason)
-                        continue
+                for message in self._inbox.messages(record):
                     if not isinstance(message, MarginSnapshot):  # states: the newest (highest seq) counts
                         identity = (message.producer, message.seq)
                         if identity in seen or identity in older:
@@ -194,11 +184,10 @@ class Client:
                         if not future.done() and predicate(message):
                             future.set_result(message)
 
-    def _skip(self, record, reason: str) -> None:
-        self.skipped += 1
-        if self.skipped <= 10 or self.skipped % 1000 == 0:
-            log.warning("client %s skipped an account event (%d so far) at %s[%d] offset %d: %s", self.producer,
-                        self.skipped, record.topic, record.partition, record.offset, reason)
+    @property
+    def skipped(self) -> int:
+        """Account events not read: undecodable, or from a producer that may not send them."""
+        return self._inbox.skipped
 
     def listen(self, callback: Callable[[Message], None]) -> None:
         """Call ``callback`` with every account event from now on, as it arrives."""

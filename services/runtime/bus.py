@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from schemas import SchemaError, codec
+from schemas.topics import refusal
+
+log = logging.getLogger(__name__)
 
 
 class BusError(RuntimeError):
@@ -84,3 +90,37 @@ class Bus(Protocol):
         """A consumer of ``topic`` in consumer group ``group``; partitions are shared
         among the group's consumers and reading starts at offset 0 unless ``seek`` says
         otherwise."""
+
+
+class TolerantReader:
+    """Decodes a topic's records for a reader that is not a service (the native client,
+    the gateway, the live participants): what does not decode, or comes from a producer
+    that may not send it (``schemas.topics.SENDERS``), is skipped and counted, and logged
+    (the first ten, then every thousandth); everything else is returned in order."""
+
+    def __init__(self, topic: str, who: str):
+        self.topic = topic
+        self.who = who
+        self.codec = codec(topic)
+        self.skipped = 0
+
+    def messages(self, record: Record) -> list:
+        try:
+            decoded = self.codec.decode(record.value)
+        except SchemaError as exc:
+            self._skip(record, str(exc))
+            return []
+        kept = []
+        for message in decoded:
+            reason = refusal(self.topic, message)
+            if reason is None:
+                kept.append(message)
+            else:
+                self._skip(record, reason)
+        return kept
+
+    def _skip(self, record: Record, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 10 or self.skipped % 1000 == 0:
+            log.warning("%s skipped a record of %s (%d so far) at partition %d offset %d: %s", self.who, self.topic,
+                        self.skipped, record.partition, record.offset, reason)

@@ -96,6 +96,7 @@ class Outbox:
         self._records: dict[tuple[str, int], list[bytes]] = {}
         self._seen: set[tuple[str, int, int]] = set()
         self._added: list[tuple[tuple[str, int, int], Message]] = []
+        self._encoded: dict[tuple[str, int], bytes] = {}  # (topic, id(message)) -> its encoding, this batch
 
     def to(self, topic: str, key: str, message: Message) -> None:
         self.to_partition(topic, partition_for(key, self.bus.partitions(topic)), message)
@@ -104,7 +105,9 @@ class Outbox:
         marker = (topic, partition, id(message))
         if marker in self._seen:
             return
-        part = codec(topic).encode_part(message)
+        encoded = self._encoded.get((topic, id(message)))  # a fill goes to two accounts' partitions
+        part = encoded if encoded is not None else codec(topic).encode_part(message)
+        self._encoded[(topic, id(message))] = part
         self._seen.add(marker)
         self._records.setdefault((topic, partition), []).append(part)
         self._added.append((marker, message))  # the message is held so that its id stays its own
@@ -120,6 +123,7 @@ class Outbox:
         while len(self._added) > mark:
             marker, _ = self._added.pop()
             self._seen.discard(marker)
+            self._encoded.pop((marker[0], marker[2]), None)  # the message may go: its id with it
             self._records[marker[:2]].pop()
 
     def __len__(self) -> int:
@@ -128,7 +132,7 @@ class Outbox:
     def drain(self) -> list[tuple[str, int, bytes | None, bytes]]:
         items = [(topic, partition, None, codec(topic).join(parts))
                  for (topic, partition), parts in self._records.items() if parts]
-        self._records, self._seen, self._added = {}, set(), []
+        self._records, self._seen, self._added, self._encoded = {}, set(), [], {}
         return items
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from exchange.core import money
 from exchange.markets import Market, trading_fee
-from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, SchemaError, codec
+from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
 from schemas.enums import LiquidationStage, Liquidity, OrderType, SelfTradePrevention
 from schemas.events import (
     BBO,
@@ -34,9 +34,8 @@ from schemas.events import (
     SetLeverage,
     SetMarginMode,
 )
-from schemas.topics import refusal
 from services.client import Client
-from services.runtime.bus import Bus, partition_for
+from services.runtime.bus import Bus, TolerantReader, partition_for
 from services.sim.participants import Agent, Cancel, Configure, Place
 from services.sim.simulation import Scenario, agents
 
@@ -130,33 +129,17 @@ class LiveMarket:
         self.stats = LiveStats()
         self.client = Client(bus, markets, producer=f"agents-{self.seed}")
         self._sent: dict[str, float] = {}
-        self.skipped = 0  # market data not read: undecodable, or from a producer that may not send it
+        self.market_data = TolerantReader(MARKET_DATA, "participants")
 
     async def _watch_market(self, stop: asyncio.Event) -> None:
         consumer = self.bus.consumer(MARKET_DATA, f"{self.client.producer}-market")
-        market_codec = codec(MARKET_DATA)
         try:
             while not stop.is_set():
                 for record in await consumer.getmany(timeout_ms=50):
-                    try:
-                        messages = market_codec.decode(record.value)
-                    except SchemaError as exc:
-                        self._skip(record, str(exc))
-                        continue
-                    for message in messages:
-                        reason = refusal(MARKET_DATA, message)
-                        if reason is None:
-                            self.view.observe(message)
-                        else:
-                            self._skip(record, reason)
+                    for message in self.market_data.messages(record):
+                        self.view.observe(message)
         finally:
             await consumer.stop()
-
-    def _skip(self, record, reason: str) -> None:
-        self.skipped += 1
-        if self.skipped <= 10:
-            log.warning("participants skipped market data at %s[%d] offset %d: %s", record.topic, record.partition,
-                        record.offset, reason)
 
     def _on_event(self, message) -> None:
         self.view.observe(message)

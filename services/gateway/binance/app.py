@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from exchange.markets import Market
-from schemas import MARKET_DATA, SchemaError, codec
+from schemas import MARKET_DATA
 from schemas.enums import (
     MarginMode,
     RejectReason,
@@ -32,7 +32,6 @@ from schemas.enums import (
     TimeInForce,
 )
 from schemas.events import MAX_LEVERAGE, BookSnapshot, MarkPrice
-from schemas.topics import refusal
 from services.client import Client, Rejected
 from services.gateway.binance.streams import INTERVALS_MS, StreamHub
 from services.gateway.binance.wire import (
@@ -45,7 +44,7 @@ from services.gateway.binance.wire import (
 from services.gateway.keys import KeyStore
 from services.gateway.ledger import LIVE, Ledger, entry_price, money
 from services.gateway.projection import MarketProjection, aggregate
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, TolerantReader
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class Gateway:
                              listening=self.hub.listening,
                              marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self._reader: asyncio.Task | None = None
-        self.skipped = 0  # market data not read: undecodable, or from a producer that may not send it
+        self.market_data = TolerantReader(MARKET_DATA, "gateway")
 
     # ---------------------------------------------------------------- plumbing
 
@@ -130,37 +129,23 @@ class Gateway:
             except asyncio.CancelledError:
                 pass
 
-    def _skip(self, record, reason: str) -> None:
-        self.skipped += 1
-        if self.skipped <= 10 or self.skipped % 1000 == 0:
-            log.warning("gateway skipped market data (%d so far) at %s[%d] offset %d: %s", self.skipped,
-                        record.topic, record.partition, record.offset, reason)
-
     async def _read_market_data(self) -> None:
         consumer = self.bus.consumer(MARKET_DATA, f"perpsim-gateway-{id(self)}")
-        market_codec = codec(MARKET_DATA)
         try:
             while True:
                 for record in await consumer.getmany(timeout_ms=50):
-                    try:
-                        for message in market_codec.decode(record.value):
-                            reason = refusal(MARKET_DATA, message)
-                            if reason is not None:
-                                self._skip(record, reason)
-                                continue
-                            before = None
-                            if isinstance(message, BookSnapshot) and message.market in self.projection.markets:
-                                state = self.projection.markets[message.market]
-                                before = (state.bids, state.asks)
-                            self.projection.apply(message)
-                            try:
-                                self.hub.market(message, before)
-                                if isinstance(message, MarkPrice):
-                                    self.ledger.mark_moved(message.market, [a for a, c in self.hub.users.items() if c])
-                            except Exception:  # noqa: BLE001 - a stream bug must not stop the projection
-                                log.exception("gateway could not stream %s", type(message).__name__)
-                    except SchemaError as exc:
-                        self._skip(record, str(exc))
+                    for message in self.market_data.messages(record):
+                        before = None
+                        if isinstance(message, BookSnapshot) and message.market in self.projection.markets:
+                            state = self.projection.markets[message.market]
+                            before = (state.bids, state.asks)
+                        self.projection.apply(message)
+                        try:
+                            self.hub.market(message, before)
+                            if isinstance(message, MarkPrice):
+                                self.ledger.mark_moved(message.market, [a for a, c in self.hub.users.items() if c])
+                        except Exception:  # noqa: BLE001 - a stream bug must not stop the projection
+                            log.exception("gateway could not stream %s", type(message).__name__)
         finally:
             await consumer.stop()
 
