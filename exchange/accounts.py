@@ -92,10 +92,10 @@ class OpenOrder:
     """An order risk accepted and matching has not ended yet, with its margin reservation."""
 
     __slots__ = ("order_id", "market", "side", "price", "remaining", "reserved", "reduce_only",
-                 "client_order_id")
+                 "client_order_id", "conditional")
 
     def __init__(self, order_id: int, market: str, side: int, price: int, remaining: int,
-                 reserved: int, reduce_only: bool, client_order_id: str):
+                 reserved: int, reduce_only: bool, client_order_id: str, conditional: bool = False):
         self.order_id = order_id
         self.market = market
         self.side = side
@@ -104,6 +104,7 @@ class OpenOrder:
         self.reserved = reserved
         self.reduce_only = reduce_only
         self.client_order_id = client_order_id
+        self.conditional = conditional  # waiting for its trigger in matching: reserves nothing yet
 
 
 class Account:

@@ -23,12 +23,14 @@ from exchange.matching import MatchingEngine
 from exchange.oracle import Oracle
 from exchange.risk import RiskEngine
 from schemas.enums import (
+    Condition,
     Liquidity,
     MarginMode,
     OrderType,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import (
     BBO,
@@ -51,6 +53,7 @@ from schemas.events import (
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     PositionTransfer,
     SetLeverage,
@@ -59,7 +62,7 @@ from schemas.events import (
 )
 
 TO_MATCHING = (NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTransfer)
-TO_RISK = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, Fill, CommandRejected)
+TO_RISK = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered, Fill, CommandRejected)
 
 
 def _route_from_risk(event: Any) -> str | None:
@@ -114,6 +117,8 @@ class CoreExchange:
             raise ValueError(f"submit goes to 'risk', 'match' or 'liquidation', not {to!r}")
         emitted: list[Message] = []
         queue: deque[tuple[str, Any]] = deque([(to, command)])
+        if to == "risk" and type(command) is MarkPrice and command.market in self.matching:
+            queue.append(("match", command))  # conditional orders watch the mark too
         while queue:
             target, message = queue.popleft()
             if target == "risk":
@@ -162,13 +167,22 @@ class CoreExchange:
     def place(self, account: str, market: str, side: Side, size: str, price: str | None = None, *,
               tif: TimeInForce = TimeInForce.GTC, reduce_only: bool = False,
               stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER,
-              client_order_id: str = "") -> list[Message]:
+              client_order_id: str = "", condition: Condition = Condition.NONE, trigger: str | None = None,
+              source: TriggerSource = TriggerSource.MARK, close_position: bool = False,
+              activation: str | None = None, callback_pct: str | None = None) -> list[Message]:
+        """A new order; with ``condition``, a conditional one (``trigger`` price, or for a
+        trailing stop ``callback_pct`` and an optional ``activation`` price); a
+        close-position order takes size "0"."""
         spec = self.markets[market]
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
         ticks = 0 if price is None else spec.price_to_ticks(price)
         stamp = self.stamp()
+        callback = 0 if callback_pct is None else int(Decimal(callback_pct) * 10_000)
         return self.submit(PlaceOrder(*stamp, account, market, client_order_id or f"o{stamp[1]}", side, kind,
-                                      tif, ticks, spec.size_to_lots(size), reduce_only, stp, self.ts))
+                                      tif, ticks, spec.size_to_lots(size), reduce_only, stp, self.ts, condition,
+                                      0 if trigger is None else spec.price_to_ticks(trigger), source,
+                                      close_position, 0 if activation is None else spec.price_to_ticks(activation),
+                                      callback))
 
     def cancel(self, account: str, market: str, order_id: int) -> list[Message]:
         return self.submit(CancelOrder(*self.stamp(), account, market, order_id, self.ts))

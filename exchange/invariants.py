@@ -11,7 +11,8 @@ two accounts, and what one side has realized the other still carries as unrealiz
 Valued at any common price it equals Σ uPnL (because Σ long = Σ short), so it nets to zero
 once every position is closed; funding nets to zero up to the rounding the exchange keeps.
 
-Per market, the total long size equals the total short size.
+Per market, the total long size equals the total short size, and matching and risk agree
+on every position and on which conditional orders wait for their trigger.
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ def violations(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[Match
     for symbol, total in sizes.items():
         if total:
             problems.append(f"{symbol}: long and short sizes differ by {total} lots")
+    waiting = {(order.market, order.order_id) for engine in engines for account in engine.accounts.values()
+               for order in account.orders.values() if order.conditional}
     for engine in matching:
         symbol = engine.market.symbol
+        held_here = {(symbol, order_id) for order_id in engine.triggers.orders}
+        for market, order_id in sorted(held_here - waiting):
+            problems.append(f"{market}: matching holds conditional order {order_id}, risk does not know it waits")
+        for market, order_id in sorted(o for o in waiting - held_here if o[0] == symbol):
+            problems.append(f"{market}: risk thinks conditional order {order_id} waits, matching does not hold it")
         for account_id, size in engine.positions.items():
             if positions.get((symbol, account_id), 0) != size:
                 problems.append(f"{symbol} {account_id}: matching holds {size}, risk holds "

@@ -25,6 +25,13 @@ Order semantics
   CANCEL_MAKER closes the resting order and goes on matching, CANCEL_BOTH closes both,
   NONE lets them trade.
 
+Conditional orders (``NewOrder.condition``; docs/matching.md, "Conditional orders") wait
+off the book in ``exchange.triggers``, watching the mark (``MarkPrice`` commands) or the
+last trade. They are checked after every message that moves their price, once what that
+message caused is out; each one reached is taken off and handed to risk as an
+``OrderTriggered`` (risk checks margin and sends it back as a plain ``NewOrder``). A
+close-position order is closed (``POSITION_CLOSED``) when its position goes to zero.
+
 Events per command: ``OrderAccepted`` / ``OrderRejected``, one ``Fill`` per match (both
 sides), ``OrderClosed`` when an order ends, ``OrderAmended``, ``CommandRejected`` for a
 cancel/amend/transfer that cannot be applied, then at most one ``BookDelta`` with the
@@ -38,14 +45,23 @@ from typing import Any
 
 from exchange.book import Book, Order, OrderBook, state_hash
 from exchange.markets import PPM, Market
+from exchange.triggers import (
+    CALLBACK_STEP_PPM,
+    MAX_CALLBACK_PPM,
+    MIN_CALLBACK_PPM,
+    Conditional,
+    TriggerBook,
+)
 from schemas.enums import (
     CloseReason,
+    Condition,
     Liquidity,
     OrderType,
     RejectReason,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import (
     BBO,
@@ -56,15 +72,17 @@ from schemas.events import (
     CancelOrder,
     CommandRejected,
     Fill,
+    MarkPrice,
     Message,
     NewOrder,
     OrderAccepted,
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PositionTransfer,
 )
-from schemas.state import MarketState, RestingOrder
+from schemas.state import ConditionalRow, MarketState, RestingOrder
 
 BUY = Side.BUY
 SELL = Side.SELL
@@ -78,6 +96,8 @@ CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
 FILLED = CloseReason.FILLED
 CANCELED = CloseReason.CANCELED
 BOOK = Liquidity.BOOK
+NONE = Condition.NONE
+MARK, LAST = TriggerSource.MARK, TriggerSource.LAST
 
 
 class UnknownCommand(TypeError):
@@ -96,6 +116,8 @@ class MatchingEngine:
         "priority",
         "positions",
         "last_price",
+        "triggers",
+        "_flat",
         "_bbo",
         "_bid_changes",
         "_ask_changes",
@@ -111,6 +133,8 @@ class MatchingEngine:
         self.priority = 0
         self.positions: dict[str, int] = {}
         self.last_price = 0
+        self.triggers = TriggerBook()
+        self._flat: list[str] = []  # accounts whose position went to zero in this command
         self._bbo = (0, 0, 0, 0)
         self._bid_changes: dict[int, int] = {}
         self._ask_changes: dict[int, int] = {}
@@ -120,6 +144,7 @@ class MatchingEngine:
             AmendOrder: self._amend,
             CancelAllOrders: self._cancel_all,
             PositionTransfer: self._transfer,
+            MarkPrice: self._mark,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -142,6 +167,10 @@ class MatchingEngine:
             handler(command, out)
         if self._bid_changes or self._ask_changes:
             self._publish_book(command.ts, out)
+        if self.triggers.orders:
+            self._after(command, out)
+        elif self._flat:
+            self._flat.clear()
         return out
 
     def export(self) -> MarketState:
@@ -149,8 +178,15 @@ class MatchingEngine:
         orders = [RestingOrder(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
                                o.stp, o.client_order_id, o.priority)
                   for side in (BUY, SELL) for o in self.book.iter_orders(side)]
+        triggers = self.triggers
+        conditionals = [ConditionalRow(c.order_id, c.account, c.side, c.condition, int(c.order_type), c.tif, c.price,
+                                       c.size, c.reduce_only, c.close_position, c.stp, c.client_order_id,
+                                       c.trigger_price, c.source, c.activation_price, c.callback_ppm, c.extreme,
+                                       c.priority)
+                        for c in sorted(triggers.orders.values(), key=lambda c: c.priority)]
         return MarketState(self.market.symbol, self.producer, self.seq, self.trade_id, self.priority,
-                           dict(self.positions), self.last_price, self._bbo, orders)
+                           dict(self.positions), self.last_price, self._bbo, orders, triggers.prices[MARK],
+                           conditionals)
 
     def load(self, state: MarketState) -> None:
         """Take over ``state`` (from ``export``); the engine must be new."""
@@ -165,6 +201,12 @@ class MatchingEngine:
         for o in state.orders:
             self.book.add(Order(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
                                 o.stp, o.client_order_id, o.priority))
+        self.triggers.prices[MARK], self.triggers.prices[LAST] = state.mark_price, state.last_price
+        for c in state.conditionals:
+            self.triggers.add(Conditional(c.order_id, c.account, c.side, c.condition, OrderType(c.order_type), c.tif,
+                                          c.price, c.size, c.reduce_only, c.close_position, c.stp,
+                                          c.client_order_id, c.trigger_price, c.source, c.activation_price,
+                                          c.callback_ppm, c.priority), c.extreme)
 
     def position(self, account: str) -> int:
         """Signed position of ``account`` in this market, from this engine's fills."""
@@ -182,7 +224,8 @@ class MatchingEngine:
 
         The output sequence number is not part of it: a rejected command changes nothing
         in the market but still emits (and numbers) its rejection."""
-        extra = f"{sorted(self.positions.items())}|{self.trade_id}|{self.priority}"
+        waiting = sorted((c.order_id, c.extreme, c.size) for c in self.triggers.orders.values())
+        extra = f"{sorted(self.positions.items())}|{self.trade_id}|{self.priority}|{waiting}"
         return f"{state_hash(self.book)}:{hashlib.blake2b(extra.encode(), digest_size=8).hexdigest()}"
 
     # ---------------------------------------------------------------------- helpers
@@ -269,6 +312,8 @@ class MatchingEngine:
     def _new_order(self, cmd: NewOrder, out: list) -> None:
         market = self.market
         size = cmd.size
+        if cmd.close_position and cmd.condition is not NONE and cmd.market == market.symbol and not size:
+            size = market.min_size  # sized when it fires
         if size < market.min_size or cmd.market != market.symbol:
             if cmd.market != market.symbol:
                 return self._reject(cmd, RejectReason.UNKNOWN_MARKET,
@@ -280,9 +325,11 @@ class MatchingEngine:
                                 f"size {market.format_size(size)} is below the minimum of "
                                 f"{market.format_size(market.min_size)}", out)
         book = self.book
-        if book.get(cmd.order_id) is not None:
+        if book.get(cmd.order_id) is not None or cmd.order_id in self.triggers.orders:
             return self._reject(cmd, RejectReason.DUPLICATE_ORDER_ID,
                                 f"order id {cmd.order_id} is already live", out)
+        if cmd.condition is not NONE:
+            return self._new_conditional(cmd, out)
         side = cmd.side
         buy = side is BUY
         best = book.best(SELL if buy else BUY)
@@ -394,11 +441,13 @@ class MatchingEngine:
                 positions[taker_account] = position
             else:
                 positions.pop(taker_account, None)
+                self._flat.append(taker_account)
             position = positions.get(maker.account, 0) - moved
             if position:
                 positions[maker.account] = position
             else:
                 positions.pop(maker.account, None)
+                self._flat.append(maker.account)
             order.remaining -= quantity
             self.last_price = price
             level_size = book.reduce(maker, quantity)
@@ -473,6 +522,10 @@ class MatchingEngine:
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
         order = self.book.get(cmd.order_id)
         if order is None or order.account != cmd.account or cmd.market != self.market.symbol:
+            waiting = self.triggers.get(cmd.order_id)
+            if waiting is not None and waiting.account == cmd.account and cmd.market == self.market.symbol:
+                self._close_conditional(self.triggers.remove(cmd.order_id), CANCELED, cmd.ts, out)
+                return
             self._find(cmd, out)  # names the reason
             return
         size = self.book.remove(order)
@@ -492,9 +545,15 @@ class MatchingEngine:
         mine.sort(key=lambda order: order.priority)
         for order in mine:
             self._close_resting(order, cmd.reason, cmd.ts, out)
+        for waiting in self.triggers.of(cmd.account):
+            self._close_conditional(self.triggers.remove(waiting.order_id), cmd.reason, cmd.ts, out)
         return None
 
     def _amend(self, cmd: AmendOrder, out: list) -> None:
+        waiting = self.triggers.get(cmd.order_id)
+        if waiting is not None and waiting.account == cmd.account and cmd.market == self.market.symbol:
+            return self._refuse(cmd, RejectReason.NOT_AMENDABLE, "a conditional order is cancelled and placed "
+                                "again, not amended", out, cmd.order_id)
         order = self._find(cmd, out)
         if order is None:
             return None
@@ -570,4 +629,125 @@ class MatchingEngine:
                 self.positions[account] = position
             else:
                 self.positions.pop(account, None)
+                self._flat.append(account)
+        return None
+
+    # -------------------------------------------------------------- conditional orders
+
+    def _current(self, source: TriggerSource) -> int:
+        return self.triggers.prices[MARK] if source is MARK else self.last_price
+
+    def _new_conditional(self, cmd: NewOrder, out: list) -> None:
+        market = self.market
+        condition, side, source = cmd.condition, cmd.side, cmd.trigger_source
+        fmt = market.format_price
+        if condition is Condition.TRAILING_STOP:
+            rate = cmd.callback_ppm
+            if not MIN_CALLBACK_PPM <= rate <= MAX_CALLBACK_PPM or rate % CALLBACK_STEP_PPM:
+                return self._reject(cmd, RejectReason.INVALID_TRIGGER,
+                                    f"callback rate {rate / 10_000:g}% must be {MIN_CALLBACK_PPM / 10_000:g}% to "
+                                    f"{MAX_CALLBACK_PPM / 10_000:g}% in steps of {CALLBACK_STEP_PPM / 10_000:g}%",
+                                    out)
+            if cmd.order_type is not MARKET:
+                return self._reject(cmd, RejectReason.INVALID_TRIGGER, "a trailing stop becomes a market order", out)
+            key = cmd.activation_price
+            trigger = 0
+        else:
+            if cmd.trigger_price <= 0:
+                return self._reject(cmd, RejectReason.INVALID_TRIGGER,
+                                    f"a {condition.name.lower()} order needs a trigger price", out)
+            key = trigger = cmd.trigger_price
+        if cmd.order_type is MARKET:
+            tif, price = IOC, 0
+        else:
+            tif, price = cmd.tif, cmd.price
+            if price <= 0:
+                return self._reject(cmd, RejectReason.INVALID_PRICE,
+                                    f"a {condition.name.lower()}-limit order needs a price, got {price}", out)
+        if cmd.close_position and cmd.order_type is not MARKET:
+            return self._reject(cmd, RejectReason.INVALID_TRIGGER, "close-position orders become market orders", out)
+        if (cmd.reduce_only or cmd.close_position) and self._capacity(cmd.account, side) == 0:
+            return self._reject(cmd, RejectReason.REDUCE_ONLY_WOULD_INCREASE,
+                                f"position is {market.format_size(self.positions.get(cmd.account, 0))}; "
+                                f"a reduce-only {side.name} cannot reduce it", out)
+        current = self._current(source)
+        order = Conditional(cmd.order_id, cmd.account, side, condition, cmd.order_type, tif, price,
+                            0 if cmd.close_position else cmd.size, cmd.reduce_only or cmd.close_position,
+                            cmd.close_position, cmd.stp, cmd.client_order_id, trigger, source,
+                            cmd.activation_price, cmd.callback_ppm)
+        if current and key:
+            rising = order.fires_rising()
+            if (current >= key) if rising else (current <= key):
+                what = "activation" if condition is Condition.TRAILING_STOP else "trigger"
+                return self._reject(cmd, RejectReason.WOULD_TRIGGER_IMMEDIATELY,
+                                    f"{what} price {fmt(key)} is already reached: the {source.name.lower()} "
+                                    f"price is {fmt(current)}; a {side.name} {condition.name.lower()} needs it "
+                                    f"{'above' if rising else 'below'}", out)
+        self.seq += 1
+        out.append(OrderAccepted(
+            self.producer, self.seq, market.symbol, cmd.account, cmd.order_id, cmd.client_order_id, side,
+            cmd.order_type, tif, price, order.size, order.reduce_only, cmd.ts, condition, trigger, source,
+            cmd.close_position, cmd.activation_price, cmd.callback_ppm,
+        ))
+        self.priority += 1
+        order.priority = self.priority
+        self.triggers.prices[LAST] = self.last_price
+        self.triggers.add(order)
+        return None
+
+    def _close_conditional(self, order: Conditional, reason: CloseReason, ts: int, out: list) -> None:
+        self.seq += 1
+        out.append(OrderClosed(self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+                               reason, 0, order.size, ts))
+
+    def _mark(self, cmd: MarkPrice, out: list) -> None:
+        if cmd.market != self.market.symbol:
+            return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
+                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+        if cmd.mark_price <= 0:
+            return self._refuse(cmd, RejectReason.INVALID_PRICE, "a mark price must be positive", out)
+        if not self.triggers.orders:
+            self.triggers.prices[MARK] = cmd.mark_price
+        return None  # _after fires what it reached
+
+    def _after(self, command: Any, out: list) -> None:
+        """What a command's prices reached: close-position orders of accounts it left flat,
+        then the conditional orders its trades (and, for a mark, the mark) fired."""
+        ts = command.ts
+        if self._flat:
+            for account in self._flat:
+                if account not in self.positions:
+                    for waiting in self.triggers.of(account):
+                        if waiting.close_position:
+                            self._close_conditional(self.triggers.remove(waiting.order_id),
+                                                    CloseReason.POSITION_CLOSED, ts, out)
+            self._flat.clear()
+        if type(command) is MarkPrice:
+            if command.market == self.market.symbol and command.mark_price > 0:
+                self._fire(self.triggers.update(MARK, command.mark_price), command.mark_price, ts, out)
+            return
+        first = last = 0
+        for event in out:
+            if type(event) is Fill and event.liquidity is BOOK:
+                if not first:
+                    first = event.price
+                last = event.price
+        if first:
+            for price in (first, last) if first != last else (first,):
+                self._fire(self.triggers.update(LAST, price), price, ts, out)
+
+    def _fire(self, fired: list, price: int, ts: int, out: list) -> None:
+        for trigger, order in fired:
+            size = order.size
+            if order.close_position:
+                position = self.positions.get(order.account, 0)
+                if not position or (position > 0) != (order.side is SELL):
+                    self._close_conditional(order, CloseReason.POSITION_CLOSED, ts, out)
+                    continue
+                size = abs(position)
+            self.seq += 1
+            out.append(OrderTriggered(self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+                                      order.client_order_id, order.side, order.order_type, order.tif, order.price,
+                                      size, order.reduce_only, order.stp, order.condition, trigger, price,
+                                      order.source, ts))
         return None

@@ -19,6 +19,13 @@ needs nothing), valued at the limit price, or for a market order at the mark mov
 price band against the trader. Reduce-only orders reserve nothing. The reservation is
 released pro rata as the order fills and entirely when it ends.
 
+Conditional orders (docs/matching.md, "Conditional orders") reserve nothing while they
+wait: risk checks at placement what it can then (the account, the market, the size, a
+position to reduce for reduce-only and close-position) and forwards them to matching,
+which holds them. When matching reports one triggered (``OrderTriggered``), risk checks
+its margin as for a new order, at the prices of then, and sends it back as a plain
+``NewOrder`` with the same id, or refuses it (``OrderRejected`` with the reason).
+
 Fees: charged on fill notional (taker or maker rate; a negative maker rate is a rebate,
 rounded down). Opening fees come out of the cross balance ``B``, for isolated positions
 too (the order's reservation covered them); closing fees come out of what the close
@@ -61,6 +68,7 @@ from exchange.accounts import (
 from exchange.liquidation_index import LiquidationIndex
 from exchange.markets import Market, trading_fee
 from schemas.enums import (
+    Condition,
     IncomeKind,
     LiquidationStage,
     Liquidity,
@@ -92,6 +100,7 @@ from schemas.events import (
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     SetLeverage,
     SetMarginMode,
@@ -175,6 +184,7 @@ class RiskEngine:
             OrderRejected: self._order_ended,
             OrderAmended: self._order_amended,
             OrderClosed: self._order_ended,
+            OrderTriggered: self._triggered,
             CommandRejected: self._matching_refused,
             Fill: self._fill,
             MarkPrice: self._mark,
@@ -215,7 +225,8 @@ class RiskEngine:
                                [PositionRow(p.market.symbol, p.mode, p.leverage, p.size, p.entry_value, p.margin)
                                 for p in a.positions.values()],
                                [OpenOrderRow(o.order_id, o.market, o.side, o.price, o.remaining, o.reserved,
-                                             o.reduce_only, o.client_order_id) for o in a.orders.values()],
+                                             o.reduce_only, o.client_order_id, o.conditional)
+                                for o in a.orders.values()],
                                a.reserved, sorted(a.liquidating))
                     for a in self.accounts.values()]
         travel, budgets = self._watch.export()
@@ -250,7 +261,7 @@ class RiskEngine:
                     self._holders[p.market].add(account.account_id)
             for o in row.orders:
                 account.orders[o.order_id] = OpenOrder(o.order_id, o.market, o.side, o.price, o.remaining,
-                                                       o.reserved, o.reduce_only, o.client_order_id)
+                                                       o.reserved, o.reduce_only, o.client_order_id, o.conditional)
         self._in_liquidation = set(state.in_liquidation)
         self._changed = set(state.changed)
         self._adl_ranked = {tuple(bucket) for bucket in state.adl_ranked}
@@ -401,7 +412,7 @@ class RiskEngine:
             return self._refuse(cmd, refused, out)
         # open orders of this market reserve at the new leverage
         for order in account.orders.values():
-            if order.market == market.symbol and not order.reduce_only:
+            if order.market == market.symbol and not order.reduce_only and not order.conditional:
                 new = self._reservation(position, Side(order.side), order.price, order.remaining)
                 account.reserved += new - order.reserved
                 order.reserved = new
@@ -478,20 +489,26 @@ class RiskEngine:
         leverage = position.effective_leverage(after)
         return ceil_div(notional, leverage) + ceil_div(notional * market.taker_fee_ppm, PPM)
 
+    def _protection(self, market: Market, side: Side) -> int:
+        """The worst price a market order may trade at: the mark moved by the band."""
+        reference = self._reference_price(market)
+        if not reference:
+            raise Refused(RejectReason.NO_LIQUIDITY, f"no mark price for {market.symbol} yet")
+        band = reference * market.price_band_ppm // PPM
+        return reference + band if side is Side.BUY else max(1, reference - band)
+
     def _order_price(self, market: Market, cmd: PlaceOrder) -> int:
         if cmd.order_type is OrderType.MARKET:
             if cmd.price:
                 raise Refused(RejectReason.INVALID_PRICE, "a market order takes no price")
-            reference = self._reference_price(market)
-            if not reference:
-                raise Refused(RejectReason.NO_LIQUIDITY, f"no mark price for {market.symbol} yet")
-            band = reference * market.price_band_ppm // PPM
-            return reference + band if cmd.side is Side.BUY else max(1, reference - band)
+            return self._protection(market, cmd.side)
         if cmd.price <= 0:
             raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
         return cmd.price
 
     def _place(self, cmd: PlaceOrder, out: list) -> None:
+        if cmd.condition is not Condition.NONE:
+            return self._place_conditional(cmd, out)
         try:
             account = self._get_account(cmd.account)
             market = self._get_market(cmd.market)
@@ -530,6 +547,78 @@ class RiskEngine:
                             cmd.reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0)))
         return None
 
+    def _place_conditional(self, cmd: PlaceOrder, out: list) -> None:
+        """Check what can be checked now and forward it; its margin is checked when it fires."""
+        try:
+            account = self._get_account(cmd.account)
+            market = self._get_market(cmd.market)
+            if cmd.close_position:
+                if cmd.size:
+                    raise Refused(RejectReason.INVALID_SIZE, "a close-position order takes no size: it closes "
+                                                             "the whole position when it fires")
+            elif cmd.size <= 0:
+                raise Refused(RejectReason.INVALID_SIZE, f"size must be positive, got {cmd.size}")
+            if cmd.order_type is OrderType.MARKET and cmd.price:
+                raise Refused(RejectReason.INVALID_PRICE, "a stop-market order takes no price")
+            position = self._position(account, market)
+            if self._bucket(position) in account.liquidating:
+                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
+                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            if (cmd.reduce_only or cmd.close_position) and (not position.size or position.sign == cmd.side):
+                raise Refused(RejectReason.REDUCE_ONLY_WOULD_INCREASE,
+                              f"position is {market.format_size(position.size)}; a "
+                              f"{'close-position' if cmd.close_position else 'reduce-only'} {cmd.side.name} "
+                              f"cannot reduce it")
+        except Refused as refused:
+            out.append(OrderRejected(self.producer, self._next(), cmd.market, cmd.account, 0,
+                                     cmd.client_order_id, refused.reason, refused.detail, cmd.ts))
+            return None
+        self.order_counter += 1
+        order_id = (self.order_counter << 16) | self.partition
+        reduce_only = cmd.reduce_only or cmd.close_position
+        account.orders[order_id] = OpenOrder(order_id, market.symbol, int(cmd.side), cmd.price, cmd.size, 0,
+                                             reduce_only, cmd.client_order_id, conditional=True)
+        out.append(NewOrder(self.producer, self._next(), cmd.account, market.symbol, order_id,
+                            cmd.client_order_id, cmd.side, cmd.order_type, cmd.tif, cmd.price, cmd.size,
+                            reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0), False,
+                            cmd.condition, cmd.trigger_price, cmd.trigger_source, cmd.close_position,
+                            cmd.activation_price, cmd.callback_ppm))
+        return None
+
+    def _triggered(self, event: OrderTriggered, out: list) -> None:
+        """A conditional order fired: check its margin now, and send it to the book or refuse it."""
+        account = self.accounts.get(event.account)
+        order = account.orders.get(event.order_id) if account is not None else None
+        if order is None:
+            return None  # another partition's account
+        market = self._listed(event.market)
+        position = self._position(account, market)
+        try:
+            if self._bucket(position) in account.liquidating:
+                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
+                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            price = self._protection(market, event.side) if event.order_type is OrderType.MARKET else event.price
+            reserve = 0 if event.reduce_only else self._reservation(position, event.side, price, event.size)
+            if reserve:
+                available = available_to_trade(account, self.marks)
+                if reserve > available:
+                    raise Refused(RejectReason.INSUFFICIENT_MARGIN,
+                                  f"the triggered order needs {self._money(reserve)} of margin, "
+                                  f"available {self._money(available)}")
+        except Refused as refused:
+            self._release(account, event.order_id)
+            out.append(OrderRejected(self.producer, self._next(), event.market, event.account, event.order_id,
+                                     event.client_order_id, refused.reason, refused.detail, event.ts))
+            return None
+        order.conditional = False
+        order.price, order.remaining, order.reserved = price, event.size, reserve
+        account.reserved += reserve
+        out.append(NewOrder(self.producer, self._next(), event.account, market.symbol, event.order_id,
+                            event.client_order_id, event.side, event.order_type, event.tif, event.price,
+                            event.size, event.reduce_only, event.stp, event.ts,
+                            self.marks.marks.get(market.symbol, 0)))
+        return None
+
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
         try:
             account = self._get_account(cmd.account)
@@ -547,6 +636,9 @@ class RiskEngine:
             order = account.orders.get(cmd.order_id)
             if order is None or order.market != cmd.market:
                 raise Refused(RejectReason.UNKNOWN_ORDER, f"order {cmd.order_id} is not open in {cmd.market}")
+            if order.conditional:
+                raise Refused(RejectReason.NOT_AMENDABLE, "a conditional order is cancelled and placed again, "
+                                                          "not amended")
             if cmd.price <= 0:
                 raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
             market = self.markets[order.market]

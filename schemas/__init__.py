@@ -3,6 +3,7 @@
 from schemas.codec import SCHEMA_VERSION, Codec, SchemaError, codec
 from schemas.enums import (
     CloseReason,
+    Condition,
     IncomeKind,
     LiquidationStage,
     Liquidity,
@@ -12,6 +13,7 @@ from schemas.enums import (
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import *  # noqa: F401,F403  (the messages are the package's API)
 from schemas.topics import (
@@ -33,6 +35,7 @@ __all__ = [
     "SchemaError",
     "codec",
     "CloseReason",
+    "Condition",
     "IncomeKind",
     "LiquidationStage",
     "Liquidity",
@@ -42,6 +45,7 @@ __all__ = [
     "SelfTradePrevention",
     "Side",
     "TimeInForce",
+    "TriggerSource",
     "ACCOUNT_EVENTS",
     "DEADLETTER",
     "KEYS",

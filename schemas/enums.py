@@ -24,6 +24,28 @@ class OrderType(enum.IntEnum):
     MARKET = 2
 
 
+class Condition(enum.IntEnum):
+    """What makes a conditional order fire (docs/matching.md, "Conditional orders").
+
+    STOP fires when the price reaches the trigger moving against the order's side's
+    position (a BUY at or above it, a SELL at or below); TAKE_PROFIT the other way (a BUY
+    at or below, a SELL at or above); TRAILING_STOP when the price has come back by the
+    callback rate from its best since activation (a SELL from the highest, a BUY from the
+    lowest)."""
+
+    NONE = 0  # a plain order
+    STOP = 1
+    TAKE_PROFIT = 2
+    TRAILING_STOP = 3
+
+
+class TriggerSource(enum.IntEnum):
+    """Which price a conditional order watches (Binance's ``workingType``)."""
+
+    MARK = 1  # the oracle's mark price (MARK_PRICE)
+    LAST = 2  # the market's last trade price (CONTRACT_PRICE)
+
+
 class TimeInForce(enum.IntEnum):
     GTC = 1  # rests until filled or cancelled
     IOC = 2  # fills what it can now, the rest expires
@@ -67,6 +89,9 @@ class RejectReason(enum.IntEnum):
     REDUCE_ONLY_WOULD_INCREASE = 22
     FOK_NOT_FILLABLE = 23
     NO_LIQUIDITY = 24
+    WOULD_TRIGGER_IMMEDIATELY = 25  # a conditional order whose trigger is already reached
+    INVALID_TRIGGER = 26  # trigger, activation price or callback rate missing or out of range
+    NOT_AMENDABLE = 27  # conditional orders are cancelled and placed again, not amended
     # risk
     UNKNOWN_ACCOUNT = 40
     INSUFFICIENT_MARGIN = 41
@@ -93,6 +118,7 @@ class CloseReason(enum.IntEnum):
     SELF_TRADE = 4  # cancelled by self-trade prevention
     REDUCE_ONLY = 5  # a resting reduce-only order whose position is gone
     LIQUIDATION = 6  # cancelled because its bucket is being liquidated
+    POSITION_CLOSED = 7  # a close-position conditional order whose position is gone
 
 
 class Liquidity(enum.IntEnum):

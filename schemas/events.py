@@ -26,6 +26,7 @@ import msgspec
 
 from schemas.enums import (
     CloseReason,
+    Condition,
     IncomeKind,
     LiquidationStage,
     Liquidity,
@@ -35,6 +36,7 @@ from schemas.enums import (
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 
 # ------------------------------------------------------------------------ ranges
@@ -58,6 +60,7 @@ SignedSize = Annotated[int, msgspec.Meta(ge=-MAX_SIZE, le=MAX_SIZE)]
 Amount = Annotated[int, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 Rate = Annotated[int, msgspec.Meta(ge=-MAX_RATE_PPB, le=MAX_RATE_PPB)]
 Leverage = Annotated[int, msgspec.Meta(ge=0, le=MAX_LEVERAGE)]
+Callback = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]  # ppm of price (a trailing stop's callback rate)
 
 # Order ids are assigned by risk as ``(counter << 16) | partition`` (partition < 2**15) and
 # by the liquidation engine with this bit set, so anyone can tell a liquidation order.
@@ -101,6 +104,16 @@ class PlaceOrder(Message):
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     ts: Count = 0
+    # Conditional orders (``condition`` not NONE) rest off the book until their trigger:
+    # ``trigger_price`` for STOP and TAKE_PROFIT; ``activation_price`` (0: at once) and
+    # ``callback_ppm`` for TRAILING_STOP; ``close_position`` closes whatever the position
+    # is when it fires (``size`` is then 0). docs/matching.md, "Conditional orders".
+    condition: Condition = Condition.NONE
+    trigger_price: Price = 0
+    trigger_source: TriggerSource = TriggerSource.MARK
+    close_position: bool = False
+    activation_price: Price = 0
+    callback_ppm: Callback = 0
 
 
 class CancelOrder(Message):
@@ -174,6 +187,16 @@ class NewOrder(Message):
     # market orders and checks limit prices against it with the market's price band.
     reference_price: Price = 0
     liquidation: bool = False  # sent by the liquidation engine; exempt from the band
+    # Conditional orders (``condition`` not NONE) rest off the book until their trigger:
+    # ``trigger_price`` for STOP and TAKE_PROFIT; ``activation_price`` (0: at once) and
+    # ``callback_ppm`` for TRAILING_STOP; ``close_position`` closes whatever the position
+    # is when it fires (``size`` is then 0). docs/matching.md, "Conditional orders".
+    condition: Condition = Condition.NONE
+    trigger_price: Price = 0
+    trigger_source: TriggerSource = TriggerSource.MARK
+    close_position: bool = False
+    activation_price: Price = 0
+    callback_ppm: Callback = 0
 
 
 class CancelAllOrders(Message):
@@ -217,6 +240,37 @@ class OrderAccepted(Message):
     price: Price
     size: Size
     reduce_only: bool = False
+    ts: Count = 0
+    # a conditional order accepted to wait for its trigger (NewOrder's fields)
+    condition: Condition = Condition.NONE
+    trigger_price: Price = 0
+    trigger_source: TriggerSource = TriggerSource.MARK
+    close_position: bool = False
+    activation_price: Price = 0
+    callback_ppm: Callback = 0
+
+
+class OrderTriggered(Message):
+    """A conditional order's trigger was reached: matching took it off its trigger book
+    and hands risk the order it becomes (``order_type``, ``price``, ``size``; a close-position
+    order's size is the position's now). Risk checks its margin and sends it back as a
+    ``NewOrder`` with the same id, or refuses it (``OrderRejected``)."""
+
+    market: str
+    account: str
+    order_id: Count
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: Price
+    size: Size
+    reduce_only: bool
+    stp: SelfTradePrevention
+    condition: Condition
+    trigger_price: Price  # for a trailing stop, the level it fired at
+    fired_at: Price  # the price that reached it
+    trigger_source: TriggerSource = TriggerSource.MARK
     ts: Count = 0
 
 

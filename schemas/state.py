@@ -18,11 +18,13 @@ from __future__ import annotations
 import msgspec
 
 from schemas.enums import (
+    Condition,
     LiquidationStage,
     MarginMode,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import CollateralTransfer, IncomeItem, LiquidationTrigger
 
@@ -50,8 +52,33 @@ class RestingOrder(_Row):
     priority: int
 
 
+class ConditionalRow(_Row):
+    """A conditional order waiting for its trigger (``exchange.triggers``); ``extreme`` is a
+    trailing stop's best price since activation (0: not activated yet)."""
+
+    order_id: int
+    account: str
+    side: Side
+    condition: Condition
+    order_type: int
+    tif: TimeInForce
+    price: int
+    size: int
+    reduce_only: bool
+    close_position: bool
+    stp: SelfTradePrevention
+    client_order_id: str
+    trigger_price: int
+    source: TriggerSource
+    activation_price: int
+    callback_ppm: int
+    extreme: int
+    priority: int
+
+
 class MarketState(_Row):
-    """One market's matching engine; ``orders``: bids then asks, each in priority order."""
+    """One market's matching engine; ``orders``: bids then asks, each in priority order;
+    ``conditionals`` in priority order."""
 
     market: str
     producer: str
@@ -62,6 +89,8 @@ class MarketState(_Row):
     last_price: int
     bbo: tuple[int, int, int, int]
     orders: list[RestingOrder]
+    mark_price: int = 0
+    conditionals: list[ConditionalRow] = []
 
 
 class MatchingState(msgspec.Struct, tag=True, gc=False):
@@ -91,6 +120,7 @@ class OpenOrderRow(_Row):
     reserved: int
     reduce_only: bool
     client_order_id: str
+    conditional: bool = False  # waiting for its trigger in matching; reserves nothing
 
 
 class AccountRow(_Row):

@@ -29,6 +29,7 @@ from schemas.events import (
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     PositionTransfer,
     SetLeverage,
@@ -61,6 +62,7 @@ RiskIn = Union[
     OrderRejected,
     OrderAmended,
     OrderClosed,
+    OrderTriggered,
     Fill,
     CommandRejected,
     MarkPrice,
@@ -69,8 +71,9 @@ RiskIn = Union[
     CollateralTransfer,
 ]
 
-# match.in, keyed by market: accepted orders, cancels, amends, transfers.
-MatchIn = Union[NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTransfer]
+# match.in, keyed by market: accepted orders, cancels, amends, transfers, and the marks
+# conditional orders watch.
+MatchIn = Union[NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTransfer, MarkPrice]
 
 # liquidation.in, keyed by account: bucket states from risk, and the outcomes of the
 # liquidation engine's own orders, forwarded by risk.
@@ -87,6 +90,7 @@ AccountEvents = Union[
     OrderRejected,
     OrderAmended,
     OrderClosed,
+    OrderTriggered,
     Fill,
     MarginSnapshot,
     LiquidationOutcome,
@@ -150,21 +154,21 @@ def _commands() -> dict[type, tuple[str, ...]]:
 SENDERS: dict[str, dict[type, tuple[str, ...]]] = {
     RISK_IN: {
         **_commands(),
-        **{kind: (MATCHING,) for kind in (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, Fill,
-                                          CommandRejected)},
+        **{kind: (MATCHING,) for kind in (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered,
+                                          Fill, CommandRejected)},
         MarkPrice: (ORACLE,), Funding: (ORACLE,),
         LiquidationOutcome: (LIQUIDATION,),
         CollateralTransfer: (RISK,),
     },
     MATCH_IN: {NewOrder: (RISK, LIQUIDATION), CancelOrder: (RISK,), AmendOrder: (RISK,),
-               CancelAllOrders: (LIQUIDATION,), PositionTransfer: (LIQUIDATION,)},
+               CancelAllOrders: (LIQUIDATION,), PositionTransfer: (LIQUIDATION,), MarkPrice: (ORACLE,)},
     LIQUIDATION_IN: {LiquidationTrigger: (RISK,), OrderClosed: (MATCHING,), OrderRejected: (MATCHING,)},
     MARKET_DATA: {Trade: (MATCHING,), BookDelta: (MATCHING,), BookSnapshot: (MATCHING,), BBO: (MATCHING,),
                   MarkPrice: (ORACLE,), Funding: (ORACLE,)},
     ACCOUNT_EVENTS: {
         CommandAccepted: (RISK,), CommandRejected: (RISK, MATCHING),
         OrderAccepted: (MATCHING,), OrderRejected: (RISK, MATCHING), OrderAmended: (MATCHING,),
-        OrderClosed: (MATCHING,), Fill: (MATCHING,), MarginSnapshot: (RISK,),
+        OrderClosed: (MATCHING,), OrderTriggered: (MATCHING,), Fill: (MATCHING,), MarginSnapshot: (RISK,),
         LiquidationOutcome: (LIQUIDATION,), CollateralTransfer: (RISK,),
     },
     KEYS: {ApiKey: (CLIENT,)},

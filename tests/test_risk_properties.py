@@ -14,12 +14,14 @@ from exchange.core import CoreExchange
 from exchange.invariants import check
 from exchange.markets import Market
 from schemas.enums import (
+    Condition,
     Liquidity,
     MarginMode,
     OrderType,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import (
     AdjustIsolatedMargin,
@@ -76,6 +78,20 @@ def random_step(rng: random.Random, ex: CoreExchange, step: int):
                           rng.choice((TimeInForce.GTC, TimeInForce.IOC, TimeInForce.GTC)),
                           price, rng.randint(1, 400), rng.random() < 0.15,
                           rng.choice(list(SelfTradePrevention)), step)
+    if roll < 0.47:  # a conditional order
+        side = rng.choice((Side.BUY, Side.SELL))
+        condition = rng.choice((Condition.STOP, Condition.TAKE_PROFIT, Condition.TRAILING_STOP))
+        source = rng.choice(list(TriggerSource))
+        close = condition is not Condition.TRAILING_STOP and rng.random() < 0.15
+        limit = condition is not Condition.TRAILING_STOP and not close and rng.random() < 0.3
+        trigger = max(1, mark + rng.randint(-mark // 10, mark // 10))
+        return PlaceOrder("prop", seq, account, market, f"p{step}", side,
+                          OrderType.LIMIT if limit else OrderType.MARKET, TimeInForce.GTC,
+                          max(1, trigger + rng.randint(-200, 200)) if limit else 0,
+                          0 if close else rng.randint(1, 300), rng.random() < 0.2, SelfTradePrevention.CANCEL_TAKER,
+                          step, condition, 0 if condition is Condition.TRAILING_STOP else trigger, source, close,
+                          trigger if condition is Condition.TRAILING_STOP and rng.random() < 0.4 else 0,
+                          rng.choice((1_000, 10_000, 30_000)) if condition is Condition.TRAILING_STOP else 0)
     if roll < 0.52:
         orders = sorted(ex.risk.accounts[account].orders) if account in ex.risk.accounts else []
         order_id = rng.choice(orders) if orders and rng.random() < 0.9 else 999_999
@@ -190,6 +206,7 @@ def test_one_long_random_sequence():
     ex = run_sequence(seed=424242, steps=1500)
     fills = sum(1 for e in ex.log if type(e).__name__ == "Fill")
     assert fills > 100  # the sequence really trades
+    assert sum(1 for e in ex.log if type(e).__name__ == "OrderTriggered") > 10  # and conditional orders fire
 
 
 @settings(max_examples=60, deadline=None)
