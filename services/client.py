@@ -29,18 +29,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from exchange.core import money
 from exchange.markets import Market, UnitError
 from schemas import ACCOUNT_EVENTS, RISK_IN, SchemaError, codec
 from schemas.enums import (
+    Condition,
     MarginMode,
     OrderType,
     RejectReason,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import (
     MAX_AMOUNT,
@@ -57,6 +60,7 @@ from schemas.events import (
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     SetLeverage,
     SetMarginMode,
@@ -83,6 +87,17 @@ def _amount(text: str) -> int:
         raise Rejected(RejectReason.INVALID_AMOUNT, f"amount {text} is beyond what one command may move "
                                                     f"({MAX_AMOUNT // 1_000_000:,} of quote)")
     return value
+
+
+def _callback(text: str) -> int:
+    """A callback rate in percent ("1.5") as ppm (15000)."""
+    try:
+        ppm = Decimal(text) * 10_000
+    except InvalidOperation:
+        raise Rejected(RejectReason.INVALID_TRIGGER, f"callback rate must be a percentage, got {text!r}") from None
+    if ppm != ppm.to_integral_value() or not 0 < ppm <= 1_000_000:
+        raise Rejected(RejectReason.INVALID_TRIGGER, f"callback rate {text}% is not a whole ppm in (0, 100]")
+    return int(ppm)
 
 
 class Rejected(Exception):
@@ -297,6 +312,63 @@ class Client:
         if wait_closed:
             await self.closed(result)
         return result
+
+    async def place_conditional(self, account: str, market: str, side: Side, size: str, condition: Condition, *,
+                                trigger: str | None = None, price: str | None = None,
+                                source: TriggerSource = TriggerSource.MARK, reduce_only: bool = False,
+                                close_position: bool = False, activation: str | None = None,
+                                callback_pct: str | None = None, tif: TimeInForce = TimeInForce.GTC,
+                                stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER,
+                                client_order_id: str | None = None) -> OrderResult:
+        """Place a conditional order (docs/matching.md, "Conditional orders"): a stop or
+        take-profit at ``trigger``, or a trailing stop with ``callback_pct`` (0.1 to 10, by
+        0.1) and an optional ``activation`` price; with ``price`` it becomes a limit order
+        when it fires, else a market order. ``close_position`` closes the whole position
+        (``size`` "0"). Returns once it waits for its trigger; ``triggered`` waits for that."""
+        spec = self._market(market)
+        try:
+            ticks = 0 if price is None else spec.price_to_ticks(price)
+            lots = spec.size_to_lots(size)
+            trigger_ticks = 0 if trigger is None else spec.price_to_ticks(trigger)
+            activation_ticks = 0 if activation is None else spec.price_to_ticks(activation)
+            callback = 0 if callback_pct is None else _callback(callback_pct)
+        except UnitError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        client_order_id = client_order_id or uuid.uuid4().hex[:16]
+        command = PlaceOrder(*self.stamp(), account, market, client_order_id, side,
+                             OrderType.MARKET if price is None else OrderType.LIMIT, tif, ticks, lots, reduce_only,
+                             stp, time.time_ns(), condition, trigger_ticks, source, close_position, activation_ticks,
+                             callback)
+        mark = self.received
+        answer = await self._ask(command, lambda m: isinstance(m, (OrderAccepted, OrderRejected))
+                                 and m.account == account and m.client_order_id == client_order_id)
+        if isinstance(answer, OrderRejected):
+            raise Rejected(answer.reason, answer.detail, answer.order_id)
+        return OrderResult(answer, since=mark)
+
+    async def triggered(self, result: OrderResult, timeout_s: float | None = None) -> OrderTriggered:
+        """Wait until a conditional order fires; ``Rejected`` if it ends first (cancelled,
+        its position gone, a liquidation) or is refused when it fires (margin)."""
+        order_id = result.order_id
+        answer = await self.wait_for(lambda m: isinstance(m, (OrderTriggered, OrderClosed)) and m.order_id == order_id,
+                                     timeout_s, after=result.since)
+        if isinstance(answer, OrderClosed):
+            raise Rejected(RejectReason.UNKNOWN_ORDER, f"conditional order {order_id} ended before its trigger: "
+                                                       f"{answer.reason.name}", order_id)
+        return answer
+
+    def conditional_orders(self, account: str) -> list[OrderAccepted]:
+        """The account's conditional orders still waiting, as far as the events this client
+        has read show (placed through this client or seen on its partitions)."""
+        waiting: dict[int, OrderAccepted] = {}
+        for m in self.events:
+            if getattr(m, "account", None) != account:
+                continue
+            if isinstance(m, OrderAccepted) and m.condition is not Condition.NONE:
+                waiting[m.order_id] = m
+            elif isinstance(m, (OrderTriggered, OrderClosed, OrderRejected)):
+                waiting.pop(m.order_id, None)
+        return list(waiting.values())
 
     async def closed(self, result: OrderResult) -> OrderResult:
         """Wait until the order has ended; fills and the close are filled in."""

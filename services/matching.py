@@ -1,6 +1,9 @@
 """The matching service: consumes ``match.in``, one engine per market.
 
-Outputs: order outcomes and fills to ``risk.in`` (keyed by account; a fill to both
+Inputs: orders, cancels and amends from risk, liquidation orders and transfers, and the
+oracle's marks (which only conditional orders use).
+
+Outputs: order outcomes (and triggered conditional orders) and fills to ``risk.in`` (keyed by account; a fill to both
 accounts' partitions) and to ``account.events``; trades (the public view of fills), book
 deltas and BBO to ``market.data`` (keyed by market).
 """
@@ -22,12 +25,13 @@ from schemas.events import (
     OrderAmended,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     Trade,
 )
 from schemas.state import MatchingState
 from services.runtime.runner import Outbox, ServiceSpec
 
-ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, CommandRejected)
+ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered, CommandRejected)
 
 
 class UnknownMarket(LookupError):

@@ -31,8 +31,8 @@ from exchange.oracle import (
     Shock,
     Shocked,
 )
-from schemas import DEADLETTER, MARKET_DATA, RISK_IN, SchemaError, codec
-from schemas.events import DeadLetter
+from schemas import DEADLETTER, MARKET_DATA, MATCH_IN, RISK_IN, SchemaError, codec
+from schemas.events import DeadLetter, MarkPrice
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
 from schemas.topics import refusal
 from services.runtime.bus import Bus
@@ -143,6 +143,8 @@ class OracleService:
                 for event in self.oracle.tick(now - self.epoch):
                     event.ts = now
                     outbox.to_all(RISK_IN, event)
+                    if type(event) is MarkPrice:  # conditional orders in matching watch the mark
+                        outbox.to(MATCH_IN, event.market, event)
                     outbox.to(MARKET_DATA, event.market, event)
                 await self.bus.send(outbox.drain())
                 self.ticks += 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exchange.markets import default_markets
-from schemas import MARKET_DATA, RISK_IN, codec, topic_partitions
+from schemas import MARKET_DATA, MATCH_IN, RISK_IN, codec, topic_partitions
 from schemas.events import Funding, MarkPrice
 from services.runtime.broker import EmbeddedBroker
 from services.runtime.bus import partition_for
@@ -107,7 +107,8 @@ async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
 
 
 class Oracle:
-    """Publishes marks to every risk.in partition and to market.data, as the oracle service does."""
+    """Publishes marks to every risk.in partition, to the market's match.in partition and to
+    market.data, as the oracle service does (funding to risk.in and market.data)."""
 
     def __init__(self, bus, wall_clock: bool = False):
         """``wall_clock``: stamp events with the time (as the oracle service does), else
@@ -139,4 +140,8 @@ class Oracle:
         payload = codec(RISK_IN).encode(event)
         public = (MARKET_DATA, partition_for(market, self.bus.partitions(MARKET_DATA)), None,
                   codec(MARKET_DATA).encode(event))
-        await self.bus.send([(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))] + [public])
+        records = [(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))] + [public]
+        if type(event) is MarkPrice:  # conditional orders in matching watch the mark
+            records.append((MATCH_IN, partition_for(market, self.bus.partitions(MATCH_IN)), None,
+                            codec(MATCH_IN).encode(event)))
+        await self.bus.send(records)
