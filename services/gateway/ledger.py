@@ -5,7 +5,11 @@ dialect turns these views and events into its own wire format.
 
 Order statuses and executions use one vocabulary for every dialect: statuses ``NEW``,
 ``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``, ``EXPIRED``; executions ``NEW``,
-``TRADE``, ``AMENDMENT`` and the closing status.
+``TRADE``, ``AMENDMENT`` and the closing status. Conditional orders (``ConditionalView``)
+have their own: ``NEW`` while they wait, ``TRIGGERED`` once fired (the order they became
+is then an ``OrderView`` with the same id), ``FINISHED`` when that order has ended,
+``REJECTED`` when it was refused as it fired, ``CANCELED`` and ``EXPIRED`` (a
+close-position order whose position is gone).
 
 Memory is bounded: each account keeps its last ``TRADES_KEPT`` trades and ``INCOME_KEPT``
 income records, and ended orders beyond ``ORDERS_KEPT`` are forgotten oldest first (as
@@ -33,11 +37,13 @@ from exchange.accounts import (
 from exchange.markets import Market, trading_fee
 from schemas.enums import (
     CloseReason,
+    Condition,
     IncomeKind,
     Liquidity,
     MarginMode,
     Side,
     TimeInForce,
+    TriggerSource,
 )
 from schemas.events import (
     LIQUIDATION_ORDER_BIT,
@@ -46,6 +52,8 @@ from schemas.events import (
     OrderAccepted,
     OrderAmended,
     OrderClosed,
+    OrderRejected,
+    OrderTriggered,
 )
 
 TRADES_KEPT = 10_000
@@ -130,6 +138,33 @@ class OrderView:
 
 
 @dataclass(slots=True)
+class ConditionalView:
+    """A conditional order: what was asked, and where it stands."""
+
+    order_id: int
+    account: str
+    market: Market
+    client_order_id: str
+    side: Side
+    condition: Condition
+    kind: str  # what it becomes when it fires: LIMIT | MARKET
+    tif: TimeInForce
+    price: int
+    size: int  # 0 for close-position
+    reduce_only: bool
+    close_position: bool
+    trigger_price: int
+    source: TriggerSource
+    activation_price: int
+    callback_ppm: int
+    time_ms: int
+    status: str = "NEW"
+    update_ms: int = 0
+    trigger_ms: int = 0
+    reason: str = ""  # why it was refused or ended
+
+
+@dataclass(slots=True)
 class TradeView:
     account: str
     market: Market
@@ -171,7 +206,15 @@ class MarginCall:
     positions: list
 
 
-UserEvent = OrderUpdate | AccountUpdate | MarginCall
+@dataclass(frozen=True, slots=True)
+class ConditionalUpdate:
+    """A conditional order was placed, fired, refused or ended."""
+
+    order: ConditionalView
+    when: int
+
+
+UserEvent = OrderUpdate | AccountUpdate | MarginCall | ConditionalUpdate
 
 
 @dataclass
@@ -198,6 +241,8 @@ class Ledger:
         self.live: dict[str, dict[int, OrderView]] = {}  # account -> its open orders
         self.by_account: dict[str, dict[int, OrderView]] = {}  # account -> its orders known
         self.accounts: dict[str, AccountState] = {}
+        self.conditionals: dict[int, ConditionalView] = {}
+        self.conditionals_of: dict[str, dict[int, ConditionalView]] = {}  # account -> its conditional orders
         self.notify = notify or (lambda account, payload: None)
         self._tran_id = 0
         # a fill or close can overtake its order's acceptance (they come through different
@@ -230,11 +275,25 @@ class Ledger:
 
     def apply(self, message) -> None:
         if isinstance(message, OrderAccepted):
-            self._accepted(message)
+            if message.condition is Condition.NONE:
+                self._accepted(message)
+            else:
+                self._conditional_accepted(message)
         elif isinstance(message, Fill):
             self._fill(message)
         elif isinstance(message, OrderClosed):
+            waiting = self.conditionals.get(message.order_id)
+            if waiting is not None:
+                was = waiting.status
+                self._conditional_ended(message.order_id, message.reason, ms(message.ts))
+                if was == "NEW":
+                    return  # the conditional order itself ended; no plain order had its id
             self._closed(message)
+        elif isinstance(message, OrderTriggered):
+            self._conditional_triggered(message)
+        elif isinstance(message, OrderRejected):
+            if message.order_id in self.conditionals:
+                self._conditional_refused(message)
         elif isinstance(message, OrderAmended):
             self._amended(message)
         elif isinstance(message, MarginSnapshot):
@@ -359,6 +418,65 @@ class Ledger:
 
     def open_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
         return [o for o in self.live.get(account, {}).values() if market is None or o.market is market]
+
+    # ------------------------------------------------------- conditional orders
+
+    def _conditional_accepted(self, message: OrderAccepted) -> None:
+        market = self.markets.get(message.market)
+        if market is None or message.order_id in self.conditionals:
+            return
+        order = ConditionalView(message.order_id, message.account, market, message.client_order_id, message.side,
+                                message.condition, message.order_type.name, message.tif, message.price,
+                                message.size, message.reduce_only, message.close_position, message.trigger_price,
+                                message.trigger_source, message.activation_price, message.callback_ppm,
+                                ms(message.ts))
+        order.update_ms = order.time_ms
+        self.conditionals[order.order_id] = order
+        self.conditionals_of.setdefault(order.account, {})[order.order_id] = order
+        self._forget_old_conditionals()
+        self._conditional_changed(order)
+
+    def _conditional_triggered(self, message: OrderTriggered) -> None:
+        order = self.conditionals.get(message.order_id)
+        if order is None or order.status != "NEW":
+            return
+        order.status, order.trigger_ms = "TRIGGERED", ms(message.ts)
+        order.update_ms = order.trigger_ms
+        self._conditional_changed(order)
+
+    def _conditional_refused(self, message: OrderRejected) -> None:
+        order = self.conditionals[message.order_id]
+        if order.status in ("NEW", "TRIGGERED"):
+            order.status, order.reason, order.update_ms = "REJECTED", message.detail, ms(message.ts)
+            self._conditional_changed(order)
+
+    def _conditional_ended(self, order_id: int, reason: CloseReason, when: int) -> None:
+        order = self.conditionals[order_id]
+        if order.status == "NEW":  # ended while waiting
+            order.status = "EXPIRED" if reason is CloseReason.POSITION_CLOSED else "CANCELED"
+            order.reason = reason.name
+        elif order.status == "TRIGGERED":  # the order it became has ended
+            order.status = "FINISHED"
+        else:
+            return
+        order.update_ms = when
+        self._conditional_changed(order)
+
+    def _conditional_changed(self, order: ConditionalView) -> None:
+        if self.listening(order.account):
+            self.notify(order.account, ConditionalUpdate(order, order.update_ms))
+
+    def _forget_old_conditionals(self) -> None:
+        if len(self.conditionals) <= ORDERS_KEPT:
+            return
+        excess = len(self.conditionals) - ORDERS_KEPT * 3 // 4
+        for order_id in [i for i, o in self.conditionals.items() if o.status not in ("NEW", "TRIGGERED")][:excess]:
+            order = self.conditionals.pop(order_id)
+            self.conditionals_of.get(order.account, {}).pop(order_id, None)
+
+    def open_conditionals(self, account: str, market: Market | None = None) -> list[ConditionalView]:
+        return [o for o in self.conditionals_of.get(account, {}).values()
+                if o.status == "NEW" and (market is None or o.market is market)]
 
     # ------------------------------------------------------------------ margin
 

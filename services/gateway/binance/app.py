@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -33,6 +32,14 @@ from schemas.enums import (
 )
 from schemas.events import MAX_LEVERAGE, BookSnapshot, MarkPrice
 from services.client import Client, Rejected
+from services.gateway.binance.algo import CONDITIONAL_TYPES, AlgoOrders
+from services.gateway.binance.params import (
+    BATCH_LIMIT,
+    RECV_WINDOW_MAX_MS,
+    BinanceError,
+    decimal,
+    number,
+)
 from services.gateway.binance.streams import INTERVALS_MS, StreamHub
 from services.gateway.binance.wire import (
     INCOME_NAMES,
@@ -49,49 +56,6 @@ from services.runtime.bus import Bus, TolerantReader
 log = logging.getLogger(__name__)
 
 FAR_FUTURE_MS = 4133404800000  # Binance's deliveryDate for perpetuals
-
-
-class BinanceError(Exception):
-    """An error a Binance client understands: HTTP status, code and message."""
-
-    def __init__(self, code: int, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-BATCH_LIMIT = 5  # orders per batchOrders request, as Binance
-
-
-DECIMAL = re.compile(r"^[0-9]{1,20}(\.[0-9]{1,20})?$")  # what Binance accepts for a decimal parameter
-INTEGER = re.compile(r"^[0-9]{1,20}$")
-RECV_WINDOW_MAX_MS = 60_000
-
-
-def decimal(params, name: str) -> str | None:
-    """A decimal parameter as sent (None if absent), or Binance's -1100 naming it: no
-    sign, exponent, NaN or infinity, at most 20 digits either side of the point."""
-    value = params.get(name)
-    if value is None:
-        return None
-    if not DECIMAL.match(value):
-        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                                  "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
-    return value
-
-
-def number(params, name: str, default: int | None = None, low: int | None = None, high: int | None = None) -> int | None:
-    """An integer parameter, or Binance's -1100 naming it."""
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    if not INTEGER.match(value):
-        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
-    result = int(value)
-    if low is not None:
-        result = max(low, result)
-    if high is not None:
-        result = min(high, result)
-    return result
 
 
 class Gateway:
@@ -195,6 +159,7 @@ class Gateway:
             web.post("/fapi/v1/listenKey", self.listen_key),
             web.put("/fapi/v1/listenKey", self.keep_listen_key),
             web.delete("/fapi/v1/listenKey", self.close_listen_key),
+            *AlgoOrders(self).routes(),
             web.get("/ws", self.hub.handle),
             web.get("/ws/{tail:.*}", self.hub.handle),
             web.get("/stream", self.hub.handle),
@@ -266,7 +231,7 @@ class Gateway:
                     {"filterType": "PERCENT_PRICE", "multiplierUp": f"{1 + market.price_band_ppm / 1e6:.4f}",
                      "multiplierDown": f"{1 - market.price_band_ppm / 1e6:.4f}", "multiplierDecimal": "4"},
                 ],
-                "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+                "orderTypes": ["LIMIT", "MARKET", *CONDITIONAL_TYPES], "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
             })
         return web.json_response({
             "timezone": "UTC", "serverTime": int(time.time() * 1000), "futuresType": "U_MARGINED",
@@ -502,6 +467,8 @@ class Gateway:
         RejectReason.NO_POSITION: (-4051, "Isolated balance insufficient."),
         RejectReason.REMOVE_MARGIN_ABOVE_ALLOWED: (-4051, "Isolated balance insufficient."),
         RejectReason.UNKNOWN_ORDER: (-2011, "Unknown order sent."),
+        RejectReason.WOULD_TRIGGER_IMMEDIATELY: (-2021, "Order would immediately trigger."),
+        RejectReason.ACCOUNT_IN_LIQUIDATION: (-2023, "User in liquidation mode now."),
     }
 
     async def _command(self, call):
@@ -672,6 +639,9 @@ class Gateway:
         if side is None:
             raise BinanceError(-1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
         kind = params.get("type", "").upper()
+        if kind in CONDITIONAL_TYPES:
+            raise BinanceError(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
+                                      "endpoints instead.")
         if kind not in ("LIMIT", "MARKET"):
             raise BinanceError(-1116, "Invalid orderType.")
         tif = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK, "GTX": TimeInForce.POST_ONLY

@@ -1,13 +1,22 @@
 """Binance's wire format for what the ledger knows: symbols, orders, trades, income
-names and the user data stream's payloads (ORDER_TRADE_UPDATE, ACCOUNT_UPDATE,
-MARGIN_CALL)."""
+names and the user data stream's payloads (ORDER_TRADE_UPDATE, ALGO_UPDATE,
+ACCOUNT_UPDATE, MARGIN_CALL)."""
 
 from __future__ import annotations
 
 from exchange.markets import Market
-from schemas.enums import IncomeKind, MarginMode, Side, TimeInForce
+from schemas.enums import (
+    Condition,
+    IncomeKind,
+    MarginMode,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
 from services.gateway.ledger import (
     AccountUpdate,
+    ConditionalUpdate,
+    ConditionalView,
     MarginCall,
     OrderUpdate,
     OrderView,
@@ -29,6 +38,49 @@ def binance_symbol(market: Market) -> str:
 
 def tif_name(tif: TimeInForce) -> str:
     return "GTX" if tif is TimeInForce.POST_ONLY else tif.name
+
+
+WORKING_TYPES = {TriggerSource.MARK: "MARK_PRICE", TriggerSource.LAST: "CONTRACT_PRICE"}
+# Binance numbers algo orders apart from the orders they become; so does the gateway: an
+# algo id is the exchange's order id plus this (below 2**53, so JavaScript clients read it
+# exactly), and the order it becomes keeps the order id (``actualOrderId``).
+ALGO_ID_OFFSET = 1 << 52
+
+
+def algo_id(order: ConditionalView) -> int:
+    return order.order_id + ALGO_ID_OFFSET
+
+
+def algo_type(order: ConditionalView) -> str:
+    """Binance's order type of a conditional order."""
+    if order.condition is Condition.TRAILING_STOP:
+        return "TRAILING_STOP_MARKET"
+    name = "STOP" if order.condition is Condition.STOP else "TAKE_PROFIT"
+    return name if order.kind == "LIMIT" else f"{name}_MARKET"
+
+
+def _percent(ppm: int) -> str:
+    return f"{ppm / 10_000:.1f}" if ppm else ""
+
+
+def algo_json(order: ConditionalView) -> dict:
+    """An algo order as Binance's ``/fapi/v1/algoOrder`` answers it."""
+    market = order.market
+    trailing = order.condition is Condition.TRAILING_STOP
+    return {"algoId": algo_id(order), "clientAlgoId": order.client_order_id, "algoType": "CONDITIONAL",
+            "orderType": algo_type(order), "symbol": binance_symbol(market), "side": order.side.name,
+            "positionSide": "BOTH", "timeInForce": tif_name(order.tif) if order.kind == "LIMIT" else "GTC",
+            "quantity": market.format_size(order.size), "algoStatus": order.status,
+            "triggerPrice": market.format_price(order.trigger_price) if not trailing else "0",
+            "price": market.format_price(order.price if order.kind == "LIMIT" else 0),
+            "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_TAKER",
+            "workingType": WORKING_TYPES[order.source], "priceMatch": "NONE", "closePosition": order.close_position,
+            "priceProtect": False, "reduceOnly": order.reduce_only and not order.close_position,
+            "activatePrice": market.format_price(order.activation_price) if order.activation_price else "",
+            "callbackRate": _percent(order.callback_ppm),
+            "actualOrderId": str(order.order_id) if order.status in ("TRIGGERED", "FINISHED") else "",
+            "createTime": order.time_ms, "updateTime": order.update_ms or order.time_ms,
+            "triggerTime": order.trigger_ms, "goodTillDate": 0, "failedReason": order.reason}
 
 
 def order_json(order: OrderView) -> dict:
@@ -62,7 +114,26 @@ def user_event(event: UserEvent, markets: dict[str, Market]) -> dict:
         return _order_update(event)
     if isinstance(event, AccountUpdate):
         return _account_update(event, markets)
+    if isinstance(event, ConditionalUpdate):
+        return _algo_update(event)
     return _margin_call(event, markets)
+
+
+def _algo_update(event: ConditionalUpdate) -> dict:
+    order = event.order
+    market = order.market
+    trailing = order.condition is Condition.TRAILING_STOP
+    return {"e": "ALGO_UPDATE", "T": event.when, "E": event.when, "o": {
+        "caid": order.client_order_id, "aid": algo_id(order), "at": "CONDITIONAL", "o": algo_type(order),
+        "s": binance_symbol(market), "S": order.side.name, "ps": "BOTH",
+        "f": tif_name(order.tif) if order.kind == "LIMIT" else "GTC", "q": market.format_size(order.size),
+        "X": order.status, "ai": str(order.order_id) if order.status in ("TRIGGERED", "FINISHED") else "",
+        "ap": "0", "aq": "0", "act": order.kind if order.status in ("TRIGGERED", "FINISHED") else "0",
+        "tp": market.format_price(order.trigger_price) if not trailing else "0",
+        "p": market.format_price(order.price if order.kind == "LIMIT" else 0), "V": "EXPIRE_TAKER",
+        "wt": WORKING_TYPES[order.source], "pm": "NONE", "cp": order.close_position, "pP": False,
+        "R": order.reduce_only and not order.close_position, "tt": order.trigger_ms, "gtd": 0,
+        "rm": order.reason}}
 
 
 def _order_update(event: OrderUpdate) -> dict:
