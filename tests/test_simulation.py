@@ -46,6 +46,22 @@ def test_a_flash_crash_liquidates_in_both_modes_and_keeps_the_invariants(tmp_pat
     assert summary["fills"] == len(result.fills) and summary["invariants"] == "hold"
     page = paths["report.html"].read_text()
     assert page.count("data:image/png;base64,") == 4 and "flash-crash" in page
+    # the careful traders' stops fire in the crash, and the report counts them
+    fired = [e for e in result.exchange.log if type(e).__name__ == "OrderTriggered"]
+    assert summary["stops"]["fired"] == len(fired) > 5
+    assert "stops" in paths["summary.txt"].read_text()
+
+
+def test_in_a_flash_crash_traders_with_stops_are_liquidated_less_often():
+    result = simulate(load_scenario("flash-crash"))
+    log = result.exchange.log
+    placed = {e.account for e in log if type(e).__name__ == "OrderAccepted" and e.condition}
+    opened = {side for e in log if type(e).__name__ == "Fill"
+              for side in (e.taker_account, e.maker_account) if side.startswith("lev")}
+    liquidated = {t.account for t in result.liquidations}
+    with_stops, without = opened & placed, opened - placed
+    assert len(with_stops) >= 10 and len(without) >= 40
+    assert len(liquidated & with_stops) / len(with_stops) < len(liquidated & without) / len(without) / 2
 
 
 def test_funding_squeeze_pays_funding_and_isolated_vs_cross_spares_the_cross_accounts():

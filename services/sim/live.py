@@ -30,6 +30,7 @@ from schemas.events import (
     OrderAccepted,
     OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     SetLeverage,
     SetMarginMode,
@@ -80,7 +81,7 @@ class LiveView:
             self.tops[message.market] = (message.bid_price, message.ask_price)
         elif isinstance(message, OrderAccepted):
             self.orders.setdefault(message.account, {})[message.order_id] = message.market
-        elif isinstance(message, OrderClosed):
+        elif isinstance(message, (OrderClosed, OrderRejected)):
             self.orders.get(message.account, {}).pop(message.order_id, None)
         elif isinstance(message, Fill):
             buyer = message.taker_account if message.taker_side > 0 else message.maker_account
@@ -110,6 +111,7 @@ class LiveStats:
     latencies: list[float] = field(default_factory=list)
     liquidations: list[tuple[float, str, str, str, int]] = field(default_factory=list)  # s, account, mode, market, mark
     outcomes: dict[str, int] = field(default_factory=dict)
+    stops_fired: int = 0  # conditional orders that reached their trigger
     series: list[tuple[float, dict[str, int], int, dict[str, int]]] = field(default_factory=list)  # s, marks, fund, OI
     fees: int = 0  # trading fees of every fill seen, micro units
     problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
@@ -157,6 +159,8 @@ class LiveMarket:
                 spec = self.markets[message.market]
                 value = message.price * message.size * spec.value_per_tick_lot
                 self.stats.fees += trading_fee(value, spec.taker_fee_ppm) + trading_fee(value, spec.maker_fee_ppm)
+        elif isinstance(message, OrderTriggered):
+            self.stats.stops_fired += 1
         elif isinstance(message, LiquidationOutcome):
             if message.stage is LiquidationStage.TRIGGERED:
                 market = message.market or next((p.market for p in getattr(
@@ -185,7 +189,8 @@ class LiveMarket:
             self.stats.orders += 1
             await self._send(PlaceOrder(*stamp, intent.account, intent.market, order_id, intent.side, kind, intent.tif,
                                         intent.price, intent.size, intent.reduce_only,
-                                        SelfTradePrevention.CANCEL_TAKER, now))
+                                        SelfTradePrevention.CANCEL_TAKER, now, intent.condition, intent.trigger,
+                                        close_position=intent.close_position))
         elif isinstance(intent, Cancel):
             await self._send(CancelOrder(*client.stamp(), intent.account, intent.market, intent.order_id, now))
 

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.enums import MarginMode, Side, TimeInForce
+from schemas.enums import Condition, MarginMode, Side, TimeInForce
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Place:
     price: int = 0  # 0: a market order
     tif: TimeInForce = TimeInForce.GTC
     reduce_only: bool = False
+    condition: Condition = Condition.NONE  # a conditional order: fires at ``trigger`` (ticks) on the mark
+    trigger: int = 0
+    close_position: bool = False  # size 0: closes the whole position when it fires
 
 
 @dataclass(frozen=True)
@@ -175,16 +178,23 @@ class Leveraged(Agent):
     """``count`` leveraged traders, each with its own account, mode and leverage: each opens a
     position worth ``deposit · leverage · utilisation`` (longs with probability
     ``long_bias``) and holds it; once flat again (liquidated), it reopens with probability
-    ``reopen`` per tick. With mode "mixed", accounts alternate isolated and cross."""
+    ``reopen`` per tick. With mode "mixed", accounts alternate isolated and cross. With
+    ``stop_pct``, each puts a close-position stop on the mark that far from where it opened
+    (below a long, above a short) as soon as it sees its position."""
 
     kind = "leveraged"
 
     def __init__(self, name: str, seed: int, market: str, count: int = 20, mode: str = "mixed",
                  leverage: tuple[int, int] = (5, 20), deposit: str = "2000",
-                 utilisation: tuple[float, float] = (0.5, 0.9), long_bias: float = 0.7, reopen: float = 0.02):
+                 utilisation: tuple[float, float] = (0.5, 0.9), long_bias: float = 0.7, reopen: float = 0.02,
+                 stop_pct: float = 0.0):
         super().__init__(name, seed, deposit)
         self.market, self.utilisation = market, utilisation
         self.long_bias, self.reopen = long_bias, reopen
+        if not 0 <= stop_pct < 100:
+            raise TypeError(f"stop_pct must be 0 (no stops) to below 100, got {stop_pct!r}")
+        self.stop_ppm = int(stop_pct * 10_000)
+        self.stopped: set[str] = set()  # accounts whose current position has its stop
         self.accounts = [f"{name}-{index:03d}" for index in range(count)]
         if mode not in ("isolated", "cross", "mixed"):
             raise TypeError(f"mode must be isolated, cross or mixed, got {mode!r}")
@@ -202,9 +212,19 @@ class Leveraged(Agent):
         intents: list[Intent] = []
         if not view.mark(self.market):
             return intents
+        mark = view.mark(self.market)
         for account in self.accounts:
-            if view.position(account, self.market):
+            position = view.position(account, self.market)
+            if position:
+                if self.stop_ppm and account not in self.stopped:
+                    self.stopped.add(account)
+                    side = Side.SELL if position > 0 else Side.BUY
+                    distance = mark * self.stop_ppm // 1_000_000
+                    trigger = mark - distance if position > 0 else mark + distance
+                    intents.append(Place(account, self.market, side, 0, 0, TimeInForce.GTC, False, Condition.STOP,
+                                         max(1, trigger), True))
                 continue
+            self.stopped.discard(account)
             if account in self.opened and self.rng.random() >= self.reopen:
                 continue
             self.opened.add(account)

@@ -32,6 +32,25 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
 
 
+def _stops(result: SimulationResult) -> dict:
+    """Accounts that put a stop under a position, how many of their stops fired, and how
+    many of them were liquidated all the same (their position gapped through the stop, or
+    a later position without one)."""
+    holders, liquidated, fired, filled = set(), set(), set(), set()
+    for event in result.exchange.log:
+        kind = type(event).__name__
+        if kind == "OrderAccepted" and event.condition:
+            holders.add(event.account)
+        elif kind == "OrderTriggered":
+            fired.add(event.order_id)
+        elif kind == "Fill" and event.taker_order_id in fired:
+            filled.add(event.taker_order_id)
+        elif kind == "LiquidationTrigger" and not event.update and event.account in holders:
+            liquidated.add(event.account)
+    return {"accounts_with_stops": len(holders), "fired": len(fired), "fired_and_traded": len(filled),
+            "accounts_with_stops_liquidated": len(liquidated)}
+
+
 def summarize(result: SimulationResult) -> dict:
     simulated_s = result.samples[-1].ts / SECOND if result.samples else 0.0
     latencies_us = [value * 1e6 for value in result.latencies]
@@ -56,6 +75,7 @@ def summarize(result: SimulationResult) -> dict:
         "latency_us": {"p50": round(_percentile(latencies_us, 0.50), 1), "p90": round(_percentile(latencies_us, 0.90), 1),
                        "p99": round(_percentile(latencies_us, 0.99), 1),
                        "max": round(max(latencies_us), 1) if latencies_us else 0.0},
+        "stops": _stops(result),
         "liquidations_by_mode": by_mode,
         "liquidation_outcomes": by_outcome,
         "bad_debt": result.exchange.risk.bad_debt / MICRO,
@@ -76,6 +96,9 @@ def summary_text(summary: dict) -> str:
         ("orders", f"{summary['orders']:,} ({summary['orders_per_simulated_second']:,.0f}/s simulated)"),
         ("fills", f"{summary['fills']:,}"),
         ("engine latency per command", "p50 {p50} µs, p90 {p90} µs, p99 {p99} µs, max {max} µs".format(**summary["latency_us"])),
+        ("stops", "{fired} fired, {fired_and_traded} of them traded (the rest found no bid or ask inside the "
+                  "band); {accounts_with_stops} accounts used them, {accounts_with_stops_liquidated} of those were "
+                  "liquidated".format(**summary["stops"])),
         ("liquidations by mode", ", ".join(f"{k} {v}" for k, v in summary["liquidations_by_mode"].items()) or "none"),
         ("liquidation outcomes", ", ".join(f"{k} {v}" for k, v in sorted(summary["liquidation_outcomes"].items())) or "none"),
         ("bad debt", f"{summary['bad_debt']:,.2f}"),
@@ -203,6 +226,7 @@ def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
         "refused": stats.rejected,
         "latency_ms": {name: round(_percentile(latencies_ms, f), 2) for name, f in
                        (("p50", .5), ("p90", .9), ("p99", .99))} | {"max": round(max(latencies_ms), 2) if latencies_ms else 0},
+        "stops_fired": stats.stops_fired,
         "liquidations_by_mode": modes, "liquidation_outcomes": stats.outcomes,
         "insurance_fund": (fund.balance if fund else 0) / MICRO,
         "invariants": "hold" if not stats.problems else stats.problems,

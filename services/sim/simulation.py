@@ -38,6 +38,7 @@ from schemas.events import (
     LiquidationOutcome,
     LiquidationTrigger,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     SetLeverage,
     SetMarginMode,
@@ -228,6 +229,10 @@ class SimulationResult:
                 and e.stage is not LiquidationStage.TRIGGERED]
 
     @property
+    def stops_fired(self) -> list[OrderTriggered]:
+        return [e for e in self.exchange.log if isinstance(e, OrderTriggered)]
+
+    @property
     def funding_events(self) -> list[Funding]:
         return [e for e in self.exchange.log if isinstance(e, Funding)]
 
@@ -241,7 +246,8 @@ def _execute(ex: CoreExchange, intent: Any, result: SimulationResult) -> None:
         kind = OrderType.MARKET if intent.price == 0 else OrderType.LIMIT
         commands = [PlaceOrder(*stamp, intent.account, intent.market, f"{intent.account}-{stamp[1]}", intent.side,
                                kind, intent.tif, intent.price, intent.size, intent.reduce_only,
-                               SelfTradePrevention.CANCEL_TAKER, ex.ts)]
+                               SelfTradePrevention.CANCEL_TAKER, ex.ts, intent.condition, intent.trigger,
+                               close_position=intent.close_position)]
         result.orders += 1
     else:
         commands = [CancelOrder(*stamp, intent.account, intent.market, intent.order_id, ex.ts)]
