@@ -118,6 +118,7 @@ class MatchingEngine:
         "last_price",
         "triggers",
         "_flat",
+        "_traded",
         "_bbo",
         "_bid_changes",
         "_ask_changes",
@@ -135,6 +136,7 @@ class MatchingEngine:
         self.last_price = 0
         self.triggers = TriggerBook()
         self._flat: list[str] = []  # accounts whose position went to zero in this command
+        self._traded = 0  # the trade id the conditional orders have seen
         self._bbo = (0, 0, 0, 0)
         self._bid_changes: dict[int, int] = {}
         self._ask_changes: dict[int, int] = {}
@@ -167,10 +169,12 @@ class MatchingEngine:
             handler(command, out)
         if self._bid_changes or self._ask_changes:
             self._publish_book(command.ts, out)
-        if self.triggers.orders:
-            self._after(command, out)
-        elif self._flat:
-            self._flat.clear()
+        if self._flat or self.trade_id != self._traded or kind is MarkPrice:
+            if self.triggers.orders:
+                self._after(command, out)
+            else:
+                self._flat.clear()
+                self._traded = self.trade_id
         return out
 
     def export(self) -> MarketState:
@@ -726,6 +730,9 @@ class MatchingEngine:
             if command.market == self.market.symbol and command.mark_price > 0:
                 self._fire(self.triggers.update(MARK, command.mark_price), command.mark_price, ts, out)
             return
+        if self.trade_id == self._traded:
+            return
+        self._traded = self.trade_id  # the trades of this command are new
         first = last = 0
         for event in out:
             if type(event) is Fill and event.liquidity is BOOK:

@@ -91,17 +91,38 @@ class _Level:
 
 
 class _Trail:
-    """Activated trailing stops of one source, side and callback rate."""
+    """Activated trailing stops of one source, side and callback rate.
 
-    __slots__ = ("sell", "callback_ppm", "levels")
+    ``near`` and ``fire_at`` bound the prices that change nothing: for a SELL, a price at
+    or below the lowest extreme (``near``) moves no level, and one above ``fire_at`` (the
+    highest level's trigger) fires none; for a BUY the mirror. Most updates stop there."""
+
+    __slots__ = ("sell", "callback_ppm", "levels", "near", "fire_at")
 
     def __init__(self, side: Side, callback_ppm: int):
         self.sell = side is SELL
         self.callback_ppm = callback_ppm
         self.levels: SortedDict = SortedDict()  # extreme -> _Level
+        self.near = self.fire_at = 0
 
     def __len__(self) -> int:
         return len(self.levels)
+
+    def _bounds(self) -> None:
+        levels = self.levels
+        if not levels:
+            return
+        low, high = levels.peekitem(0)[0], levels.peekitem(-1)[0]
+        if self.sell:
+            self.near, self.fire_at = low, trailing_trigger(SELL, high, self.callback_ppm)
+        else:
+            self.near, self.fire_at = high, trailing_trigger(BUY, low, self.callback_ppm)
+
+    def idle(self, price: int) -> bool:
+        """Whether ``price`` leaves every level as it is."""
+        if self.sell:
+            return self.fire_at < price <= self.near
+        return self.near <= price < self.fire_at
 
     def add(self, order: Conditional, extreme: int) -> None:
         level = self.levels.get(extreme)
@@ -109,6 +130,7 @@ class _Trail:
             level = self.levels[extreme] = _Level(extreme)
         level.members[order.order_id] = order
         order.level = level
+        self._bounds()
 
     def remove(self, order: Conditional) -> None:
         level = order.level
@@ -116,6 +138,7 @@ class _Trail:
         order.level = None
         if not level.members:
             del self.levels[level.extreme]
+            self._bounds()
 
     def update(self, price: int) -> list[tuple[int, Conditional]]:
         """The orders ``price`` fires, each with its trigger price."""
@@ -155,6 +178,7 @@ class _Trail:
             for order in level.members.values():
                 order.level = None
                 fired.append((trigger, order))
+        self._bounds()
         return fired
 
 
@@ -168,6 +192,23 @@ class TriggerBook:
         self._rising = {source: SortedList() for source in SOURCES}
         self._falling = {source: SortedList() for source in SOURCES}
         self._trails: dict[TriggerSource, dict[tuple[Side, int], _Trail]] = {source: {} for source in SOURCES}
+        self._trail_list: dict[TriggerSource, tuple[_Trail, ...]] = {source: () for source in SOURCES}
+        # per source, the prices (lo, hi, inclusive) at which an update changes nothing
+        self._quiet = {source: (0, -1) for source in SOURCES}
+
+    def _requiet(self, source: TriggerSource) -> None:
+        lo, hi = -(1 << 62), 1 << 62
+        rising, falling = self._rising[source], self._falling[source]
+        if rising:
+            hi = rising[0][0] - 1
+        if falling:
+            lo = falling[-1][0] + 1
+        for trail in self._trail_list[source]:
+            if trail.sell:
+                lo, hi = max(lo, trail.fire_at + 1), min(hi, trail.near)
+            else:
+                lo, hi = max(lo, trail.near), min(hi, trail.fire_at - 1)
+        self._quiet[source] = (lo, hi)
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -189,12 +230,14 @@ class TriggerBook:
             current = self.prices[order.source]
             if extreme or (not order.activation_price and current):
                 self._activate(order, extreme or current)
+                self._requiet(order.source)
                 return
             key = order.activation_price  # 0: the first price activates it (rising from 0)
         else:
             key = order.trigger_price
         order.entry = (key, order.priority, order.order_id)
         (self._rising if order.fires_rising() else self._falling)[order.source].add(order.entry)
+        self._requiet(order.source)
 
     def remove(self, order_id: int) -> Conditional | None:
         order = self.orders.pop(order_id, None)
@@ -214,6 +257,8 @@ class TriggerBook:
             trail.remove(order)
             if not len(trail):
                 del trails[key]
+                self._trail_list[order.source] = tuple(trails.values())
+        self._requiet(order.source)
         return order
 
     def _activate(self, order: Conditional, extreme: int) -> None:
@@ -222,6 +267,7 @@ class TriggerBook:
         trail = trails.get(key)
         if trail is None:
             trail = trails[key] = _Trail(order.side, order.callback_ppm)
+            self._trail_list[order.source] = tuple(trails.values())
         trail.add(order, extreme)
 
     def update(self, source: TriggerSource, price: int) -> list[tuple[int, Conditional]]:
@@ -230,13 +276,16 @@ class TriggerBook:
         trigger first; for a fall, the highest), ties by priority."""
         previous = self.prices[source]
         self.prices[source] = price
-        fired: list[tuple[int, Conditional]] = []
+        lo, hi = self._quiet[source]
+        if lo <= price <= hi:
+            return []  # the usual case: nothing reached, no trailing level moves
         rising, falling = self._rising[source], self._falling[source]
         reached = []
         while rising and rising[0][0] <= price:
             reached.append(rising.pop(0))
         while falling and falling[-1][0] >= price:
             reached.append(falling.pop(-1))
+        fired: list[tuple[int, Conditional]] = []
         for key, _, order_id in reached:
             order = self.orders[order_id]
             order.entry = None
@@ -244,12 +293,14 @@ class TriggerBook:
                 self._activate(order, price)
             else:
                 fired.append((key, order))
-        trails = self._trails[source]
-        for key in list(trails):
-            trail = trails[key]
-            fired.extend(trail.update(price))
-            if not len(trail):
-                del trails[key]
+        by_key = self._trails[source]
+        for trail in self._trail_list[source]:
+            if not trail.idle(price):
+                fired.extend(trail.update(price))
+                if not len(trail):
+                    del by_key[(SELL if trail.sell else BUY, trail.callback_ppm)]
+        self._trail_list[source] = tuple(by_key.values())
+        self._requiet(source)
         for _, order in fired:
             del self.orders[order.order_id]
             mine = self.by_account[order.account]
