@@ -1,0 +1,208 @@
+"""The real Freqtrade (pinned in the test extras) trading futures through the gateway with
+``stoploss_on_exchange``, configured as the README says: after its entry it places its
+stop on the exchange (the Algo Order API), moves it up as the price rises (a trailing
+stoploss: cancel and place again), and a falling market stops it out before the
+liquidation price. Isolated and cross.
+
+The venue runs in this process (the services on the in-memory bus, the gateway on a
+loopback port); Freqtrade runs as its own process, as a user runs it. Three minutes of
+trades with past timestamps give it closed one-minute candles at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.events import PlaceOrder
+from tests.integration import test_gateway
+from tests.integration.test_gateway import api_key, readme_freqtrade_snippet, settle
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+venue = test_gateway.venue
+FREQTRADE = shutil.which("freqtrade", path=str(Path(sys.executable).parent)) or shutil.which("freqtrade")
+
+STRATEGY = '''
+from freqtrade.strategy import IStrategy
+
+
+class PerpsimStops(IStrategy):
+    """Enters long at once and lets its stop on the exchange do the rest."""
+
+    INTERFACE_VERSION = 3
+    timeframe = "1m"
+    can_short = False
+    stoploss = -0.06           # of the stake: 2% of the price at 3x
+    trailing_stop = True       # the stop follows the price up
+    minimal_roi = {"0": 100}
+    use_exit_signal = False
+    startup_candle_count = 0
+    process_only_new_candles = False
+
+    def populate_indicators(self, dataframe, metadata):
+        return dataframe
+
+    def populate_entry_trend(self, dataframe, metadata):
+        dataframe["enter_long"] = 1
+        return dataframe
+
+    def populate_exit_trend(self, dataframe, metadata):
+        dataframe["exit_long"] = 0
+        return dataframe
+
+    def leverage(self, pair, current_time, current_rate, proposed_leverage, max_leverage, entry_tag, side,
+                 **kwargs):
+        return 3.0
+'''
+
+
+def config(exchange: dict, margin_mode: str, database: Path) -> dict:
+    return {
+        "trading_mode": "futures", "margin_mode": margin_mode, "stake_currency": "USDT", "stake_amount": 300,
+        "tradable_balance_ratio": 0.99, "max_open_trades": 1, "dry_run": False, "timeframe": "1m",
+        "exchange": {**exchange, "pair_whitelist": ["SOL/USDT:USDT"]},
+        "pairlists": [{"method": "StaticPairList"}],
+        "entry_pricing": {"price_side": "other", "use_order_book": True, "order_book_top": 1},
+        "exit_pricing": {"price_side": "other", "use_order_book": True, "order_book_top": 1},
+        # what the README says to enable: stoploss on exchange, checked every 2 s, on the mark
+        "order_types": {"entry": "market", "exit": "market", "emergency_exit": "market", "force_exit": "market",
+                        "force_entry": "market", "stoploss": "market", "stoploss_on_exchange": True,
+                        "stoploss_on_exchange_interval": 2, "stoploss_price_type": "mark"},
+        "unfilledtimeout": {"entry": 30, "exit": 30, "unit": "seconds"},
+        "internals": {"process_throttle_secs": 1},
+        "initial_state": "running", "bot_name": "perpsim-stops", "db_url": f"sqlite:///{database}",
+    }
+
+
+async def history(client, minutes: int = 3) -> None:
+    """Trades between two accounts at 150 in each of the last ``minutes`` minutes."""
+    now = time.time_ns()
+    for back in range(minutes, 0, -1):
+        ts = now - back * 60 * 1_000_000_000
+        for account, side, tif in (("x", Side.SELL, TimeInForce.GTC), ("y", Side.BUY, TimeInForce.IOC)):
+            await client.send(PlaceOrder(*client.stamp(), account, "SOL-PERP", f"h{back}{account}", side,
+                                         OrderType.LIMIT, tif, 150_00, 100, False, SelfTradePrevention.NONE, ts))
+        await asyncio.sleep(0.1)
+
+
+async def quote(client, around: int) -> None:
+    """The maker's quotes 0.05 either side of ``around`` (ticks), replacing its old ones."""
+    for order_id in list(client_orders(client, "maker")):
+        try:
+            await client.cancel("maker", "SOL-PERP", order_id)
+        except Exception:  # noqa: BLE001 - filled meanwhile
+            pass
+    await client.place("maker", "SOL-PERP", Side.BUY, "200", f"{(around - 5) / 100:.2f}")
+    await client.place("maker", "SOL-PERP", Side.SELL, "200", f"{(around + 5) / 100:.2f}")
+
+
+def client_orders(client, account: str) -> set[int]:
+    live: set[int] = set()
+    for m in client.events:
+        kind = type(m).__name__
+        if getattr(m, "account", None) != account:
+            continue
+        if kind == "OrderAccepted" and not m.condition:
+            live.add(m.order_id)
+        elif kind in ("OrderClosed", "OrderRejected"):
+            live.discard(m.order_id)
+    return live
+
+
+def trades(database: Path) -> list[dict]:
+    if not database.exists():
+        return []
+    with sqlite3.connect(database) as db:
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in db.execute("select * from trades")]
+        except sqlite3.OperationalError:  # not created yet
+            return []
+
+
+@pytest.mark.parametrize("margin_mode", ["isolated", "cross"])
+async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_before_liquidation(
+        venue, tmp_path, margin_mode):
+    assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
+    _, client, oracle, gateway = venue
+    gateway_ledger = gateway.ledger
+    key, secret = await api_key(gateway, "freqtrade")
+    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
+    (tmp_path / "perpsim_exchange.py").write_text(snippet)
+    printed = await asyncio.create_subprocess_exec(sys.executable, str(tmp_path / "perpsim_exchange.py"), key, secret,
+                                                   stdout=asyncio.subprocess.PIPE)
+    exchange = json.loads((await printed.communicate())[0])
+    database = tmp_path / "trades.sqlite"
+    (tmp_path / "config.json").write_text(json.dumps(config(exchange, margin_mode, database)))
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "perpsim_stops.py").write_text(STRATEGY)
+
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in (("freqtrade", "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
+        await client.deposit(account, amount)
+    await history(client)
+    await quote(client, 150_00)
+    output = (tmp_path / "freqtrade.out").open("wb")
+    bot = await asyncio.create_subprocess_exec(
+        FREQTRADE, "trade", "--config", str(tmp_path / "config.json"), "--strategy", "PerpsimStops",
+        "--strategy-path", str(tmp_path / "strategies"), "--userdir", str(tmp_path),
+        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        # it enters, and puts its stop on the exchange
+        await settle(gateway, lambda: bot.returncode is not None or (gateway_ledger.snapshot("freqtrade").positions
+                     and gateway_ledger.open_conditionals("freqtrade")), timeout=90)
+        assert bot.returncode is None, "Freqtrade stopped"
+        [position] = gateway_ledger.snapshot("freqtrade").positions
+        # a stake of 300 at 3x: 900 of SOL at the ask of 150.05, 5.99 SOL
+        assert position.signed_size == 599 and position.mode.name == margin_mode.upper()
+        [first] = gateway_ledger.open_conditionals("freqtrade")
+        assert (first.condition.name, first.kind, first.reduce_only, first.source.name) == \
+            ("STOP", "MARKET", True, "MARK")
+        assert first.trigger_price == 147_05  # 6% of the stake at 3x: 2% under the entry of 150.05
+        assert position.liquidation_price < first.trigger_price
+
+        # the price rises: Freqtrade's trailing stop follows, cancelling and placing again
+        for step in (151_00, 152_00, 153_00):
+            await oracle.mark("SOL-PERP", f"{step / 100:.2f}")
+            await quote(client, step)
+        await settle(gateway, lambda: gateway_ledger.open_conditionals("freqtrade")
+                     and gateway_ledger.open_conditionals("freqtrade")[0].trigger_price > first.trigger_price + 200,
+                     timeout=60)
+        [moved] = gateway_ledger.open_conditionals("freqtrade")
+        assert gateway_ledger.conditionals[first.order_id].status == "CANCELED"
+
+        # then falls through the stop: the exchange stops it out, far above the liquidation price
+        await oracle.mark("SOL-PERP", f"{(moved.trigger_price + 100) / 100:.2f}")
+        await quote(client, moved.trigger_price - 20)
+        await oracle.mark("SOL-PERP", f"{(moved.trigger_price - 10) / 100:.2f}")
+        await settle(gateway, lambda: not gateway_ledger.snapshot("freqtrade").positions, timeout=30)
+        assert gateway_ledger.conditionals[moved.order_id].status == "FINISHED"
+        assert not [m for m in client.events if type(m).__name__ == "LiquidationOutcome"]
+        await settle(gateway, lambda: any(not t["is_open"] for t in trades(database)), timeout=60)
+        [trade] = trades(database)
+        assert (trade["is_open"], trade["exit_reason"]) == (0, "stoploss_on_exchange")
+        assert trade["close_rate"] == pytest.approx((moved.trigger_price - 25) / 100, abs=0.02)
+    except BaseException:
+        print((tmp_path / "freqtrade.out").read_text()[-8000:])
+        raise
+    finally:
+        if bot.returncode is None:
+            bot.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(bot.wait(), 20)
+            except TimeoutError:
+                bot.kill()
+                await bot.wait()
+        output.close()
