@@ -28,7 +28,14 @@ import time
 from bench.matching import engine_commands, make_stream
 from exchange.markets import default_markets
 from exchange.matching import MatchingEngine
-from schemas.enums import Condition, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerSource
+from schemas.enums import (
+    Condition,
+    OrderType,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
 from schemas.events import MarkPrice, NewOrder, OrderTriggered
 
 SYMBOL = "BTC-PERP"

@@ -506,6 +506,11 @@ class RiskEngine:
             raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
         return cmd.price
 
+    def _not_liquidating(self, account: Account, position: Position) -> None:
+        if self._bucket(position) in account.liquidating:
+            raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION, f"the {position.mode.name.lower()} bucket holding "
+                                                               f"{position.market.symbol} is being liquidated")
+
     def _place(self, cmd: PlaceOrder, out: list) -> None:
         if cmd.condition is not Condition.NONE:
             return self._place_conditional(cmd, out)
@@ -516,9 +521,7 @@ class RiskEngine:
                 raise Refused(RejectReason.INVALID_SIZE, f"size must be positive, got {cmd.size}")
             price = self._order_price(market, cmd)
             position = self._position(account, market)
-            if self._bucket(position) in account.liquidating:
-                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
-                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            self._not_liquidating(account, position)
             if cmd.reduce_only:
                 if not position.size or position.sign == cmd.side:
                     raise Refused(RejectReason.REDUCE_ONLY_WOULD_INCREASE,
@@ -561,9 +564,7 @@ class RiskEngine:
             if cmd.order_type is OrderType.MARKET and cmd.price:
                 raise Refused(RejectReason.INVALID_PRICE, "a stop-market order takes no price")
             position = self._position(account, market)
-            if self._bucket(position) in account.liquidating:
-                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
-                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            self._not_liquidating(account, position)
             if (cmd.reduce_only or cmd.close_position) and (not position.size or position.sign == cmd.side):
                 raise Refused(RejectReason.REDUCE_ONLY_WOULD_INCREASE,
                               f"position is {market.format_size(position.size)}; a "
@@ -594,9 +595,7 @@ class RiskEngine:
         market = self._listed(event.market)
         position = self._position(account, market)
         try:
-            if self._bucket(position) in account.liquidating:
-                raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION,
-                              f"the {position.mode.name.lower()} bucket holding {market.symbol} is being liquidated")
+            self._not_liquidating(account, position)
             price = self._protection(market, event.side) if event.order_type is OrderType.MARKET else event.price
             reserve = 0 if event.reduce_only else self._reservation(position, event.side, price, event.size)
             if reserve:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from schemas.enums import Side
 from services.cli import main
 from services.sim.simulation import load_scenario, simulate
 from services.sim.strategy import Strategy, StrategyError, load_strategy
@@ -73,6 +74,42 @@ def test_a_strategy_that_raises_is_reported_and_the_run_goes_on():
     report = result.strategy.report()
     assert report["errors"] == 41 and "RuntimeError: strategy bug" in report["first_error"]
     assert len(result.samples) == 41 and len(result.fills) > 0  # the market carried on
+
+
+class Protected(Strategy):
+    """Buys 2 SOL at the first mark and protects it: a stop-limit 3% below (a limit 7%
+    below: in a crash the book's bids can be gone for a moment, and a market order finds
+    nothing to trade with, a resting limit the next bids), and a trailing stop on 1 SOL."""
+
+    deposit = "2000"
+
+    def __init__(self) -> None:
+        self.stop_id = self.trailing_id = None
+        self.orders: list = []
+
+    async def on_mark(self, ctx, market, mark, index) -> None:
+        if self.stop_id is None and ctx.position(market) == "0.00" and not ctx.open_orders(market):
+            await ctx.buy(market, "2")
+        elif self.stop_id is None and ctx.position(market) != "0.00":
+            self.stop_id = await ctx.stop(market, Side.SELL, "2", f"{float(mark) * 0.97:.2f}",
+                                          price=f"{float(mark) * 0.93:.2f}")
+            self.trailing_id = await ctx.trailing_stop(market, Side.SELL, "1", "5")
+
+    async def on_order(self, ctx, event) -> None:
+        self.orders.append(event)
+
+
+def test_a_strategys_stop_fires_in_a_flash_crash_and_it_hears_of_it():
+    strategy = Protected()
+    result = simulate(load_scenario("flash-crash"), duration_s=30, strategy=strategy)
+    assert strategy.stop_id is not None and strategy.trailing_id is not None
+    fired = [e for e in strategy.orders if type(e).__name__ == "OrderTriggered"]
+    assert strategy.stop_id in {e.order_id for e in fired}
+    assert result.exchange.matching["SOL-PERP"].positions.get("strategy", 0) == 0  # stopped out
+    assert result.strategy.report()["liquidations"] == 0
+    # the trailing stop was reduce-only: it fired with the other or waits with nothing to reduce
+    assert all(e.account == "strategy" for e in strategy.orders)
+    assert result.problems == []
 
 
 def test_the_example_strategies_run(tmp_path):

@@ -17,8 +17,16 @@ counted and reported, and the run goes on.
 
 Callbacks (all optional): ``on_start(ctx)``, ``on_mark(ctx, market, mark, index)``,
 ``on_book(ctx, market, bid, ask)``, ``on_trade(ctx, market, price, size, taker_side)``,
-``on_fill(ctx, fill)``, ``on_margin(ctx, snapshot)``, ``on_liquidation(ctx, outcome)``;
+``on_fill(ctx, fill)``, ``on_order(ctx, event)`` (its own orders' ``OrderAccepted``,
+``OrderRejected``, ``OrderClosed`` and, when a conditional order fires,
+``OrderTriggered``), ``on_margin(ctx, snapshot)``, ``on_liquidation(ctx, outcome)``;
 prices are decimal strings, as the context's order methods take them.
+
+Protective orders: ``await ctx.stop(market, Side.SELL, "1", "140")`` (a reduce-only
+stop-market on the mark; ``price=`` for a stop-limit, ``take_profit=True`` for a
+take-profit, ``close_position=True`` with size "0" for the whole position),
+``await ctx.trailing_stop(market, Side.SELL, "1", "1.5")``; ``ctx.conditional_orders``
+lists those still waiting. docs/matching.md, "Conditional orders".
 """
 
 from __future__ import annotations
@@ -33,7 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from exchange.core import CoreExchange, money
-from schemas.enums import MarginMode, OrderType, SelfTradePrevention, Side, TimeInForce
+from schemas.enums import (
+    Condition,
+    MarginMode,
+    OrderType,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
 from schemas.events import (
     BBO,
     CancelOrder,
@@ -42,7 +58,9 @@ from schemas.events import (
     MarginSnapshot,
     MarkPrice,
     OrderAccepted,
+    OrderClosed,
     OrderRejected,
+    OrderTriggered,
     PlaceOrder,
     SetLeverage,
     SetMarginMode,
@@ -68,6 +86,9 @@ class Strategy:
     async def on_trade(self, ctx: Context, market: str, price: str, size: str, taker_side: Side) -> None: ...
 
     async def on_fill(self, ctx: Context, fill: Fill) -> None: ...
+
+    async def on_order(self, ctx: Context, event: OrderAccepted | OrderRejected | OrderClosed | OrderTriggered) -> None:
+        ...
 
     async def on_margin(self, ctx: Context, snapshot: MarginSnapshot) -> None: ...
 
@@ -106,8 +127,33 @@ class Context:
         return f"{(account.balance if account else 0) / 1e6:.6f}"
 
     def open_orders(self, market: str) -> list[int]:
+        """Ids of its live orders in ``market``, conditional ones included."""
         account = self.ex.risk.accounts.get(self.account)
         return [o.order_id for o in account.orders.values() if o.market == market] if account else []
+
+    def conditional_orders(self, market: str) -> list[int]:
+        """Ids of its conditional orders in ``market`` still waiting for their trigger."""
+        return [o.order_id for o in self.ex.matching[market].triggers.of(self.account)]
+
+    async def stop(self, market: str, side: Side, size: str, trigger: str, *, price: str | None = None,
+                   take_profit: bool = False, source: TriggerSource = TriggerSource.MARK, reduce_only: bool = True,
+                   close_position: bool = False) -> int | None:
+        """A stop (or, with ``take_profit``, a take-profit) at ``trigger``: a market order
+        when it fires, a limit order at ``price`` if given. Returns its id, or None if refused."""
+        spec = self.ex.markets[market]
+        return await self._place(market, side, size, price, TimeInForce.GTC, reduce_only and not close_position,
+                                 Condition.TAKE_PROFIT if take_profit else Condition.STOP,
+                                 trigger=spec.price_to_ticks(trigger), source=source, close_position=close_position)
+
+    async def trailing_stop(self, market: str, side: Side, size: str, callback_pct: str, *,
+                            activation: str | None = None, source: TriggerSource = TriggerSource.MARK,
+                            reduce_only: bool = True) -> int | None:
+        """A trailing stop ``callback_pct`` (0.1 to 10) behind the best price since
+        activation (at once, or when the price reaches ``activation``)."""
+        spec = self.ex.markets[market]
+        return await self._place(market, side, size, None, TimeInForce.GTC, reduce_only, Condition.TRAILING_STOP,
+                                 source=source, activation=0 if activation is None else spec.price_to_ticks(activation),
+                                 callback=int(float(callback_pct) * 10_000 + 0.5))
 
     async def buy(self, market: str, size: str, price: str | None = None,
                   tif: TimeInForce = TimeInForce.GTC, reduce_only: bool = False) -> int | None:
@@ -129,13 +175,16 @@ class Context:
         self.ex.submit(SetLeverage(*self.ex.stamp(), self.account, market, leverage, self.ex.ts))
 
     async def _place(self, market: str, side: Side, size: str, price: str | None, tif: TimeInForce,
-                     reduce_only: bool) -> int | None:
+                     reduce_only: bool, condition: Condition = Condition.NONE, *, trigger: int = 0,
+                     source: TriggerSource = TriggerSource.MARK, close_position: bool = False, activation: int = 0,
+                     callback: int = 0) -> int | None:
         spec = self.ex.markets[market]
         kind = OrderType.MARKET if price is None else OrderType.LIMIT
         stamp = self.ex.stamp()
         command = PlaceOrder(*stamp, self.account, market, f"strategy-{stamp[1]}", side, kind,
                              TimeInForce.IOC if price is None else tif, 0 if price is None else spec.price_to_ticks(price),
-                             spec.size_to_lots(size), reduce_only, SelfTradePrevention.CANCEL_TAKER, self.ex.ts)
+                             spec.size_to_lots(size), reduce_only, SelfTradePrevention.CANCEL_TAKER, self.ex.ts,
+                             condition, trigger, source, close_position, activation, callback)
         self.stats.orders += 1
         started = time.perf_counter()
         events = self.ex.submit(command)
@@ -223,6 +272,9 @@ class StrategyDriver:
                 if self.account in (event.taker_account, event.maker_account):
                     self.stats.fills += 1
                     self._call("on_fill", event)
+            elif isinstance(event, (OrderAccepted, OrderRejected, OrderClosed, OrderTriggered)) \
+                    and event.account == self.account:
+                self._call("on_order", event)
             elif isinstance(event, MarginSnapshot) and event.account == self.account:
                 self._call("on_margin", event)
             elif isinstance(event, LiquidationOutcome) and event.account == self.account:

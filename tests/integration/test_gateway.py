@@ -88,6 +88,20 @@ def ccxt_for(base: str, key: str | None = None, secret: str | None = None, modul
     return exchange
 
 
+def sync_ccxt_for(base: str, key: str, secret: str):
+    """Plain (synchronous) ccxt binanceusdm pointed at the gateway, loopback only."""
+    bot = sync_ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
+    point_at_gateway(bot, base)
+    original = bot.fetch
+
+    def fetch_loopback_only(url, method="GET", headers=None, body=None):
+        loopback(url)
+        return original(url, method, headers, body)
+
+    bot.fetch = fetch_loopback_only
+    return bot
+
+
 @pytest.fixture
 async def venue(tmp_path):
     markets = default_markets()
@@ -668,15 +682,7 @@ async def test_sync_ccxt_trades_through_the_gateway(venue):
     await client.place("maker", "SOL-PERP", Side.SELL, "3", "150.5")
     await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
     key, secret = await api_key(gateway, "bot")
-    bot = sync_ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
-    point_at_gateway(bot, gateway.base)
-    original = bot.fetch
-
-    def fetch_loopback_only(url, method="GET", headers=None, body=None):
-        loopback(url)
-        return original(url, method, headers, body)
-
-    bot.fetch = fetch_loopback_only
+    bot = sync_ccxt_for(gateway.base, key, secret)
 
     def trade() -> tuple:
         bot.load_markets()

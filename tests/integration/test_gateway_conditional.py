@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import ccxt as sync_ccxt
 import ccxt.async_support as ccxt
 import ccxt.pro as ccxtpro
 import pytest
@@ -15,11 +14,10 @@ from schemas.enums import Side
 from tests.integration import test_gateway
 from tests.integration.test_gateway import (
     api_key,
-    loopback,
     opening,
-    point_at_gateway,
     settle,
     signed,
+    sync_ccxt_for,
     until,
 )
 
@@ -151,15 +149,7 @@ async def test_sync_ccxt_places_fetches_and_cancels_a_stop(venue):
     key, secret = await api_key(gateway, "bot")
     async with signed(gateway, "bot") as bot:
         await long(client, oracle, gateway, bot, size=1)
-    sync = sync_ccxt.binanceusdm({"enableRateLimit": False, "apiKey": key, "secret": secret})
-    point_at_gateway(sync, gateway.base)
-    original = sync.fetch
-
-    def fetch_loopback_only(url, method="GET", headers=None, body=None):
-        loopback(url)
-        return original(url, method, headers, body)
-
-    sync.fetch = fetch_loopback_only
+    sync = sync_ccxt_for(gateway.base, key, secret)
 
     def work():
         sync.load_markets()
