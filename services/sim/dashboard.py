@@ -57,7 +57,8 @@ class Dashboard:
             modes = [mode for _, _, mode, _, _ in stats.liquidations]
             print(f"t={now - stats.started:5.0f}s orders/s={orders_rate:6.0f} fills/s={fills_rate:6.0f} "
                   f"latency p50={_percentile(recent, .5) * 1e3:.1f}ms p99={_percentile(recent, .99) * 1e3:.1f}ms "
-                  f"marks[{marks}] liquidations isolated={modes.count('ISOLATED')} cross={modes.count('CROSS')}",
+                  f"marks[{marks}] liquidations isolated={modes.count('ISOLATED')} cross={modes.count('CROSS')} "
+                  f"stops_fired={stats.stops_fired}",
                   file=sys.stderr, flush=True)
 
     def _render(self, orders_rate: float, fills_rate: float) -> Table:
@@ -80,6 +81,7 @@ class Dashboard:
         modes = [mode for _, _, mode, _, _ in stats.liquidations]
         table.add_row("liquidations isolated / cross", f"{modes.count('ISOLATED')} / {modes.count('CROSS')}")
         table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items())) or "-")
+        table.add_row("stops fired", f"{stats.stops_fired:,}")
         fund = market.view.snapshots.get("insurance")
         table.add_row("insurance fund", f"{(fund.balance if fund else 0) / 1e6:,.2f}")
         table.add_row("orders / fills / refused", f"{stats.orders:,} / {stats.fills:,} / {stats.rejected:,}")

@@ -41,6 +41,7 @@ async def test_a_live_flash_crash_liquidates_in_both_modes():
     modes = {mode for _, _, mode, _, _ in stats.liquidations}
     assert modes == {"ISOLATED", "CROSS"}, stats.liquidations
     assert stats.latencies and max(stats.latencies) < 5
+    assert stats.stops_fired > 0  # the careful traders' stops, on the live services too
     assert sum(service.dead_letters for service in services) == 0
     # the exchange's own books balance: every long has a short
     leveraged = [a for agent in market.agents for a in agent.accounts]
@@ -67,6 +68,7 @@ def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_pa
     assert summary["invariants"] == "hold"
     assert summary["liquidations_by_mode"].get("isolated", 0) > 0 and summary["liquidations_by_mode"].get("cross", 0) > 0
     assert summary["orders"] > 1000 and summary["fills"] > 100
+    assert summary["stops_fired"] > 0
     assert "liquidations isolated=" in result.stderr  # the progress lines
 
 
