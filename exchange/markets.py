@@ -6,8 +6,11 @@ be a whole number (``value_per_tick_lot``), so the notional of any fill, ``price
 value_per_tick_lot``, is exact.
 
 Maintenance tiers (MARGIN.md, Markets): each tier starts at a notional ``floor`` and has
-its own ``max_leverage``; ``mmr = 1 / (2 · max_leverage)`` and the deduction makes
-``MM = notional · mmr − deduction`` continuous in notional.
+its own ``max_leverage`` and maintenance rate, ``MM = notional · mmr − deduction``. A tier
+is ``[floor, max_leverage]`` (Hyperliquid's rule: ``mmr = 1 / (2 · max_leverage)``, the
+deduction derived so that MM is continuous in notional), ``[floor, max_leverage, mmr]``
+(the deduction derived likewise) or ``[floor, max_leverage, mmr, deduction]`` as a venue
+publishes it (Binance's "maintenance amount"), which must keep MM continuous at the floor.
 """
 
 from __future__ import annotations
@@ -222,8 +225,19 @@ def _to_units(
     return int(whole)
 
 
-def _build_tiers(symbol: str, max_leverage: int, raw: list[tuple[int, int]]) -> tuple[Tier, ...]:
-    """Tiers from (floor in whole quote units, max leverage); the first starts at 0."""
+def _rate(symbol: str, field: str, value: Any) -> Fraction:
+    try:
+        rate = Fraction(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        raise MarketError(f"{symbol}: {field} must be a decimal rate such as \"0.004\", got {value!r}") from None
+    if not 0 < rate < 1:
+        raise MarketError(f"{symbol}: {field} must be between 0 and 1, got {value}")
+    return rate
+
+
+def _build_tiers(symbol: str, max_leverage: int, raw: list[tuple]) -> tuple[Tier, ...]:
+    """Tiers from [floor in whole quote units, max leverage, (mmr, (deduction in whole
+    quote units))]; the first starts at 0."""
     if not raw:
         raw = [(0, max_leverage)]
     tiers: list[Tier] = []
@@ -232,8 +246,10 @@ def _build_tiers(symbol: str, max_leverage: int, raw: list[tuple[int, int]]) -> 
     deduction = Fraction(0)
     previous_mmr = Fraction(0)
     for index, entry in enumerate(raw):
-        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
-            raise MarketError(f"{symbol}: tier {index} must be [floor, max_leverage], got {entry!r}")
+        if not (isinstance(entry, (tuple, list)) and 2 <= len(entry) <= 4):
+            raise MarketError(f"{symbol}: tier {index} must be [floor, max_leverage] or [floor, max_leverage, "
+                              f"maintenance_rate] or [floor, max_leverage, maintenance_rate, maintenance_amount], "
+                              f"got {entry!r}")
         floor_units = _int(symbol, f"tier {index} floor", entry[0], low=0)
         leverage = _int(symbol, f"tier {index} max_leverage", entry[1], low=1)
         if index == 0 and floor_units != 0:
@@ -250,9 +266,18 @@ def _build_tiers(symbol: str, max_leverage: int, raw: list[tuple[int, int]]) -> 
                 f"{symbol}: tier max_leverage must decrease, got {leverage} after {previous_leverage}"
             )
         floor = floor_units * MICRO
-        mmr = Fraction(1, 2 * leverage)
-        if index > 0:
-            deduction += floor * (mmr - previous_mmr)
+        mmr = _rate(symbol, f"tier {index} maintenance_rate", entry[2]) if len(entry) > 2 else Fraction(1, 2 * leverage)
+        if mmr * leverage > 1:
+            raise MarketError(f"{symbol}: tier {index}: a maintenance rate of {float(mmr):g} at {leverage}x is above "
+                              f"the initial margin (1/{leverage}); positions would open liquidatable")
+        continuous = deduction + floor * (mmr - previous_mmr) if index > 0 else Fraction(0)
+        if len(entry) == 4:
+            given = Fraction(_int(symbol, f"tier {index} maintenance_amount", entry[3], low=0) * MICRO)
+            if given != continuous:
+                raise MarketError(
+                    f"{symbol}: tier {index}: maintenance amount {entry[3]} leaves the maintenance margin "
+                    f"discontinuous at {floor_units} of notional; it must be {float(continuous / MICRO):g}")
+        deduction = continuous
         tiers.append(Tier(floor, leverage, mmr, deduction))
         previous_floor, previous_leverage, previous_mmr = floor_units, leverage, mmr
     return tuple(tiers)

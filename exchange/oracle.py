@@ -16,10 +16,12 @@ cannot be formed is left out (no two-sided book yet: no basis; no book and no tr
 book component); with two components the mark is their mean; with only the index, the
 index.
 
-Funding (``FundingCalculator``): every interval, ``rate = premium + clamp(interest −
-premium, ±clamp)``, capped at ``±cap``, where ``premium`` is the average of ``(mark −
-index) / index`` sampled at every tick of the interval. It is handed to risk as a
-``Funding`` event; risk pays ``−side · |s| · index · rate`` per position.
+Funding (``FundingCalculator``, by the venue's ``exchange.venues.FundingRule``): every
+interval, the period's rate ``premium + clamp(interest − premium, ±clamp)`` times the
+share of the period one payment pays (Hyperliquid: 1/8 every hour), capped, where
+``premium`` is the average of ``(mark − index) / index`` sampled at every tick of the
+interval (Binance weights later samples more). It is handed to risk as a ``Funding``
+event; risk pays ``−side · |s| · index · rate`` per position.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import csv
 import math
 import random
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from exchange.markets import Market
+from exchange.venues import DEFAULT_VENUE, VENUES, FundingRule
 from schemas.events import BBO, Fill, Funding, MarkPrice, Message, Trade
 
 SECOND = 1_000_000_000
@@ -279,25 +283,27 @@ class MarkCalculator:
 
 
 class FundingCalculator:
-    """Funding rate of one market: premium averaged over the interval plus clamped interest."""
+    """Funding rate of one market by a venue's rule: premium averaged over the interval
+    plus clamped interest, the payment's share of the period's rate, capped."""
 
-    def __init__(self, interval_s: float = 3600.0, interest: float = 0.0000125, clamp: float = 0.0005,
-                 cap: float = 0.04):
-        if interval_s <= 0:
-            raise OracleError("the funding interval must be positive")
-        self.interval_ns = int(interval_s * SECOND)
-        self.interest, self.clamp, self.cap = interest, clamp, cap
+    def __init__(self, rule: FundingRule, market: Market):
+        self.rule, self.market = rule, market
+        self.interval_ns = int(rule.interval_s * SECOND)
         self._premiums: list[float] = []
         self._period: int | None = None
+
+    def premium(self) -> float:
+        samples = self._premiums
+        if self.rule.time_weighted:  # 1·P1 + 2·P2 + ... + n·Pn over 1 + 2 + ... + n
+            return sum(weight * p for weight, p in enumerate(samples, 1)) / (len(samples) * (len(samples) + 1) / 2)
+        return sum(samples) / len(samples)
 
     def sample(self, mark: float, index: float, ts: int) -> float | None:
         """Record one premium sample; returns the rate when ``ts`` closes an interval."""
         period = ts // self.interval_ns
         rate = None
         if self._period is not None and period > self._period and self._premiums:
-            premium = sum(self._premiums) / len(self._premiums)
-            rate = premium + min(self.clamp, max(-self.clamp, self.interest - premium))
-            rate = min(self.cap, max(-self.cap, rate))
+            rate = self.rule.payment_rate(self.premium(), self.market)
             self._premiums = []
         self._period = period
         self._premiums.append((mark - index) / index)
@@ -308,7 +314,10 @@ class Oracle:
     """Index, mark and funding for a set of markets; ``tick(ts)`` returns the events."""
 
     def __init__(self, markets: dict[str, Market], sources: dict[str, IndexSource], producer: str = "oracle",
-                 funding_interval_s: float = 3600.0, basis_tau_s: float = 150.0):
+                 funding_interval_s: float | None = None, basis_tau_s: float = 150.0,
+                 funding: FundingRule | None = None):
+        """``funding``: the venue's rule (Hyperliquid's by default); ``funding_interval_s``
+        (a scenario's) pays more often, each payment the same share of the period's rate."""
         unknown = set(sources) - set(markets)
         if unknown:
             raise OracleError(f"price sources for unknown markets: {', '.join(sorted(unknown))}")
@@ -317,7 +326,13 @@ class Oracle:
         self.producer = producer
         self.seq = 0
         self.marks = {symbol: MarkCalculator(basis_tau_s) for symbol in sources}
-        self.funding = {symbol: FundingCalculator(funding_interval_s) for symbol in sources}
+        rule = funding or VENUES[DEFAULT_VENUE].funding
+        if funding_interval_s is not None:
+            if funding_interval_s <= 0:
+                raise OracleError("the funding interval must be positive")
+            rule = replace(rule, interval_s=funding_interval_s, rate_period_s=funding_interval_s / rule.share)
+        self.funding_rule = rule
+        self.funding = {symbol: FundingCalculator(rule, markets[symbol]) for symbol in sources}
 
     def observe(self, event: Message) -> None:
         """Book and trade events of ``market.data`` (a ``Fill`` counts as its trade)."""

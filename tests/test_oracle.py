@@ -21,6 +21,7 @@ from exchange.oracle import (
     Shocked,
     sample_csv,
 )
+from exchange.venues import VENUES
 from schemas.enums import MarginMode, Side, TimeInForce
 from schemas.events import Funding, MarkPrice
 
@@ -116,16 +117,41 @@ def test_mark_is_the_median_of_basis_book_and_index():
     assert calculator.mark(15000.0, SECOND) == 15100.0
 
 
-def test_funding_rate_is_premium_plus_clamped_interest_and_capped():
-    funding = FundingCalculator(interval_s=60, interest=0.0001, clamp=0.0005, cap=0.04)
-    assert funding.sample(101.0, 100.0, 0) is None
-    assert funding.sample(101.0, 100.0, 30 * SECOND) is None
-    rate = funding.sample(101.0, 100.0, 60 * SECOND)  # closes the first interval
-    # premium 1%; interest − premium = −0.99% clamped to −0.05% → 0.95%
-    assert rate == pytest.approx(0.01 - 0.0005)
-    funding = FundingCalculator(interval_s=60, cap=0.004)
-    funding.sample(110.0, 100.0, 0)
-    assert funding.sample(110.0, 100.0, 60 * SECOND) == pytest.approx(0.004)
+def test_hyperliquid_pays_an_eighth_of_the_8_hour_rate_every_hour():
+    # Hyperliquid docs, "Trading / Funding": F = P + clamp(0.01% − P, ±0.05%) for 8 hours,
+    # one eighth paid each hour. Premium 1%: F = 0.95%, 0.11875% an hour; on 10 BTC at
+    # 10,000 (100,000 of notional) a payment of 118.75 (the figure).
+    funding = FundingCalculator(VENUES["hyperliquid"].funding, default_markets()["BTC-PERP"])
+    assert funding.sample(10_100.0, 10_000.0, 0) is None
+    assert funding.sample(10_100.0, 10_000.0, 1800 * SECOND) is None
+    rate = funding.sample(10_100.0, 10_000.0, 3600 * SECOND)  # closes the first hour
+    assert rate == pytest.approx(0.0011875) and round(rate * 100_000, 6) == 118.75
+
+
+def test_binance_pays_the_8_hour_rate_every_8_hours_capped_at_three_quarters_of_the_mmr():
+    # Binance, "Introduction to Binance Futures Funding Rates": the same formula, paid in
+    # full every 8 hours, capped at 0.75 × maintenance margin rate (0.4% for BTCUSDT: 0.3%)
+    btc = VENUES["binance"].markets()["BTC-PERP"]
+    funding = FundingCalculator(VENUES["binance"].funding, btc)
+    funding.sample(10_100.0, 10_000.0, 0)
+    assert funding.sample(10_100.0, 10_000.0, 4 * 3600 * SECOND) is None  # 8-hourly
+    assert funding.sample(10_100.0, 10_000.0, 8 * 3600 * SECOND) == pytest.approx(0.003)
+    funding = FundingCalculator(VENUES["binance"].funding, btc)
+    funding.sample(10_002.0, 10_000.0, 0)  # premium 0.02%: F = 0.02% + clamp(−0.01%) = 0.01%
+    assert funding.sample(10_002.0, 10_000.0, 8 * 3600 * SECOND) == pytest.approx(0.0001)
+
+
+def test_binance_weights_later_premium_samples_more():
+    # (1·P1 + 2·P2 + 3·P3) / 6 with premiums 0, 0.15%, 0.3%: 0.2%; + clamp(0.01% − 0.2%) = 0.15%
+    funding = FundingCalculator(VENUES["binance"].funding, VENUES["binance"].markets()["BTC-PERP"])
+    for step, mark in enumerate((10_000.0, 10_015.0, 10_030.0)):
+        funding.sample(mark, 10_000.0, step * 3600 * SECOND)
+    assert funding.sample(10_000.0, 10_000.0, 8 * 3600 * SECOND) == pytest.approx(0.0015)
+    plain = FundingCalculator(VENUES["hyperliquid"].funding, default_markets()["BTC-PERP"])
+    for step, mark in enumerate((10_000.0, 10_015.0, 10_030.0)):
+        plain.sample(mark, 10_000.0, step * 1200 * SECOND)
+    # Hyperliquid's plain mean, 0.15%: 0.15% − 0.05% = 0.1% for 8 hours, an eighth an hour
+    assert plain.sample(10_000.0, 10_000.0, 3600 * SECOND) == pytest.approx(0.001 / 8)
 
 
 def test_oracle_emits_marks_every_tick_and_funding_each_interval():
