@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from exchange.core import CoreExchange, money
 from exchange.invariants import check
-from exchange.markets import MICRO, Market, default_markets
+from exchange.markets import MICRO, Market
 from exchange.oracle import (
     SECOND,
     Flat,
@@ -25,6 +25,8 @@ from exchange.oracle import (
     Shock,
     Shocked,
 )
+from exchange.venues import DEFAULT_VENUE, Venue
+from exchange.venues import venue as venue_profile
 from schemas.enums import LiquidationStage, Liquidity, MarginMode, Side, TimeInForce
 from schemas.events import (
     LIQUIDATION_ORDER_BIT,
@@ -123,8 +125,9 @@ def _run(ex: CoreExchange, makers: list[MarketMaker], seconds: float, result: Sc
         check(ex.risk, ex.matching.values())
 
 
-def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: str = "1000000") -> CoreExchange:
-    ex = CoreExchange(markets, oracle=Oracle(markets, sources))
+def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: str = "1000000",
+           profile: Venue | None = None) -> CoreExchange:
+    ex = CoreExchange(markets, oracle=Oracle(markets, sources, funding=profile.funding if profile else None))
     ex.deposit("insurance", fund)
     ex.deposit("maker", "100000000")
     ex.advance(0)
@@ -134,11 +137,12 @@ def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: st
 SOL_CRASH = "-30% over 10s at 10s"
 
 
-def isolated_case(shock: str = SOL_CRASH) -> ScenarioResult:
+def isolated_case(shock: str = SOL_CRASH, venue: str = DEFAULT_VENUE) -> ScenarioResult:
     """2,000 deposited; SOL long with 300 of isolated margin at 5x; SOL crashes."""
     result = ScenarioResult("isolated")
-    markets = default_markets()
-    ex = _setup(markets, {"SOL-PERP": Shocked(Flat(150.0), [Shock.parse(shock)])})
+    profile = venue_profile(venue)
+    markets = profile.markets()
+    ex = _setup(markets, {"SOL-PERP": Shocked(Flat(150.0), [Shock.parse(shock)])}, profile=profile)
     maker = MarketMaker(ex, "maker", "SOL-PERP")
     maker.requote()
     ex.deposit("trader", "2000")
@@ -149,14 +153,15 @@ def isolated_case(shock: str = SOL_CRASH) -> ScenarioResult:
     return _report(ex, [maker], result, "SOL-PERP", shock)
 
 
-def cross_case(shock: str = SOL_CRASH) -> ScenarioResult:
+def cross_case(shock: str = SOL_CRASH, venue: str = DEFAULT_VENUE) -> ScenarioResult:
     """2,000 deposited; three cross positions (SOL long 100, ETH long 0.5, BTC short 0.02);
     SOL crashes."""
     result = ScenarioResult("cross")
-    markets = default_markets()
+    profile = venue_profile(venue)
+    markets = profile.markets()
     sources = {"SOL-PERP": Shocked(Flat(150.0), [Shock.parse(shock)]),
                "ETH-PERP": Flat(3000.0), "BTC-PERP": Flat(60000.0)}
-    ex = _setup(markets, sources)
+    ex = _setup(markets, sources, profile=profile)
     makers = [MarketMaker(ex, "maker", symbol) for symbol in sources]
     for maker in makers:
         maker.requote()
@@ -193,14 +198,16 @@ def _report(ex: CoreExchange, makers: list[MarketMaker], result: ScenarioResult,
     return result
 
 
-def crash(accounts: int = 300, seed: int = 11, shock: str = "-25% over 20s at 10s", seconds: int = 60) -> ScenarioResult:
+def crash(accounts: int = 300, seed: int = 11, shock: str = "-25% over 20s at 10s", seconds: int = 60,
+          venue: str = DEFAULT_VENUE) -> ScenarioResult:
     """A cascade: ``accounts`` leveraged SOL traders (half isolated, half cross, 3x to 20x,
     long and short) against a market maker, then a crash."""
     result = ScenarioResult("crash")
     rng = random.Random(seed)
-    markets = default_markets()
+    profile = venue_profile(venue)
+    markets = profile.markets()
     ex = _setup(markets, {"SOL-PERP": Shocked(RandomWalk(150.0, volatility=0.6, seed=seed, jumps_per_day=0),
-                                                [Shock.parse(shock)])}, fund="20000")
+                                                [Shock.parse(shock)])}, fund="20000", profile=profile)
     maker = MarketMaker(ex, "maker", "SOL-PERP", levels=10, spacing_ppm=1_500, lots=3_000)
     maker.requote()
     for index in range(accounts):

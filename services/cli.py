@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from exchange.markets import MarketError, default_markets, load_markets
+from exchange.venues import venue as venue_profile
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +56,9 @@ SCENARIOS = ("crash", "isolated", "cross")
 @click.option("--seconds", default=60, show_default=True, type=click.IntRange(1, 3600),
               help="crash: how long to run, in simulated seconds.")
 @click.option("-v", "--verbose", is_flag=True, help="crash: print every liquidation step, not just the table.")
-def scenario(name: str, shock: str | None, accounts: int, seed: int, seconds: int, verbose: bool) -> None:
+@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+              help="Venue profile: its markets' maintenance tiers and funding (docs/margin.md).")
+def scenario(name: str, shock: str | None, accounts: int, seed: int, seconds: int, verbose: bool, venue: str) -> None:
     """Run a scripted scenario on the in-process exchange and print who was liquidated.
 
     \b
@@ -76,9 +79,9 @@ def scenario(name: str, shock: str | None, accounts: int, seed: int, seconds: in
         if name == "crash":
             kwargs = {"shock": shock} if shock else {}
             with _progress(f"running {accounts} accounts for {seconds} simulated seconds"):
-                result = crash(accounts=accounts, seed=seed, seconds=seconds, **kwargs)
+                result = crash(accounts=accounts, seed=seed, seconds=seconds, venue=venue, **kwargs)
         else:
-            result = (isolated_case if name == "isolated" else cross_case)(*([shock] if shock else []))
+            result = (isolated_case if name == "isolated" else cross_case)(*([shock] if shock else []), venue=venue)
     except OracleError as exc:
         raise click.BadParameter(str(exc), param_hint="--shock") from None
     if name == "crash" and not verbose:
@@ -115,8 +118,12 @@ class _progress:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the report (default: reports/<scenario>-seed<seed>).")
 @click.option("--list", "list_only", is_flag=True, help="List the bundled scenarios and exit.")
+@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+              help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
+                   "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
+                   "of the 8-hour rate; Binance: its brackets, 8-hourly funding.")
 def simulate(scenario_name: str, seed: int | None, duration: float | None, report_dir: str | None,
-             list_only: bool) -> None:
+             list_only: bool, venue: str) -> None:
     """Run a scenario's simulated market in-process and write a report.
 
     Market makers, takers, noise and leveraged traders (isolated and cross) trade against
@@ -144,10 +151,11 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
             bar.update(1)
 
         try:
-            result = run(scenario, seed=seed, duration_s=duration, on_tick=progress)
+            result = run(scenario, seed=seed, duration_s=duration, on_tick=progress, venue=venue)
         except ScenarioError as exc:
             raise click.ClickException(str(exc)) from None
-    directory = report_dir or f"reports/{scenario.name}-seed{result.seed}"
+    suffix = "" if venue == "hyperliquid" else f"-{venue}"
+    directory = report_dir or f"reports/{scenario.name}-seed{result.seed}{suffix}"
     paths = write_report(result, directory)
     click.echo(summary_text(summarize(result)))
     click.echo(f"\nreport: {paths['report.html']}")
@@ -165,8 +173,12 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
               help="Simulated seconds to run (default: the scenario's).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the report (default: reports/<scenario>-<strategy>-seed<seed>).")
+@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+              help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
+                   "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
+                   "of the 8-hour rate; Binance: its brackets, 8-hourly funding.")
 def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: float | None,
-        report_dir: str | None) -> None:
+        report_dir: str | None, venue: str) -> None:
     """Run your strategy against a scenario's simulated market and report how it did.
 
     The strategy trades from its own account next to the scenario's participants, on the
@@ -191,7 +203,7 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
     with click.progressbar(length=total, label=f"{type(strategy).__name__} in {scenario.name}",
                            file=click.get_text_stream("stderr"), show_pos=True) as bar:
         result = simulate_run(scenario, seed=seed, duration_s=duration, strategy=strategy,
-                              on_tick=lambda *_: bar.update(1))
+                              on_tick=lambda *_: bar.update(1), venue=venue)
     directory = report_dir or f"reports/{scenario.name}-{type(strategy).__name__}-seed{result.seed}"
     paths = write_report(result, directory)
     click.echo(summary_text(summarize(result)))
@@ -213,7 +225,11 @@ def _cluster_options(function):
                      help="Seconds between checks for due snapshots (a partition is written to the bus once "
                           "it has read as much input as its last snapshot's size, and on stop)."),
         click.option("--markets-file", type=click.Path(dir_okay=False), default=None,
-                     help="TOML file of market specs instead of the built-in BTC/ETH/SOL."),
+                     help="TOML file of market specs instead of the venue's BTC/ETH/SOL."),
+        click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+                     help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
+                          "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
+                          "of the 8-hour rate; Binance: its brackets, 8-hourly funding."),
         click.option("--security-protocol", default="PLAINTEXT", show_default=True,
                      type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])),
         click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
@@ -255,7 +271,8 @@ def _options(params: dict):  # -> services.launch.Options
 
     configure_logging(params["log_level"])
     try:
-        markets = load_markets(params["markets_file"]) if params["markets_file"] else default_markets()
+        markets = load_markets(params["markets_file"]) if params["markets_file"] else \
+            venue_profile(params["venue"]).markets()
     except MarketError as exc:
         raise click.ClickException(str(exc)) from None
     settings = KafkaSettings(params["bootstrap"] or "", params["security_protocol"], params["sasl_mechanism"],
@@ -264,7 +281,8 @@ def _options(params: dict):  # -> services.launch.Options
     forward = ["--partitions", str(params["partitions"]), "--state-dir", params["state_dir"],
                "--snapshot-interval", str(params["snapshot_interval"]), "--security-protocol",
                params["security_protocol"], "--connect-timeout", str(params["connect_timeout"]),
-               "--log-level", params["log_level"], "--volatility", str(params["volatility"])]
+               "--log-level", params["log_level"], "--volatility", str(params["volatility"]),
+               "--venue", params["venue"]]
     forward += ["--gateway-host", params["gateway_host"], "--gateway-port", str(params["gateway_port"])]
     if params["oracle_seed"] is not None:
         forward += ["--seed", str(params["oracle_seed"])]
@@ -290,7 +308,7 @@ def _options(params: dict):  # -> services.launch.Options
         oracle_args["seed"] = params["oracle_seed"]
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
                    oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"],
-                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"])
+                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"], venue=params["venue"])
 
 
 def _run_guarded(action) -> int:

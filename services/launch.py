@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.markets import Market
+from exchange.venues import DEFAULT_VENUE, venue
 from schemas import RISK_IN, topic_partitions
 from services import liquidation as liquidation_service
 from services import matching as matching_service
@@ -55,6 +56,7 @@ class Options:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
+    venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -94,10 +96,11 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
             scenario = load_scenario(options.scenario)
             sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
             service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
-                                    funding_interval_s=scenario.funding_interval_s)
+                                    funding_interval_s=scenario.funding_interval_s,
+                                    funding=venue(options.venue).funding)
         else:
             sources = parse_sources(options.markets, **options.oracle_args)
-            service = OracleService(bus, options.markets, sources)
+            service = OracleService(bus, options.markets, sources, funding=venue(options.venue).funding)
         await service.run(stop)
     else:
         if name == "matching":

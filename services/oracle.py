@@ -31,6 +31,7 @@ from exchange.oracle import (
     Shock,
     Shocked,
 )
+from exchange.venues import FundingRule
 from schemas import DEADLETTER, MARKET_DATA, MATCH_IN, RISK_IN, SchemaError, codec
 from schemas.events import DeadLetter, MarkPrice
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
@@ -82,9 +83,12 @@ def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shoc
 
 class OracleService:
     def __init__(self, bus: Bus, markets: dict[str, Market], sources: dict[str, IndexSource],
-                 tick_s: float = 0.25, funding_interval_s: float = 3600.0):
+                 tick_s: float = 0.25, funding_interval_s: float | None = None, funding: FundingRule | None = None):
+        """``funding``: the venue's rule (``exchange.venues``); ``funding_interval_s``: a
+        scenario's shorter interval (each payment the same share of the period's rate)."""
         self.bus = bus
-        self.oracle = Oracle(markets, sources, producer="oracle", funding_interval_s=funding_interval_s)
+        self.oracle = Oracle(markets, sources, producer="oracle", funding_interval_s=funding_interval_s,
+                             funding=funding)
         self.oracle.seq = time.time_ns()
         self.tick_s = tick_s
         self.epoch: int | None = None

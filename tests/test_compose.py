@@ -38,6 +38,12 @@ def test_every_container_command_is_one_the_cli_accepts():
         assert command[command.index("--bootstrap") + 1] == "kafka:9092"
 
 
+def test_every_service_runs_with_one_venue_profile():
+    services = compose()["services"]
+    venues = {s["command"][s["command"].index("--venue") + 1] for n, s in services.items() if n in SERVICES}
+    assert venues == {"hyperliquid"}  # one place to read it; binance is the other choice
+
+
 def test_compose_creates_the_topics_the_services_use_with_one_partition_count():
     services = compose()["services"]
     counts = {int(s["command"][s["command"].index("--partitions") + 1]) for n, s in services.items() if n != "kafka"}

@@ -64,6 +64,7 @@ def summarize(result: SimulationResult) -> dict:
     fund = [sample.insurance_fund for sample in result.samples]
     return {
         "scenario": result.scenario.name,
+        "venue": result.venue,
         "description": result.scenario.description,
         "seed": result.seed,
         "simulated_seconds": simulated_s,
@@ -91,7 +92,7 @@ def summarize(result: SimulationResult) -> dict:
 
 def summary_text(summary: dict) -> str:
     rows = [
-        ("scenario", f"{summary['scenario']} (seed {summary['seed']})"),
+        ("scenario", f"{summary['scenario']} (seed {summary['seed']}, venue {summary.get('venue', 'hyperliquid')})"),
         ("simulated / wall time", f"{summary['simulated_seconds']:.1f} s / {summary['wall_seconds']:.2f} s"),
         ("orders", f"{summary['orders']:,} ({summary['orders_per_simulated_second']:,.0f}/s simulated)"),
         ("fills", f"{summary['fills']:,}"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from exchange.core import CoreExchange, money
 from exchange.invariants import violations
-from exchange.markets import Market, default_markets
+from exchange.markets import Market
 from exchange.oracle import (
     CsvReplay,
     IndexSource,
@@ -29,6 +29,8 @@ from exchange.oracle import (
     Shocked,
     sample_csv,
 )
+from exchange.venues import DEFAULT_VENUE
+from exchange.venues import venue as venue_profile
 from schemas.enums import LiquidationStage, OrderType, RejectReason, SelfTradePrevention
 from schemas.events import (
     CancelOrder,
@@ -60,7 +62,7 @@ class Scenario:
     tick_ms: int
     seed: int
     insurance_fund: str
-    funding_interval_s: float
+    funding_interval_s: float | None  # None: the venue's
     oracle: dict[str, dict]
     participants: list[dict]
     source: str = ""
@@ -108,7 +110,8 @@ def load_scenario(name_or_path: str) -> Scenario:
         scenario = Scenario(str(data.get("name", path.stem)), str(data.get("description", "")),
                             float(data.get("duration_s", 60)), int(data.get("tick_ms", 250)),
                             int(data.get("seed", 1)), str(data.get("insurance_fund", "100000")),
-                            float(data.get("funding_interval_s", 3600)), oracle, participants, where)
+                            float(data["funding_interval_s"]) if "funding_interval_s" in data else None,
+                            oracle, participants, where)
     except (TypeError, ValueError) as exc:
         raise ScenarioError(f"{where}: {exc}") from None
     if scenario.duration_s <= 0 or scenario.tick_ms <= 0:
@@ -214,6 +217,7 @@ class SimulationResult:
     agents: list[Agent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     strategy: Any = None  # the StrategyDriver, when a strategy ran
+    venue: str = DEFAULT_VENUE
 
     @property
     def fills(self) -> list[Fill]:
@@ -263,18 +267,21 @@ def _execute(ex: CoreExchange, intent: Any, result: SimulationResult) -> None:
 
 def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | None = None,
              on_tick: Callable[[SimulationResult, int, int], None] | None = None,
-             check_every: int = 20, strategy: Any = None) -> SimulationResult:
+             check_every: int = 20, strategy: Any = None, venue: str = DEFAULT_VENUE) -> SimulationResult:
     """Run ``scenario`` in-process; ``on_tick(result, tick, ticks)`` reports progress.
     The invariants are checked every ``check_every`` ticks and at the end. A ``strategy``
     (``services.sim.strategy.Strategy``) trades from the account "strategy" and gets its
-    callbacks after the participants have acted, every tick."""
+    callbacks after the participants have acted, every tick. ``venue``: the profile
+    (``exchange.venues``) whose markets and funding the run uses."""
     seed = scenario.seed if seed is None else seed
     duration = scenario.duration_s if duration_s is None else duration_s
-    markets = default_markets()
+    profile = venue_profile(venue)
+    markets = profile.markets()
     tick_s = scenario.tick_ms / 1000
-    oracle = Oracle(markets, sources(scenario, markets, seed), funding_interval_s=scenario.funding_interval_s)
+    oracle = Oracle(markets, sources(scenario, markets, seed), funding_interval_s=scenario.funding_interval_s,
+                    funding=profile.funding)
     ex = CoreExchange(markets, oracle=oracle)
-    result = SimulationResult(scenario, seed, ex, agents=agents(scenario, seed, tick_s))
+    result = SimulationResult(scenario, seed, ex, agents=agents(scenario, seed, tick_s), venue=profile.name)
     view = CoreView(ex)
     started = time.perf_counter()
     ex.deposit("insurance", scenario.insurance_fund)
