@@ -288,7 +288,8 @@ def position_state(account: Account, position: Position, marks: Marks,
         position.market.symbol, position.mode, position.leverage, position.size,
         position.entry_value, position.margin, price, position.unrealized_pnl(price),
         position.initial_margin(price), position.maintenance_margin(price),
-        round_price(threshold), _safe_bankruptcy(position, bankruptcy_price(position, price, equity, share)),
+        round_price(threshold), _safe_bankruptcy(position, bankruptcy_price(position, price, equity)),
+        _safe_bankruptcy(position, bankruptcy_price(position, price, equity, share)),
     )
 
 

@@ -230,7 +230,7 @@ class LiquidationEngine:
                 quantity = min(quantity, size)
                 partial = True
             long = position.signed_size > 0
-            limit = position.bankruptcy_price or (1 if long else 2 * position.mark_price)
+            limit = position.adl_price or position.bankruptcy_price or (1 if long else 2 * position.mark_price)
             self.order_counter += 1
             order_id = (self.order_counter << 16) | LIQUIDATION_ORDER_BIT | self.partition
             liquidation.outstanding.add(order_id)
@@ -262,7 +262,7 @@ class LiquidationEngine:
     def _deleverage(self, liquidation: BucketLiquidation, position: PositionState, view: RiskView, ts: int,
                     out: list) -> None:
         side = 1 if position.signed_size > 0 else -1
-        price = position.bankruptcy_price or position.mark_price
+        price = position.adl_price or position.bankruptcy_price or position.mark_price
         remaining = abs(position.signed_size)
         for account, size in view.adl_candidates(position.market, -side):
             if not remaining:

@@ -423,7 +423,11 @@ class PositionState(msgspec.Struct, array_like=True, gc=False):
     initial_margin: Int64
     maintenance_margin: Int64
     liquidation_price: Int64  # ticks; 0 when there is none
-    bankruptcy_price: Int64
+    bankruptcy_price: Int64  # where the bucket's equity reaches 0, the others at their marks (MARGIN.md)
+    # the position's share of its bucket's loss (MM_i / MM_c of a multi-position cross
+    # bucket) taken at its price: what ADL and liquidation orders are limited at; the
+    # bankruptcy price for a bucket of one position
+    adl_price: Int64 = 0
 
 
 class BucketState(msgspec.Struct, array_like=True, gc=False):

@@ -232,11 +232,14 @@ def test_cross_hedged_long_and_short_liquidation_prices(ex):
     eth_liq = (F(1000) + 3000 - 75) / (1 + F(1, 50))
     assert sol.liquidation_price == round(ticks(sol_liq))
     assert eth.liquidation_price == round(ticks(eth_liq))
-    # bankruptcy of one position of the bucket: bk_i = P_i − side·equity·(MM_i/MM_c)/|s_i|
+    # MARGIN.md's bankruptcy price: the bucket's equity reaches 0 with the other positions at
+    # their marks, bk = P − side·equity/|s|: 150 − 1000/20 = 100
+    assert sol.bankruptcy_price == ticks(100)
+    # ADL's price for one position of the bucket: bk_i = P_i − side·equity·(MM_i/MM_c)/|s_i|
     mm_sol, mm_eth = F(3000, 40), F(3000, 50)
     share = mm_sol / (mm_sol + mm_eth)
     # reported on the trader's safe side: a long's rounded up
-    assert sol.bankruptcy_price == math.ceil(ticks(150 - 1000 * share / 20))
+    assert sol.adl_price == math.ceil(ticks(150 - 1000 * share / 20))
     # the hedge: ETH rises, SOL unchanged: liquidated only past ETH's price
     assert not [e for e in ex.mark("ETH-PERP", f"{math.floor(eth_liq * 100) / 100:.2f}")
                 if isinstance(e, LiquidationTrigger) and not e.update]
