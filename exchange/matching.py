@@ -19,7 +19,8 @@ Order semantics
   zero at the moment of the fill. A reduce-only order with nothing to reduce is rejected
   on arrival and closed (``REDUCE_ONLY``) when reached on the book.
 - Amend: a price change or a size increase loses time priority (and may trade, as a new
-  order would); a size decrease at the same price keeps it. A post-only order amended to
+  order would); a size decrease at the same price keeps it, unless the amend asks to be
+  requeued (``AmendOrder.requeue``: Binance's modify, which always goes to the back). A post-only order amended to
   a crossing price is refused and stays as it was.
 - Self-trade prevention: the taker's mode decides. CANCEL_TAKER closes the taker,
   CANCEL_MAKER closes the resting order and goes on matching, CANCEL_BOTH closes both,
@@ -588,7 +589,7 @@ class MatchingEngine:
                                 f"against {self.market.format_price(best.price)}", out, order.order_id)
         remaining = size - filled
         ts = cmd.ts
-        if price == order.price and remaining <= order.remaining:
+        if price == order.price and remaining <= order.remaining and not cmd.requeue:
             level_size = self.book.reduce(order, order.remaining - remaining)
             order.size = size
             (self._bid_changes if order.side is BUY else self._ask_changes)[price] = level_size

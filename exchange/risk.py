@@ -402,6 +402,9 @@ class RiskEngine:
                 raise Refused(RejectReason.LEVERAGE_OUT_OF_RANGE,
                               f"leverage must be 1 to {market.max_leverage} on {market.symbol}, got {cmd.leverage}")
             position = self._position(account, market)
+            if cmd.leverage == position.leverage:  # unchanged: a no-op, as on Binance
+                self._accept(cmd, out)
+                return None
             old = position.leverage
             position.leverage = cmd.leverage
             problem = self._leverage_problem(account, position)
@@ -657,7 +660,7 @@ class RiskEngine:
             account.reserved += new - order.reserved
             order.reserved = new
         out.append(AmendOrder(self.producer, self._next(), cmd.account, cmd.market, cmd.order_id,
-                              cmd.price, cmd.size, cmd.ts, self.marks.marks.get(cmd.market, 0)))
+                              cmd.price, cmd.size, cmd.ts, self.marks.marks.get(cmd.market, 0), cmd.requeue))
         return None
 
     # ------------------------------------------------------------- order outcomes

@@ -139,6 +139,7 @@ class AmendOrder(Message):
     size: Size
     ts: Count = 0
     reference_price: Price = 0  # as in NewOrder
+    requeue: bool = False  # lose time priority even on a size decrease (Binance's modify)
 
 
 class SetMarginMode(Message):

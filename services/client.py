@@ -388,15 +388,18 @@ class Client:
             raise Rejected(answer.reason, answer.detail)
         return answer
 
-    async def amend(self, account: str, market: str, order_id: int, price: str, size: str) -> OrderAmended:
+    async def amend(self, account: str, market: str, order_id: int, price: str, size: str,
+                    requeue: bool = False) -> OrderAmended:
         """Change a resting order's price and total size; returns the ``OrderAmended``
-        (``Rejected`` with the reason if it cannot be)."""
+        (``Rejected`` with the reason if it cannot be). A size decrease at the same price
+        keeps time priority unless ``requeue``."""
         spec = self._market(market)
         try:
             ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
-        answer = await self._ask(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns()),
+        answer = await self._ask(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns(),
+                                            requeue=requeue),
                                  lambda m: (isinstance(m, OrderAmended) and m.order_id == order_id)
                                  or (isinstance(m, CommandRejected) and m.order_id == order_id
                                      and m.account == account))

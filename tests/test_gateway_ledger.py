@@ -77,3 +77,27 @@ def test_a_redelivered_snapshot_adds_its_income_once():
     ledger.apply(older)
     assert [item.amount for _, item in ledger.account("bot").income] == [1000]
     assert ledger.snapshot("bot").seq == 10  # the newest state stays
+
+
+def test_each_side_of_a_backstop_or_adl_transfer_is_an_order_of_its_own():
+    from exchange.markets import default_markets
+    from schemas.enums import Liquidity, Side
+    from schemas.events import Fill
+    from services.gateway.ledger import Ledger
+
+    ledger = Ledger(default_markets())
+    ledger.apply(Fill("match.p0", 5, "SOL-PERP", 7, 11_000, 1_000, Side.BUY, "insurance", 0, "bot", 0,
+                      Liquidity.BACKSTOP, 10**18))
+    ledger.apply(Fill("match.p0", 6, "SOL-PERP", 8, 9_000, 500, Side.BUY, "winner", 0, "loser", 0,
+                      Liquidity.ADL, 10**18))
+    [bot] = ledger.forced_orders("bot")
+    [fund] = ledger.forced_orders("insurance")
+    assert bot.order_id != fund.order_id
+    assert (bot.side, bot.status, bot.executed, bot.client_order_id[:10]) == (Side.SELL, "FILLED", 1_000, "autoclose-")
+    assert (fund.side, fund.status) == (Side.BUY, "FILLED")
+    [loser] = ledger.forced_orders("loser")
+    [winner] = ledger.forced_orders("winner")
+    assert {loser.client_order_id, winner.client_order_id} == {"adl_autoclose"} and loser.kind == "ADL"
+    # each trade names its side's order, so a bot's trade history joins with its order history
+    assert [t.order_id for t in ledger.account("bot").trades] == [bot.order_id]
+    assert not ledger.open_orders("bot")

@@ -62,6 +62,10 @@ ORDERS_KEPT = 200_000
 MARGIN_CALL_RATIO_PPB = 800_000_000  # MM / margin balance at which a margin call is sent (Binance's 80%)
 
 LIVE = ("NEW", "PARTIALLY_FILLED")
+FORCED = ("LIQUIDATION", "ADL")  # the kinds of a forced close
+# A backstop or ADL transfer has no order; the ledger gives it one, as venues show it,
+# numbered apart from the exchange's order ids (which stay below 2**50)
+FORCED_ORDER_BASE = 1 << 51
 
 
 def money(micro: int) -> str:
@@ -131,10 +135,11 @@ class OrderView:
     update_ms: int = 0
 
     def average(self) -> str:
-        """The average fill price, "0" before any fill."""
+        """The exact average fill price to 8 places (as Binance reports it), "0" before any fill."""
         if not self.executed:
             return "0"
-        return self.market.format_price(round(self.quote / (self.executed * self.market.value_per_tick_lot)))
+        ticks = Decimal(self.quote) / (self.executed * self.market.value_per_tick_lot)
+        return f"{ticks * self.market.tick_size:.8f}"
 
 
 @dataclass(slots=True)
@@ -305,9 +310,11 @@ class Ledger:
         market = self.markets.get(message.market)
         if market is None or message.order_id in self.orders:
             return
-        order = OrderView(message.order_id, message.account, market, message.client_order_id, message.side,
-                          message.order_type.name, message.tif, message.price, message.size, message.reduce_only,
-                          ms(message.ts))
+        kind, client_order_id = message.order_type.name, message.client_order_id
+        if message.order_id & LIQUIDATION_ORDER_BIT:  # the liquidation engine's: a forced close
+            kind, client_order_id = "LIQUIDATION", f"autoclose-{ms(message.ts)}{message.order_id >> 16:06d}"
+        order = OrderView(message.order_id, message.account, market, client_order_id, message.side,
+                          kind, message.tif, message.price, message.size, message.reduce_only, ms(message.ts))
         self._add(order)
         self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
@@ -341,6 +348,8 @@ class Ledger:
         value = fill.price * fill.size * market.value_per_tick_lot
         for account, order_id, side, maker, fee_ppm in sides:
             commission = trading_fee(value, fee_ppm) if book else 0
+            if not book:  # a backstop or ADL transfer: an order of its own for each side
+                order_id = self._forced_order(fill, account, market, side, maker, when)
             trade = TradeView(account, market, fill.trade_id, order_id, side, fill.price, fill.size, maker,
                               commission, when)
             state = self.account(account)
@@ -352,16 +361,21 @@ class Ledger:
             order = self.orders.get(order_id)
             if order is not None and order.account == account:
                 self._order_filled(order, value, when, trade)
-            elif order_id & LIQUIDATION_ORDER_BIT or not book:
-                # the liquidation engine's order, a backstop or ADL transfer: reported as a
-                # LIQUIDATION / ADL order of the account, as venues do
-                if self.listening(account):
-                    forced = OrderView(order_id, account, market, "autoclose-" if book else "adl_autoclose", side,
-                                       "LIQUIDATION" if book else "ADL", TimeInForce.IOC, fill.price, fill.size,
-                                       True, when, fill.size, value, "FILLED", when)
-                    self.notify(account, OrderUpdate(forced, "TRADE", when, trade))
             elif order is None:
                 self._wait_for_order(order_id, (value, when, trade))
+
+    def _forced_order(self, fill: Fill, account: str, market: Market, side: Side, maker: bool, when: int) -> int:
+        """The order one side of a backstop or ADL transfer is shown as (Binance:
+        ``autoclose-...`` for a liquidation, ``adl_autoclose`` for ADL), new and empty,
+        filled by the caller."""
+        order_id = FORCED_ORDER_BASE + (sorted(self.markets).index(market.symbol) << 41) + (fill.trade_id << 1) + maker
+        if order_id not in self.orders:
+            adl = fill.liquidity is Liquidity.ADL
+            order = OrderView(order_id, account, market, "adl_autoclose" if adl else f"autoclose-{when}{fill.trade_id}",
+                              side, "ADL" if adl else "LIQUIDATION", TimeInForce.IOC, fill.price, fill.size, True, when)
+            self._add(order)
+            self.live.setdefault(account, {})[order_id] = order  # until the fill ends it
+        return order_id
 
     def _order_filled(self, order: OrderView, value: int, when: int, trade: TradeView) -> None:
         order.executed += trade.size
@@ -418,6 +432,11 @@ class Ledger:
 
     def open_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
         return [o for o in self.live.get(account, {}).values() if market is None or o.market is market]
+
+    def forced_orders(self, account: str, market: Market | None = None) -> list[OrderView]:
+        """The account's forced closes (liquidation and ADL orders), oldest first."""
+        return [o for o in self.by_account.get(account, {}).values()
+                if o.kind in FORCED and (market is None or o.market is market)]
 
     # ------------------------------------------------------- conditional orders
 

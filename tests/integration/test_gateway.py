@@ -102,9 +102,10 @@ def sync_ccxt_for(base: str, key: str, secret: str):
     return bot
 
 
-@pytest.fixture
-async def venue(tmp_path):
-    markets = default_markets()
+@contextlib.asynccontextmanager
+async def running_venue(markets):
+    """The services on the in-memory bus, the gateway on a loopback port, a native client
+    and ccxt; yields (ccxt, client, oracle, gateway)."""
     bus = MemoryBus(topic_partitions(2))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(ServiceRunner(spec, bus).run(stop))
@@ -131,6 +132,12 @@ async def venue(tmp_path):
         await keys.stop()
         stop.set()
         await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+async def venue(tmp_path):
+    async with running_venue(default_markets()) as parts:
+        yield parts
 
 
 async def api_key(gateway: Gateway, account: str) -> tuple[str, str]:

@@ -155,6 +155,7 @@ class Gateway:
             web.delete("/fapi/v1/allOpenOrders", self.cancel_all),
             web.get("/fapi/v1/allOrders", self.all_orders),
             web.get("/fapi/v1/userTrades", self.user_trades),
+            web.get("/fapi/v1/forceOrders", self.force_orders),
             web.get("/fapi/v1/income", self.income),
             web.post("/fapi/v1/listenKey", self.listen_key),
             web.put("/fapi/v1/listenKey", self.keep_listen_key),
@@ -723,7 +724,8 @@ class Gateway:
         market = order.market
         price = decimal(params, "price") or market.format_price(order.price)
         quantity = decimal(params, "quantity") or market.format_size(order.size)
-        await self._command(self.client.amend(account, market.symbol, order.order_id, price, quantity))
+        # Binance: "a modified order is reordered in the match queue", whatever changed
+        await self._command(self.client.amend(account, market.symbol, order.order_id, price, quantity, requeue=True))
         return web.json_response(order_json(order))
 
     async def cancel_all(self, request: web.Request) -> web.Response:
@@ -755,6 +757,20 @@ class Gateway:
         chosen.sort(key=lambda o: o.order_id)
         chosen = chosen[:limit] if (from_id is not None or start is not None) else chosen[-limit:]
         return web.json_response([order_json(o) for o in chosen])
+
+    async def force_orders(self, request: web.Request) -> web.Response:
+        """The account's forced closes: liquidation orders (``autoclose-...``) and ADL
+        (``adl_autoclose``), newest last; ``autoCloseType`` LIQUIDATION or ADL."""
+        account, params = await self._signed(request)
+        market = self._signed_market(params) if "symbol" in params else None
+        kind = params.get("autoCloseType", "").upper()
+        if kind not in ("", "LIQUIDATION", "ADL"):
+            raise BinanceError(-1116, "Invalid autoCloseType.")
+        start, end = number(params, "startTime"), number(params, "endTime")
+        limit = number(params, "limit", 50, 1, 100)
+        chosen = [o for o in self.ledger.forced_orders(account, market) if (not kind or o.kind == kind)
+                  and (start is None or o.time_ms >= start) and (end is None or o.time_ms <= end)]
+        return web.json_response([order_json(o) for o in chosen[-limit:]])
 
     async def user_trades(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)

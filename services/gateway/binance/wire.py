@@ -14,6 +14,7 @@ from schemas.enums import (
     TriggerSource,
 )
 from services.gateway.ledger import (
+    FORCED,
     AccountUpdate,
     ConditionalUpdate,
     ConditionalView,
@@ -84,16 +85,19 @@ def algo_json(order: ConditionalView) -> dict:
 
 
 def order_json(order: OrderView) -> dict:
+    """An order as Binance's REST answers it; a forced close (liquidation, ADL) is a LIMIT
+    IOC order whose client order id says what it is (``autoclose-...``, ``adl_autoclose``)."""
     market = order.market
+    kind = "LIMIT" if order.kind in FORCED else order.kind
     return {"orderId": order.order_id, "symbol": binance_symbol(market), "status": order.status,
             "clientOrderId": order.client_order_id,
-            "price": market.format_price(order.price if order.kind == "LIMIT" else 0),
+            "price": market.format_price(order.price if kind == "LIMIT" else 0),
             "avgPrice": order.average(),
             "origQty": market.format_size(order.size), "executedQty": market.format_size(order.executed),
-            "cumQuote": money(order.quote), "timeInForce": tif_name(order.tif), "type": order.kind,
+            "cumQuote": money(order.quote), "timeInForce": tif_name(order.tif), "type": kind,
             "reduceOnly": order.reduce_only, "closePosition": False, "side": order.side.name,
             "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "origType": order.kind, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
+            "origType": kind, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_TAKER",
             "goodTillDate": 0, "time": order.time_ms, "updateTime": order.update_ms or order.time_ms}
 
 
