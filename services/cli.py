@@ -118,12 +118,13 @@ class _progress:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the report (default: reports/<scenario>-seed<seed>).")
 @click.option("--list", "list_only", is_flag=True, help="List the bundled scenarios and exit.")
-@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
-              help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
-                   "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
-                   "of the 8-hour rate; Binance: its brackets, 8-hourly funding.")
+@click.option("--venue", "venues", multiple=True, default=["hyperliquid"], show_default=True,
+              type=click.Choice(["hyperliquid", "binance"]),
+              help="Venue profile: its market table and funding rule, as the venue publishes them "
+                   "(docs/margin.md, \"Venue profiles\"). Give it twice (--venue hyperliquid --venue binance) "
+                   "to run the same scenario and seed on both and compare them side by side.")
 def simulate(scenario_name: str, seed: int | None, duration: float | None, report_dir: str | None,
-             list_only: bool, venue: str) -> None:
+             list_only: bool, venues: tuple[str, ...]) -> None:
     """Run a scenario's simulated market in-process and write a report.
 
     Market makers, takers, noise and leveraged traders (isolated and cross) trade against
@@ -142,25 +143,40 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
         scenario = load_scenario(scenario_name)
     except ScenarioError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
-    from services.sim.report import summarize, summary_text, write_report
+    from services.sim.report import (
+        comparison_text,
+        summarize,
+        summary_text,
+        write_report,
+    )
 
     total = int((duration or scenario.duration_s) * 1000 // scenario.tick_ms) + 1
-    with click.progressbar(length=total, label=f"{scenario.name}", file=click.get_text_stream("stderr"),
-                           show_pos=True) as bar:
-        def progress(result, tick, ticks) -> None:
-            bar.update(1)
+    venues = tuple(dict.fromkeys(venues))
+    summaries, problems = [], []
+    for venue in venues:
+        label = scenario.name if len(venues) == 1 else f"{scenario.name} on {venue}"
+        with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"),
+                               show_pos=True) as bar:
+            def progress(result, tick, ticks) -> None:
+                bar.update(1)
 
-        try:
-            result = run(scenario, seed=seed, duration_s=duration, on_tick=progress, venue=venue)
-        except ScenarioError as exc:
-            raise click.ClickException(str(exc)) from None
-    suffix = "" if venue == "hyperliquid" else f"-{venue}"
-    directory = report_dir or f"reports/{scenario.name}-seed{result.seed}{suffix}"
-    paths = write_report(result, directory)
-    click.echo(summary_text(summarize(result)))
-    click.echo(f"\nreport: {paths['report.html']}")
-    if result.problems:
-        raise click.ClickException("invariants were violated: " + "; ".join(result.problems[:3]))
+            try:
+                result = run(scenario, seed=seed, duration_s=duration, on_tick=progress, venue=venue)
+            except ScenarioError as exc:
+                raise click.ClickException(str(exc)) from None
+        suffix = "" if venue == "hyperliquid" else f"-{venue}"
+        directory = report_dir or f"reports/{scenario.name}-seed{result.seed}{suffix}"
+        if report_dir and len(venues) > 1:
+            directory = f"{report_dir}/{venue}"
+        paths = write_report(result, directory)
+        summaries.append(summarize(result))
+        click.echo(summary_text(summaries[-1]))
+        click.echo(f"\nreport: {paths['report.html']}\n")
+        problems += [f"{venue}: {problem}" for problem in result.problems[:3]]
+    if len(venues) > 1:
+        click.echo(comparison_text(summaries))
+    if problems:
+        raise click.ClickException("invariants were violated: " + "; ".join(problems))
 
 
 @main.command()

@@ -83,11 +83,37 @@ def summarize(result: SimulationResult) -> dict:
         "insurance_fund_start": fund[0] / MICRO if fund else 0,
         "insurance_fund_end": fund[-1] / MICRO if fund else 0,
         "funding_payments": len(result.funding_events),
+        # what the paying side paid, over every account (the receivers got it less rounding)
+        "funding_paid": sum(max(0, a.funding_paid) for a in result.exchange.risk.accounts.values()) / MICRO,
         "rejected": result.rejected,
         "pnl_by_kind": {kind: value / MICRO for kind, value in (result.samples[-1].pnl if result.samples else {}).items()},
         "invariants": "hold" if not result.problems else result.problems[:5],
         **({"strategy": result.strategy.report()} if result.strategy is not None else {}),
     }
+
+
+COMPARED = (
+    ("liquidations isolated", lambda s: s["liquidations_by_mode"].get("isolated", 0)),
+    ("liquidations cross", lambda s: s["liquidations_by_mode"].get("cross", 0)),
+    ("backstops", lambda s: sum(v for k, v in s["liquidation_outcomes"].items() if k.endswith("backstop"))),
+    ("ADL", lambda s: sum(v for k, v in s["liquidation_outcomes"].items() if k.endswith("adl"))),
+    ("bad debt", lambda s: f"{s['bad_debt']:,.2f}"),
+    ("insurance fund at the end", lambda s: f"{s['insurance_fund_end']:,.2f}"),
+    ("funding payments", lambda s: s["funding_payments"]),
+    ("funding paid", lambda s: f"{s['funding_paid']:,.2f}"),
+    ("stops fired", lambda s: s["stops"]["fired"]),
+    ("fills", lambda s: f"{s['fills']:,}"),
+    ("invariants", lambda s: s["invariants"] if isinstance(s["invariants"], str) else "VIOLATED"),
+)
+
+
+def comparison_text(summaries: list[dict]) -> str:
+    """Summaries of one scenario and seed on different venue profiles, side by side."""
+    header = ["", *(s["venue"] for s in summaries)]
+    rows = [header] + [[name, *(str(value(s)) for s in summaries)] for name, value in COMPARED]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                               for i, cell in enumerate(row)) for row in rows)
 
 
 def summary_text(summary: dict) -> str:
@@ -104,7 +130,7 @@ def summary_text(summary: dict) -> str:
         ("liquidation outcomes", ", ".join(f"{k} {v}" for k, v in sorted(summary["liquidation_outcomes"].items())) or "none"),
         ("bad debt", f"{summary['bad_debt']:,.2f}"),
         ("insurance fund", f"{summary['insurance_fund_start']:,.2f} -> {summary['insurance_fund_end']:,.2f}"),
-        ("funding payments", str(summary["funding_payments"])),
+        ("funding payments", f"{summary['funding_payments']} ({summary['funding_paid']:,.2f} paid)"),
         ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items())),
         ("rejected orders", ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"),
         ("invariants", summary["invariants"] if isinstance(summary["invariants"], str) else "VIOLATED"),
