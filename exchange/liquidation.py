@@ -11,7 +11,9 @@ The state machine of a bucket, evaluated whenever none of its orders is outstand
 1. flat                         -> done (FULL; what is left stays with the trader)
 2. ``equity ≥ MM``              -> done (RECOVERED; the rest of the position stays)
 3. ``equity < 2/3 · MM``        -> backstop: the insurance fund takes the positions at the
-                                   mark and the collateral; or, when the bucket's deficit
+                                   mark and the collateral (Hyperliquid's liquidator), or at
+                                   the bankruptcy price (``backstop_at_bankruptcy``, Binance's
+                                   insurance fund); or, when the bucket's deficit
                                    exceeds the fund, ADL against the best-ranked opposite
                                    positions at the bankruptcy price
 4. otherwise                    -> a round of reduce-only IOC orders, one per position, at
@@ -111,6 +113,7 @@ class LiquidationEngine:
         partial_notional: int = 100_000 * MICRO,
         partial_ppm: int = 200_000,
         partial_cooldown_ns: int = 30 * 10**9,
+        backstop_at_bankruptcy: bool = False,
     ):
         self.markets = markets
         self.risk = risk
@@ -119,6 +122,7 @@ class LiquidationEngine:
         self.partial_notional = partial_notional
         self.partial_ppm = partial_ppm
         self.partial_cooldown_ns = partial_cooldown_ns
+        self.backstop_at_bankruptcy = backstop_at_bankruptcy
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.partition = partition
@@ -256,7 +260,10 @@ class LiquidationEngine:
         else:
             liquidation.settling = LiquidationStage.BACKSTOP
             for position in state.positions:
-                self._transfer(liquidation.account, self.insurance_account, position, position.mark_price,
+                price = position.mark_price
+                if self.backstop_at_bankruptcy:
+                    price = position.adl_price or position.bankruptcy_price or price
+                self._transfer(liquidation.account, self.insurance_account, position, price,
                                abs(position.signed_size), Liquidity.BACKSTOP, ts, out)
 
     def _deleverage(self, liquidation: BucketLiquidation, position: PositionState, view: RiskView, ts: int,

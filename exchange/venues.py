@@ -5,6 +5,8 @@ A profile chooses:
 - the market table: tick, lot, fees and the maintenance tiers (Hyperliquid derives each
   tier's rate from its max leverage, ``1 / (2 · max leverage)``; Binance publishes its
   brackets with their own rates and maintenance amounts);
+- the backstop: Hyperliquid's liquidator takes a bucket too far under maintenance at the
+  mark (with its collateral); Binance's insurance fund takes it at the bankruptcy price;
 - funding: how often it is paid, and the rate: ``premium + clamp(interest − premium,
   ±clamp)`` for an 8-hour period, of which each payment pays ``interval / 8 h``
   (Hyperliquid: one eighth every hour; Binance: all of it every 8 hours), with the
@@ -21,7 +23,7 @@ freqtrade 2026.9 ships them (``freqtrade/exchange/binance_leverage_tiers.json``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from exchange.markets import Market, default_markets
@@ -64,6 +66,8 @@ class Venue:
     description: str
     funding: FundingRule
     markets: Callable[[], dict[str, Market]]
+    # the liquidation engine's settings (exchange.liquidation.LiquidationEngine)
+    liquidation: dict = field(default_factory=dict)
 
 
 def binance_markets() -> dict[str, Market]:
@@ -98,7 +102,9 @@ VENUES = {
                          FundingRule(HOUR), default_markets),
     "binance": Venue("binance", "Binance USDⓈ-M: published brackets, funding every 8 hours from the time-weighted "
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
-                     FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets),
+                     FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
+                     # "the insurance fund takes over the position at the bankruptcy price"
+                     liquidation={"backstop_at_bankruptcy": True}),
 }
 DEFAULT_VENUE = "hyperliquid"
 

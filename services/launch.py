@@ -109,7 +109,8 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
             spec = risk_service.spec(options.markets, options.insurance_account,
                                      partitions=bus.partitions(RISK_IN))
         else:
-            spec = liquidation_service.spec(options.markets, options.insurance_account)
+            spec = liquidation_service.spec(options.markets, options.insurance_account,
+                                            venue(options.venue).liquidation)
         await ServiceRunner(spec, bus, options.snapshot_interval_s).run(stop)
 
 

@@ -34,9 +34,10 @@ def route(events: list[Message], outbox: Outbox) -> None:
             outbox.to(ACCOUNT_EVENTS, event.account, event)
 
 
-def spec(markets: dict[str, Market], insurance_account: str = "insurance") -> ServiceSpec:
+def spec(markets: dict[str, Market], insurance_account: str = "insurance", settings: dict | None = None) -> ServiceSpec:
+    """``settings``: the venue profile's liquidation settings (``exchange.venues``)."""
     def make(partition: int) -> LiquidationEngine:
         return LiquidationEngine(markets, None, producer=f"liquidation.p{partition}",
-                                 insurance_account=insurance_account, partition=partition)
+                                 insurance_account=insurance_account, partition=partition, **(settings or {}))
 
     return ServiceSpec("liquidation", LIQUIDATION_IN, make, route)

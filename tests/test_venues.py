@@ -161,3 +161,25 @@ def test_hyperliquid_funding_payment_of_a_known_premium_through_risk():
     [payment] = [item for e in events if type(e).__name__ == "MarginSnapshot" and e.account == "long"
                  for item in e.income if item.kind.name == "FUNDING_FEE"]
     assert payment.amount == -118_750_000
+
+
+@pytest.mark.parametrize("profile", ["hyperliquid", "binance"])
+def test_the_backstop_takes_a_position_at_the_mark_or_at_the_bankruptcy_price(profile):
+    # Hyperliquid's liquidator takes a bucket too far under maintenance at the mark, with its
+    # collateral ("Trading / Liquidations"); Binance's insurance fund takes it at the
+    # bankruptcy price ("Liquidation Protocols"). Either way the trader loses its margin, no more.
+    rules = venue(profile)
+    ex = CoreExchange(rules.markets(), **rules.liquidation)
+    ex.deposit("insurance", "1000000")
+    ex.deposit("maker", "1000000")
+    ex.deposit("trader", "1000.75")  # the 0.75 opening fee leaves 1,000
+    ex.mark("SOL-PERP", "150")
+    ex.set_mode("trader", "SOL-PERP", MarginMode.ISOLATED)
+    ex.set_leverage("trader", "SOL-PERP", 5)
+    ex.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+    ex.place("trader", "SOL-PERP", Side.BUY, "10", None, tif=TimeInForce.IOC)  # 300 of margin
+    events = ex.mark("SOL-PERP", "110")  # a gap past the bankruptcy price, 150 − 300/10 = 120
+    [backstop] = [e for e in events if type(e).__name__ == "Fill" and e.liquidity.name == "BACKSTOP"]
+    assert backstop.price == (11_000 if profile == "hyperliquid" else 12_000)
+    assert ex.risk.accounts["trader"].balance == 700_000_000  # 1,000 − the 300 of margin
+    check(ex.risk, ex.matching.values())
