@@ -30,6 +30,7 @@ import csv
 import math
 import random
 import re
+from collections import deque
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -310,14 +311,48 @@ class FundingCalculator:
         return rate
 
 
+class BinanceMarkCalculator(MarkCalculator):
+    """Binance's mark price ("Mark Price and Price Index"): the median of
+    Price 1 = index · (1 + last funding rate · time to the next funding / funding interval),
+    Price 2 = index + the 5-minute moving average of (mid − index), and the last trade
+    price; clamped to the band around the index like Hyperliquid's."""
+
+    def __init__(self, window_s: float = 300.0, band: float = MARK_BAND):
+        super().__init__(0.0, band)
+        self.window_ns = int(window_s * SECOND)
+        self._samples: deque[tuple[int, float]] = deque()
+        self._sum = 0.0
+        self.funding_rate = 0.0  # the last funding rate paid, per interval
+        self.until_funding = 0.0  # the part of the interval left until the next payment
+
+    def mark(self, index: float, ts: int) -> float:
+        samples = self._samples
+        if self.bid and self.ask:
+            sample = (self.bid + self.ask) / 2 - index
+            samples.append((ts, sample))
+            self._sum += sample
+        while samples and samples[0][0] <= ts - self.window_ns:
+            self._sum -= samples.popleft()[1]
+        components = [index * (1 + self.funding_rate * self.until_funding)]
+        if samples:
+            components.append(index + self._sum / len(samples))
+        if self.last:
+            components.append(self.last)
+        return min(index * (1 + self.band), max(index * (1 - self.band), _median(components)))
+
+
+MARK_RULES = ("hyperliquid", "binance")
+
+
 class Oracle:
     """Index, mark and funding for a set of markets; ``tick(ts)`` returns the events."""
 
     def __init__(self, markets: dict[str, Market], sources: dict[str, IndexSource], producer: str = "oracle",
                  funding_interval_s: float | None = None, basis_tau_s: float = 150.0,
-                 funding: FundingRule | None = None):
+                 funding: FundingRule | None = None, mark_rule: str = "hyperliquid"):
         """``funding``: the venue's rule (Hyperliquid's by default); ``funding_interval_s``
-        (a scenario's) pays more often, each payment the same share of the period's rate."""
+        (a scenario's) pays more often, each payment the same share of the period's rate;
+        ``mark_rule``: "hyperliquid" (``MarkCalculator``) or "binance" (``BinanceMarkCalculator``)."""
         unknown = set(sources) - set(markets)
         if unknown:
             raise OracleError(f"price sources for unknown markets: {', '.join(sorted(unknown))}")
@@ -325,7 +360,10 @@ class Oracle:
         self.sources = sources
         self.producer = producer
         self.seq = 0
-        self.marks = {symbol: MarkCalculator(basis_tau_s) for symbol in sources}
+        if mark_rule not in MARK_RULES:
+            raise OracleError(f"unknown mark rule {mark_rule!r}; rules: {', '.join(MARK_RULES)}")
+        self.marks = {symbol: BinanceMarkCalculator() if mark_rule == "binance" else MarkCalculator(basis_tau_s)
+                      for symbol in sources}
         rule = funding or VENUES[DEFAULT_VENUE].funding
         if funding_interval_s is not None:
             if funding_interval_s <= 0:
@@ -351,11 +389,17 @@ class Oracle:
         out: list[Message] = []
         for symbol in sorted(self.sources):
             index = self.index_ticks(symbol, ts)
-            mark = self.marks[symbol].mark(index, ts)
+            calculator = self.marks[symbol]
+            if isinstance(calculator, BinanceMarkCalculator):
+                funding = self.funding[symbol]
+                calculator.until_funding = 1 - (ts % funding.interval_ns) / funding.interval_ns
+            mark = calculator.mark(index, ts)
             index_ticks, mark_ticks = max(1, round(index)), max(1, round(mark))
             self.seq += 1
             out.append(MarkPrice(self.producer, self.seq, symbol, index_ticks, mark_ticks, ts))
             rate = self.funding[symbol].sample(mark, index, ts)
+            if rate is not None and isinstance(calculator, BinanceMarkCalculator):
+                calculator.funding_rate = rate
             if rate is not None:
                 self.seq += 1
                 out.append(Funding(self.producer, self.seq, symbol, round(rate * 1e9), index_ticks, ts))

@@ -127,7 +127,8 @@ def _run(ex: CoreExchange, makers: list[MarketMaker], seconds: float, result: Sc
 
 def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: str = "1000000",
            profile: Venue | None = None) -> CoreExchange:
-    ex = CoreExchange(markets, oracle=Oracle(markets, sources, funding=profile.funding if profile else None),
+    ex = CoreExchange(markets, oracle=Oracle(markets, sources, funding=profile.funding if profile else None,
+                                             mark_rule=profile.mark if profile else "hyperliquid"),
                       **(profile.liquidation if profile else {}))
     ex.deposit("insurance", fund)
     ex.deposit("maker", "100000000")

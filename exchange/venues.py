@@ -7,6 +7,9 @@ A profile chooses:
   brackets with their own rates and maintenance amounts);
 - the backstop: Hyperliquid's liquidator takes a bucket too far under maintenance at the
   mark (with its collateral); Binance's insurance fund takes it at the bankruptcy price;
+- the mark price: Hyperliquid's median of the index, index + basis EMA and the book;
+  Binance's median of the index moved by the last funding rate, index + 5-minute basis
+  average, and the last trade;
 - funding: how often it is paid, and the rate: ``premium + clamp(interest − premium,
   ±clamp)`` for an 8-hour period, of which each payment pays ``interval / 8 h``
   (Hyperliquid: one eighth every hour; Binance: all of it every 8 hours), with the
@@ -68,6 +71,7 @@ class Venue:
     markets: Callable[[], dict[str, Market]]
     # the liquidation engine's settings (exchange.liquidation.LiquidationEngine)
     liquidation: dict = field(default_factory=dict)
+    mark: str = "hyperliquid"  # the oracle's mark price rule (exchange.oracle.MARK_RULES)
 
 
 def binance_markets() -> dict[str, Market]:
@@ -104,7 +108,7 @@ VENUES = {
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
                      FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
                      # "the insurance fund takes over the position at the bankruptcy price"
-                     liquidation={"backstop_at_bankruptcy": True}),
+                     liquidation={"backstop_at_bankruptcy": True}, mark="binance"),
 }
 DEFAULT_VENUE = "hyperliquid"
 

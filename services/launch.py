@@ -97,10 +97,11 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
             sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
             service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
                                     funding_interval_s=scenario.funding_interval_s,
-                                    funding=venue(options.venue).funding)
+                                    funding=venue(options.venue).funding, mark_rule=venue(options.venue).mark)
         else:
             sources = parse_sources(options.markets, **options.oracle_args)
-            service = OracleService(bus, options.markets, sources, funding=venue(options.venue).funding)
+            service = OracleService(bus, options.markets, sources, funding=venue(options.venue).funding,
+                                    mark_rule=venue(options.venue).mark)
         await service.run(stop)
     else:
         if name == "matching":

@@ -83,12 +83,13 @@ def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shoc
 
 class OracleService:
     def __init__(self, bus: Bus, markets: dict[str, Market], sources: dict[str, IndexSource],
-                 tick_s: float = 0.25, funding_interval_s: float | None = None, funding: FundingRule | None = None):
+                 tick_s: float = 0.25, funding_interval_s: float | None = None, funding: FundingRule | None = None,
+                 mark_rule: str = "hyperliquid"):
         """``funding``: the venue's rule (``exchange.venues``); ``funding_interval_s``: a
         scenario's shorter interval (each payment the same share of the period's rate)."""
         self.bus = bus
         self.oracle = Oracle(markets, sources, producer="oracle", funding_interval_s=funding_interval_s,
-                             funding=funding)
+                             funding=funding, mark_rule=mark_rule)
         self.oracle.seq = time.time_ns()
         self.tick_s = tick_s
         self.epoch: int | None = None

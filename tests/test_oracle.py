@@ -11,6 +11,7 @@ from exchange.core import CoreExchange
 from exchange.markets import default_markets
 from exchange.oracle import (
     SECOND,
+    BinanceMarkCalculator,
     CsvReplay,
     FundingCalculator,
     MarkCalculator,
@@ -188,3 +189,20 @@ def test_funding_through_risk_is_zero_sum_up_to_rounding():
     assert len(funding) == 1 and funding[0].rate_ppb != 0
     kept = ex.risk.funding_net - before
     assert 0 <= kept <= 4  # the exchange keeps at most one micro unit per position
+
+
+def test_binance_mark_is_the_median_of_funding_basis_moving_basis_and_last():
+    # Binance, "Mark Price and Price Index": median(index · (1 + last funding rate · time to
+    # the next funding / interval), index + 5-minute average of (mid − index), last price)
+    calculator = BinanceMarkCalculator()
+    calculator.funding_rate, calculator.until_funding = 0.0001, 0.5  # Price 1 = 10,000 · 1.00005 = 10,000.5
+    calculator.observe_book(10_010, 10_030)  # mid − index = 20
+    calculator.observe_trade(10_012)
+    assert calculator.mark(10_000.0, 0) == 10_012  # median(10,000.5, 10,020, 10,012)
+    calculator.observe_book(9_990, 10_010)  # mid − index = 0 now; the 5-minute average moves slowly
+    assert calculator.mark(10_000.0, 60 * SECOND) == 10_010  # median(10,000.5, 10,010, 10,012)
+    calculator.observe_trade(10_050)
+    assert calculator.mark(10_000.0, 400 * SECOND) == pytest.approx(10_000.5)  # the old samples left: 10,000
+    calculator.observe_trade(10_050)
+    calculator.funding_rate = 0.01
+    assert calculator.mark(10_000.0, 401 * SECOND) == pytest.approx(10_050)  # median(10,050, 10,000, 10,050)
