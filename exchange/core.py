@@ -96,13 +96,13 @@ class CoreExchange:
 
     def __init__(self, markets: dict[str, Market] | None = None, insurance_account: str = "insurance",
                  liquidation_fee_ppm: int = 0, liquidation: bool = True, oracle: Oracle | None = None,
-                 **liquidation_settings: Any):
+                 risk_settings: dict | None = None, **liquidation_settings: Any):
         """``liquidation=False`` leaves triggered buckets alone (to test risk by itself);
         with an ``oracle``, ``advance(ts)`` publishes its marks and funding."""
         self.oracle = oracle
         self.markets = markets or default_markets()
         self.risk = RiskEngine(self.markets, insurance_account=insurance_account,
-                               liquidation_fee_ppm=liquidation_fee_ppm)
+                               liquidation_fee_ppm=liquidation_fee_ppm, **(risk_settings or {}))
         self.matching = {symbol: MatchingEngine(market) for symbol, market in self.markets.items()}
         self.liquidation = (LiquidationEngine(self.markets, self.risk, insurance_account=insurance_account,
                                               **liquidation_settings) if liquidation else None)

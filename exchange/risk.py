@@ -137,9 +137,12 @@ class RiskEngine:
 
     def __init__(self, markets: dict[str, Market], producer: str = "risk.0", partition: int = 0,
                  insurance_account: str = "insurance", liquidation_fee_ppm: int = 0,
-                 defer_snapshots: bool = False, holds_fund: bool = True):
+                 defer_snapshots: bool = False, holds_fund: bool = True, adl_ranking: str = "hyperliquid"):
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
+        if adl_ranking not in ("hyperliquid", "binance"):
+            raise ValueError(f"adl_ranking is hyperliquid or binance, got {adl_ranking!r}")
+        self.adl_ranking = adl_ranking
         self.markets = markets
         self.producer = producer
         self.partition = partition
@@ -909,9 +912,12 @@ class RiskEngine:
 
     def adl_candidates(self, market: str, side: int) -> list[tuple[str, int]]:
         """Positions on ``side`` (+1 long, −1 short) of ``market`` that ADL may close, best
-        ranked first: by ``pnl_factor · notional / bucket equity`` (``P / entry`` for longs,
-        ``entry / P`` for shorts), then larger notional, then account id. Buckets with no
-        equity or in liquidation, and the insurance fund, are not candidates."""
+        ranked first, then larger notional, then account id. Hyperliquid's ranking (the
+        default): ``pnl_factor · notional / bucket equity`` (``P / entry`` for longs,
+        ``entry / P`` for shorts); Binance's ("What is Auto-Deleveraging"): ``PnL% ·
+        effective leverage`` in profit, ``PnL% / effective leverage`` in loss, with the
+        effective leverage ``notional / bucket equity``. Buckets with no equity or in
+        liquidation, and the insurance fund, are not candidates."""
         ranked = []
         for account_id in self._holders.get(market, ()):
             account = self.accounts[account_id]
@@ -929,8 +935,14 @@ class RiskEngine:
                 continue
             notional = position.notional(price)
             entry_notional = position.entry_value
-            factor = Fraction(notional, entry_notional) if side > 0 else Fraction(entry_notional, notional)
-            ranked.append((-(factor * notional / equity), -notional, account_id, abs(position.size)))
+            leverage = Fraction(notional, equity)
+            if self.adl_ranking == "binance":
+                pnl = Fraction(side * (notional - entry_notional), entry_notional)
+                score = pnl * leverage if pnl > 0 else pnl / leverage
+            else:
+                factor = Fraction(notional, entry_notional) if side > 0 else Fraction(entry_notional, notional)
+                score = factor * leverage
+            ranked.append((-score, -notional, account_id, abs(position.size)))
         ranked.sort()
         return [(account_id, size) for _, _, account_id, size in ranked]
 

@@ -129,7 +129,7 @@ def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: st
            profile: Venue | None = None) -> CoreExchange:
     ex = CoreExchange(markets, oracle=Oracle(markets, sources, funding=profile.funding if profile else None,
                                              mark_rule=profile.mark if profile else "hyperliquid"),
-                      **(profile.liquidation if profile else {}))
+                      risk_settings=profile.risk if profile else None, **(profile.liquidation if profile else {}))
     ex.deposit("insurance", fund)
     ex.deposit("maker", "100000000")
     ex.advance(0)

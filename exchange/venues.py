@@ -10,6 +10,8 @@ A profile chooses:
 - the mark price: Hyperliquid's median of the index, index + basis EMA and the book;
   Binance's median of the index moved by the last funding rate, index + 5-minute basis
   average, and the last trade;
+- the ADL ranking: Hyperliquid's (PnL factor × leverage) or Binance's (PnL% × effective
+  leverage in profit, PnL% / effective leverage in loss);
 - funding: how often it is paid, and the rate: ``premium + clamp(interest − premium,
   ±clamp)`` for an 8-hour period, of which each payment pays ``interval / 8 h``
   (Hyperliquid: one eighth every hour; Binance: all of it every 8 hours), with the
@@ -72,6 +74,7 @@ class Venue:
     # the liquidation engine's settings (exchange.liquidation.LiquidationEngine)
     liquidation: dict = field(default_factory=dict)
     mark: str = "hyperliquid"  # the oracle's mark price rule (exchange.oracle.MARK_RULES)
+    risk: dict = field(default_factory=dict)  # the risk engine's settings (its ADL ranking)
 
 
 def binance_markets() -> dict[str, Market]:
@@ -108,7 +111,8 @@ VENUES = {
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
                      FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
                      # "the insurance fund takes over the position at the bankruptcy price"
-                     liquidation={"backstop_at_bankruptcy": True}, mark="binance"),
+                     liquidation={"backstop_at_bankruptcy": True}, mark="binance",
+                     risk={"adl_ranking": "binance"}),
 }
 DEFAULT_VENUE = "hyperliquid"
 

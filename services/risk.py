@@ -43,13 +43,13 @@ def route(events: list[Message], outbox: Outbox) -> None:
 
 
 def spec(markets: dict[str, Market], insurance_account: str = "insurance", liquidation_fee_ppm: int = 0,
-         partitions: int = 1) -> ServiceSpec:
+         partitions: int = 1, settings: dict | None = None) -> ServiceSpec:
     """``partitions``: of ``risk.in``, to know which partition holds the insurance fund."""
     fund_partition = partition_for(insurance_account, partitions)
 
     def make(partition: int) -> RiskEngine:
         return RiskEngine(markets, producer=f"risk.p{partition}", partition=partition,
                           insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm,
-                          defer_snapshots=True, holds_fund=partition == fund_partition)
+                          defer_snapshots=True, holds_fund=partition == fund_partition, **(settings or {}))
 
     return ServiceSpec("risk", RISK_IN, make, route)

@@ -183,3 +183,24 @@ def test_the_backstop_takes_a_position_at_the_mark_or_at_the_bankruptcy_price(pr
     assert backstop.price == (11_000 if profile == "hyperliquid" else 12_000)
     assert ex.risk.accounts["trader"].balance == 700_000_000  # 1,000 − the 300 of margin
     check(ex.risk, ex.matching.values())
+
+
+@pytest.mark.parametrize("profile,first", [("hyperliquid", "steady"), ("binance", "doubled")])
+def test_adl_ranks_by_the_venues_formula(profile, first):
+    # "doubled": long 1 from 55 at 1x; at 110 its PnL is 100% at an effective leverage of 1
+    # (notional 110 over equity 55 + 55). "steady": long 1 from 100 at 10x; at 110, 10% at
+    # 110 / (10 + 10) = 5.5. Hyperliquid ranks by (P / entry) · leverage: 2 against 6.05,
+    # the steady one first; Binance by PnL% · effective leverage ("What is Auto-Deleveraging
+    # (ADL)?"): 1.0 against 0.55, the doubled one first.
+    market = Market("X-PERP", "1", "1", 20, maker_fee_ppm=0, taker_fee_ppm=0)
+    ex = CoreExchange({"X-PERP": market}, risk_settings=venue(profile).risk)
+    for account, amount in (("maker", "100000"), ("doubled", "1000"), ("steady", "1000")):
+        ex.deposit(account, amount)
+    for account, price, leverage in (("doubled", "55", 1), ("steady", "100", 10)):
+        ex.mark("X-PERP", price)
+        ex.set_mode(account, "X-PERP", MarginMode.ISOLATED)
+        ex.set_leverage(account, "X-PERP", leverage)
+        ex.place("maker", "X-PERP", Side.SELL, "1", price)
+        ex.place(account, "X-PERP", Side.BUY, "1", price, tif=TimeInForce.IOC)
+    ex.mark("X-PERP", "110")
+    assert [account for account, _ in ex.risk.adl_candidates("X-PERP", 1)][0] == first
