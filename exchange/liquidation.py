@@ -20,7 +20,10 @@ The state machine of a bucket, evaluated whenever none of its orders is outstand
                                    most at the bankruptcy price (never worse): 20% of the
                                    position when its notional is above ``partial_notional``
                                    and the account had no partial in the last
-                                   ``partial_cooldown_ns``, else all of it. A round that
+                                   ``partial_cooldown_ns``, else all of it (Hyperliquid); or,
+                                   ``partial_by_bracket`` (Binance), what takes a position
+                                   from its tier to the one below, for tiers above the
+                                   second, else all of it. A round that
                                    filled nothing (no liquidity) waits for the next state.
 On the first trigger the bucket's resting orders are cancelled first. A backstop or ADL
 ends (its outcome is sent) only when risk reports the bucket flat, so that the outcome,
@@ -114,7 +117,11 @@ class LiquidationEngine:
         partial_ppm: int = 200_000,
         partial_cooldown_ns: int = 30 * 10**9,
         backstop_at_bankruptcy: bool = False,
+        partial_by_bracket: bool = False,
     ):
+        """``partial_by_bracket`` (Binance's incremental liquidation): a position above the
+        second maintenance tier is reduced, a round at a time, to just below its tier's
+        floor, instead of by ``partial_ppm`` of it."""
         self.markets = markets
         self.risk = risk
         self.producer = producer
@@ -123,6 +130,7 @@ class LiquidationEngine:
         self.partial_ppm = partial_ppm
         self.partial_cooldown_ns = partial_cooldown_ns
         self.backstop_at_bankruptcy = backstop_at_bankruptcy
+        self.partial_by_bracket = partial_by_bracket
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.partition = partition
@@ -229,7 +237,15 @@ class LiquidationEngine:
             notional = size * position.mark_price * market.value_per_tick_lot
             last = self.last_partial.get(liquidation.account)
             quantity = size
-            if notional > self.partial_notional and (last is None or ts - last >= self.partial_cooldown_ns):
+            if self.partial_by_bracket:
+                tiers = market.tiers
+                tier = market.tier(notional)
+                step = tiers.index(tier)
+                if step >= 2:  # down to just below this tier's floor; the first two close at once
+                    keep = (tier.floor - 1) // (position.mark_price * market.value_per_tick_lot)
+                    quantity = min(size, max(market.min_size, size - keep))
+                    partial = quantity < size
+            elif notional > self.partial_notional and (last is None or ts - last >= self.partial_cooldown_ns):
                 quantity = max(market.min_size, -(-size * self.partial_ppm // PPM))
                 quantity = min(quantity, size)
                 partial = True

@@ -10,6 +10,8 @@ A profile chooses:
 - the mark price: Hyperliquid's median of the index, index + basis EMA and the book;
   Binance's median of the index moved by the last funding rate, index + 5-minute basis
   average, and the last trade;
+- partial liquidation: Hyperliquid's 20% of a large position per round; Binance's step
+  down from the position's bracket to the one below;
 - the ADL ranking: Hyperliquid's (PnL factor × leverage) or Binance's (PnL% × effective
   leverage in profit, PnL% / effective leverage in loss);
 - funding: how often it is paid, and the rate: ``premium + clamp(interest − premium,
@@ -111,7 +113,7 @@ VENUES = {
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
                      FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
                      # "the insurance fund takes over the position at the bankruptcy price"
-                     liquidation={"backstop_at_bankruptcy": True}, mark="binance",
+                     liquidation={"backstop_at_bankruptcy": True, "partial_by_bracket": True}, mark="binance",
                      risk={"adl_ranking": "binance"}),
 }
 DEFAULT_VENUE = "hyperliquid"

@@ -204,3 +204,32 @@ def test_adl_ranks_by_the_venues_formula(profile, first):
         ex.place(account, "X-PERP", Side.BUY, "1", price, tif=TimeInForce.IOC)
     ex.mark("X-PERP", "110")
     assert [account for account, _ in ex.risk.adl_candidates("X-PERP", 1)][0] == first
+
+
+def test_binance_liquidates_a_large_position_a_bracket_at_a_time():
+    # Binance, "Liquidation Protocols": a position in a higher bracket is first reduced to
+    # the bracket below. 20 BTC long at 50,000 (1,000,000: the 800,000 to 3,000,000
+    # bracket, 0.65% less 1,500), a wallet of 20,000 at 50x, cross; at a mark of 49,200
+    # equity 4,000 is under MM 4,896 but above 2/3 of it: a liquidation order, not the backstop.
+    rules = venue("binance")
+    ex = CoreExchange(rules.markets(), **rules.liquidation, risk_settings=rules.risk)
+    ex.deposit("insurance", "1000000")
+    ex.deposit("maker", "100000000")
+    ex.deposit("whale", "20500")  # 500 of taker fee on 1,000,000 leaves 20,000
+    ex.mark("BTC-PERP", "50000")
+    ex.set_leverage("whale", "BTC-PERP", 50)
+    ex.place("maker", "BTC-PERP", Side.SELL, "20", "50000")
+    ex.place("whale", "BTC-PERP", Side.BUY, "20", "50000", tif=TimeInForce.IOC)
+    ex.mark("BTC-PERP", "49300")
+    ex.place("maker", "BTC-PERP", Side.BUY, "30", "49150")
+    events = ex.mark("BTC-PERP", "49200")
+    orders = [e for e in events if type(e).__name__ == "NewOrder" and e.producer.startswith("liquidation")]
+    # just under the bracket's floor of 800,000 at 49,200: 16.260 BTC (799,992) stay
+    kept = (800_000 * 1_000_000 - 1) // (49_200 * 1_000_000 // 1_000)
+    assert kept == 16_260 and orders[0].size == 20_000 - kept
+    stages = [e.stage.name for e in events if type(e).__name__ == "LiquidationOutcome"]
+    assert stages[:2] == ["TRIGGERED", "PARTIAL"]
+    position = ex.risk.accounts["whale"].positions["BTC-PERP"]
+    assert position.size == kept  # in the lower bracket, healthy again at 0.5% less 300
+    assert "RECOVERED" in stages
+    check(ex.risk, ex.matching.values())
