@@ -28,6 +28,22 @@ FAQ_BTCUSDT = [(0, 125, "0.004", 0), (50_000, 100, "0.005", 50), (250_000, 50, "
                (300_000_000, 1, "0.5", 100_016_300)]
 
 
+FAQ_ETHUSDT = [(0, 100, "0.005", 0), (10_000, 75, "0.0065", 15), (100_000, 50, "0.01", 365),
+               (500_000, 25, "0.02", 5_365), (1_000_000, 10, "0.05", 35_365), (2_000_000, 5, "0.1", 135_365),
+               (5_000_000, 4, "0.125", 260_365), (10_000_000, 3, "0.15", 510_365), (20_000_000, 2, "0.25", 2_510_365)]
+
+
+def test_binance_faq_two_position_cross_example_maintenance_margins():
+    # The FAQ's two-position cross example: "Maintenance Margin of ETHUSDT = 356,512.508
+    # (4918775.081 * 10.00% - 135365)" and "Maintenance Margin of BTCUSDT = 71200.81144
+    # (3500032.458 * 2.50% - 16300)", with the brackets of that page
+    eth = Market("ETH-PERP", "0.01", "0.001", 100, tiers=FAQ_ETHUSDT)
+    btc = Market("BTC-PERP", "0.1", "0.001", 125, tiers=FAQ_BTCUSDT)
+    assert eth.maintenance_margin(4_918_775_081_000) == 356_512_508_100  # 356,512.508 to its 3 places
+    # 71,200.81145 exactly; the FAQ prints 71200.81144 (its 5th place, a float's): equal to 4 places
+    assert btc.maintenance_margin(3_500_032_458_000) == 71_200_811_450
+
+
 def test_binance_faq_brackets_load_and_give_the_faqs_rate_and_amount():
     btc = Market("BTC-PERP", "0.1", "0.001", 125, tiers=FAQ_BTCUSDT)
     # "if the position size ... is 264,000 USDT, then the maintenance margin rate would be 1%"
