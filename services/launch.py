@@ -217,7 +217,7 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
             stats = await market.run(duration_s or scenario.duration_s, stop, on_second=dashboard.update)
         watcher.cancel()
         directory = participants.report_dir or Path("reports") / f"live-{scenario.name}-seed{market.seed}"
-        paths = write_live_report(market, stats, directory)
+        paths = write_live_report(market, stats, directory, venue=options.venue)
         print(paths["summary.txt"].read_text())
         print(f"report: {paths['report.html']}")
         return 0 if all(child.poll() is None for child in children.values()) else 1

@@ -235,7 +235,7 @@ def write_report(result: SimulationResult, directory: str | Path) -> dict[str, P
     return paths
 
 
-def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
+def write_live_report(market, stats, directory: str | Path, venue: str = "hyperliquid") -> dict[str, Path]:
     """The report of a live run (`perpsim up`): what the participants' clients saw."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ def write_live_report(market, stats, directory: str | Path) -> dict[str, Path]:
         modes[mode.lower()] = modes.get(mode.lower(), 0) + 1
     fund = market.view.snapshots.get("insurance")
     summary = {
-        "scenario": market.scenario.name, "seed": market.seed, "seconds": round(elapsed, 1),
+        "scenario": market.scenario.name, "venue": venue, "seed": market.seed, "seconds": round(elapsed, 1),
         "run": "interrupted (partial report)" if stats.interrupted else "complete",
         "orders": stats.orders, "orders_per_second": round(stats.orders / elapsed, 1) if elapsed else 0,
         "fills": stats.fills, "fills_per_second": round(stats.fills / elapsed, 1) if elapsed else 0,
