@@ -271,6 +271,8 @@ def _cluster_options(function):
         click.option("--gateway-host", default="127.0.0.1", show_default=True, help="gateway: address to listen on."),
         click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
                      help="gateway: HTTP port of the Binance-compatible API."),
+        click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
+                     help="gateway: HTTP port of the Hyperliquid-compatible API (POST /info)."),
         click.option("--log-level", default="INFO", show_default=True,
                      type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
     ]
@@ -324,7 +326,8 @@ def _options(params: dict):  # -> services.launch.Options
         oracle_args["seed"] = params["oracle_seed"]
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
                    oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"],
-                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"], venue=params["venue"])
+                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"], venue=params["venue"],
+                   hyperliquid_port=params["hyperliquid_port"])
 
 
 def _run_guarded(action) -> int:

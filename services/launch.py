@@ -55,6 +55,7 @@ class Options:
     scenario: str | None = None  # the oracle follows this scenario's prices; `up` runs its participants
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    hyperliquid_port: int = 8081  # the gateway's Hyperliquid dialect (services/gateway/hyperliquid)
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
 
@@ -119,27 +120,29 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
     from aiohttp import web
 
     from services.gateway.binance.app import Gateway
+    from services.gateway.hyperliquid.info import application as hyperliquid_application
     from services.gateway.keys import KeyStore
 
     keys = KeyStore(bus)
     await keys.start(options.settings.connect_timeout_s)
     gateway = Gateway(bus, options.markets, keys)
     await gateway.start()
-    runner = web.AppRunner(gateway.application(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, options.gateway_host, options.gateway_port)
+    runners = [web.AppRunner(gateway.application(), access_log=None),
+               web.AppRunner(hyperliquid_application(gateway), access_log=None)]
     try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        await gateway.stop()
-        await keys.stop()
-        raise BusError(f"the gateway cannot listen on {options.gateway_host}:{options.gateway_port}: {exc}") from None
-    log.info("service=gateway listening on http://%s:%d", options.gateway_host, site.port)  # also when 0 asked for any
-    try:
+        for runner, port, dialect in zip(runners, (options.gateway_port, options.hyperliquid_port),
+                                         ("Binance USD-M", "Hyperliquid")):
+            await runner.setup()
+            site = web.TCPSite(runner, options.gateway_host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise BusError(f"the gateway cannot listen on {options.gateway_host}:{port}: {exc}") from None
+            log.info("service=gateway listening on http://%s:%d (%s)", options.gateway_host, port, dialect)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         await gateway.stop()
         await keys.stop()
 
@@ -275,13 +278,21 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
         elif not _port_free(options.gateway_host, gateway_port):
             gateway_port = free_port(options.gateway_host)
             log.warning("port %d is in use; the gateway listens on %d instead", options.gateway_port, gateway_port)
-        log.info("gateway: http://%s:%d (Binance USD-M API); broker: %s", options.gateway_host, gateway_port,
-                 settings.bootstrap)
+        hyperliquid_port = options.hyperliquid_port
+        if hyperliquid_port == 0 or hyperliquid_port == gateway_port \
+                or not _port_free(options.gateway_host, hyperliquid_port):
+            chosen = free_port(options.gateway_host)
+            if hyperliquid_port:
+                log.warning("port %d is in use; the Hyperliquid API listens on %d instead", hyperliquid_port, chosen)
+            hyperliquid_port = chosen
+        log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API, /info); broker: %s",
+                 options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
         for name in SERVICES:
             if stop.is_set():
                 return 0
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
-                       *options.forward, "--gateway-port", str(gateway_port)]
+                       *options.forward, "--gateway-port", str(gateway_port),
+                       "--hyperliquid-port", str(hyperliquid_port)]
             children[name] = spawn(command)
             log.info("started %s (pid %d)", name, children[name].pid)
         if on_ready is not None:

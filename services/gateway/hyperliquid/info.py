@@ -1,0 +1,333 @@
+"""Hyperliquid's ``POST /info``: the read side of its API, with its field names and number
+formats, over the gateway's projection (market data) and ledger (accounts).
+
+Markets are named by coin: perpsim's ``BTC-PERP`` is ``BTC``, quoted in USDC, asset
+``0, 1, ...`` in the order of ``meta``'s universe (perpsim's market order). Accounts are
+addresses: a perpsim account id such as ``0x5e9e...`` (lower case) is that wallet's
+account. Numbers are decimal strings, as Hyperliquid sends them; times are milliseconds.
+
+Served: ``meta``, ``metaAndAssetCtxs``, ``spotMeta``, ``spotMetaAndAssetCtxs`` (no spot
+markets), ``perpDexs``, ``exchangeStatus``, ``allMids``, ``l2Book``,
+``clearinghouseState``, ``openOrders``, ``frontendOpenOrders``, ``orderStatus``,
+``userFills``, ``userFillsByTime``, ``historicalOrders``, ``fundingHistory``,
+``userFunding``, ``candleSnapshot``, ``userFees``, ``userAbstraction``. Any other type is
+answered as Hyperliquid answers a body it cannot read: HTTP 422, "Failed to deserialize
+the JSON body into the target type". Orders and the WebSocket come next (issue 15).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from exchange.markets import Market
+from schemas.enums import IncomeKind, MarginMode, Side
+from services.gateway.ledger import LIVE, entry_price, money
+from services.gateway.projection import aggregate
+
+UNREADABLE = "Failed to deserialize the JSON body into the target type"
+INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+                "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
+                "3d": 259_200_000, "1w": 604_800_000}
+
+
+def coin(market: Market) -> str:
+    return market.base
+
+
+def _number(text: str) -> str:
+    """A decimal string without trailing zeros ("150.50" -> "150.5", "3.0" -> "3.0")."""
+    value = Decimal(text).normalize()
+    out = format(value, "f")
+    return out if "." in out else out + ".0"
+
+
+def usd(micro: int) -> str:
+    return money(micro)
+
+
+def application(gateway: Any) -> web.Application:
+    """Hyperliquid's dialect over a running gateway's projection and ledger (``gateway``
+    has ``markets``, ``projection`` and ``ledger``), on a port of its own: its paths
+    (``/info``, ``/exchange``, ``/ws``) are not Binance's."""
+    app = web.Application()
+    app.add_routes(HyperliquidInfo(gateway).routes())
+    return app
+
+
+class Unreadable(Exception):
+    """A body Hyperliquid would not deserialize."""
+
+
+class HyperliquidInfo:
+    """``POST /info`` of a ``Gateway`` (its projection and ledger)."""
+
+    def __init__(self, gateway: Any):
+        self.gateway = gateway
+        self.markets = gateway.markets
+        self.by_coin = {coin(market): market for market in self.markets.values()}
+
+    def routes(self) -> list:
+        return [web.post("/info", self.info)]
+
+    async def info(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text() or "null")
+            if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+                raise Unreadable
+            handler = getattr(self, "_" + body["type"], None)
+            if handler is None:
+                raise Unreadable
+            return web.json_response(handler(body))
+        except (Unreadable, ValueError, KeyError, TypeError):
+            return web.Response(status=422, text=UNREADABLE)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _market(self, name: Any) -> Market:
+        market = self.by_coin.get(name) if isinstance(name, str) else None
+        if market is None:
+            raise Unreadable
+        return market
+
+    def _user(self, body: dict) -> str:
+        user = body.get("user")
+        if not isinstance(user, str) or not user.startswith("0x"):
+            raise Unreadable
+        return user.lower()
+
+    def _size_decimals(self, market: Market) -> int:
+        return max(0, -market.lot_size.normalize().as_tuple().exponent)
+
+    def _price(self, market: Market, ticks: int) -> str:
+        return _number(market.format_price(ticks))
+
+    def _size(self, market: Market, lots: int) -> str:
+        return _number(market.format_size(lots))
+
+    # --------------------------------------------------------------- market data
+
+    def _universe(self) -> list[dict]:
+        return [{"name": coin(m), "szDecimals": self._size_decimals(m), "maxLeverage": m.max_leverage,
+                 "marginTableId": index, "onlyIsolated": False, "isDelisted": False}
+                for index, m in enumerate(self.markets.values())]
+
+    def _margin_tables(self) -> list:
+        return [[index, {"description": f"{coin(m)} tiers",
+                         "marginTiers": [{"lowerBound": str(t.floor // 1_000_000), "maxLeverage": t.max_leverage}
+                                         for t in m.tiers]}]
+                for index, m in enumerate(self.markets.values())]
+
+    def _meta(self, body: dict) -> dict:
+        return {"universe": self._universe(), "marginTables": self._margin_tables(), "collateralToken": 0}
+
+    def _asset_context(self, market: Market) -> dict:
+        state = self.gateway.projection.markets[market.symbol]
+        (bid, _), (ask, _) = self.gateway.projection.best(market.symbol)
+        day = [c for c in state.candles if c[0] >= int(time.time() * 1000) - 86_400_000]
+        previous = day[0][1] if day else state.mark
+        open_interest = sum(p.signed_size for account in self.gateway.ledger.accounts.values() if account.snapshot
+                            for p in account.snapshot.positions if p.market == market.symbol and p.signed_size > 0)
+        return {"funding": f"{state.funding_rate_ppb / 1e9:.8f}", "openInterest": self._size(market, open_interest),
+                "prevDayPx": self._price(market, previous), "dayNtlVlm": usd(sum(c[6] for c in day)),
+                "premium": f"{(state.mark - state.index) / state.index:.8f}" if state.index else "0.0",
+                "oraclePx": self._price(market, state.index), "markPx": self._price(market, state.mark),
+                "midPx": self._price(market, (bid + ask) // 2) if bid and ask else None,
+                "impactPxs": [self._price(market, bid), self._price(market, ask)] if bid and ask else None,
+                "dayBaseVlm": self._size(market, sum(c[5] for c in day))}
+
+    def _metaAndAssetCtxs(self, body: dict) -> list:
+        return [self._meta(body), [self._asset_context(m) for m in self.markets.values()]]
+
+    def _spotMeta(self, body: dict) -> dict:
+        return {"universe": [], "tokens": [{"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0,
+                                            "tokenId": "0x6d1e7cde53ba9467b783cb7c530ce054", "isCanonical": True,
+                                            "evmContract": None, "fullName": None}]}
+
+    def _spotMetaAndAssetCtxs(self, body: dict) -> list:
+        return [self._spotMeta(body), []]
+
+    def _perpDexs(self, body: dict) -> list:
+        return [None]
+
+    def _exchangeStatus(self, body: dict) -> dict:
+        return {"time": int(time.time() * 1000), "specialStatuses": None}
+
+    def _allMids(self, body: dict) -> dict:
+        mids = {}
+        for market in self.markets.values():
+            (bid, _), (ask, _) = self.gateway.projection.best(market.symbol)
+            mid = (bid + ask) / 2 if bid and ask else self.gateway.projection.markets[market.symbol].mark
+            if mid:
+                mids[coin(market)] = _number(str(Decimal(str(mid)) * market.tick_size))
+        return mids
+
+    def _l2Book(self, body: dict) -> dict:
+        market = self._market(body.get("coin"))
+        bids, asks = self.gateway.projection.depth(market.symbol, 20)
+        return {"coin": coin(market), "time": int(time.time() * 1000),
+                "levels": [[{"px": self._price(market, p), "sz": self._size(market, s), "n": 1} for p, s in side]
+                           for side in (bids, asks)]}
+
+    def _fundingHistory(self, body: dict) -> list:
+        market = self._market(body.get("coin"))
+        start, end = int(body.get("startTime", 0)), body.get("endTime")
+        state = self.gateway.projection.markets[market.symbol]
+        return [{"coin": coin(market), "fundingRate": f"{rate / 1e9:.8f}", "premium": "0.0", "time": ts // 1_000_000}
+                for ts, rate, _ in state.funding_history
+                if ts // 1_000_000 >= start and (end is None or ts // 1_000_000 <= int(end))]
+
+    def _candleSnapshot(self, body: dict) -> list:
+        request = body.get("req")
+        if not isinstance(request, dict):
+            raise Unreadable
+        market = self._market(request.get("coin"))
+        interval = INTERVALS_MS.get(request.get("interval"))
+        if interval is None:
+            raise Unreadable
+        start, end = int(request.get("startTime", 0)), request.get("endTime")
+        state = self.gateway.projection.markets[market.symbol]
+        candles = aggregate(state.candles, interval, start, int(end) if end is not None else None, 5000)
+        return [{"t": c[0], "T": c[0] + interval - 1, "s": coin(market), "i": request["interval"],
+                 "o": self._price(market, c[1]), "c": self._price(market, c[4]), "h": self._price(market, c[2]),
+                 "l": self._price(market, c[3]), "v": self._size(market, c[5]), "n": c[7]} for c in candles]
+
+    # ------------------------------------------------------------------ accounts
+
+    def _clearinghouseState(self, body: dict) -> dict:
+        user = self._user(body)
+        snapshot = self.gateway.ledger.valued(user)
+        positions, total_ntl, cross_ntl, margin_used, cross_margin_used = [], 0, 0, 0, 0
+        cross_mm = next((b.maintenance_margin for b in snapshot.buckets if not b.market), 0)
+        funding = self._funding_by_market(user)
+        for state in snapshot.positions:
+            market = self.markets[state.market]
+            value = abs(state.signed_size) * state.mark_price * market.value_per_tick_lot
+            isolated = state.mode is MarginMode.ISOLATED
+            used = state.isolated_margin + state.unrealized_pnl if isolated else state.initial_margin
+            leverage = {"type": "isolated" if isolated else "cross", "value": state.leverage}
+            if isolated:
+                leverage["rawUsd"] = usd(used - state.signed_size * state.mark_price * market.value_per_tick_lot)
+            total_ntl += value
+            margin_used += used
+            if not isolated:
+                cross_ntl += value
+                cross_margin_used += used
+            paid = funding.get(state.market, 0)
+            positions.append({"type": "oneWay", "position": {
+                "coin": coin(market), "szi": self._size(market, state.signed_size), "leverage": leverage,
+                "entryPx": _number(entry_price(market, state)), "positionValue": usd(value),
+                "unrealizedPnl": usd(state.unrealized_pnl),
+                "returnOnEquity": f"{state.unrealized_pnl / state.initial_margin:.8f}" if state.initial_margin else "0.0",
+                "liquidationPx": self._price(market, state.liquidation_price) if state.liquidation_price else None,
+                "marginUsed": usd(used), "maxLeverage": market.max_leverage,
+                "cumFunding": {"allTime": usd(paid), "sinceOpen": usd(paid), "sinceChange": usd(paid)}}})
+        cross_value = next((b.equity for b in snapshot.buckets if not b.market), snapshot.balance)
+        isolated_value = sum(p.isolated_margin + p.unrealized_pnl for p in snapshot.positions
+                             if p.mode is MarginMode.ISOLATED)
+        signed = sum(p.signed_size * p.mark_price * self.markets[p.market].value_per_tick_lot for p in snapshot.positions)
+        cross_signed = sum(p.signed_size * p.mark_price * self.markets[p.market].value_per_tick_lot
+                           for p in snapshot.positions if p.mode is not MarginMode.ISOLATED)
+        account_value = cross_value + isolated_value
+        return {"marginSummary": {"accountValue": usd(account_value), "totalNtlPos": usd(total_ntl),
+                                  "totalRawUsd": usd(account_value - signed), "totalMarginUsed": usd(margin_used)},
+                "crossMarginSummary": {"accountValue": usd(cross_value), "totalNtlPos": usd(cross_ntl),
+                                       "totalRawUsd": usd(cross_value - cross_signed),
+                                       "totalMarginUsed": usd(cross_margin_used)},
+                "crossMaintenanceMarginUsed": usd(cross_mm), "withdrawable": usd(snapshot.withdrawable),
+                "assetPositions": positions, "time": int(time.time() * 1000)}
+
+    def _funding_by_market(self, user: str) -> dict[str, int]:
+        paid: dict[str, int] = {}
+        for _, item in self.gateway.ledger.account(user).income:
+            if item.kind is IncomeKind.FUNDING_FEE:
+                paid[item.market] = paid.get(item.market, 0) - item.amount
+        return paid
+
+    def _order(self, order) -> dict:
+        market = order.market
+        return {"coin": coin(market), "side": "B" if order.side is Side.BUY else "A",
+                "limitPx": self._price(market, order.price), "sz": self._size(market, order.size - order.executed),
+                "oid": order.order_id, "timestamp": order.time_ms, "origSz": self._size(market, order.size),
+                "cloid": order.client_order_id if order.client_order_id.startswith("0x") else None}
+
+    def _frontend_order(self, order) -> dict:
+        return {**self._order(order), "orderType": "Limit" if order.kind == "LIMIT" else "Market",
+                "reduceOnly": order.reduce_only, "isTrigger": False, "triggerPx": "0.0", "triggerCondition": "N/A",
+                "isPositionTpsl": False, "tif": {"GTC": "Gtc", "IOC": "Ioc", "POST_ONLY": "Alo"}.get(
+                    order.tif.name, "Gtc"), "children": []}
+
+    def _openOrders(self, body: dict) -> list:
+        return [self._order(o) for o in self.gateway.ledger.open_orders(self._user(body))]
+
+    def _frontendOpenOrders(self, body: dict) -> list:
+        return [self._frontend_order(o) for o in self.gateway.ledger.open_orders(self._user(body))]
+
+    def _status(self, order) -> str:
+        if order.status in LIVE:
+            return "open"
+        return {"FILLED": "filled", "CANCELED": "canceled"}.get(order.status, "rejected" if order.status == "REJECTED"
+                                                                  else "canceled")
+
+    def _orderStatus(self, body: dict) -> dict:
+        user, oid = self._user(body), body.get("oid")
+        orders = self.gateway.ledger.by_account.get(user, {})
+        order = orders.get(oid) if isinstance(oid, int) else next(
+            (o for o in orders.values() if o.client_order_id == oid), None)
+        if order is None:
+            return {"status": "unknownOid"}
+        return {"status": "order", "order": {"order": self._frontend_order(order), "status": self._status(order),
+                                             "statusTimestamp": order.update_ms or order.time_ms}}
+
+    def _historicalOrders(self, body: dict) -> list:
+        return [{"order": self._frontend_order(o), "status": self._status(o), "statusTimestamp": o.update_ms or o.time_ms}
+                for o in list(self.gateway.ledger.by_account.get(self._user(body), {}).values())[-2000:]]
+
+    def _fills(self, user: str, start: int = 0, end: int | None = None) -> list:
+        state = self.gateway.ledger.account(user)
+        fills = []
+        for trade in state.trades:
+            if trade.time_ms < start or (end is not None and trade.time_ms > end):
+                continue
+            market = trade.market
+            fills.append({"coin": coin(market), "px": self._price(market, trade.price),
+                          "sz": self._size(market, trade.size), "side": "B" if trade.side is Side.BUY else "A",
+                          "time": trade.time_ms, "startPosition": "0.0", "dir": "Open Long" if trade.side is Side.BUY
+                          else "Open Short", "closedPnl": usd(trade.realized), "hash": f"0x{trade.trade_id:064x}",
+                          "oid": trade.order_id, "crossed": not trade.maker, "fee": usd(trade.commission),
+                          "tid": trade.trade_id, "feeToken": "USDC"})
+        return fills[::-1]  # newest first, as Hyperliquid
+
+    def _userFills(self, body: dict) -> list:
+        return self._fills(self._user(body))[:2000]
+
+    def _userFillsByTime(self, body: dict) -> list:
+        end = body.get("endTime")
+        return self._fills(self._user(body), int(body.get("startTime", 0)), int(end) if end is not None else None)[:2000]
+
+    def _userFunding(self, body: dict) -> list:
+        user = self._user(body)
+        start, end = int(body.get("startTime", 0)), body.get("endTime")
+        rows = []
+        for _, item in self.gateway.ledger.account(user).income:
+            when = item.ts // 1_000_000
+            if item.kind is IncomeKind.FUNDING_FEE and when >= start and (end is None or when <= int(end)):
+                market = self.markets[item.market]
+                rows.append({"time": when, "hash": "0x" + "0" * 64,
+                             "delta": {"type": "funding", "coin": coin(market), "usdc": usd(item.amount),
+                                       "szi": "0.0", "fundingRate": "0.0"}})
+        return rows
+
+    def _userFees(self, body: dict) -> dict:
+        self._user(body)
+        market = next(iter(self.markets.values()))
+        return {"dailyUserVlm": [], "feeSchedule": {}, "userCrossRate": f"{market.taker_fee_ppm / 1e6:.6f}",
+                "userAddRate": f"{market.maker_fee_ppm / 1e6:.6f}", "activeReferralDiscount": "0.0"}
+
+    def _userAbstraction(self, body: dict) -> str:
+        self._user(body)
+        return "disabled"
