@@ -1,15 +1,20 @@
-"""Hyperliquid's read API (``POST /info``) driven by the official hyperliquid-python-sdk's
-``Info``, unmodified, pointed at a gateway the test starts. Expectations are computed by
+"""Hyperliquid's API (``POST /info``, ``POST /exchange``) driven by the official
+hyperliquid-python-sdk's ``Info`` and ``Exchange``, unmodified, pointed at a gateway the
+test starts. Expectations are computed by
 hand from the orders the test places."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
 from aiohttp import web
+from eth_account import Account
+from hyperliquid.exchange import Exchange
 from hyperliquid.info import Info
+from hyperliquid.utils.signing import sign_l1_action
 
 from exchange.markets import default_markets
 from schemas.enums import MarginMode, Side
@@ -85,3 +90,72 @@ async def test_an_unknown_or_malformed_request_gets_hyperliquids_answer(hyperliq
             async with session.post(f"{url}/info", data=body, headers={"Content-Type": "application/json"}) as answer:
                 assert answer.status == 422, body
                 assert await answer.text() == "Failed to deserialize the JSON body into the target type"
+
+
+async def test_the_sdks_exchange_places_fills_and_cancels_orders_signed_by_its_wallet(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    other = Account.create()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(address, "2000")
+    await client.deposit(other.address.lower(), "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks)
+
+    def trade():
+        exchange = Exchange(wallet, url)  # signs as testnet (source "b"): any URL but mainnet's
+        resting = exchange.order("SOL", True, 1.0, 149.0, {"limit": {"tif": "Gtc"}})
+        taken = exchange.order("SOL", True, 2.0, 150.5, {"limit": {"tif": "Ioc"}})
+        post_only = exchange.order("SOL", True, 1.0, 151.0, {"limit": {"tif": "Alo"}})  # would cross the ask
+        oid = resting["response"]["data"]["statuses"][0]["resting"]["oid"]
+        cancelled = exchange.cancel("SOL", oid)
+        again = exchange.cancel("SOL", oid)
+        return resting, taken, post_only, cancelled, again
+
+    resting, taken, post_only, cancelled, again = await asyncio.to_thread(trade)
+    assert resting["status"] == "ok" and "resting" in resting["response"]["data"]["statuses"][0]
+    assert taken["response"]["data"]["statuses"] == [{"filled": {"totalSz": "2.00", "avgPx": "150.5",
+                                                                 "oid": taken["response"]["data"]["statuses"][0]
+                                                                 ["filled"]["oid"]}}]
+    assert "error" in post_only["response"]["data"]["statuses"][0]
+    assert cancelled["response"]["data"]["statuses"] == ["success"]
+    assert "never placed, already canceled, or filled" in again["response"]["data"]["statuses"][0]["error"]
+    await settle(gateway, lambda: gateway.ledger.snapshot(address).positions)
+    [position] = gateway.ledger.snapshot(address).positions
+    assert position.signed_size == 200  # 2 SOL, bought by the wallet's own account
+    assert not gateway.ledger.snapshot(other.address.lower()).positions  # no other account moved
+
+
+async def test_a_replayed_nonce_a_stranger_and_a_bad_signature_are_refused(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet, stranger = Account.create(), Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit(address, "2000")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
+    action = {"type": "order", "orders": [{"a": 2, "b": True, "p": "145", "s": "1", "r": False,
+                                           "t": {"limit": {"tif": "Gtc"}}}], "grouping": "na"}
+    nonce = int(time.time() * 1000)
+    body = {"action": action, "nonce": nonce, "signature": sign_l1_action(wallet, action, None, nonce, None, False),
+            "vaultAddress": None, "expiresAfter": None}
+    async with aiohttp.ClientSession() as session:
+        async def post(payload) -> dict:
+            async with session.post(f"{url}/exchange", json=payload) as answer:
+                assert answer.status == 200
+                return await answer.json()
+
+        first = await post(body)
+        assert first["status"] == "ok" and "resting" in first["response"]["data"]["statuses"][0]
+        assert await post(body) == {"status": "err", "response": "Invalid nonce: duplicate nonce"}
+        # an unfunded stranger's signature acts for no account, not for the funded one
+        signed = {**body, "nonce": nonce + 1,
+                  "signature": sign_l1_action(stranger, action, None, nonce + 1, None, False)}
+        answer = await post(signed)
+        assert answer["status"] == "err" and "does not exist" in answer["response"]
+        assert (await post({**body, "nonce": nonce + 2, "signature": {"r": "0x1", "s": "0x2", "v": 27}}))["status"] \
+            == "err"
+        assert (await post({"action": "nonsense"}))["status"] == "err"
+    assert len(gateway.ledger.open_orders(address)) == 1  # only the first, once

@@ -54,8 +54,10 @@ def application(gateway: Any) -> web.Application:
     """Hyperliquid's dialect over a running gateway's projection and ledger (``gateway``
     has ``markets``, ``projection`` and ``ledger``), on a port of its own: its paths
     (``/info``, ``/exchange``, ``/ws``) are not Binance's."""
+    from services.gateway.hyperliquid.exchange import HyperliquidExchange
+
     app = web.Application()
-    app.add_routes(HyperliquidInfo(gateway).routes())
+    app.add_routes(HyperliquidInfo(gateway).routes() + HyperliquidExchange(gateway).routes())
     return app
 
 

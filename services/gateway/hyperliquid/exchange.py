@@ -1,0 +1,210 @@
+"""Hyperliquid's ``POST /exchange``: signed actions, as Hyperliquid verifies them.
+
+An L1 action is signed as EIP-712 ``Agent{source, connectionId}`` on the ``Exchange``
+domain (chain id 1337), ``connectionId`` being keccak(msgpack(action) ‖ nonce (8 bytes,
+big-endian) ‖ vault flag (‖ vault address) (‖ 0 ‖ expiresAfter)). ``source`` is "a" on
+mainnet and "b" on testnet; a local venue cannot know which a client believes it is
+talking to (ccxt signs as mainnet, the SDK as testnet against any other URL), so both are
+recovered and the signer is whichever is a known account. The acting account is that
+address (lower case), which must have been funded (``perpsim accounts create``, or a
+deposit to the address).
+
+Nonces (milliseconds, as Hyperliquid's): each signer's must be new and within a day of
+the server's clock; a replayed or stale one is refused.
+
+Actions: ``order`` (limit Gtc / Ioc / Alo, reduce-only, client order id), ``cancel``,
+``cancelByCloid``. Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
+..., "data": {"statuses": [...]}}}`` with per-order ``resting`` / ``filled`` / ``error``,
+or ``{"status": "err", "response": "..."}``. Trigger orders, modify, leverage, margin and
+agents come next (issue 15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgpack
+from aiohttp import web
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
+
+from schemas.enums import CloseReason, Side, TimeInForce
+from services.client import Rejected
+
+NONCE_WINDOW_MS = 86_400_000  # Hyperliquid: within a day (later: two days back, one ahead)
+NONCES_KEPT = 100
+TIFS = {"Gtc": TimeInForce.GTC, "Ioc": TimeInForce.IOC, "Alo": TimeInForce.POST_ONLY}
+
+
+def connection_id(action: Any, vault: str | None, nonce: int, expires_after: int | None) -> bytes:
+    data = msgpack.packb(action) + nonce.to_bytes(8, "big")
+    if vault is None:
+        data += b"\x00"
+    else:
+        data += b"\x01" + bytes.fromhex(vault[2:] if vault.startswith("0x") else vault)
+    if expires_after is not None:
+        data += b"\x00" + expires_after.to_bytes(8, "big")
+    return keccak(data)
+
+
+def _agent_message(source: str, connection: bytes) -> dict:
+    return {"domain": {"chainId": 1337, "name": "Exchange", "verifyingContract": "0x" + "0" * 40, "version": "1"},
+            "types": {"Agent": [{"name": "source", "type": "string"}, {"name": "connectionId", "type": "bytes32"}],
+                      "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                       {"name": "chainId", "type": "uint256"},
+                                       {"name": "verifyingContract", "type": "address"}]},
+            "primaryType": "Agent", "message": {"source": source, "connectionId": connection}}
+
+
+def signers(action: Any, signature: dict, vault: str | None, nonce: int, expires_after: int | None) -> list[str]:
+    """The addresses that could have signed (one per ``source``), lower case."""
+    connection = connection_id(action, vault, nonce, expires_after)
+    vrs = [int(signature["v"]), int(signature["r"], 16), int(signature["s"], 16)]
+    return [Account.recover_message(encode_typed_data(full_message=_agent_message(source, connection)), vrs=vrs).lower()
+            for source in ("a", "b")]
+
+
+class Refusal(Exception):
+    """An action Hyperliquid answers with ``{"status": "err", "response": message}``."""
+
+
+class HyperliquidExchange:
+    """``POST /exchange`` of a ``Gateway`` (its client, ledger and markets)."""
+
+    def __init__(self, gateway: Any):
+        self.gateway = gateway
+        self.assets = list(gateway.markets.values())  # asset index -> market, as /info's meta lists them
+        self.nonces: dict[str, deque[int]] = {}
+
+    def routes(self) -> list:
+        return [web.post("/exchange", self.exchange)]
+
+    async def exchange(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text() or "null")
+            if not isinstance(body, dict) or not isinstance(body.get("action"), dict):
+                raise Refusal("Failed to deserialize the JSON body into the target type")
+            action, nonce, signature = body["action"], body.get("nonce"), body.get("signature")
+            if not isinstance(nonce, int) or not isinstance(signature, dict):
+                raise Refusal("Failed to deserialize the JSON body into the target type")
+            account = self._signer(action, signature, body.get("vaultAddress"), nonce, body.get("expiresAfter"))
+            self._use_nonce(account, nonce)
+            handler = getattr(self, "_" + str(action.get("type")), None)
+            if handler is None:
+                raise Refusal(f"Unknown action type {action.get('type')!r}")
+            return web.json_response({"status": "ok", "response": await handler(account, action)})
+        except Refusal as refusal:
+            return web.json_response({"status": "err", "response": str(refusal)})
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"status": "err", "response": "Failed to deserialize the JSON body into the "
+                                                                   "target type"})
+
+    def _signer(self, action: dict, signature: dict, vault: Any, nonce: int, expires_after: Any) -> str:
+        try:
+            candidates = signers(action, signature, vault, nonce, expires_after)
+        except Exception:  # noqa: BLE001 - any malformed signature is the client's error
+            raise Refusal("Invalid signature") from None
+        known = self.gateway.ledger.accounts
+        for address in candidates:
+            if address in known and known[address].snapshot is not None:  # funded: risk has reported it
+                return address
+        raise Refusal(f"User or API Wallet {candidates[0]} does not exist.")
+
+    def _use_nonce(self, account: str, nonce: int) -> None:
+        now = int(time.time() * 1000)
+        if not now - NONCE_WINDOW_MS < nonce < now + NONCE_WINDOW_MS:
+            raise Refusal(f"Invalid nonce: {nonce} is too far from the current time {now}")
+        used = self.nonces.setdefault(account, deque(maxlen=NONCES_KEPT))
+        if nonce in used or (len(used) == NONCES_KEPT and nonce <= min(used)):
+            raise Refusal("Invalid nonce: duplicate nonce")
+        used.append(nonce)
+
+    def _asset(self, index: Any):
+        if not isinstance(index, int) or not 0 <= index < len(self.assets):
+            raise Refusal(f"Invalid asset: {index}")
+        return self.assets[index]
+
+    # ------------------------------------------------------------------ actions
+
+    async def _order(self, account: str, action: dict) -> dict:
+        statuses = await asyncio.gather(*(self._one_order(account, wire) for wire in action.get("orders", [])))
+        return {"type": "order", "data": {"statuses": list(statuses)}}
+
+    async def _one_order(self, account: str, wire: dict) -> dict:
+        try:
+            market = self._asset(wire["a"])
+            kind = wire.get("t", {})
+            if "limit" not in kind:
+                return {"error": "Trigger orders are not available on this venue yet."}
+            tif = TIFS.get(kind["limit"].get("tif"))
+            if tif is None:
+                return {"error": "Invalid TIF."}
+            price, size = Decimal(wire["p"]), Decimal(wire["s"])
+            if size <= 0:
+                return {"error": "Order has zero size."}
+            result = await asyncio.wait_for(self.gateway.client.place(
+                account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), str(price), tif=tif,
+                reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None,
+                wait_closed=tif is TimeInForce.IOC), self.gateway.order_timeout_s)
+        except Refusal as refusal:
+            return {"error": str(refusal)}
+        except Rejected as refused:
+            return {"error": _error_text(refused)}
+        except (InvalidOperation, KeyError, TypeError):
+            return {"error": "Order could not be read."}
+        except TimeoutError:
+            return {"error": "Timeout waiting for the exchange."}
+        oid = result.order_id
+        filled = result.filled
+        if filled and (result.closed is not None or filled == result.accepted.size):
+            value = sum(fill.price * fill.size for fill in result.fills)
+            average = Decimal(value) / filled * market.tick_size
+            return {"filled": {"totalSz": market.format_size(filled), "avgPx": f"{average.normalize():f}", "oid": oid}}
+        if result.closed is not None and result.closed.reason is not CloseReason.FILLED:
+            return {"error": "Order could not immediately match against any resting orders. asset="
+                             f"{self.assets.index(market)}"}
+        return {"resting": {"oid": oid, **({"cloid": wire["c"]} if wire.get("c") else {})}}
+
+    async def _cancel(self, account: str, action: dict) -> dict:
+        statuses = await asyncio.gather(*(self._cancel_one(account, self._asset(c.get("a")), c.get("o"))
+                                          for c in action.get("cancels", [])))
+        return {"type": "cancel", "data": {"statuses": list(statuses)}}
+
+    async def _cancelByCloid(self, account: str, action: dict) -> dict:
+        statuses = []
+        for request in action.get("cancels", []):
+            market = self._asset(request.get("asset"))
+            order = next((o for o in self.gateway.ledger.open_orders(account, market)
+                          if o.client_order_id == request.get("cloid")), None)
+            statuses.append(await self._cancel_one(account, market, order.order_id if order else None))
+        return {"type": "cancel", "data": {"statuses": statuses}}
+
+    async def _cancel_one(self, account: str, market, order_id: Any) -> Any:
+        never = {"error": f"Order was never placed, already canceled, or filled. asset={self.assets.index(market)}"}
+        if not isinstance(order_id, int):
+            return never
+        try:
+            await asyncio.wait_for(self.gateway.client.cancel(account, market.symbol, order_id),
+                                   self.gateway.order_timeout_s)
+        except Rejected:
+            return never
+        return "success"
+
+
+def _error_text(refused: Rejected) -> str:
+    """Hyperliquid's wording for what perpsim refused, where it has one."""
+    name = refused.reason.name
+    return {
+        "INSUFFICIENT_MARGIN": "Insufficient margin to place order.",
+        "REDUCE_ONLY_WOULD_INCREASE": "Reduce only order would increase position.",
+        "WOULD_CROSS": "Post only order would have immediately matched, bbo was "
+                       "unknown.",
+        "OFF_TICK_PRICE": "Price must be divisible by tick size.",
+        "SIZE_NOT_LOT_MULTIPLE": "Order has invalid size.",
+    }.get(name, f"{name}: {refused.detail}")
