@@ -159,3 +159,47 @@ async def test_a_replayed_nonce_a_stranger_and_a_bad_signature_are_refused(hyper
             == "err"
         assert (await post({"action": "nonsense"}))["status"] == "err"
     assert len(gateway.ledger.open_orders(address)) == 1  # only the first, once
+
+
+async def test_the_sdk_sets_leverage_and_margin_trades_at_market_modifies_and_survives_a_crash_isolated(hyperliquid):
+    """The seed's isolated case through the SDK: SOL long with 300 at 5x; a crash through
+    its liquidation price takes the 300 (and the fee) and not a unit more."""
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(address, "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+    await client.place("maker", "SOL-PERP", Side.BUY, "10", "149")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks and gateway.projection.markets["SOL-PERP"].bids)
+
+    def trade():
+        exchange = Exchange(wallet, url)
+        leverage = exchange.update_leverage(5, "SOL", is_cross=False)
+        bought = exchange.market_open("SOL", True, 10)  # an IOC at the mid plus 5%
+        rest = exchange.order("SOL", False, 1, 155, {"limit": {"tif": "Gtc"}}, reduce_only=True)
+        oid = rest["response"]["data"]["statuses"][0]["resting"]["oid"]
+        modified = exchange.modify_order(oid, "SOL", False, 2, 154, {"limit": {"tif": "Gtc"}}, reduce_only=True)
+        margin = exchange.update_isolated_margin(50, "SOL")
+        removed = exchange.update_isolated_margin(-50, "SOL")
+        return leverage, bought, modified, margin, removed, Info(url, skip_ws=True).user_state(address)
+
+    leverage, bought, modified, margin, removed, before = await asyncio.to_thread(trade)
+    assert leverage == {"status": "ok", "response": {"type": "default"}}
+    assert bought["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "10.00"
+    assert modified["response"]["data"]["statuses"][0] == {"resting": {"oid": modified["response"]["data"]
+                                                                       ["statuses"][0]["resting"]["oid"]}}
+    assert margin["status"] == removed["status"] == "ok"
+    [position] = before["assetPositions"]
+    assert position["position"]["leverage"] == {"type": "isolated", "value": 5, "rawUsd": "-1200.000000"}
+    assert position["position"]["marginUsed"] == "300.000000" and position["position"]["liquidationPx"] == "123.08"
+    [order] = gateway.ledger.open_orders(address)
+    assert (order.price, order.size) == (154_00, 200)  # the modify's price and size
+    # the crash: through the liquidation price, past the bankruptcy price of 120
+    await oracle.mark("SOL-PERP", "110")
+    await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
+    after = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
+    assert after["assetPositions"] == []
+    assert after["marginSummary"]["accountValue"] == "1699.250000"  # 2,000 − 300 − the 0.75 taker fee

@@ -13,10 +13,11 @@ Nonces (milliseconds, as Hyperliquid's): each signer's must be new and within a 
 the server's clock; a replayed or stale one is refused.
 
 Actions: ``order`` (limit Gtc / Ioc / Alo, reduce-only, client order id), ``cancel``,
-``cancelByCloid``. Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
+``cancelByCloid``, ``modify``, ``batchModify``, ``updateLeverage`` (``isCross`` chooses
+the margin mode), ``updateIsolatedMargin`` (``ntli``). Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
 ..., "data": {"statuses": [...]}}}`` with per-order ``resting`` / ``filled`` / ``error``,
-or ``{"status": "err", "response": "..."}``. Trigger orders, modify, leverage, margin and
-agents come next (issue 15).
+or ``{"status": "err", "response": "..."}``. Trigger orders, ``scheduleCancel`` and agent
+wallets come next (issue 15).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from schemas.enums import CloseReason, Side, TimeInForce
+from schemas.enums import CloseReason, MarginMode, RejectReason, Side, TimeInForce
 from services.client import Rejected
+from services.gateway.ledger import money
 
 NONCE_WINDOW_MS = 86_400_000  # Hyperliquid: within a day (later: two days back, one ahead)
 NONCES_KEPT = 100
@@ -171,6 +173,74 @@ class HyperliquidExchange:
                              f"{self.assets.index(market)}"}
         return {"resting": {"oid": oid, **({"cloid": wire["c"]} if wire.get("c") else {})}}
 
+    async def _updateLeverage(self, account: str, action: dict) -> dict:
+        """``isCross`` chooses the position's margin mode, ``leverage`` its leverage."""
+        market = self._asset(action.get("asset"))
+        leverage, cross = action.get("leverage"), action.get("isCross")
+        if not isinstance(leverage, int) or not isinstance(cross, bool):
+            raise Refusal("Failed to deserialize the JSON body into the target type")
+        mode = MarginMode.CROSS if cross else MarginMode.ISOLATED
+        current = next((p.mode for p in self.gateway.ledger.snapshot(account).positions if p.market == market.symbol),
+                       None)
+        if current is not None and current is not mode:
+            raise Refusal("Cannot switch leverage type with open position.")
+        timeout = self.gateway.order_timeout_s
+        try:
+            await asyncio.wait_for(self.gateway.client.set_margin_mode(account, market.symbol, mode), timeout)
+        except Rejected as refused:
+            if refused.reason is not RejectReason.MARGIN_MODE_UNCHANGED:
+                raise Refusal(_error_text(refused)) from None
+        await _settle_command(self.gateway.client.set_leverage(account, market.symbol, leverage), timeout)
+        return {"type": "default"}
+
+    async def _updateIsolatedMargin(self, account: str, action: dict) -> dict:
+        """``ntli``: the margin to add (> 0) or remove (< 0), in micro USDC."""
+        market = self._asset(action.get("asset"))
+        amount = action.get("ntli")
+        if not isinstance(amount, int):
+            raise Refusal("Failed to deserialize the JSON body into the target type")
+        await _settle_command(self.gateway.client.adjust_margin(account, market.symbol, money(amount)),
+                              self.gateway.order_timeout_s)
+        return {"type": "default"}
+
+    async def _modify(self, account: str, action: dict) -> dict:
+        status = await self._modify_one(account, action.get("oid"), action.get("order") or {})
+        if "error" in status:
+            raise Refusal(status["error"])
+        return {"type": "default"}
+
+    async def _batchModify(self, account: str, action: dict) -> dict:
+        statuses = [await self._modify_one(account, m.get("oid"), m.get("order") or {})
+                    for m in action.get("modifies", [])]
+        return {"type": "order", "data": {"statuses": statuses}}
+
+    async def _modify_one(self, account: str, oid: Any, wire: dict) -> dict:
+        """A resting order's new price and size (its side stays); it loses its place in the
+        queue, as a Hyperliquid modify does."""
+        try:
+            market = self._asset(wire.get("a"))
+            orders = self.gateway.ledger.open_orders(account, market)
+            order = next((o for o in orders if o.order_id == oid or (isinstance(oid, str) and o.client_order_id == oid)),
+                         None)
+            if order is None:
+                return {"error": "Cannot modify canceled or filled order"}
+            if bool(wire.get("b")) != (order.side is Side.BUY):
+                return {"error": "Cannot modify the side of an order"}
+            size = market.lot_size * market.size_to_lots(Decimal(wire["s"])) + \
+                market.lot_size * order.executed
+            await asyncio.wait_for(self.gateway.client.amend(account, market.symbol, order.order_id,
+                                                             str(Decimal(wire["p"])), str(size), requeue=True),
+                                   self.gateway.order_timeout_s)
+        except Refusal as refusal:
+            return {"error": str(refusal)}
+        except Rejected as refused:
+            return {"error": _error_text(refused)}
+        except (InvalidOperation, KeyError, TypeError, ValueError):
+            return {"error": "Order could not be read."}
+        except TimeoutError:
+            return {"error": "Timeout waiting for the exchange."}
+        return {"resting": {"oid": order.order_id}}
+
     async def _cancel(self, account: str, action: dict) -> dict:
         statuses = await asyncio.gather(*(self._cancel_one(account, self._asset(c.get("a")), c.get("o"))
                                           for c in action.get("cancels", [])))
@@ -195,6 +265,15 @@ class HyperliquidExchange:
         except Rejected:
             return never
         return "success"
+
+
+async def _settle_command(call, timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(call, timeout_s)
+    except Rejected as refused:
+        raise Refusal(_error_text(refused)) from None
+    except TimeoutError:
+        raise Refusal("Timeout waiting for the exchange.") from None
 
 
 def _error_text(refused: Rejected) -> str:
