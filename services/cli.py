@@ -449,21 +449,44 @@ def accounts() -> None:
 
 @accounts.command("create")
 @_cluster_options
-@click.option("--deposit", default="10000", show_default=True, help="Amount to deposit, in USDT.")
-def accounts_create(deposit: str, **params) -> None:
+@click.option("--deposit", default="10000", show_default=True, help="Amount to deposit, in USDT (USDC in the "
+                                                                       "Hyperliquid dialect).")
+@click.option("--wallet", is_flag=True, help="Make a new Ethereum wallet and fund its address: an account of the "
+                                             "Hyperliquid dialect (prints the private key, shown once).")
+@click.option("--address", default=None, metavar="0x...",
+              help="Fund this wallet address instead (yours, for the Hyperliquid dialect).")
+def accounts_create(deposit: str, wallet: bool, address: str | None, **params) -> None:
     """Create an account, deposit into it, and print its API key and secret (shown once).
 
-    The key is published on the bus (the `keys` topic), where every gateway reads it.
+    The key is published on the bus (the `keys` topic), where every gateway reads it. With
+    --wallet or --address the account is a wallet's address, as the Hyperliquid dialect
+    names accounts; any number of them, at once.
     """
     if not params["bootstrap"]:
         raise click.UsageError("`perpsim accounts create` needs --bootstrap HOST:PORT of the running exchange")
+    if wallet and address:
+        raise click.UsageError("give --wallet (a new wallet) or --address (yours), not both")
+    private_key = None
+    if wallet:
+        from eth_account import Account
+
+        made = Account.create()
+        address, private_key = made.address, made.key.hex()
+    if address is not None:
+        import re
+
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
+            raise click.BadParameter(f"an address is 0x and 40 hex digits, got {address!r}", param_hint="--address")
+        address = address.lower()
     import asyncio
 
     from services.launch import create_account
 
     options = _options(params)
-    account, key, secret = _run_guarded(lambda: asyncio.run(create_account(options, deposit)))
+    account, key, secret = _run_guarded(lambda: asyncio.run(create_account(options, deposit, address)))
     click.echo(f"account: {account}\napi key: {key}\nsecret:  {secret}")
+    if private_key is not None:
+        click.echo(f"wallet private key: 0x{private_key.removeprefix('0x')}  (Hyperliquid dialect: sign with it)")
 
 
 if __name__ == "__main__":

@@ -147,14 +147,15 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
         await keys.stop()
 
 
-async def create_account(options: Options, deposit: str) -> tuple[str, str, str]:
-    """A new account with ``deposit``, and its API key and secret (published on the bus)."""
+async def create_account(options: Options, deposit: str, account: str | None = None) -> tuple[str, str, str]:
+    """An account with ``deposit``, and its API key and secret (published on the bus).
+    ``account``: its id (a wallet's address for the Hyperliquid dialect); a new one if None."""
     import uuid
 
     from services.client import Client
     from services.gateway.keys import publish_key
 
-    account = f"acct-{uuid.uuid4().hex[:10]}"
+    account = account or f"acct-{uuid.uuid4().hex[:10]}"
     bus = KafkaBus(options.settings, topic_partitions(options.partitions))
     await bus.start()
     try:

@@ -809,7 +809,7 @@ async def test_a_ccxt_bot_on_the_full_stack_over_kafka_is_liquidated_as_on_the_v
     """The services and the gateway as processes on the embedded broker; the account made
     with `perpsim accounts create`, as a user does; the bot is ccxt configured by URL."""
     port = free_port()
-    stack = stack_factory(partitions=2, extra=["--gateway-port", str(port)])
+    stack = stack_factory(partitions=2, extra=["--gateway-port", str(port), "--hyperliquid-port", str(free_port())])
     stack.start("matching", "risk", "liquidation", "gateway")
     created = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "accounts", "create", "--bootstrap", stack.bootstrap,

@@ -6,6 +6,7 @@ hand from the orders the test places."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import aiohttp
@@ -18,8 +19,10 @@ from hyperliquid.utils.signing import sign_l1_action
 
 from exchange.markets import default_markets
 from schemas.enums import MarginMode, Side
+from services.client import Client
 from services.gateway.hyperliquid.info import application
 from services.runtime.broker import free_port
+from tests.integration.conftest import ROOT, Oracle, kafka_bus
 from tests.integration.test_gateway import running_venue, settle
 
 pytestmark = pytest.mark.integration
@@ -203,3 +206,51 @@ async def test_the_sdk_sets_leverage_and_margin_trades_at_market_modifies_and_su
     after = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
     assert after["assetPositions"] == []
     assert after["marginSummary"]["accountValue"] == "1699.250000"  # 2,000 − 300 − the 0.75 taker fee
+
+
+async def test_a_wallet_made_by_perpsim_accounts_create_trades_through_the_sdk_on_the_full_stack(stack_factory):
+    """The services and the gateway as processes on the embedded broker; the wallet made
+    with `perpsim accounts create --wallet`; the SDK pointed at the Hyperliquid port."""
+    port = free_port()
+    stack = stack_factory(partitions=2, extra=["--gateway-port", str(free_port()), "--hyperliquid-port", str(port)])
+    stack.start("matching", "risk", "liquidation", "gateway")
+    created = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "accounts", "create", "--wallet", "--bootstrap", stack.bootstrap,
+        "--partitions", "2", "--state-dir", str(stack.state_dir / "state"), "--deposit", "2000",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(created.communicate(), 60)
+    assert created.returncode == 0, out.decode()
+    printed = dict(line.split(":", 1) for line in out.decode().splitlines() if ":" in line)
+    wallet = Account.from_key(printed["wallet private key"].split()[0])
+    assert printed["account"].strip() == wallet.address.lower()
+    url = f"http://127.0.0.1:{port}"
+    bus = await kafka_bus(stack.bootstrap, 2)
+    try:
+        async with Client(bus, default_markets(), timeout_s=30) as client:
+            oracle = Oracle(bus, wall_clock=True)
+            await oracle.mark("SOL-PERP", "150")
+            await client.deposit("maker", "1000000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+
+            def trade():
+                deadline = time.monotonic() + 30
+                while True:  # the gateway is up and has seen the deposit
+                    try:
+                        state = Info(url, skip_ws=True).user_state(wallet.address)
+                        if state["marginSummary"]["accountValue"] == "2000.000000":
+                            break
+                    except Exception:  # noqa: BLE001 - not listening yet
+                        pass
+                    assert time.monotonic() < deadline, "the gateway never showed the deposit"
+                    time.sleep(0.3)
+                exchange = Exchange(wallet, url)
+                return exchange.order("SOL", True, 2.0, 150.0, {"limit": {"tif": "Ioc"}})
+
+            answer = await asyncio.to_thread(trade)
+            [status] = answer["response"]["data"]["statuses"]
+            assert status["filled"]["totalSz"] == "2.00" and status["filled"]["avgPx"] == "150"
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
