@@ -254,3 +254,35 @@ async def test_a_wallet_made_by_perpsim_accounts_create_trades_through_the_sdk_o
         raise
     finally:
         await bus.stop()
+
+
+async def test_a_stop_loss_trigger_order_through_the_sdk_fires_on_the_mark(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(address, "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks)
+
+    def protect():
+        exchange = Exchange(wallet, url)
+        exchange.order("SOL", True, 10, 150, {"limit": {"tif": "Ioc"}})
+        stop = exchange.order("SOL", False, 10, 140, {"trigger": {"triggerPx": 145, "isMarket": True, "tpsl": "sl"}},
+                              reduce_only=True)
+        return stop, Info(url, skip_ws=True).frontend_open_orders(address)
+
+    stop, listed = await asyncio.to_thread(protect)
+    oid = stop["response"]["data"]["statuses"][0]["resting"]["oid"]
+    [shown] = listed
+    assert (shown["oid"], shown["isTrigger"], shown["triggerPx"], shown["orderType"], shown["reduceOnly"]) == \
+        (oid, True, "145.0", "Stop Market", True)
+    assert shown["triggerCondition"] == "Price below 145.0"
+    await oracle.mark("SOL-PERP", "147")
+    await client.place("maker", "SOL-PERP", Side.BUY, "10", "144.5")
+    await oracle.mark("SOL-PERP", "145")  # the mark reaches the trigger
+    await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
+    fills = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_fills(address))
+    assert [(f["side"], f["px"], f["sz"]) for f in fills] == [("A", "144.5", "10.0"), ("B", "150.0", "10.0")]

@@ -12,12 +12,13 @@ deposit to the address).
 Nonces (milliseconds, as Hyperliquid's): each signer's must be new and within a day of
 the server's clock; a replayed or stale one is refused.
 
-Actions: ``order`` (limit Gtc / Ioc / Alo, reduce-only, client order id), ``cancel``,
+Actions: ``order`` (limit Gtc / Ioc / Alo, reduce-only, client order id; trigger tp/sl
+orders on the mark, market or limit), ``cancel``,
 ``cancelByCloid``, ``modify``, ``batchModify``, ``updateLeverage`` (``isCross`` chooses
 the margin mode), ``updateIsolatedMargin`` (``ntli``). Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
 ..., "data": {"statuses": [...]}}}`` with per-order ``resting`` / ``filled`` / ``error``,
-or ``{"status": "err", "response": "..."}``. Trigger orders, ``scheduleCancel`` and agent
-wallets come next (issue 15).
+or ``{"status": "err", "response": "..."}``. ``scheduleCancel`` and agent wallets come
+next (issue 15).
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from schemas.enums import CloseReason, MarginMode, RejectReason, Side, TimeInForce
+from schemas.enums import (
+    CloseReason,
+    Condition,
+    MarginMode,
+    RejectReason,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
 from services.client import Rejected
 from services.gateway.ledger import money
 
@@ -142,8 +151,10 @@ class HyperliquidExchange:
         try:
             market = self._asset(wire["a"])
             kind = wire.get("t", {})
+            if "trigger" in kind:
+                return await self._trigger_order(account, market, wire, kind["trigger"])
             if "limit" not in kind:
-                return {"error": "Trigger orders are not available on this venue yet."}
+                return {"error": "Order has invalid type."}
             tif = TIFS.get(kind["limit"].get("tif"))
             if tif is None:
                 return {"error": "Invalid TIF."}
@@ -241,6 +252,23 @@ class HyperliquidExchange:
             return {"error": "Timeout waiting for the exchange."}
         return {"resting": {"oid": order.order_id}}
 
+    async def _trigger_order(self, account: str, market, wire: dict, trigger: dict) -> dict:
+        """A tp/sl trigger order: a conditional order of the core on the mark (Hyperliquid's
+        triggers watch the mark), a market order when it fires if ``isMarket``, else a limit
+        order at ``p``. The ``grouping`` (normalTpsl, positionTpsl) is accepted; each order
+        stands on its own."""
+        kinds = {"sl": Condition.STOP, "tp": Condition.TAKE_PROFIT}
+        condition = kinds.get(trigger.get("tpsl"))
+        if condition is None or not isinstance(trigger.get("isMarket"), bool):
+            return {"error": "Order has invalid trigger."}
+        size = Decimal(wire["s"])
+        result = await asyncio.wait_for(self.gateway.client.place_conditional(
+            account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), condition,
+            trigger=str(Decimal(trigger["triggerPx"])), price=None if trigger["isMarket"] else str(Decimal(wire["p"])),
+            source=TriggerSource.MARK, reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None),
+            self.gateway.order_timeout_s)
+        return {"resting": {"oid": result.order_id, **({"cloid": wire["c"]} if wire.get("c") else {})}}
+
     async def _cancel(self, account: str, action: dict) -> dict:
         statuses = await asyncio.gather(*(self._cancel_one(account, self._asset(c.get("a")), c.get("o"))
                                           for c in action.get("cancels", [])))
@@ -252,6 +280,9 @@ class HyperliquidExchange:
             market = self._asset(request.get("asset"))
             order = next((o for o in self.gateway.ledger.open_orders(account, market)
                           if o.client_order_id == request.get("cloid")), None)
+            if order is None:
+                order = next((o for o in self.gateway.ledger.open_conditionals(account, market)
+                              if o.client_order_id == request.get("cloid")), None)
             statuses.append(await self._cancel_one(account, market, order.order_id if order else None))
         return {"type": "cancel", "data": {"statuses": statuses}}
 

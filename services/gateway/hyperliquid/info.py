@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.markets import Market
-from schemas.enums import IncomeKind, MarginMode, Side
+from schemas.enums import Condition, IncomeKind, MarginMode, Side
 from services.gateway.ledger import LIVE, entry_price, money
 from services.gateway.projection import aggregate
 
@@ -263,11 +263,31 @@ class HyperliquidInfo:
                 "isPositionTpsl": False, "tif": {"GTC": "Gtc", "IOC": "Ioc", "POST_ONLY": "Alo"}.get(
                     order.tif.name, "Gtc"), "children": []}
 
+    def _trigger(self, order) -> dict:
+        """A waiting conditional (trigger) order, in openOrders' shape."""
+        market = order.market
+        stop = order.condition is Condition.STOP
+        above = (order.side is Side.BUY) == stop  # a buy stop and a sell take-profit fire on a rise
+        kind = ("Stop" if stop else "Take Profit") + (" Limit" if order.kind == "LIMIT" else " Market")
+        return {"coin": coin(market), "side": "B" if order.side is Side.BUY else "A",
+                "limitPx": self._price(market, order.price or order.trigger_price),
+                "sz": self._size(market, order.size), "oid": order.order_id, "timestamp": order.time_ms,
+                "origSz": self._size(market, order.size), "cloid": None, "orderType": kind,
+                "reduceOnly": order.reduce_only, "isTrigger": True, "triggerPx": self._price(market, order.trigger_price),
+                "triggerCondition": f"Price {'above' if above else 'below'} {self._price(market, order.trigger_price)}",
+                "isPositionTpsl": False, "tif": None, "children": []}
+
     def _openOrders(self, body: dict) -> list:
-        return [self._order(o) for o in self.gateway.ledger.open_orders(self._user(body))]
+        user = self._user(body)
+        return [self._order(o) for o in self.gateway.ledger.open_orders(user)] + \
+            [{k: v for k, v in self._trigger(o).items() if k in ("coin", "side", "limitPx", "sz", "oid", "timestamp",
+                                                                  "origSz", "cloid")}
+             for o in self.gateway.ledger.open_conditionals(user)]
 
     def _frontendOpenOrders(self, body: dict) -> list:
-        return [self._frontend_order(o) for o in self.gateway.ledger.open_orders(self._user(body))]
+        user = self._user(body)
+        return [self._frontend_order(o) for o in self.gateway.ledger.open_orders(user)] + \
+            [self._trigger(o) for o in self.gateway.ledger.open_conditionals(user)]
 
     def _status(self, order) -> str:
         if order.status in LIVE:
