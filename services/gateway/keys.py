@@ -30,6 +30,17 @@ async def publish_key(bus: Bus, account: str) -> tuple[str, str]:
     return key, secret
 
 
+AGENT_PREFIX = "agent:"  # a Hyperliquid agent wallet: key "agent:<address>", no secret, its master's account
+
+
+async def publish_agent(bus: Bus, agent: str, master: str) -> None:
+    """Approve ``agent`` (a wallet address) to act for ``master``: written to the bus like
+    a key, so every gateway, restarted too, knows it."""
+    key = AGENT_PREFIX + agent.lower()
+    message = ApiKey(f"accounts-{uuid.uuid4().hex[:8]}", time.time_ns(), key, "", master, time.time_ns())
+    await bus.send([(KEYS, 0, key.encode(), codec(KEYS).encode(message))])
+
+
 class KeyStore:
     """Every key published so far, and those published while it runs."""
 
@@ -92,3 +103,8 @@ class KeyStore:
     def lookup(self, key: str) -> tuple[str, str] | None:
         """(secret, account) of a key, or None."""
         return self._keys.get(key)
+
+    def master(self, agent: str) -> str | None:
+        """The account an approved agent wallet acts for, or None."""
+        found = self._keys.get(AGENT_PREFIX + agent.lower())
+        return found[1] if found else None

@@ -286,3 +286,26 @@ async def test_a_stop_loss_trigger_order_through_the_sdk_fires_on_the_mark(hyper
     await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
     fills = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_fills(address))
     assert [(f["side"], f["px"], f["sz"]) for f in fills] == [("A", "144.5", "10.0"), ("B", "150.0", "10.0")]
+
+
+async def test_an_approved_agent_wallet_trades_for_its_master_and_no_one_else(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    master = Account.create()
+    address = master.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit(address, "2000")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
+
+    def delegate():
+        approved, agent_key = Exchange(master, url).approve_agent("bot")
+        agent = Account.from_key(agent_key)
+        placed = Exchange(agent, url, account_address=master.address).order(
+            "SOL", True, 1, 148, {"limit": {"tif": "Gtc"}})
+        return approved, agent, placed
+
+    approved, agent, placed = await asyncio.to_thread(delegate)
+    assert approved == {"status": "ok", "response": {"type": "default"}}
+    oid = placed["response"]["data"]["statuses"][0]["resting"]["oid"]
+    [order] = gateway.ledger.open_orders(address)
+    assert order.order_id == oid  # the master's order, placed by its agent
+    assert not gateway.ledger.open_orders(agent.address.lower())

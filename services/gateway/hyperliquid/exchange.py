@@ -15,10 +15,11 @@ the server's clock; a replayed or stale one is refused.
 Actions: ``order`` (limit Gtc / Ioc / Alo, reduce-only, client order id; trigger tp/sl
 orders on the mark, market or limit), ``cancel``,
 ``cancelByCloid``, ``modify``, ``batchModify``, ``updateLeverage`` (``isCross`` chooses
-the margin mode), ``updateIsolatedMargin`` (``ntli``). Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
+the margin mode), ``updateIsolatedMargin`` (``ntli``), and ``approveAgent`` (user-signed by
+the master on the ``HyperliquidSignTransaction`` domain; the agent, kept on the ``keys``
+topic, then signs L1 actions for its master). Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
 ..., "data": {"statuses": [...]}}}`` with per-order ``resting`` / ``filled`` / ``error``,
-or ``{"status": "err", "response": "..."}``. ``scheduleCancel`` and agent wallets come
-next (issue 15).
+or ``{"status": "err", "response": "..."}``. ``scheduleCancel`` comes next (issue 15).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from schemas.enums import (
     TriggerSource,
 )
 from services.client import Rejected
+from services.gateway.keys import AGENT_PREFIX, publish_agent
 from services.gateway.ledger import money
 
 NONCE_WINDOW_MS = 86_400_000  # Hyperliquid: within a day (later: two days back, one ahead)
@@ -104,6 +106,9 @@ class HyperliquidExchange:
             action, nonce, signature = body["action"], body.get("nonce"), body.get("signature")
             if not isinstance(nonce, int) or not isinstance(signature, dict):
                 raise Refusal("Failed to deserialize the JSON body into the target type")
+            if action.get("type") == "approveAgent":  # user-signed, by the master itself
+                return web.json_response({"status": "ok", "response": await self._approve_agent(action, signature,
+                                                                                                 nonce)})
             account = self._signer(action, signature, body.get("vaultAddress"), nonce, body.get("expiresAfter"))
             self._use_nonce(account, nonce)
             handler = getattr(self, "_" + str(action.get("type")), None)
@@ -125,7 +130,39 @@ class HyperliquidExchange:
         for address in candidates:
             if address in known and known[address].snapshot is not None:  # funded: risk has reported it
                 return address
+            master = self.gateway.keys.master(address) if self.gateway.keys is not None else None
+            if master is not None:  # an approved agent wallet acts for its master
+                return master
         raise Refusal(f"User or API Wallet {candidates[0]} does not exist.")
+
+    async def _approve_agent(self, action: dict, signature: dict, nonce: int) -> dict:
+        """``approveAgent``, signed by the master on the ``HyperliquidSignTransaction``
+        domain (as the SDK's ``approve_agent`` does): the agent may then sign for it."""
+        try:
+            message = {"hyperliquidChain": action["hyperliquidChain"], "agentAddress": action["agentAddress"],
+                       "agentName": action.get("agentName", ""), "nonce": action["nonce"]}
+            chain = int(action["signatureChainId"], 16)
+            typed = {"domain": {"name": "HyperliquidSignTransaction", "version": "1", "chainId": chain,
+                                "verifyingContract": "0x" + "0" * 40},
+                     "types": {"HyperliquidTransaction:ApproveAgent": [
+                         {"name": "hyperliquidChain", "type": "string"}, {"name": "agentAddress", "type": "address"},
+                         {"name": "agentName", "type": "string"}, {"name": "nonce", "type": "uint64"}],
+                         "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                          {"name": "chainId", "type": "uint256"},
+                                          {"name": "verifyingContract", "type": "address"}]},
+                     "primaryType": "HyperliquidTransaction:ApproveAgent", "message": message}
+            vrs = [int(signature["v"]), int(signature["r"], 16), int(signature["s"], 16)]
+            master = Account.recover_message(encode_typed_data(full_message=typed), vrs=vrs).lower()
+        except Exception:  # noqa: BLE001 - whatever does not verify is an invalid signature
+            raise Refusal("Invalid signature") from None
+        known = self.gateway.ledger.accounts
+        if master not in known or known[master].snapshot is None:
+            raise Refusal(f"User or API Wallet {master} does not exist.")
+        self._use_nonce(master, nonce)
+        agent = str(action["agentAddress"]).lower()
+        await publish_agent(self.gateway.bus, agent, master)
+        await self.gateway.keys.known(AGENT_PREFIX + agent)
+        return {"type": "default"}
 
     def _use_nonce(self, account: str, nonce: int) -> None:
         now = int(time.time() * 1000)
