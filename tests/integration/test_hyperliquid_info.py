@@ -309,3 +309,26 @@ async def test_an_approved_agent_wallet_trades_for_its_master_and_no_one_else(hy
     [order] = gateway.ledger.open_orders(address)
     assert order.order_id == oid  # the master's order, placed by its agent
     assert not gateway.ledger.open_orders(agent.address.lower())
+
+
+async def test_schedule_cancel_cancels_the_open_orders_when_its_time_comes(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit(address, "2000")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
+
+    def arm():
+        exchange = Exchange(wallet, url)
+        exchange.order("SOL", True, 1, 148, {"limit": {"tif": "Gtc"}})
+        too_early = exchange.schedule_cancel(int(time.time() * 1000) + 1_000)
+        armed = exchange.schedule_cancel(int(time.time() * 1000) + 5_500)
+        return too_early, armed
+
+    too_early, armed = await asyncio.to_thread(arm)
+    assert too_early["status"] == "err" and "at least 5 seconds" in too_early["response"]
+    assert armed == {"status": "ok", "response": {"type": "default"}}
+    assert len(gateway.ledger.open_orders(address)) == 1
+    await settle(gateway, lambda: not gateway.ledger.open_orders(address), timeout=10)
+    assert not gateway.ledger.open_orders(address)

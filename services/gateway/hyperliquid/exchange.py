@@ -19,7 +19,7 @@ the margin mode), ``updateIsolatedMargin`` (``ntli``), and ``approveAgent`` (use
 the master on the ``HyperliquidSignTransaction`` domain; the agent, kept on the ``keys``
 topic, then signs L1 actions for its master). Answers are Hyperliquid's: ``{"status": "ok", "response": {"type":
 ..., "data": {"statuses": [...]}}}`` with per-order ``resting`` / ``filled`` / ``error``,
-or ``{"status": "err", "response": "..."}``. ``scheduleCancel`` comes next (issue 15).
+or ``{"status": "err", "response": "..."}``. ``scheduleCancel`` (a dead man's switch).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class HyperliquidExchange:
         self.gateway = gateway
         self.assets = list(gateway.markets.values())  # asset index -> market, as /info's meta lists them
         self.nonces: dict[str, deque[int]] = {}
+        self.scheduled: dict[str, asyncio.Task] = {}  # account -> its dead man's switch
 
     def routes(self) -> list:
         return [web.post("/exchange", self.exchange)]
@@ -305,6 +306,31 @@ class HyperliquidExchange:
             source=TriggerSource.MARK, reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None),
             self.gateway.order_timeout_s)
         return {"resting": {"oid": result.order_id, **({"cloid": wire["c"]} if wire.get("c") else {})}}
+
+    async def _scheduleCancel(self, account: str, action: dict) -> dict:
+        """A dead man's switch: at ``time`` (ms), cancel the account's open orders; no
+        ``time`` removes it. Hyperliquid wants it at least 5 seconds ahead."""
+        when = action.get("time")
+        pending = self.scheduled.pop(account, None)
+        if pending is not None:
+            pending.cancel()
+        if when is None:
+            return {"type": "default"}
+        if not isinstance(when, int) or when < int(time.time() * 1000) + 5_000:
+            raise Refusal("Scheduled cancel time too early, must be at least 5 seconds from now.")
+        self.scheduled[account] = asyncio.get_running_loop().create_task(self._cancel_all_at(account, when))
+        return {"type": "default"}
+
+    async def _cancel_all_at(self, account: str, when: int) -> None:
+        await asyncio.sleep(max(0.0, (when - time.time() * 1000) / 1000))
+        self.scheduled.pop(account, None)
+        orders = self.gateway.ledger.open_orders(account) + self.gateway.ledger.open_conditionals(account)
+        for order in orders:
+            try:
+                await asyncio.wait_for(self.gateway.client.cancel(account, order.market.symbol, order.order_id),
+                                       self.gateway.order_timeout_s)
+            except (Rejected, TimeoutError):
+                pass  # it ended meanwhile, or the exchange is slow: the next order is tried
 
     async def _cancel(self, account: str, action: dict) -> dict:
         statuses = await asyncio.gather(*(self._cancel_one(account, self._asset(c.get("a")), c.get("o"))

@@ -57,7 +57,14 @@ def application(gateway: Any) -> web.Application:
     from services.gateway.hyperliquid.exchange import HyperliquidExchange
 
     app = web.Application()
-    app.add_routes(HyperliquidInfo(gateway).routes() + HyperliquidExchange(gateway).routes())
+    exchange = HyperliquidExchange(gateway)
+    app.add_routes(HyperliquidInfo(gateway).routes() + exchange.routes())
+
+    async def disarm(_app) -> None:  # scheduled cancels do not outlive the server
+        for task in exchange.scheduled.values():
+            task.cancel()
+
+    app.on_cleanup.append(disarm)
     return app
 
 
