@@ -199,6 +199,8 @@ class HyperliquidExchange:
             price, size = Decimal(wire["p"]), Decimal(wire["s"])
             if size <= 0:
                 return {"error": "Order has zero size."}
+            if tif is TimeInForce.IOC:
+                price = self._within_band(market, bool(wire["b"]), price)
             result = await asyncio.wait_for(self.gateway.client.place(
                 account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), str(price), tif=tif,
                 reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None,
@@ -289,6 +291,18 @@ class HyperliquidExchange:
         except TimeoutError:
             return {"error": "Timeout waiting for the exchange."}
         return {"resting": {"oid": order.order_id}}
+
+    def _within_band(self, market, buy: bool, price: Decimal) -> Decimal:
+        """A market order in this dialect is an Ioc limit with slippage (the SDK's and
+        ccxt's: 5% from the mid), which can pass perpsim's price band (5% of the mark): it
+        is limited at the band's edge, which fills it as it would have filled (nothing
+        trades beyond the band anyway)."""
+        mark = self.gateway.projection.markets[market.symbol].mark
+        if not mark:
+            return price
+        band = mark * market.price_band_ppm // 1_000_000
+        edge = (mark + band if buy else mark - band) * market.tick_size
+        return min(price, edge) if buy else max(price, edge)
 
     async def _trigger_order(self, account: str, market, wire: dict, trigger: dict) -> dict:
         """A tp/sl trigger order: a conditional order of the core on the mark (Hyperliquid's

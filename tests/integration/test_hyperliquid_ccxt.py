@@ -1,0 +1,102 @@
+"""ccxt's ``hyperliquid`` (the pinned 4.5.90, async and sync) against the Hyperliquid
+dialect, configured only by URL and its markets option: it signs as mainnet (source "a")
+where the SDK signs as testnet; both are accepted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import ccxt
+import ccxt.async_support as accxt
+import pytest
+from aiohttp import web
+from eth_account import Account
+
+from exchange.markets import default_markets
+from schemas.enums import Side
+from services.gateway.hyperliquid.info import application
+from services.runtime.broker import free_port
+from tests.integration.test_gateway import running_venue, settle
+
+pytestmark = pytest.mark.integration
+SOL = "SOL/USDC:USDC"
+
+
+def configured(module, wallet, url: str):
+    """ccxt's hyperliquid pointed at the local venue: its two URLs, and perpetuals only."""
+    exchange = module.hyperliquid({"walletAddress": wallet.address, "privateKey": wallet.key.hex(),
+                                   "options": {"fetchMarkets": {"types": ["swap"]}}})
+    exchange.urls["api"] = {"public": url, "private": url}
+    return exchange
+
+
+@pytest.fixture
+async def venue_hl():
+    async with running_venue(default_markets()) as (_, client, oracle, gateway):
+        runner = web.AppRunner(application(gateway))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield client, oracle, gateway, f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+
+
+async def funded(client, oracle, gateway, deposit: str = "2000"):
+    wallet = Account.create()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(wallet.address.lower(), deposit)
+    await client.place("maker", "SOL-PERP", Side.SELL, "10", "150.5")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(wallet.address.lower())
+                 and gateway.ledger.accounts[wallet.address.lower()].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks)
+    return wallet
+
+
+async def test_async_ccxt_hyperliquid_loads_trades_and_manages_its_position(venue_hl):
+    client, oracle, gateway, url = venue_hl
+    wallet = await funded(client, oracle, gateway)
+    exchange = configured(accxt, wallet, url)
+    try:
+        markets = await exchange.load_markets()
+        assert sorted(markets) == ["BTC/USDC:USDC", "ETH/USDC:USDC", SOL]
+        assert markets[SOL]["limits"]["leverage"]["max"] == 20
+        assert (await exchange.fetch_balance())["USDC"]["total"] == 2000.0
+        await exchange.set_margin_mode("isolated", SOL, {"leverage": 5})
+        await exchange.set_leverage(5, SOL, {"marginMode": "isolated"})
+        bought = await exchange.create_order(SOL, "market", "buy", 2, 150.5)
+        assert (bought["filled"], bought["average"]) == (2.0, 150.5)
+        resting = await exchange.create_order(SOL, "limit", "sell", 1, 155, {"reduceOnly": True})
+        [listed] = await exchange.fetch_open_orders(SOL)
+        assert (listed["id"], listed["price"], listed["amount"], listed["side"]) == (resting["id"], 155.0, 1.0, "sell")
+        await exchange.cancel_order(resting["id"], SOL)
+        assert await exchange.fetch_open_orders(SOL) == []
+        await exchange.add_margin(SOL, 10)
+        await settle(gateway, lambda: gateway.ledger.snapshot(wallet.address.lower()).positions
+                     and gateway.ledger.snapshot(wallet.address.lower()).positions[0].isolated_margin == 70_200_000)
+        [position] = await exchange.fetch_positions([SOL])
+        assert (position["side"], position["contracts"], position["entryPrice"], position["marginMode"]) == \
+            ("long", 2.0, 150.5, "isolated")
+        assert position["collateral"] == pytest.approx(70.2 - 1.0)  # 301/5 + 10 of margin, less the 1.0 unrealized
+        trades = await exchange.fetch_my_trades(SOL)
+        assert [(t["side"], t["price"], t["amount"]) for t in trades] == [("buy", 150.5, 2.0)]
+    finally:
+        await exchange.close()
+
+
+async def test_sync_ccxt_hyperliquid_places_and_cancels(venue_hl):
+    client, oracle, gateway, url = venue_hl
+    wallet = await funded(client, oracle, gateway)
+    exchange = configured(ccxt, wallet, url)
+
+    def work():
+        exchange.load_markets()
+        order = exchange.create_order(SOL, "limit", "buy", 1, 148)
+        opened = exchange.fetch_open_orders(SOL)
+        exchange.cancel_order(order["id"], SOL)
+        return order, opened, exchange.fetch_open_orders(SOL)
+
+    order, opened, after = await asyncio.to_thread(work)
+    assert [o["id"] for o in opened] == [order["id"]] and after == []
