@@ -100,3 +100,22 @@ async def test_sync_ccxt_hyperliquid_places_and_cancels(venue_hl):
 
     order, opened, after = await asyncio.to_thread(work)
     assert [o["id"] for o in opened] == [order["id"]] and after == []
+
+
+def readme_ccxt_snippet() -> str:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- hyperliquid-ccxt -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readmes_ccxt_hyperliquid_lines_trade_on_the_venue(venue_hl):
+    client, oracle, gateway, url = venue_hl
+    wallet = await funded(client, oracle, gateway)
+    code = readme_ccxt_snippet().replace("http://127.0.0.1:8081", url)
+    scope = {"ADDRESS": wallet.address, "PRIVATE_KEY": wallet.key.hex()}
+    await asyncio.to_thread(exec, code, scope)  # the README's lines as a user runs them: sync ccxt
+    await settle(gateway, lambda: gateway.ledger.snapshot(wallet.address.lower()).positions)
+    [position] = gateway.ledger.snapshot(wallet.address.lower()).positions
+    assert position.signed_size == 100  # the 1 SOL the README buys
