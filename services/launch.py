@@ -120,7 +120,7 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
     from aiohttp import web
 
     from services.gateway.binance.app import Gateway
-    from services.gateway.hyperliquid.info import application as hyperliquid_application
+    from services.gateway.hyperliquid.app import application as hyperliquid_application
     from services.gateway.keys import KeyStore
 
     keys = KeyStore(bus)

@@ -14,7 +14,7 @@ from eth_account import Account
 
 from exchange.markets import default_markets
 from schemas.enums import Side
-from services.gateway.hyperliquid.info import application
+from services.gateway.hyperliquid.app import application
 from services.runtime.broker import free_port
 from tests.integration.test_gateway import running_venue, settle
 

@@ -20,7 +20,7 @@ from hyperliquid.utils.signing import sign_l1_action
 from exchange.markets import default_markets
 from schemas.enums import MarginMode, Side
 from services.client import Client
-from services.gateway.hyperliquid.info import application
+from services.gateway.hyperliquid.app import application
 from services.runtime.broker import free_port
 from tests.integration.conftest import ROOT, Oracle, kafka_bus
 from tests.integration.test_gateway import running_venue, settle
@@ -332,3 +332,36 @@ async def test_schedule_cancel_cancels_the_open_orders_when_its_time_comes(hyper
     assert len(gateway.ledger.open_orders(address)) == 1
     await settle(gateway, lambda: not gateway.ledger.open_orders(address), timeout=10)
     assert not gateway.ledger.open_orders(address)
+
+
+async def test_the_sdks_websocket_streams_the_book_trades_and_the_wallets_orders_and_fills(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(address, "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks)
+    seen: dict[str, list] = {"l2Book": [], "trades": [], "userFills": [], "orderUpdates": []}
+    info = await asyncio.to_thread(Info, url)  # with its WebSocket, as a bot starts it
+    try:
+        for subscription in ({"type": "l2Book", "coin": "SOL"}, {"type": "trades", "coin": "SOL"},
+                             {"type": "userFills", "user": wallet.address}, {"type": "orderUpdates", "user": address}):
+            await asyncio.to_thread(info.subscribe, subscription,
+                                    lambda message: seen[message["channel"]].append(message["data"]))
+        await settle(gateway, lambda: seen["l2Book"] and seen["userFills"], timeout=10)
+        assert seen["l2Book"][0]["levels"][1] == [{"px": "150.5", "sz": "5.0", "n": 1}]  # the snapshot at once
+        assert seen["userFills"][0] == {"isSnapshot": True, "user": address, "fills": []}
+        await asyncio.to_thread(lambda: Exchange(wallet, url).order("SOL", True, 2, 150.5, {"limit": {"tif": "Ioc"}}))
+        await settle(gateway, lambda: seen["trades"] and len(seen["userFills"]) > 1 and seen["orderUpdates"],
+                     timeout=10)
+        assert [(t["coin"], t["side"], t["px"], t["sz"]) for t in seen["trades"][0]] == [("SOL", "B", "150.5", "2.0")]
+        assert [(f["px"], f["sz"], f["side"]) for f in seen["userFills"][1]["fills"]] == [("150.5", "2.0", "B")]
+        assert seen["orderUpdates"][-1][0]["status"] == "filled"
+        await settle(gateway, lambda: seen["l2Book"][-1]["levels"][1] == [{"px": "150.5", "sz": "3.0", "n": 1}],
+                     timeout=10)
+        assert seen["l2Book"][-1]["levels"][1] == [{"px": "150.5", "sz": "3.0", "n": 1}]  # 5 less the 2 taken
+    finally:
+        await asyncio.to_thread(info.disconnect_websocket)

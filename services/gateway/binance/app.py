@@ -70,13 +70,27 @@ class Gateway:
         self.client = Client(bus, markets, producer=f"gateway-{uuid.uuid4().hex[:8]}", keep=10_000)
         self.listen_keys: dict[str, str] = {}  # listen key -> account
         self.hub = StreamHub(markets, self.projection, self.listen_keys)
-        self.ledger = Ledger(markets, notify=lambda account, event: self.hub.user(account, user_event(event, markets)),
-                             listening=self.hub.listening,
+        # other dialects' streams (services/gateway/hyperliquid) tap the same feeds: each has
+        # market(message), user(account, event) and listening(account)
+        self.taps: list = []
+        self.ledger = Ledger(markets, notify=self._notify,
+                             listening=lambda account: self.hub.listening(account)
+                             or any(tap.listening(account) for tap in self.taps),
                              marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self._reader: asyncio.Task | None = None
         self.market_data = TolerantReader(MARKET_DATA, "gateway")
 
     # ---------------------------------------------------------------- plumbing
+
+    def _notify(self, account: str, event) -> None:
+        if self.hub.listening(account):
+            self.hub.user(account, user_event(event, self.markets))
+        for tap in self.taps:
+            if tap.listening(account):
+                try:
+                    tap.user(account, event)
+                except Exception:  # noqa: BLE001 - a stream bug must not stop the ledger
+                    log.exception("gateway could not stream a user event")
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_market_data())
@@ -106,6 +120,8 @@ class Gateway:
                         self.projection.apply(message)
                         try:
                             self.hub.market(message, before)
+                            for tap in self.taps:
+                                tap.market(message)
                             if isinstance(message, MarkPrice):
                                 self.ledger.mark_moved(message.market, [a for a, c in self.hub.users.items() if c])
                         except Exception:  # noqa: BLE001 - a stream bug must not stop the projection

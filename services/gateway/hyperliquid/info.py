@@ -50,24 +50,6 @@ def usd(micro: int) -> str:
     return money(micro)
 
 
-def application(gateway: Any) -> web.Application:
-    """Hyperliquid's dialect over a running gateway's projection and ledger (``gateway``
-    has ``markets``, ``projection`` and ``ledger``), on a port of its own: its paths
-    (``/info``, ``/exchange``, ``/ws``) are not Binance's."""
-    from services.gateway.hyperliquid.exchange import HyperliquidExchange
-
-    app = web.Application()
-    exchange = HyperliquidExchange(gateway)
-    app.add_routes(HyperliquidInfo(gateway).routes() + exchange.routes())
-
-    async def disarm(_app) -> None:  # scheduled cancels do not outlive the server
-        for task in exchange.scheduled.values():
-            task.cancel()
-
-    app.on_cleanup.append(disarm)
-    return app
-
-
 class Unreadable(Exception):
     """A body Hyperliquid would not deserialize."""
 

@@ -1,0 +1,178 @@
+"""Hyperliquid's WebSocket (``/ws``): ``{"method": "subscribe" | "unsubscribe",
+"subscription": {...}}`` answered with a ``subscriptionResponse``, ``{"method": "ping"}``
+with ``{"channel": "pong"}``, and the channels ``l2Book`` (a snapshot at once and on every
+change), ``trades``, ``bbo``, ``allMids``, ``orderUpdates`` and ``userFills`` (a snapshot
+first, ``isSnapshot``), in Hyperliquid's formats (those of ``/info``).
+
+Every connection has a bounded queue; one that falls ``QUEUE_LIMIT`` messages behind is
+closed (1008) rather than growing the gateway's memory, as the Binance streams do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from schemas.enums import Side
+from schemas.events import BBO, BookDelta, BookSnapshot, MarkPrice, Trade
+from services.gateway.hyperliquid.info import HyperliquidInfo, Unreadable, coin
+from services.gateway.ledger import OrderUpdate
+
+log = logging.getLogger(__name__)
+QUEUE_LIMIT = 10_000
+MARKET_CHANNELS = ("l2Book", "trades", "bbo")
+USER_CHANNELS = ("orderUpdates", "userFills")
+
+
+class _Connection:
+    def __init__(self, ws: web.WebSocketResponse):
+        self.ws = ws
+        self.subscriptions: set[tuple[str, str]] = set()  # (type, coin or user)
+        self.queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
+
+    def put(self, channel: str, data: Any) -> bool:
+        try:
+            self.queue.put_nowait({"channel": channel, "data": data})
+            return True
+        except asyncio.QueueFull:
+            return False
+
+
+class HyperliquidStreams:
+    """The WebSocket of the Hyperliquid dialect: fed by the gateway's market data and the
+    ledger's user events (it is one of the gateway's taps)."""
+
+    def __init__(self, gateway: Any, info: HyperliquidInfo):
+        self.gateway, self.info = gateway, info
+        self.connections: set[_Connection] = set()
+
+    def routes(self) -> list:
+        return [web.get("/ws", self.handle)]
+
+    async def close(self) -> None:
+        for connection in list(self.connections):
+            await connection.ws.close()
+
+    # ------------------------------------------------------------ connections
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        connection = _Connection(ws)
+        self.connections.add(connection)
+        writer = asyncio.create_task(self._write(connection))
+        try:
+            async for message in ws:
+                if message.type is WSMsgType.TEXT:
+                    self._request(connection, message.data)
+                elif message.type is WSMsgType.ERROR:
+                    break
+        finally:
+            self.connections.discard(connection)
+            writer.cancel()
+        return ws
+
+    async def _write(self, connection: _Connection) -> None:
+        while True:
+            payload = await connection.queue.get()
+            await connection.ws.send_str(json.dumps(payload))
+
+    def _send(self, connection: _Connection, channel: str, data: Any) -> None:
+        if not connection.put(channel, data):
+            self.connections.discard(connection)
+            asyncio.get_running_loop().create_task(connection.ws.close(code=1008, message=b"too slow"))
+
+    def _request(self, connection: _Connection, text: str) -> None:
+        try:
+            request = json.loads(text)
+            method = request.get("method")
+            if method == "ping":
+                return self._send(connection, "pong", None)
+            subscription = request.get("subscription")
+            if method not in ("subscribe", "unsubscribe") or not isinstance(subscription, dict):
+                raise Unreadable
+            kind = subscription.get("type")
+            if kind in MARKET_CHANNELS:
+                key = coin(self.info._market(subscription.get("coin")))
+            elif kind in USER_CHANNELS:
+                key = self.info._user(subscription)
+            elif kind == "allMids":
+                key = ""
+            else:
+                raise Unreadable
+        except (Unreadable, ValueError, AttributeError):
+            return self._send(connection, "error", f"Invalid subscription {text}")
+        if method == "unsubscribe":
+            connection.subscriptions.discard((kind, key))
+        else:
+            connection.subscriptions.add((kind, key))
+        self._send(connection, "subscriptionResponse", {"method": method, "subscription": subscription})
+        if method == "subscribe":
+            self._first(connection, kind, key)
+
+    def _first(self, connection: _Connection, kind: str, key: str) -> None:
+        """What a subscription gets at once: the book, the mids, the fills so far."""
+        if kind == "l2Book":
+            self._send(connection, "l2Book", self.info._l2Book({"coin": key}))
+        elif kind == "allMids":
+            self._send(connection, "allMids", {"mids": self.info._allMids({})})
+        elif kind == "userFills":
+            self._send(connection, "userFills", {"isSnapshot": True, "user": key,
+                                                 "fills": self.info._fills(key)[:2000]})
+
+    def _to(self, kind: str, key: str):
+        return [c for c in list(self.connections) if (kind, key) in c.subscriptions]
+
+    # --------------------------------------------------------------------- taps
+
+    def listening(self, account: str) -> bool:
+        return any(key == account for c in self.connections for kind, key in c.subscriptions if kind in USER_CHANNELS)
+
+    def market(self, message: Any) -> None:
+        market = self.gateway.markets.get(getattr(message, "market", ""))
+        if market is None:
+            return
+        name = coin(market)
+        if isinstance(message, (BookDelta, BookSnapshot)):
+            subscribers = self._to("l2Book", name)
+            if subscribers:
+                book = self.info._l2Book({"coin": name})
+                for connection in subscribers:
+                    self._send(connection, "l2Book", book)
+        elif isinstance(message, BBO):
+            levels = [{"px": self.info._price(market, p), "sz": self.info._size(market, s), "n": 1} if p else None
+                      for p, s in ((message.bid_price, message.bid_size), (message.ask_price, message.ask_size))]
+            for connection in self._to("bbo", name):
+                self._send(connection, "bbo", {"coin": name, "time": message.ts // 1_000_000, "bbo": levels})
+        elif isinstance(message, Trade):
+            trade = {"coin": name, "side": "B" if message.taker_side is Side.BUY else "A",
+                     "px": self.info._price(market, message.price), "sz": self.info._size(market, message.size),
+                     "time": message.ts // 1_000_000, "hash": f"0x{message.trade_id:064x}", "tid": message.trade_id,
+                     "users": ["0x" + "0" * 40, "0x" + "0" * 40]}
+            for connection in self._to("trades", name):
+                self._send(connection, "trades", [trade])
+        elif isinstance(message, MarkPrice):
+            subscribers = self._to("allMids", "")
+            if subscribers:
+                mids = {"mids": self.info._allMids({})}
+                for connection in subscribers:
+                    self._send(connection, "allMids", mids)
+
+    def user(self, account: str, event: Any) -> None:
+        if not isinstance(event, OrderUpdate):
+            return
+        order = event.order
+        update = [{"order": self.info._order(order), "status": self.info._status(order),
+                   "statusTimestamp": event.when or int(time.time() * 1000)}]
+        for connection in self._to("orderUpdates", account):
+            self._send(connection, "orderUpdates", update)
+        if event.trade is not None:
+            [fill] = [f for f in self.info._fills(account) if f["tid"] == event.trade.trade_id][:1] or [None]
+            if fill is not None:
+                for connection in self._to("userFills", account):
+                    self._send(connection, "userFills", {"user": account, "fills": [fill]})
