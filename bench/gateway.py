@@ -7,9 +7,13 @@ concurrent traders:
 
 1. native: ``Client.place`` straight onto the bus;
 2. gateway: signed ``POST /fapi/v1/order`` (HMAC-SHA256, as ccxt sends it) over HTTP
-   keep-alive, answered FILLED with the average price.
+   keep-alive, answered FILLED with the average price;
+3. hyperliquid: ``POST /exchange`` order actions, each signed beforehand by its bot's
+   wallet (EIP-712, as the SDK signs; the bot's signing is not the venue's cost), answered
+   ``filled``; the venue recovers every signature.
 
-Prints orders/s and latency p50/p99 of both; the last line is gateway / native throughput.
+Prints orders/s and latency p50/p99 of each, and what one signature recovery costs; the
+last lines are each dialect's throughput over the native client's.
 
     python -m bench.gateway [--orders 2000] [--bots 8]
 """
@@ -88,6 +92,47 @@ async def through_gateway(base: str, keys: list[tuple[str, str]], orders: int) -
         return summary("gateway", latencies, time.perf_counter() - start)
 
 
+async def through_hyperliquid(base: str, wallets: list, orders: int) -> float:
+    from hyperliquid.utils.signing import sign_l1_action
+
+    latencies: list[float] = []
+    action = {"type": "order", "orders": [{"a": 2, "b": True, "p": "150.5", "s": "0.01", "r": False,
+                                           "t": {"limit": {"tif": "Ioc"}}}], "grouping": "na"}
+    base_nonce = int(time.time() * 1000)
+    signed = {wallet.address: [{"action": action, "nonce": base_nonce + i, "vaultAddress": None,
+                                "signature": sign_l1_action(wallet, action, None, base_nonce + i, None, False)}
+                               for i in range(orders // len(wallets))] for wallet in wallets}
+
+    async def trade(session: aiohttp.ClientSession, bodies: list) -> None:
+        for body in bodies:
+            start = time.perf_counter()
+            async with session.post(f"{base}/exchange", json=body) as reply:
+                answer = await reply.json()
+            assert "filled" in answer["response"]["data"]["statuses"][0], answer
+            latencies.append(time.perf_counter() - start)
+
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(trade(session, bodies) for bodies in signed.values()))
+        return summary("hyperliq", latencies, time.perf_counter() - start)
+
+
+def recovery_cost(count: int = 300) -> float:
+    """Seconds the venue spends recovering one L1 signature (both sources, as it does)."""
+    from eth_account import Account
+    from hyperliquid.utils.signing import sign_l1_action
+
+    from services.gateway.hyperliquid.exchange import signers
+
+    wallet = Account.create()
+    action = {"type": "cancel", "cancels": [{"a": 2, "o": 1}]}
+    bodies = [(i, sign_l1_action(wallet, action, None, i, None, False)) for i in range(1, count + 1)]
+    start = time.perf_counter()
+    for nonce, signature in bodies:
+        list(signers(action, signature, None, nonce, None))
+    return (time.perf_counter() - start) / count
+
+
 async def main_async(args: argparse.Namespace) -> None:
     markets = default_markets()
     bus = MemoryBus(topic_partitions(2))
@@ -102,6 +147,12 @@ async def main_async(args: argparse.Namespace) -> None:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    from services.gateway.hyperliquid.app import application as hyperliquid_application
+
+    hl_runner = web.AppRunner(hyperliquid_application(gateway), access_log=None)
+    await hl_runner.setup()
+    hl_port = free_port()
+    await web.TCPSite(hl_runner, "127.0.0.1", hl_port).start()
     client = Client(bus, markets, timeout_s=60)
     await client.start()
     try:
@@ -109,19 +160,29 @@ async def main_async(args: argparse.Namespace) -> None:
         await client.deposit("maker", "100000000")
         size = str(args.orders * 0.01 * 2 + 10)
         await client.place("maker", "SOL-PERP", Side.SELL, size, "150.5")
+        from eth_account import Account
+
         bots = [f"native-{i}" for i in range(args.bots)]
         keyed = [f"gateway-{i}" for i in range(args.bots)]
-        for account in bots + keyed:
+        wallets = [Account.create() for _ in range(args.bots)]
+        for account in bots + keyed + [w.address.lower() for w in wallets]:
             await client.deposit(account, "1000000")
+        while not all(gateway.ledger.accounts.get(w.address.lower()) and gateway.ledger.accounts[w.address.lower()]
+                      .snapshot for w in wallets):
+            await asyncio.sleep(0.05)
         keys = [await publish_key(bus, account) for account in keyed]
         for key, _ in keys:
             await store.known(key)
         print(f"gateway on 127.0.0.1:{port}; {args.bots} concurrent bots", flush=True)
         native_rate = await native(client, bots, args.orders)
         gateway_rate = await through_gateway(f"http://127.0.0.1:{port}", keys, args.orders)
+        hyperliquid_rate = await through_hyperliquid(f"http://127.0.0.1:{hl_port}", wallets, args.orders)
+        print(f"signature recovery: {recovery_cost() * 1e6:,.0f} µs each (both sources)")
         print(f"ratio gateway/native: {gateway_rate / native_rate:.2f}")
+        print(f"ratio hyperliquid/native: {hyperliquid_rate / native_rate:.2f}")
     finally:
         await client.stop()
+        await hl_runner.cleanup()
         await runner.cleanup()
         await gateway.stop()
         stop.set()
@@ -134,8 +195,11 @@ async def mark(bus: MemoryBus, price: str) -> None:
     from schemas.events import MarkPrice
 
     ticks = default_markets()["SOL-PERP"].price_to_ticks(price)
-    event = MarkPrice("bench-oracle", 1, "SOL-PERP", ticks, ticks, time.time_ns())
-    await bus.send([(RISK_IN, p, None, codec(RISK_IN).encode(event)) for p in range(bus.partitions(RISK_IN))])
+    from schemas import MARKET_DATA
+
+    event = MarkPrice("oracle", time.time_ns(), "SOL-PERP", ticks, ticks, time.time_ns())  # only the oracle may
+    await bus.send([(RISK_IN, p, None, codec(RISK_IN).encode(event)) for p in range(bus.partitions(RISK_IN))]
+                   + [(MARKET_DATA, 0, None, codec(MARKET_DATA).encode(event))])
 
 
 def main() -> None:

@@ -101,3 +101,24 @@ def test_each_side_of_a_backstop_or_adl_transfer_is_an_order_of_its_own():
     # each trade names its side's order, so a bot's trade history joins with its order history
     assert [t.order_id for t in ledger.account("bot").trades] == [bot.order_id]
     assert not ledger.open_orders("bot")
+
+
+def test_the_hyperliquid_agent_digest_is_eip712s():
+    """The direct digest recovers the same signer as eth-account's generic EIP-712 encoding."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    from services.gateway.hyperliquid.exchange import connection_id, signers
+
+    wallet = Account.create()
+    action = {"type": "cancel", "cancels": [{"a": 2, "o": 7}]}
+    connection = connection_id(action, None, 1234, None)
+    typed = {"domain": {"chainId": 1337, "name": "Exchange", "verifyingContract": "0x" + "0" * 40, "version": "1"},
+             "types": {"Agent": [{"name": "source", "type": "string"}, {"name": "connectionId", "type": "bytes32"}],
+                       "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                        {"name": "chainId", "type": "uint256"},
+                                        {"name": "verifyingContract", "type": "address"}]},
+             "primaryType": "Agent", "message": {"source": "b", "connectionId": connection}}
+    signed = wallet.sign_message(encode_typed_data(full_message=typed))
+    signature = {"r": hex(signed.r), "s": hex(signed.s), "v": signed.v}
+    assert list(signers(action, signature, None, 1234, None))[1] == wallet.address.lower()  # source "b"
