@@ -272,7 +272,7 @@ def _cluster_options(function):
         click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
                      help="gateway: HTTP port of the Binance-compatible API."),
         click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
-                     help="gateway: HTTP port of the Hyperliquid-compatible API (POST /info)."),
+                     help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
         click.option("--log-level", default="INFO", show_default=True,
                      type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
     ]

@@ -286,7 +286,7 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             if hyperliquid_port:
                 log.warning("port %d is in use; the Hyperliquid API listens on %d instead", hyperliquid_port, chosen)
             hyperliquid_port = chosen
-        log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API, /info); broker: %s",
+        log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API); broker: %s",
                  options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
         for name in SERVICES:
             if stop.is_set():
