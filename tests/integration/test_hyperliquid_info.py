@@ -344,11 +344,12 @@ async def test_the_sdks_websocket_streams_the_book_trades_and_the_wallets_orders
     await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
     await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
                  and gateway.projection.markets["SOL-PERP"].asks)
-    seen: dict[str, list] = {"l2Book": [], "trades": [], "userFills": [], "orderUpdates": []}
+    seen: dict[str, list] = {"l2Book": [], "trades": [], "userFills": [], "orderUpdates": [], "user": []}
     info = await asyncio.to_thread(Info, url)  # with its WebSocket, as a bot starts it
     try:
         for subscription in ({"type": "l2Book", "coin": "SOL"}, {"type": "trades", "coin": "SOL"},
-                             {"type": "userFills", "user": wallet.address}, {"type": "orderUpdates", "user": address}):
+                             {"type": "userFills", "user": wallet.address}, {"type": "orderUpdates", "user": address},
+                             {"type": "userEvents", "user": address}):
             await asyncio.to_thread(info.subscribe, subscription,
                                     lambda message: seen[message["channel"]].append(message["data"]))
         await settle(gateway, lambda: seen["l2Book"] and seen["userFills"], timeout=10)
@@ -360,8 +361,69 @@ async def test_the_sdks_websocket_streams_the_book_trades_and_the_wallets_orders
         assert [(t["coin"], t["side"], t["px"], t["sz"]) for t in seen["trades"][0]] == [("SOL", "B", "150.5", "2.0")]
         assert [(f["px"], f["sz"], f["side"]) for f in seen["userFills"][1]["fills"]] == [("150.5", "2.0", "B")]
         assert seen["orderUpdates"][-1][0]["status"] == "filled"
+        await settle(gateway, lambda: seen["user"], timeout=10)
+        assert [(f["px"], f["sz"]) for f in seen["user"][0]["fills"]] == [("150.5", "2.0")]  # userEvents
         await settle(gateway, lambda: seen["l2Book"][-1]["levels"][1] == [{"px": "150.5", "sz": "3.0", "n": 1}],
                      timeout=10)
         assert seen["l2Book"][-1]["levels"][1] == [{"px": "150.5", "sz": "3.0", "n": 1}]  # 5 less the 2 taken
+    finally:
+        await asyncio.to_thread(info.disconnect_websocket)
+
+
+async def test_the_seeds_cross_case_through_the_sdk_drains_the_cross_balance_and_not_a_unit_more(hyperliquid):
+    """2,000 deposited; a cross SOL long of 100 at 10x through the SDK; a crash to 105 takes
+    the whole cross balance, and not a unit more."""
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit("insurance", "1000000")
+    await client.deposit(address, "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "100", "150")
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot
+                 and gateway.projection.markets["SOL-PERP"].asks)
+
+    def open_long():
+        exchange = Exchange(wallet, url)
+        exchange.update_leverage(10, "SOL", is_cross=True)
+        return exchange.order("SOL", True, 100, 150, {"limit": {"tif": "Ioc"}})
+
+    opened = await asyncio.to_thread(open_long)
+    assert opened["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "100.00"
+    await settle(gateway, lambda: gateway.ledger.snapshot(address).positions)
+    before = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
+    [position] = before["assetPositions"]
+    assert position["position"]["leverage"] == {"type": "cross", "value": 10}
+    # the whole balance backs it: 2,000 − the 7.5 fee + 100 (P − 150) = 2.5% · 100 P → P = 13,007.5 / 97.5
+    assert position["position"]["liquidationPx"] == "133.41"
+    await oracle.mark("SOL-PERP", "105")
+    await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
+    after = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
+    assert after["assetPositions"] == [] and after["marginSummary"]["accountValue"] == "0.000000"
+
+
+async def test_funding_payments_reach_user_fundings_and_user_events(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.deposit(address, "2000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "1", "150")
+    await client.place(address, "SOL-PERP", Side.BUY, "1", "150")
+    await settle(gateway, lambda: gateway.ledger.snapshot(address).positions)
+    seen: dict[str, list] = {"userFundings": [], "user": []}
+    info = await asyncio.to_thread(Info, url)
+    try:
+        for kind in ("userFundings", "userEvents"):
+            await asyncio.to_thread(info.subscribe, {"type": kind, "user": address},
+                                    lambda message: seen[message["channel"]].append(message["data"]))
+        await asyncio.sleep(0.5)
+        await oracle.funding("SOL-PERP", 1_000_000, "150")  # 0.1% on a long of 1 SOL at 150: it pays 0.15
+        await settle(gateway, lambda: seen["userFundings"] and seen["user"], timeout=10)
+        [funding] = seen["userFundings"][0]["fundings"]
+        assert (funding["coin"], funding["usdc"], funding["szi"]) == ("SOL", "-0.150000", "1.0")
+        assert seen["user"][0]["funding"]["usdc"] == "-0.150000"
     finally:
         await asyncio.to_thread(info.disconnect_websocket)

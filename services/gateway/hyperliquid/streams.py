@@ -1,8 +1,9 @@
 """Hyperliquid's WebSocket (``/ws``): ``{"method": "subscribe" | "unsubscribe",
 "subscription": {...}}`` answered with a ``subscriptionResponse``, ``{"method": "ping"}``
 with ``{"channel": "pong"}``, and the channels ``l2Book`` (a snapshot at once and on every
-change), ``trades``, ``bbo``, ``allMids``, ``orderUpdates`` and ``userFills`` (a snapshot
-first, ``isSnapshot``), in Hyperliquid's formats (those of ``/info``).
+change), ``trades``, ``bbo``, ``allMids``, ``orderUpdates``, ``userFills`` (a snapshot
+first, ``isSnapshot``), ``userEvents`` (channel ``user``: fills, funding, liquidations) and
+``userFundings``, in Hyperliquid's formats (those of ``/info``).
 
 Every connection has a bounded queue; one that falls ``QUEUE_LIMIT`` messages behind is
 closed (1008) rather than growing the gateway's memory, as the Binance streams do.
@@ -18,15 +19,15 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from schemas.enums import Side
+from schemas.enums import IncomeKind, Side
 from schemas.events import BBO, BookDelta, BookSnapshot, MarkPrice, Trade
 from services.gateway.hyperliquid.info import HyperliquidInfo, Unreadable, coin
-from services.gateway.ledger import OrderUpdate
+from services.gateway.ledger import FORCED, AccountUpdate, OrderUpdate, money
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
 MARKET_CHANNELS = ("l2Book", "trades", "bbo")
-USER_CHANNELS = ("orderUpdates", "userFills")
+USER_CHANNELS = ("orderUpdates", "userFills", "userEvents", "userFundings")
 
 
 class _Connection:
@@ -163,9 +164,25 @@ class HyperliquidStreams:
                 for connection in subscribers:
                     self._send(connection, "allMids", mids)
 
+    def _fundings(self, account: str, event: AccountUpdate) -> None:
+        """Funding payments of a margin snapshot: ``userFundings`` and ``userEvents``."""
+        for item in event.snapshot.income:
+            if item.kind is not IncomeKind.FUNDING_FEE:
+                continue
+            market = self.gateway.markets[item.market]
+            position = next((p for p in event.snapshot.positions if p.market == item.market), None)
+            funding = {"time": item.ts // 1_000_000, "coin": coin(market), "usdc": money(item.amount),
+                       "szi": self.info._size(market, position.signed_size if position else 0), "fundingRate": "0.0"}
+            for connection in self._to("userFundings", account):
+                self._send(connection, "userFundings", {"user": account, "fundings": [funding]})
+            for connection in self._to("userEvents", account):
+                self._send(connection, "user", {"funding": funding})
+
     def user(self, account: str, event: Any) -> None:
+        if isinstance(event, AccountUpdate):
+            return self._fundings(account, event)
         if not isinstance(event, OrderUpdate):
-            return
+            return None
         order = event.order
         update = [{"order": self.info._order(order), "status": self.info._status(order),
                    "statusTimestamp": event.when or int(time.time() * 1000)}]
@@ -176,3 +193,13 @@ class HyperliquidStreams:
             if fill is not None:
                 for connection in self._to("userFills", account):
                     self._send(connection, "userFills", {"user": account, "fills": [fill]})
+                for connection in self._to("userEvents", account):
+                    self._send(connection, "user", {"fills": [fill]})
+                if order.kind in FORCED:  # a forced close: Hyperliquid's liquidation event too
+                    market = order.market
+                    liquidation = {"lid": order.order_id, "liquidator": "0x" + "0" * 40, "liquidated_user": account,
+                                   "liquidated_ntl_pos": money(event.trade.price * event.trade.size
+                                                               * market.value_per_tick_lot),
+                                   "liquidated_account_value": money(self.gateway.ledger.snapshot(account).balance)}
+                    for connection in self._to("userEvents", account):
+                        self._send(connection, "user", {"liquidation": liquidation})
