@@ -122,3 +122,20 @@ def test_the_hyperliquid_agent_digest_is_eip712s():
     signed = wallet.sign_message(encode_typed_data(full_message=typed))
     signature = {"r": hex(signed.r), "s": hex(signed.s), "v": signed.v}
     assert list(signers(action, signature, None, 1234, None))[1] == wallet.address.lower()  # source "b"
+
+
+def test_hyperliquid_price_and_size_validity_rules():
+    # Hyperliquid docs, "Tick and lot size": 5 significant figures (integers exempt), at most
+    # 6 − szDecimals decimals for a price, szDecimals for a size; SOL here has szDecimals 2
+    from decimal import Decimal
+
+    from exchange.markets import default_markets
+    from services.gateway.hyperliquid.exchange import valid_order
+
+    sol, btc = default_markets()["SOL-PERP"], default_markets()["BTC-PERP"]
+    assert valid_order(sol, Decimal("150.12"), Decimal("1.25")) == ""
+    assert valid_order(sol, Decimal("150.123"), Decimal("1")) == "Order has invalid price."  # 6 figures
+    assert valid_order(sol, Decimal("1.23456"), Decimal("1")) == "Order has invalid price."  # 5 decimals > 4
+    assert valid_order(btc, Decimal("123456"), Decimal("0.001")) == ""  # an integer price
+    assert valid_order(btc, Decimal("12345.5"), Decimal("0.001")) == "Order has invalid price."
+    assert valid_order(sol, Decimal("150"), Decimal("1.255")) == "Order has invalid size."

@@ -211,6 +211,9 @@ class HyperliquidExchange:
             price, size = Decimal(wire["p"]), Decimal(wire["s"])
             if size <= 0:
                 return {"error": "Order has zero size."}
+            problem = valid_order(market, price, size)
+            if problem:
+                return {"error": problem}
             if tif is TimeInForce.IOC:
                 price = self._within_band(market, bool(wire["b"]), price)
             result = await asyncio.wait_for(self.gateway.client.place(
@@ -394,6 +397,20 @@ async def _settle_command(call, timeout_s: float) -> None:
         raise Refusal(_error_text(refused)) from None
     except TimeoutError:
         raise Refusal("Timeout waiting for the exchange.") from None
+
+
+def valid_order(market, price: Decimal, size: Decimal) -> str:
+    """Hyperliquid's validity rules (docs, "Tick and lot size"): a price has at most 5
+    significant figures (an integer price any number) and at most 6 − szDecimals decimals;
+    a size at most szDecimals decimals. The error it answers, or ""."""
+    size_decimals = max(0, -market.lot_size.normalize().as_tuple().exponent)
+    price_decimals = max(0, -price.normalize().as_tuple().exponent)
+    digits = len(price.normalize().as_tuple().digits)
+    if price_decimals > 6 - size_decimals or (price != price.to_integral_value() and digits > 5):
+        return "Order has invalid price."
+    if max(0, -size.normalize().as_tuple().exponent) > size_decimals:
+        return "Order has invalid size."
+    return ""
 
 
 def _error_text(refused: Rejected) -> str:
