@@ -207,6 +207,7 @@ class MatchingEngine:
             self.book.add(Order(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
                                 o.stp, o.client_order_id, o.priority))
         self.triggers.prices[MARK], self.triggers.prices[LAST] = state.mark_price, state.last_price
+        self._traded = state.trade_id  # the snapshot's trades were all seen
         for c in state.conditionals:
             self.triggers.add(Conditional(c.order_id, c.account, c.side, c.condition, OrderType(c.order_type), c.tif,
                                           c.price, c.size, c.reduce_only, c.close_position, c.stp,

@@ -512,6 +512,14 @@ class RiskEngine:
             raise Refused(RejectReason.INVALID_PRICE, f"price must be positive, got {cmd.price}")
         return cmd.price
 
+    def _refuse_place(self, cmd: PlaceOrder, refused: Refused, out: list) -> None:
+        out.append(OrderRejected(self.producer, self._next(), cmd.market, cmd.account, 0,
+                                 cmd.client_order_id, refused.reason, refused.detail, cmd.ts))
+
+    def _new_order_id(self) -> int:
+        self.order_counter += 1
+        return (self.order_counter << 16) | self.partition
+
     def _not_liquidating(self, account: Account, position: Position) -> None:
         if self._bucket(position) in account.liquidating:
             raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION, f"the {position.mode.name.lower()} bucket holding "
@@ -543,11 +551,8 @@ class RiskEngine:
                                       f"order needs {self._money(reserve)} of margin, "
                                       f"available {self._money(available)}")
         except Refused as refused:
-            out.append(OrderRejected(self.producer, self._next(), cmd.market, cmd.account, 0,
-                                     cmd.client_order_id, refused.reason, refused.detail, cmd.ts))
-            return None
-        self.order_counter += 1
-        order_id = (self.order_counter << 16) | self.partition
+            return self._refuse_place(cmd, refused, out)
+        order_id = self._new_order_id()
         account.orders[order_id] = OpenOrder(order_id, market.symbol, int(cmd.side), price, cmd.size,
                                              reserve, cmd.reduce_only, cmd.client_order_id)
         account.reserved += reserve
@@ -577,11 +582,8 @@ class RiskEngine:
                               f"{'close-position' if cmd.close_position else 'reduce-only'} {cmd.side.name} "
                               f"cannot reduce it")
         except Refused as refused:
-            out.append(OrderRejected(self.producer, self._next(), cmd.market, cmd.account, 0,
-                                     cmd.client_order_id, refused.reason, refused.detail, cmd.ts))
-            return None
-        self.order_counter += 1
-        order_id = (self.order_counter << 16) | self.partition
+            return self._refuse_place(cmd, refused, out)
+        order_id = self._new_order_id()
         reduce_only = cmd.reduce_only or cmd.close_position
         account.orders[order_id] = OpenOrder(order_id, market.symbol, int(cmd.side), cmd.price, cmd.size, 0,
                                              reduce_only, cmd.client_order_id, conditional=True)

@@ -9,14 +9,11 @@ import asyncio
 import ccxt
 import ccxt.async_support as accxt
 import pytest
-from aiohttp import web
 from eth_account import Account
 
-from exchange.markets import default_markets
 from schemas.enums import Side
-from services.gateway.hyperliquid.app import application
-from services.runtime.broker import free_port
-from tests.integration.test_gateway import running_venue, settle
+from tests.integration import test_hyperliquid_info
+from tests.integration.test_gateway import settle
 
 pytestmark = pytest.mark.integration
 SOL = "SOL/USDC:USDC"
@@ -30,17 +27,7 @@ def configured(module, wallet, url: str):
     return exchange
 
 
-@pytest.fixture
-async def venue_hl():
-    async with running_venue(default_markets()) as (_, client, oracle, gateway):
-        runner = web.AppRunner(application(gateway))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            yield client, oracle, gateway, f"http://127.0.0.1:{port}"
-        finally:
-            await runner.cleanup()
+hyperliquid = test_hyperliquid_info.hyperliquid  # the venue with the dialect on its own port
 
 
 async def funded(client, oracle, gateway, deposit: str = "2000"):
@@ -55,8 +42,8 @@ async def funded(client, oracle, gateway, deposit: str = "2000"):
     return wallet
 
 
-async def test_async_ccxt_hyperliquid_loads_trades_and_manages_its_position(venue_hl):
-    client, oracle, gateway, url = venue_hl
+async def test_async_ccxt_hyperliquid_loads_trades_and_manages_its_position(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
     wallet = await funded(client, oracle, gateway)
     exchange = configured(accxt, wallet, url)
     try:
@@ -86,8 +73,8 @@ async def test_async_ccxt_hyperliquid_loads_trades_and_manages_its_position(venu
         await exchange.close()
 
 
-async def test_sync_ccxt_hyperliquid_places_and_cancels(venue_hl):
-    client, oracle, gateway, url = venue_hl
+async def test_sync_ccxt_hyperliquid_places_and_cancels(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
     wallet = await funded(client, oracle, gateway)
     exchange = configured(ccxt, wallet, url)
 
@@ -110,8 +97,8 @@ def readme_ccxt_snippet() -> str:
     return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-async def test_the_readmes_ccxt_hyperliquid_lines_trade_on_the_venue(venue_hl):
-    client, oracle, gateway, url = venue_hl
+async def test_the_readmes_ccxt_hyperliquid_lines_trade_on_the_venue(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
     wallet = await funded(client, oracle, gateway)
     code = readme_ccxt_snippet().replace("http://127.0.0.1:8081", url)
     scope = {"ADDRESS": wallet.address, "PRIVATE_KEY": wallet.key.hex()}

@@ -298,20 +298,19 @@ class HyperliquidInfo:
         return [{"order": self._frontend_order(o), "status": self._status(o), "statusTimestamp": o.update_ms or o.time_ms}
                 for o in list(self.gateway.ledger.by_account.get(self._user(body), {}).values())[-2000:]]
 
+    def fill(self, trade) -> dict:
+        """One of the ledger's trades as a Hyperliquid fill."""
+        market = trade.market
+        return {"coin": coin(market), "px": self._price(market, trade.price), "sz": self._size(market, trade.size),
+                "side": "B" if trade.side is Side.BUY else "A", "time": trade.time_ms, "startPosition": "0.0",
+                "dir": "Open Long" if trade.side is Side.BUY else "Open Short", "closedPnl": usd(trade.realized),
+                "hash": f"0x{trade.trade_id:064x}", "oid": trade.order_id, "crossed": not trade.maker,
+                "fee": usd(trade.commission), "tid": trade.trade_id, "feeToken": "USDC"}
+
     def _fills(self, user: str, start: int = 0, end: int | None = None) -> list:
-        state = self.gateway.ledger.account(user)
-        fills = []
-        for trade in state.trades:
-            if trade.time_ms < start or (end is not None and trade.time_ms > end):
-                continue
-            market = trade.market
-            fills.append({"coin": coin(market), "px": self._price(market, trade.price),
-                          "sz": self._size(market, trade.size), "side": "B" if trade.side is Side.BUY else "A",
-                          "time": trade.time_ms, "startPosition": "0.0", "dir": "Open Long" if trade.side is Side.BUY
-                          else "Open Short", "closedPnl": usd(trade.realized), "hash": f"0x{trade.trade_id:064x}",
-                          "oid": trade.order_id, "crossed": not trade.maker, "fee": usd(trade.commission),
-                          "tid": trade.trade_id, "feeToken": "USDC"})
-        return fills[::-1]  # newest first, as Hyperliquid
+        trades = self.gateway.ledger.account(user).trades
+        return [self.fill(t) for t in reversed(trades)  # newest first, as Hyperliquid
+                if t.time_ms >= start and (end is None or t.time_ms <= end)]
 
     def _userFills(self, body: dict) -> list:
         return self._fills(self._user(body))[:2000]

@@ -189,17 +189,16 @@ class HyperliquidStreams:
         for connection in self._to("orderUpdates", account):
             self._send(connection, "orderUpdates", update)
         if event.trade is not None:
-            [fill] = [f for f in self.info._fills(account) if f["tid"] == event.trade.trade_id][:1] or [None]
-            if fill is not None:
-                for connection in self._to("userFills", account):
-                    self._send(connection, "userFills", {"user": account, "fills": [fill]})
+            fill = self.info.fill(event.trade)  # this trade alone, not the account's whole history
+            for connection in self._to("userFills", account):
+                self._send(connection, "userFills", {"user": account, "fills": [fill]})
+            for connection in self._to("userEvents", account):
+                self._send(connection, "user", {"fills": [fill]})
+            if order.kind in FORCED:  # a forced close: Hyperliquid's liquidation event too
+                market = order.market
+                liquidation = {"lid": order.order_id, "liquidator": "0x" + "0" * 40, "liquidated_user": account,
+                               "liquidated_ntl_pos": money(event.trade.price * event.trade.size
+                                                           * market.value_per_tick_lot),
+                               "liquidated_account_value": money(self.gateway.ledger.snapshot(account).balance)}
                 for connection in self._to("userEvents", account):
-                    self._send(connection, "user", {"fills": [fill]})
-                if order.kind in FORCED:  # a forced close: Hyperliquid's liquidation event too
-                    market = order.market
-                    liquidation = {"lid": order.order_id, "liquidator": "0x" + "0" * 40, "liquidated_user": account,
-                                   "liquidated_ntl_pos": money(event.trade.price * event.trade.size
-                                                               * market.value_per_tick_lot),
-                                   "liquidated_account_value": money(self.gateway.ledger.snapshot(account).balance)}
-                    for connection in self._to("userEvents", account):
-                        self._send(connection, "user", {"liquidation": liquidation})
+                    self._send(connection, "user", {"liquidation": liquidation})
