@@ -1,6 +1,6 @@
-"""ccxt's ``hyperliquid`` (the pinned 4.5.90, async and sync) against the Hyperliquid
-dialect, configured only by URL and its markets option: it signs as mainnet (source "a")
-where the SDK signs as testnet; both are accepted."""
+"""ccxt's ``hyperliquid`` (the pinned 4.5.90: async, sync and ccxt.pro) against the
+Hyperliquid dialect, configured only by URL and its markets option: it signs as mainnet
+(source "a") where the SDK signs as testnet; both are accepted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 
 import ccxt
 import ccxt.async_support as accxt
+import ccxt.pro as pccxt
 import pytest
 from eth_account import Account
 
@@ -23,7 +24,7 @@ def configured(module, wallet, url: str):
     """ccxt's hyperliquid pointed at the local venue: its two URLs, and perpetuals only."""
     exchange = module.hyperliquid({"walletAddress": wallet.address, "privateKey": wallet.key.hex(),
                                    "options": {"fetchMarkets": {"types": ["swap"]}}})
-    exchange.urls["api"] = {"public": url, "private": url}
+    exchange.urls["api"] = {"public": url, "private": url, "ws": {"public": url.replace("http", "ws") + "/ws"}}
     return exchange
 
 
@@ -106,3 +107,48 @@ async def test_the_readmes_ccxt_hyperliquid_lines_trade_on_the_venue(hyperliquid
     await settle(gateway, lambda: gateway.ledger.snapshot(wallet.address.lower()).positions)
     [position] = gateway.ledger.snapshot(wallet.address.lower()).positions
     assert position.signed_size == 100  # the 1 SOL the README buys
+
+
+async def test_ccxt_pro_watches_the_book_ticker_candles_orders_fills_balance_and_positions(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    wallet = await funded(client, oracle, gateway)
+    address = wallet.address.lower()
+    exchange = configured(pccxt, wallet, url)
+    try:
+        await exchange.load_markets()
+        book = await exchange.watch_order_book(SOL)
+        assert (book["asks"][0][0], book["asks"][0][1], book["bids"]) == (150.5, 10.0, [])
+        ticker = await exchange.watch_ticker(SOL)  # activeAssetCtx
+        assert ticker["symbol"] == SOL and ticker["info"]["markPx"] == "150.0"
+        balance = await exchange.watch_balance()  # clearinghouseState
+        assert balance["USDC"]["total"] == 2000.0
+        orders = asyncio.ensure_future(exchange.watch_orders(SOL))
+        trades = asyncio.ensure_future(exchange.watch_my_trades(SOL))
+        await asyncio.sleep(0.3)  # both subscribed before the order goes in
+        placed = await exchange.create_order_ws(SOL, "limit", "buy", 2, 150.5, {"timeInForce": "Ioc"})
+        assert (placed["filled"], placed["average"], placed["info"]["filled"]["totalSz"]) == (2.0, 150.5, "2.0")
+        async with asyncio.timeout(10):
+            watched = await orders
+            while watched[-1]["status"] != "closed":
+                watched = await exchange.watch_orders(SOL)
+            mine = await trades
+        assert (watched[-1]["id"], watched[-1]["side"]) == (placed["id"], "buy")
+        assert [(t["side"], t["price"], t["amount"]) for t in mine] == [("buy", 150.5, 2.0)]
+        candles = await exchange.watch_ohlcv(SOL, "1m")  # the current candle, with the trade in it
+        assert candles[-1][1:] == [150.5, 150.5, 150.5, 150.5, 2.0]
+        positions = asyncio.ensure_future(exchange.watch_positions([SOL]))
+        await asyncio.sleep(0.3)
+        await oracle.mark("SOL-PERP", "151")  # a new mark revalues the position: pushed
+        async with asyncio.timeout(10):
+            positions = await positions
+            while not positions:
+                positions = await exchange.watch_positions([SOL])
+        assert [(p["symbol"], p["side"], p["contracts"], p["entryPrice"], p["unrealizedPnl"]) for p in positions] == \
+            [(SOL, "long", 2.0, 150.5, 1.0)]  # 2 × (151 - 150.5)
+        resting = await exchange.create_order_ws(SOL, "limit", "sell", 1, 155, {"reduceOnly": True})
+        assert resting["info"] == {"resting": {"oid": int(resting["id"])}}
+        await exchange.cancel_order_ws(resting["id"], SOL)
+        await settle(gateway, lambda: not gateway.ledger.open_orders(address))
+        assert await exchange.fetch_open_orders(SOL) == []
+    finally:
+        await exchange.close()

@@ -93,6 +93,48 @@ async def test_an_unknown_or_malformed_request_gets_hyperliquids_answer(hyperliq
             async with session.post(f"{url}/info", data=body, headers={"Content-Type": "application/json"}) as answer:
                 assert answer.status == 422, body
                 assert await answer.text() == "Failed to deserialize the JSON body into the target type"
+        async with session.post(f"{url}/exchange", data="[1]", headers={"Content-Type": "application/json"}) as answer:
+            assert (answer.status, await answer.json()) == \
+                (200, {"status": "err", "response": "Failed to deserialize the JSON body into the target type"})
+
+
+async def test_the_websocket_answers_posted_requests_and_refuses_what_it_cannot_read(hyperliquid):
+    client, oracle, gateway, url = hyperliquid
+    await oracle.mark("SOL-PERP", "150")
+    await client.deposit("maker", "1000000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "3", "151")
+    await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].asks)
+    async with aiohttp.ClientSession() as session, session.ws_connect(url.replace("http", "ws") + "/ws") as ws:
+        async def ask(request: dict) -> dict:
+            await ws.send_json(request)
+            return await ws.receive_json(timeout=5)
+
+        answer = await ask({"method": "post", "id": 7, "request": {"type": "info",
+                                                                   "payload": {"type": "l2Book", "coin": "SOL"}}})
+        assert answer["channel"] == "post" and answer["data"]["id"] == 7
+        assert answer["data"]["response"]["type"] == "info"
+        assert answer["data"]["response"]["payload"]["type"] == "l2Book"
+        assert answer["data"]["response"]["payload"]["data"]["levels"][1] == [{"px": "151.0", "sz": "3.0", "n": 1}]
+        assert await ask({"method": "post", "id": 8, "request": {"type": "info", "payload": {"type": "nope"}}}) == \
+            {"channel": "post", "data": {"id": 8, "response": {
+                "type": "error", "payload": "Failed to deserialize the JSON body into the target type"}}}
+        unsigned = await ask({"method": "post", "id": 9, "request": {"type": "action", "payload": {"action": {}}}})
+        assert unsigned["data"] == {"id": 9, "response": {"type": "action", "payload": {
+            "status": "err", "response": "Failed to deserialize the JSON body into the target type"}}}
+        subscription = {"type": "activeAssetCtx", "coin": "SOL"}
+        assert (await ask({"method": "subscribe", "subscription": subscription}))["channel"] == "subscriptionResponse"
+        context = await ws.receive_json(timeout=5)
+        assert context["channel"] == "activeAssetCtx" and context["data"]["ctx"]["markPx"] == "150.0"
+        again = await ask({"method": "subscribe", "subscription": subscription})
+        assert again["channel"] == "error" and again["data"].startswith("Already subscribed")
+        for bad in ({"method": "subscribe", "subscription": {"type": "candle", "coin": "SOL", "interval": "7m"}},
+                    {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "DOGE"}},
+                    {"method": "dance"}):
+            refused = await ask(bad)
+            assert refused["channel"] == "error" and "Error parsing JSON" in refused["data"], bad
+        await ws.send_str("not json")
+        assert (await ws.receive_json(timeout=5))["channel"] == "error"
+        assert (await ask({"method": "ping"})) == {"channel": "pong", "data": None}
 
 
 async def test_the_sdks_exchange_places_fills_and_cancels_orders_signed_by_its_wallet(hyperliquid):
@@ -120,7 +162,7 @@ async def test_the_sdks_exchange_places_fills_and_cancels_orders_signed_by_its_w
 
     resting, taken, post_only, cancelled, again = await asyncio.to_thread(trade)
     assert resting["status"] == "ok" and "resting" in resting["response"]["data"]["statuses"][0]
-    assert taken["response"]["data"]["statuses"] == [{"filled": {"totalSz": "2.00", "avgPx": "150.5",
+    assert taken["response"]["data"]["statuses"] == [{"filled": {"totalSz": "2.0", "avgPx": "150.5",
                                                                  "oid": taken["response"]["data"]["statuses"][0]
                                                                  ["filled"]["oid"]}}]
     assert "error" in post_only["response"]["data"]["statuses"][0]
@@ -191,7 +233,7 @@ async def test_the_sdk_sets_leverage_and_margin_trades_at_market_modifies_and_su
 
     leverage, bought, modified, margin, removed, before = await asyncio.to_thread(trade)
     assert leverage == {"status": "ok", "response": {"type": "default"}}
-    assert bought["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "10.00"
+    assert bought["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "10.0"
     assert modified["response"]["data"]["statuses"][0] == {"resting": {"oid": modified["response"]["data"]
                                                                        ["statuses"][0]["resting"]["oid"]}}
     assert margin["status"] == removed["status"] == "ok"
@@ -248,7 +290,7 @@ async def test_a_wallet_made_by_perpsim_accounts_create_trades_through_the_sdk_o
 
             answer = await asyncio.to_thread(trade)
             [status] = answer["response"]["data"]["statuses"]
-            assert status["filled"]["totalSz"] == "2.00" and status["filled"]["avgPx"] == "150"
+            assert status["filled"]["totalSz"] == "2.0" and status["filled"]["avgPx"] == "150.0"
     except BaseException:
         print(stack.log_text())
         raise
@@ -390,7 +432,7 @@ async def test_the_seeds_cross_case_through_the_sdk_drains_the_cross_balance_and
         return exchange.order("SOL", True, 100, 150, {"limit": {"tif": "Ioc"}})
 
     opened = await asyncio.to_thread(open_long)
-    assert opened["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "100.00"
+    assert opened["response"]["data"]["statuses"][0]["filled"]["totalSz"] == "100.0"
     await settle(gateway, lambda: gateway.ledger.snapshot(address).positions)
     before = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
     [position] = before["assetPositions"]

@@ -19,7 +19,7 @@ def application(gateway: Any) -> web.Application:
     app = web.Application()
     info = HyperliquidInfo(gateway)
     exchange = HyperliquidExchange(gateway)
-    streams = HyperliquidStreams(gateway, info)
+    streams = HyperliquidStreams(gateway, info, exchange)
     gateway.taps.append(streams)
     app.add_routes(info.routes() + exchange.routes() + streams.routes())
 

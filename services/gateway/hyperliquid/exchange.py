@@ -48,6 +48,7 @@ from schemas.enums import (
     TriggerSource,
 )
 from services.client import Rejected
+from services.gateway.hyperliquid.info import UNREADABLE, _number
 from services.gateway.keys import AGENT_PREFIX, publish_agent
 from services.gateway.ledger import money
 
@@ -109,25 +110,31 @@ class HyperliquidExchange:
     async def exchange(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.text() or "null")
+        except ValueError:
+            body = None
+        return web.json_response(await self.answer(body))
+
+    async def answer(self, body: Any) -> dict:
+        """The answer to a signed request ``body`` (the JSON of ``POST /exchange``, or the
+        payload of a WebSocket ``post`` action): never an exception."""
+        try:
             if not isinstance(body, dict) or not isinstance(body.get("action"), dict):
-                raise Refusal("Failed to deserialize the JSON body into the target type")
+                raise Refusal(UNREADABLE)
             action, nonce, signature = body["action"], body.get("nonce"), body.get("signature")
             if not isinstance(nonce, int) or not isinstance(signature, dict):
-                raise Refusal("Failed to deserialize the JSON body into the target type")
+                raise Refusal(UNREADABLE)
             if action.get("type") == "approveAgent":  # user-signed, by the master itself
-                return web.json_response({"status": "ok", "response": await self._approve_agent(action, signature,
-                                                                                                 nonce)})
+                return {"status": "ok", "response": await self._approve_agent(action, signature, nonce)}
             account = self._signer(action, signature, body.get("vaultAddress"), nonce, body.get("expiresAfter"))
             self._use_nonce(account, nonce)
             handler = getattr(self, "_" + str(action.get("type")), None)
             if handler is None:
                 raise Refusal(f"Unknown action type {action.get('type')!r}")
-            return web.json_response({"status": "ok", "response": await handler(account, action)})
+            return {"status": "ok", "response": await handler(account, action)}
         except Refusal as refusal:
-            return web.json_response({"status": "err", "response": str(refusal)})
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"status": "err", "response": "Failed to deserialize the JSON body into the "
-                                                                   "target type"})
+            return {"status": "err", "response": str(refusal)}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return {"status": "err", "response": UNREADABLE}
 
     def _signer(self, action: dict, signature: dict, vault: Any, nonce: int, expires_after: Any) -> str:
         known = self.gateway.ledger.accounts
@@ -233,7 +240,7 @@ class HyperliquidExchange:
         if filled and (result.closed is not None or filled == result.accepted.size):
             value = sum(fill.price * fill.size for fill in result.fills)
             average = Decimal(value) / filled * market.tick_size
-            return {"filled": {"totalSz": market.format_size(filled), "avgPx": f"{average.normalize():f}", "oid": oid}}
+            return {"filled": {"totalSz": _number(market.format_size(filled)), "avgPx": _number(str(average)), "oid": oid}}
         if result.closed is not None and result.closed.reason is not CloseReason.FILLED:
             return {"error": "Order could not immediately match against any resting orders. asset="
                              f"{self.assets.index(market)}"}
@@ -244,7 +251,7 @@ class HyperliquidExchange:
         market = self._asset(action.get("asset"))
         leverage, cross = action.get("leverage"), action.get("isCross")
         if not isinstance(leverage, int) or not isinstance(cross, bool):
-            raise Refusal("Failed to deserialize the JSON body into the target type")
+            raise Refusal(UNREADABLE)
         mode = MarginMode.CROSS if cross else MarginMode.ISOLATED
         current = next((p.mode for p in self.gateway.ledger.snapshot(account).positions if p.market == market.symbol),
                        None)
@@ -264,7 +271,7 @@ class HyperliquidExchange:
         market = self._asset(action.get("asset"))
         amount = action.get("ntli")
         if not isinstance(amount, int):
-            raise Refusal("Failed to deserialize the JSON body into the target type")
+            raise Refusal(UNREADABLE)
         await _settle_command(self.gateway.client.adjust_margin(account, market.symbol, money(amount)),
                               self.gateway.order_timeout_s)
         return {"type": "default"}

@@ -12,7 +12,7 @@ markets), ``perpDexs``, ``exchangeStatus``, ``allMids``, ``l2Book``,
 ``userFills``, ``userFillsByTime``, ``historicalOrders``, ``fundingHistory``,
 ``userFunding``, ``candleSnapshot``, ``userFees``, ``userAbstraction``. Any other type is
 answered as Hyperliquid answers a body it cannot read: HTTP 422, "Failed to deserialize
-the JSON body into the target type". Orders and the WebSocket come next (issue 15).
+the JSON body into the target type".
 """
 
 from __future__ import annotations
@@ -67,15 +67,22 @@ class HyperliquidInfo:
 
     async def info(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.text() or "null")
-            if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-                raise Unreadable
-            handler = getattr(self, "_" + body["type"], None)
-            if handler is None:
-                raise Unreadable
-            return web.json_response(handler(body))
-        except (Unreadable, ValueError, KeyError, TypeError):
+            return web.json_response(self.answer(json.loads(await request.text() or "null")))
+        except (Unreadable, ValueError):
             return web.Response(status=422, text=UNREADABLE)
+
+    def answer(self, body: Any) -> Any:
+        """The answer to ``body`` (the JSON of ``POST /info``, or the payload of a
+        WebSocket ``post`` info request); ``Unreadable`` for what Hyperliquid refuses."""
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            raise Unreadable
+        handler = getattr(self, "_" + body["type"], None)
+        if handler is None:
+            raise Unreadable
+        try:
+            return handler(body)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise Unreadable from None
 
     # ------------------------------------------------------------------ helpers
 
@@ -183,9 +190,27 @@ class HyperliquidInfo:
         start, end = int(request.get("startTime", 0)), request.get("endTime")
         state = self.gateway.projection.markets[market.symbol]
         candles = aggregate(state.candles, interval, start, int(end) if end is not None else None, 5000)
-        return [{"t": c[0], "T": c[0] + interval - 1, "s": coin(market), "i": request["interval"],
-                 "o": self._price(market, c[1]), "c": self._price(market, c[4]), "h": self._price(market, c[2]),
-                 "l": self._price(market, c[3]), "v": self._size(market, c[5]), "n": c[7]} for c in candles]
+        return [self.candle(market, request["interval"], c) for c in candles]
+
+    def candle(self, market: Market, interval: str, c: list) -> dict:
+        """One candle (the projection's row, prices in ticks) in Hyperliquid's form."""
+        return {"t": c[0], "T": c[0] + INTERVALS_MS[interval] - 1, "s": coin(market), "i": interval,
+                "o": self._price(market, c[1]), "c": self._price(market, c[4]), "h": self._price(market, c[2]),
+                "l": self._price(market, c[3]), "v": self._size(market, c[5]), "n": c[7]}
+
+    def latest_candle(self, market: Market, interval: str) -> dict | None:
+        """The newest candle of ``interval``, from the one-minute candles it spans only."""
+        candles = self.gateway.projection.markets[market.symbol].candles
+        if not candles:
+            return None
+        length = INTERVALS_MS[interval]
+        opened = candles[-1][0] // length * length
+        tail = []
+        for one in reversed(candles):
+            if one[0] < opened:
+                break
+            tail.append(one)
+        return self.candle(market, interval, aggregate(reversed(tail), length, opened, None, 1)[0])
 
     # ------------------------------------------------------------------ accounts
 

@@ -1,9 +1,17 @@
 """Hyperliquid's WebSocket (``/ws``): ``{"method": "subscribe" | "unsubscribe",
-"subscription": {...}}`` answered with a ``subscriptionResponse``, ``{"method": "ping"}``
-with ``{"channel": "pong"}``, and the channels ``l2Book`` (a snapshot at once and on every
-change), ``trades``, ``bbo``, ``allMids``, ``orderUpdates``, ``userFills`` (a snapshot
-first, ``isSnapshot``), ``userEvents`` (channel ``user``: fills, funding, liquidations) and
-``userFundings``, in Hyperliquid's formats (those of ``/info``).
+"subscription": {...}}`` answered with a ``subscriptionResponse`` (or ``error``, as for a
+second subscribe of the same thing: "Already subscribed"), ``{"method": "ping"}`` with
+``{"channel": "pong"}``, and ``{"method": "post", "id": n, "request": {"type": "info" |
+"action", "payload": ...}}`` answered on channel ``post`` as ``/info`` and ``/exchange``
+answer (ccxt.pro places and cancels orders that way).
+
+Channels, in Hyperliquid's formats (those of ``/info``): ``l2Book`` (a snapshot at once
+and on every change), ``trades``, ``bbo``, ``candle`` (coin and interval: the current
+candle at once and on every trade), ``activeAssetCtx`` (the asset context at once and on
+every mark), ``allMids``, ``orderUpdates``, ``userFills`` (a snapshot first,
+``isSnapshot``), ``userEvents`` (channel ``user``: fills, funding, liquidations),
+``userFundings`` and ``clearinghouseState`` (the account at once, on every margin change
+and at most once a second as marks move; ccxt.pro's watch_balance and watch_positions).
 
 Every connection has a bounded queue; one that falls ``QUEUE_LIMIT`` messages behind is
 closed (1008) rather than growing the gateway's memory, as the Binance streams do.
@@ -21,20 +29,31 @@ from aiohttp import WSMsgType, web
 
 from schemas.enums import IncomeKind, Side
 from schemas.events import BBO, BookDelta, BookSnapshot, MarkPrice, Trade
-from services.gateway.hyperliquid.info import HyperliquidInfo, Unreadable, coin
+from services.gateway.hyperliquid.exchange import HyperliquidExchange
+from services.gateway.hyperliquid.info import (
+    INTERVALS_MS,
+    UNREADABLE,
+    HyperliquidInfo,
+    Unreadable,
+    coin,
+)
 from services.gateway.ledger import FORCED, AccountUpdate, OrderUpdate, money
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
-MARKET_CHANNELS = ("l2Book", "trades", "bbo")
-USER_CHANNELS = ("orderUpdates", "userFills", "userEvents", "userFundings")
+MARKET_CHANNELS = ("l2Book", "trades", "bbo", "activeAssetCtx")
+USER_CHANNELS = ("orderUpdates", "userFills", "userEvents", "userFundings", "clearinghouseState")
+STATE_EVERY_S = 1.0  # clearinghouseState pushed for mark moves at most this often
 
 
 class _Connection:
     def __init__(self, ws: web.WebSocketResponse):
         self.ws = ws
-        self.subscriptions: set[tuple[str, str]] = set()  # (type, coin or user)
+        self.subscriptions: set[tuple[str, str]] = set()  # (type, coin or user or "coin:interval")
         self.queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
+        self.posts: set[asyncio.Task] = set()  # actions posted and not yet answered
+        self.state_sent: dict[str, float] = {}  # user -> when its clearinghouseState went out
+        self.state_due: dict[str, asyncio.TimerHandle] = {}  # user -> a mark move's push, waiting
 
     def put(self, channel: str, data: Any) -> bool:
         try:
@@ -48,8 +67,8 @@ class HyperliquidStreams:
     """The WebSocket of the Hyperliquid dialect: fed by the gateway's market data and the
     ledger's user events (it is one of the gateway's taps)."""
 
-    def __init__(self, gateway: Any, info: HyperliquidInfo):
-        self.gateway, self.info = gateway, info
+    def __init__(self, gateway: Any, info: HyperliquidInfo, exchange: HyperliquidExchange):
+        self.gateway, self.info, self.exchange = gateway, info, exchange
         self.connections: set[_Connection] = set()
 
     def routes(self) -> list:
@@ -76,6 +95,10 @@ class HyperliquidStreams:
         finally:
             self.connections.discard(connection)
             writer.cancel()
+            for task in connection.posts:
+                task.cancel()
+            for handle in connection.state_due.values():
+                handle.cancel()
         return ws
 
     async def _write(self, connection: _Connection) -> None:
@@ -94,20 +117,19 @@ class HyperliquidStreams:
             method = request.get("method")
             if method == "ping":
                 return self._send(connection, "pong", None)
+            if method == "post":
+                return self._post(connection, request)
             subscription = request.get("subscription")
             if method not in ("subscribe", "unsubscribe") or not isinstance(subscription, dict):
                 raise Unreadable
-            kind = subscription.get("type")
-            if kind in MARKET_CHANNELS:
-                key = coin(self.info._market(subscription.get("coin")))
-            elif kind in USER_CHANNELS:
-                key = self.info._user(subscription)
-            elif kind == "allMids":
-                key = ""
-            else:
-                raise Unreadable
-        except (Unreadable, ValueError, AttributeError):
-            return self._send(connection, "error", f"Invalid subscription {text}")
+            kind, key = subscription.get("type"), self._key(subscription)
+        except (Unreadable, ValueError, AttributeError, TypeError):
+            return self._send(connection, "error", f"Error parsing JSON into valid websocket request: {text}")
+        known = (kind, key) in connection.subscriptions
+        if method == "subscribe" and known:
+            return self._send(connection, "error", f"Already subscribed: {json.dumps(subscription)}")
+        if method == "unsubscribe" and not known:
+            return self._send(connection, "error", f"Already unsubscribed: {json.dumps(subscription)}")
         if method == "unsubscribe":
             connection.subscriptions.discard((kind, key))
         else:
@@ -116,8 +138,49 @@ class HyperliquidStreams:
         if method == "subscribe":
             self._first(connection, kind, key)
 
+    def _key(self, subscription: dict) -> str:
+        """What a subscription is to: a coin, a user, ``coin:interval`` or nothing."""
+        kind = subscription.get("type")
+        if kind in MARKET_CHANNELS:
+            return coin(self.info._market(subscription.get("coin")))
+        if kind == "candle":
+            if subscription.get("interval") not in INTERVALS_MS:
+                raise Unreadable
+            return f"{coin(self.info._market(subscription.get('coin')))}:{subscription['interval']}"
+        if kind in USER_CHANNELS:
+            if subscription.get("dex") not in (None, ""):  # perpsim has one perp dex, the first
+                raise Unreadable
+            return self.info._user(subscription)
+        if kind == "allMids":
+            return ""
+        raise Unreadable
+
+    def _post(self, connection: _Connection, request: dict) -> None:
+        """A request posted on the socket: info answered at once, an action when it is."""
+        ident, inner = request.get("id"), request.get("request")
+        kind = inner.get("type") if isinstance(inner, dict) else None
+        payload = inner.get("payload") if isinstance(inner, dict) else None
+        if kind == "info":
+            try:
+                answer = {"type": "info", "payload": {"type": payload["type"], "data": self.info.answer(payload)}}
+            except (Unreadable, TypeError, KeyError):
+                answer = {"type": "error", "payload": UNREADABLE}
+            return self._send(connection, "post", {"id": ident, "response": answer})
+        if kind != "action":
+            return self._send(connection, "post", {"id": ident, "response": {"type": "error",
+                                                                             "payload": UNREADABLE}})
+
+        async def act() -> None:
+            answer = await self.exchange.answer(payload)
+            self._send(connection, "post", {"id": ident, "response": {"type": "action", "payload": answer}})
+
+        task = asyncio.get_running_loop().create_task(act())
+        connection.posts.add(task)
+        task.add_done_callback(connection.posts.discard)
+
     def _first(self, connection: _Connection, kind: str, key: str) -> None:
-        """What a subscription gets at once: the book, the mids, the fills so far."""
+        """What a subscription gets at once: the book, the mids, the fills so far, the
+        asset context, the current candle, the account."""
         if kind == "l2Book":
             self._send(connection, "l2Book", self.info._l2Book({"coin": key}))
         elif kind == "allMids":
@@ -125,6 +188,26 @@ class HyperliquidStreams:
         elif kind == "userFills":
             self._send(connection, "userFills", {"isSnapshot": True, "user": key,
                                                  "fills": self.info._fills(key)[:2000]})
+        elif kind == "activeAssetCtx":
+            self._send(connection, "activeAssetCtx", self._context(self.info.by_coin[key]))
+        elif kind == "candle":
+            name, interval = key.split(":")
+            candle = self.info.latest_candle(self.info.by_coin[name], interval)
+            if candle is not None:
+                self._send(connection, "candle", candle)
+        elif kind == "clearinghouseState":
+            self._state(connection, key)
+
+    def _context(self, market) -> dict:
+        return {"coin": coin(market), "ctx": self.info._asset_context(market)}
+
+    def _state(self, connection: _Connection, user: str) -> None:
+        connection.state_sent[user] = time.monotonic()
+        due = connection.state_due.pop(user, None)
+        if due is not None:
+            due.cancel()
+        self._send(connection, "clearinghouseState", {"dex": "", "user": user, "clearinghouseState":
+                                                      self.info._clearinghouseState({"user": user})})
 
     def _to(self, kind: str, key: str):
         return [c for c in list(self.connections) if (kind, key) in c.subscriptions]
@@ -157,12 +240,56 @@ class HyperliquidStreams:
                      "users": ["0x" + "0" * 40, "0x" + "0" * 40]}
             for connection in self._to("trades", name):
                 self._send(connection, "trades", [trade])
+            self._candles(market, name)
         elif isinstance(message, MarkPrice):
             subscribers = self._to("allMids", "")
             if subscribers:
                 mids = {"mids": self.info._allMids({})}
                 for connection in subscribers:
                     self._send(connection, "allMids", mids)
+            subscribers = self._to("activeAssetCtx", name)
+            if subscribers:
+                context = self._context(market)
+                for connection in subscribers:
+                    self._send(connection, "activeAssetCtx", context)
+            self._states_moved(market.symbol)
+
+    def _candles(self, market, name: str) -> None:
+        """The current candle of every interval someone watches on this coin."""
+        candles: dict[str, dict | None] = {}
+        for connection in list(self.connections):
+            for kind, key in list(connection.subscriptions):
+                if kind == "candle" and key.startswith(name + ":"):
+                    interval = key[len(name) + 1:]
+                    if interval not in candles:
+                        candles[interval] = self.info.latest_candle(market, interval)
+                    if candles[interval] is not None:
+                        self._send(connection, "candle", candles[interval])
+
+    def _states_moved(self, symbol: str) -> None:
+        """A new mark revalues the positions there: their holders' clearinghouseState, at
+        most once every ``STATE_EVERY_S`` per connection, the last move never lost (one
+        that comes sooner is sent when the interval ends)."""
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for connection in list(self.connections):
+            for kind, user in list(connection.subscriptions):
+                if kind != "clearinghouseState" or user in connection.state_due:
+                    continue
+                state = self.gateway.ledger.accounts.get(user)
+                snapshot = state.snapshot if state is not None else None
+                if snapshot is None or not any(p.market == symbol for p in snapshot.positions):
+                    continue
+                wait = connection.state_sent.get(user, -STATE_EVERY_S) + STATE_EVERY_S - now
+                if wait <= 0:
+                    self._state(connection, user)
+                else:
+                    connection.state_due[user] = loop.call_later(wait, self._state_due, connection, user)
+
+    def _state_due(self, connection: _Connection, user: str) -> None:
+        connection.state_due.pop(user, None)
+        if connection in self.connections and ("clearinghouseState", user) in connection.subscriptions:
+            self._state(connection, user)
 
     def _fundings(self, account: str, event: AccountUpdate) -> None:
         """Funding payments of a margin snapshot: ``userFundings`` and ``userEvents``."""
@@ -180,6 +307,8 @@ class HyperliquidStreams:
 
     def user(self, account: str, event: Any) -> None:
         if isinstance(event, AccountUpdate):
+            for connection in self._to("clearinghouseState", account):
+                self._state(connection, account)
             return self._fundings(account, event)
         if not isinstance(event, OrderUpdate):
             return None
