@@ -22,10 +22,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from eth_account import Account
 
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import PlaceOrder
-from tests.integration import test_gateway
+from tests.integration import test_gateway, test_hyperliquid_info
 from tests.integration.test_gateway import api_key, readme_freqtrade_snippet, settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -194,6 +195,92 @@ async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_
         [trade] = trades(database)
         assert (trade["is_open"], trade["exit_reason"]) == (0, "stoploss_on_exchange")
         assert trade["close_rate"] == pytest.approx((moved.trigger_price - 25) / 100, abs=0.02)
+    except BaseException:
+        print((tmp_path / "freqtrade.out").read_text()[-8000:])
+        raise
+    finally:
+        if bot.returncode is None:
+            bot.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(bot.wait(), 20)
+            except TimeoutError:
+                bot.kill()
+                await bot.wait()
+        output.close()
+
+
+hyperliquid = test_hyperliquid_info.hyperliquid  # the venue with the Hyperliquid dialect on its own port
+
+HYPERLIQUID_STRATEGY = STRATEGY.replace("class PerpsimStops", "class PerpsimHyperliquid")
+
+
+def readme_freqtrade_hyperliquid_section(url: str, wallet) -> dict:
+    """The README's ``exchange`` section for Freqtrade on the Hyperliquid dialect, with this
+    venue's URL and the wallet filled in as a user fills them."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- freqtrade-hyperliquid -->", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    text = block.replace("http://127.0.0.1:8081", url).replace("ws://127.0.0.1:8081", url.replace("http", "ws"))
+    return json.loads(text.replace("ADDRESS", wallet.address).replace("PRIVATE_KEY", wallet.key.hex()))
+
+
+async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_its_trigger_stop_fires(
+        hyperliquid, tmp_path):
+    """Freqtrade's own ``hyperliquid`` exchange class, configured from the README: markets
+    load, the isolated margin mode and leverage are set, the entry fills, its stoploss on
+    exchange is a Hyperliquid trigger order (a stop-limit on the mark), and a fall of the
+    mark through it closes the trade."""
+    assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    exchange = readme_freqtrade_hyperliquid_section(url, wallet)
+    database = tmp_path / "trades.sqlite"
+    settings = config(exchange, "isolated", database)
+    settings["stake_currency"] = "USDC"
+    settings["exchange"]["pair_whitelist"] = exchange["pair_whitelist"]  # the README's: SOL/USDC:USDC
+    settings["order_types"].update({"stoploss": "limit", "stoploss_on_exchange_limit_ratio": 0.99})
+    del settings["order_types"]["stoploss_price_type"]  # Freqtrade refuses it on Hyperliquid: triggers use the mark
+    settings["bot_name"] = "perpsim-hyperliquid"
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "perpsim_hyperliquid.py").write_text(HYPERLIQUID_STRATEGY)
+
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in ((address, "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
+        await client.deposit(account, amount)
+    await history(client)
+    await quote(client, 150_00)
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
+    output = (tmp_path / "freqtrade.out").open("wb")
+    bot = await asyncio.create_subprocess_exec(
+        FREQTRADE, "trade", "--config", str(tmp_path / "config.json"), "--strategy", "PerpsimHyperliquid",
+        "--strategy-path", str(tmp_path / "strategies"), "--userdir", str(tmp_path),
+        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ledger = gateway.ledger
+    try:
+        await settle(gateway, lambda: bot.returncode is not None or (ledger.snapshot(address).positions
+                     and ledger.open_conditionals(address)), timeout=90)
+        assert bot.returncode is None, "Freqtrade stopped"
+        [position] = ledger.snapshot(address).positions
+        # a stake of 300 at 3x, isolated: 900 of SOL at the ask of 150.05 is 5.99 SOL
+        assert (position.signed_size, position.mode.name, position.leverage) == (599, "ISOLATED", 3)
+        [stop] = ledger.open_conditionals(address)
+        assert (stop.condition.name, stop.kind, stop.reduce_only, stop.source.name) == ("STOP", "LIMIT", True, "MARK")
+        assert stop.trigger_price == 147_05  # 6% of the stake at 3x: 2% under the entry of 150.05
+        assert stop.price == 145_58  # Freqtrade's limit: 0.99 of the stop (145.5795), to the tick
+        assert position.liquidation_price < stop.trigger_price
+
+        # the mark falls through the stop: the limit sells into the maker's bid
+        await oracle.mark("SOL-PERP", "148")
+        await quote(client, 146_50)
+        await oracle.mark("SOL-PERP", "147")
+        await settle(gateway, lambda: not ledger.snapshot(address).positions, timeout=30)
+        assert ledger.conditionals[stop.order_id].status == "FINISHED"
+        await settle(gateway, lambda: any(not t["is_open"] for t in trades(database)), timeout=60)
+        [trade] = trades(database)
+        assert (trade["is_open"], trade["exit_reason"]) == (0, "stoploss_on_exchange")
+        assert trade["close_rate"] == pytest.approx(146.45)  # the maker's bid, 0.05 under 146.50
     except BaseException:
         print((tmp_path / "freqtrade.out").read_text()[-8000:])
         raise

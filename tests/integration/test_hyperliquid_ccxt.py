@@ -5,6 +5,7 @@ Hyperliquid dialect, configured only by URL and its markets option: it signs as 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import ccxt
 import ccxt.async_support as accxt
@@ -21,11 +22,11 @@ SOL = "SOL/USDC:USDC"
 
 
 def configured(module, wallet, url: str):
-    """ccxt's hyperliquid pointed at the local venue: its two URLs, and perpetuals only."""
-    exchange = module.hyperliquid({"walletAddress": wallet.address, "privateKey": wallet.key.hex(),
-                                   "options": {"fetchMarkets": {"types": ["swap"]}}})
-    exchange.urls["api"] = {"public": url, "private": url, "ws": {"public": url.replace("http", "ws") + "/ws"}}
-    return exchange
+    """ccxt's hyperliquid pointed at the local venue as the README says: its URLs only."""
+    scope: dict = {}
+    exec(readme_ccxt_snippet().split("exchange =", 1)[0].replace("import ccxt\n", ""), scope)  # LOCAL
+    local = json.loads(json.dumps(scope["LOCAL"]).replace("127.0.0.1:8081", url.split("://", 1)[1]))
+    return module.hyperliquid({"walletAddress": wallet.address, "privateKey": wallet.key.hex(), **local})
 
 
 hyperliquid = test_hyperliquid_info.hyperliquid  # the venue with the dialect on its own port
