@@ -158,7 +158,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         await mark(bus, "150")
         await client.deposit("maker", "100000000")
-        size = str(args.orders * 0.01 * 2 + 10)
+        size = str(args.orders * 0.01 * 3 + 10)  # three runs take 0.01 each
         await client.place("maker", "SOL-PERP", Side.SELL, size, "150.5")
         from eth_account import Account
 
