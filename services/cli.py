@@ -116,7 +116,7 @@ class _progress:
 @click.option("--duration", type=click.FloatRange(0.25), default=None, metavar="SECONDS",
               help="Simulated seconds to run (default: the scenario's).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Where to write the report (default: reports/<scenario>-seed<seed>).")
+              help="Where to write the report (default: a new folder reports/<date-time>-<scenario>-seed<seed>, with reports/latest pointing at it).")
 @click.option("--list", "list_only", is_flag=True, help="List the bundled scenarios and exit.")
 @click.option("--venue", "venues", multiple=True, default=["hyperliquid"], show_default=True,
               type=click.Choice(["hyperliquid", "binance"]),
@@ -145,6 +145,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     from services.sim.report import (
         comparison_text,
+        run_folder,
         summarize,
         summary_text,
         write_report,
@@ -165,9 +166,10 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
             except ScenarioError as exc:
                 raise click.ClickException(str(exc)) from None
         suffix = "" if venue == "hyperliquid" else f"-{venue}"
-        directory = report_dir or f"reports/{scenario.name}-seed{result.seed}{suffix}"
         if report_dir and len(venues) > 1:
-            directory = f"{report_dir}/{venue}"
+            directory = run_folder("", f"{report_dir}/{venue}")
+        else:
+            directory = run_folder(f"{scenario.name}-seed{result.seed}{suffix}", report_dir)
         paths = write_report(result, directory)
         summaries.append(summarize(result))
         click.echo(summary_text(summaries[-1]))
@@ -188,7 +190,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
 @click.option("--duration", type=click.FloatRange(0.25), default=None, metavar="SECONDS",
               help="Simulated seconds to run (default: the scenario's).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Where to write the report (default: reports/<scenario>-<strategy>-seed<seed>).")
+              help="Where to write the report (default: a new folder reports/<date-time>-<scenario>-<strategy>-seed<seed>, with reports/latest pointing at it).")
 @click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
               help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
                    "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
@@ -202,7 +204,7 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
     fees, funding, liquidations and latency, next to the market's. A callback that raises
     is counted and reported; the run goes on.
     """
-    from services.sim.report import summarize, summary_text, write_report
+    from services.sim.report import run_folder, summarize, summary_text, write_report
     from services.sim.simulation import ScenarioError, load_scenario
     from services.sim.simulation import simulate as simulate_run
     from services.sim.strategy import StrategyError, load_strategy
@@ -220,7 +222,7 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
                            file=click.get_text_stream("stderr"), show_pos=True) as bar:
         result = simulate_run(scenario, seed=seed, duration_s=duration, strategy=strategy,
                               on_tick=lambda *_: bar.update(1), venue=venue)
-    directory = report_dir or f"reports/{scenario.name}-{type(strategy).__name__}-seed{result.seed}"
+    directory = run_folder(f"{scenario.name}-{type(strategy).__name__}-seed{result.seed}", report_dir)
     paths = write_report(result, directory)
     click.echo(summary_text(summarize(result)))
     click.echo(f"\nreport: {paths['report.html']}")
@@ -353,7 +355,7 @@ def _run_guarded(action) -> int:
 @click.option("--rate", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="Speed the participants up (2 = twice as many decisions per second).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Where the report goes (default: reports/live-<scenario>-seed<seed>).")
+              help="Where the report and the services' logs go (default: a new folder reports/<date-time>-live-<scenario>-seed<seed>, with reports/latest pointing at it).")
 @click.option("--no-dashboard", is_flag=True, help="Plain progress lines instead of the live dashboard.")
 def up(duration: float | None, no_participants: bool, rate: float, report_dir: str | None, no_dashboard: bool,
        **params) -> None:

@@ -60,9 +60,11 @@ class Options:
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
 
 
+LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
+
+
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s")
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr, format=LOG_FORMAT)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors reach us as BusError
 
 
@@ -196,7 +198,8 @@ class LoadtestSettings:
 
 
 async def _run_participants(options: Options, settings: KafkaSettings, duration_s: float | None,
-                            stop: asyncio.Event, children: dict, participants: Participants) -> int:
+                            stop: asyncio.Event, children: dict, participants: Participants,
+                            start_oracle, folder: Path) -> int:
     from services.sim.dashboard import Dashboard
     from services.sim.live import LiveMarket
     from services.sim.report import write_live_report
@@ -210,23 +213,91 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
 
         async def watch_children() -> None:
             while not stop.is_set():
-                for name, child in children.items():
+                for name, child in list(children.items()):
                     if child.poll() is not None:
                         log.error("%s exited with code %d; stopping", name, child.returncode)
                         stop.set()
                 await asyncio.sleep(0.5)
 
         watcher = asyncio.create_task(watch_children())
-        with dashboard:
-            stats = await market.run(duration_s or scenario.duration_s, stop, on_second=dashboard.update)
+        with held_logs(dashboard.live) as held, dashboard:
+            stats = await market.run(duration_s or scenario.duration_s, stop, on_second=dashboard.update,
+                                     on_ready=start_oracle)
         watcher.cancel()
-        directory = participants.report_dir or Path("reports") / f"live-{scenario.name}-seed{market.seed}"
-        paths = write_live_report(market, stats, directory, venue=options.venue)
+        held.replay()
+        paths = write_live_report(market, stats, folder, venue=options.venue)
         print(paths["summary.txt"].read_text())
         print(f"report: {paths['report.html']}")
         return 0 if all(child.poll() is None for child in children.values()) else 1
     finally:
         await bus.stop()
+
+
+class held_logs:
+    """While the live dashboard owns the terminal, this process's log records go to the
+    run's log file only (``up.log``, as always) and those of WARNING and above are kept;
+    ``replay()`` prints them once the dashboard is gone. Without a dashboard, nothing
+    changes."""
+
+    def __init__(self, active: bool):
+        self.active = active
+        self.kept: list[logging.LogRecord] = []
+        self._removed: list[logging.Handler] = []
+        self._keeper = _Keeper(self.kept)
+
+    def __enter__(self) -> held_logs:
+        if self.active:
+            root = logging.getLogger()
+            self._removed = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                             and not isinstance(h, logging.FileHandler)]
+            for handler in self._removed:
+                root.removeHandler(handler)
+            root.addHandler(self._keeper)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            root = logging.getLogger()
+            root.removeHandler(self._keeper)
+            for handler in self._removed:
+                root.addHandler(handler)
+
+    def replay(self) -> None:
+        for record in self.kept:
+            for handler in self._removed:
+                handler.handle(record)
+
+
+class _Keeper(logging.Handler):
+    def __init__(self, kept: list):
+        super().__init__(logging.WARNING)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record)
+
+
+LOG_LEVELS = (" level=WARNING ", " level=ERROR ", " level=CRITICAL ")
+
+
+def report_child_logs(logs: Path, children: dict, shown: int = 20) -> None:
+    """After a run whose services logged to files: their warnings and errors on stderr
+    (the first ``shown``), and the last lines of any that exited on its own."""
+    lines: list[str] = []
+    for path in sorted(logs.glob("*.log")):
+        if path.name == "up.log":
+            continue
+        with path.open(errors="replace") as text:
+            lines += [f"{path.stem}: {line.rstrip()}" for line in text if any(level in line for level in LOG_LEVELS)]
+    for line in lines[:shown]:
+        print(line, file=sys.stderr)
+    if len(lines) > shown:
+        print(f"... {len(lines) - shown} more warnings in {logs}/", file=sys.stderr)
+    for name, child in children.items():
+        path = logs / f"{name}.log"
+        if child.returncode not in (None, 0, -signal.SIGTERM) and path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-10:]
+            print(f"--- the last lines of {path}:", *tail, sep="\n", file=sys.stderr)
 
 
 def spawn(command: list[str], **kwargs) -> subprocess.Popen:
@@ -266,9 +337,24 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
     broker = None
     settings = options.settings
     children: dict[str, subprocess.Popen] = {}
+    live = bool(options.scenario) and isinstance(participants, Participants)
+    folder = logs = None
+    log_handler = None
+    if live:  # a run with a report: its folder holds the services' logs too
+        from services.sim.report import run_folder
+
+        seed = participants.seed if participants.seed is not None else load_scenario(options.scenario).seed
+        folder = run_folder(f"live-{load_scenario(options.scenario).name}-seed{seed}", participants.report_dir)
+        logs = folder / "logs"
+        logs.mkdir(exist_ok=True)
+        log_handler = logging.FileHandler(logs / "up.log")
+        log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(log_handler)
+        log.info("run folder %s (the services log to %s)", folder, logs)
     try:
         if not settings.bootstrap:
-            broker = EmbeddedBroker(log_file=(options.state_dir / "broker.log") if options.state_dir else None)
+            log_file = logs / "broker.log" if logs else (options.state_dir / "broker.log") if options.state_dir else None
+            broker = EmbeddedBroker(log_file=log_file)
             settings.bootstrap = await broker.start()
             log.info("embedded broker started at %s", settings.bootstrap)
             children["broker"] = broker.process  # watched with the services: if it dies, `up` stops
@@ -288,22 +374,32 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             hyperliquid_port = chosen
         log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API); broker: %s",
                  options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
-        for name in SERVICES:
-            if stop.is_set():
-                return 0
+        def start(name: str) -> None:
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
                        *options.forward, "--gateway-port", str(gateway_port),
                        "--hyperliquid-port", str(hyperliquid_port)]
-            children[name] = spawn(command)
+            if logs is None:
+                children[name] = spawn(command)
+            else:
+                with (logs / f"{name}.log").open("ab") as output:
+                    children[name] = spawn(command, stdout=output, stderr=subprocess.STDOUT)
             log.info("started %s (pid %d)", name, children[name].pid)
+
+        for name in SERVICES:
+            if stop.is_set():
+                return 0
+            if name == "oracle" and live:
+                continue  # started when the participants are ready: the scenario's clock starts with them
+            start(name)
         if on_ready is not None:
             on_ready(settings.bootstrap)
         if isinstance(participants, LoadtestSettings):
             from services.sim.loadtest import run_loadtest
 
             return await run_loadtest(options, settings, stop, participants)
-        if options.scenario and participants is not None:
-            return await _run_participants(options, settings, duration_s, stop, children, participants)
+        if live:
+            return await _run_participants(options, settings, duration_s, stop, children, participants,
+                                           lambda: start("oracle"), folder)
         deadline = time.monotonic() + duration_s if duration_s else None
         while not stop.is_set():
             for name, child in children.items():
@@ -323,6 +419,11 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             broker.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if logs is not None:
+            report_child_logs(logs, children)
+            print(f"logs: {logs}", file=sys.stderr)
+            logging.getLogger().removeHandler(log_handler)
+            log_handler.close()
 
 
 def _port_free(host: str, port: int) -> bool:

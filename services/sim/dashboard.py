@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+DASHBOARD_WIDTH = 96
+
 
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
@@ -55,18 +57,25 @@ class Dashboard:
             marks = ", ".join(f"{m} {market.markets[m].format_price(p)}" for m, p in sorted(market.view.marks.items())
                               if m in market.scenario.oracle)
             modes = [mode for _, _, mode, _, _ in stats.liquidations]
+            interest = ", ".join(f"{m} {market.markets[m].format_size(self._open_interest(m))}"
+                                 for m in sorted(market.scenario.oracle))
+            fund = market.view.snapshots.get("insurance")
             print(f"t={now - stats.started:5.0f}s orders/s={orders_rate:6.0f} fills/s={fills_rate:6.0f} "
                   f"latency p50={_percentile(recent, .5) * 1e3:.1f}ms p99={_percentile(recent, .99) * 1e3:.1f}ms "
-                  f"marks[{marks}] liquidations isolated={modes.count('ISOLATED')} cross={modes.count('CROSS')} "
-                  f"stops_fired={stats.stops_fired}",
+                  f"marks[{marks}] open_interest[{interest}] "
+                  f"liquidations isolated={modes.count('ISOLATED')} cross={modes.count('CROSS')} "
+                  f"stops_fired={stats.stops_fired} fund={(fund.balance if fund else 0) / 1e6:,.2f}",
                   file=sys.stderr, flush=True)
+
+    def _open_interest(self, symbol: str) -> int:
+        return sum(v for (_, m), v in self.market.view.fills.items() if m == symbol and v > 0)
 
     def _render(self, orders_rate: float, fills_rate: float) -> Table:
         market, stats = self.market, self.market.stats
         elapsed = time.monotonic() - stats.started
         table = Table(title=f"perpsim — {market.scenario.name} (seed {market.seed}) — "
-                            f"{elapsed:.0f} / {self.duration_s:.0f} s", expand=False)
-        table.add_column("metric")
+                            f"{elapsed:.0f} / {self.duration_s:.0f} s", width=min(DASHBOARD_WIDTH, self.console.width))
+        table.add_column("metric", width=32, no_wrap=True)  # fixed widths: the table does not jump as values grow
         table.add_column("value", justify="right")
         recent = stats.latencies[-2000:]
         table.add_row("orders / s", f"{orders_rate:,.0f}")
@@ -74,7 +83,7 @@ class Dashboard:
         table.add_row("latency p50 / p90 / p99", " / ".join(f"{_percentile(recent, f) * 1e3:.1f} ms" for f in (.5, .9, .99)))
         for symbol in sorted(market.scenario.oracle):
             spec = market.markets[symbol]
-            open_interest = sum(v for (_, m), v in market.view.fills.items() if m == symbol and v > 0)
+            open_interest = self._open_interest(symbol)
             table.add_row(f"{symbol} mark (index)", f"{spec.format_price(market.view.mark(symbol))} "
                                                     f"({spec.format_price(market.view.index(symbol))})")
             table.add_row(f"{symbol} open interest", spec.format_size(open_interest))

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from exchange.core import money
 from exchange.markets import Market, trading_fee
 from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
-from schemas.enums import LiquidationStage, Liquidity, OrderType, SelfTradePrevention
+from schemas.enums import (
+    IncomeKind,
+    LiquidationStage,
+    Liquidity,
+    OrderType,
+    SelfTradePrevention,
+)
 from schemas.events import (
     BBO,
     CancelOrder,
@@ -53,6 +59,12 @@ class LiveView:
         self.snapshots: dict[str, MarginSnapshot] = {}
         self.orders: dict[str, dict[int, str]] = {}  # account -> order id -> market
         self.fills: dict[tuple[str, str], int] = {}  # positions from fills, before snapshots catch up
+        # money moved in and out of every account (deposits less withdrawals), from the
+        # TRANSFER income of each snapshot, counted once per (account, seq)
+        self.transfers = 0
+        self.funding_paid = 0  # what the paying side paid, micro units (the receivers got it less rounding)
+        self.funding_payments = 0
+        self._counted: set[tuple[str, int]] = set()
 
     def mark(self, market: str) -> int:
         return self.marks.get(market, 0)
@@ -90,6 +102,14 @@ class LiveView:
                 key = (account, message.market)
                 self.fills[key] = self.fills.get(key, 0) + moved
         elif isinstance(message, MarginSnapshot):
+            if (message.account, message.seq) not in self._counted:
+                self._counted.add((message.account, message.seq))
+                for item in message.income:
+                    if item.kind is IncomeKind.TRANSFER:
+                        self.transfers += item.amount
+                    elif item.kind is IncomeKind.FUNDING_FEE:
+                        self.funding_payments += 1
+                        self.funding_paid += max(0, -item.amount)
             known = self.snapshots.get(message.account)
             if known is None or message.seq >= known.seq:
                 self.snapshots[message.account] = message
@@ -97,7 +117,9 @@ class LiveView:
 
 log = logging.getLogger(__name__)
 
+
 SETTLE_LIMIT_S = 60.0
+MARKS_LIMIT_S = 60.0  # the oracle's first marks, which its process start delays
 INTERRUPTED_SETTLE_LIMIT_S = 8.0  # after Ctrl-C: a partial report soon, checked if the services keep up
 SERVICE_INPUTS = (("risk", RISK_IN), ("matching", MATCH_IN), ("liquidation", LIQUIDATION_IN))
 
@@ -112,7 +134,9 @@ class LiveStats:
     liquidations: list[tuple[float, str, str, str, int]] = field(default_factory=list)  # s, account, mode, market, mark
     outcomes: dict[str, int] = field(default_factory=dict)
     stops_fired: int = 0  # conditional orders that reached their trigger
-    series: list[tuple[float, dict[str, int], int, dict[str, int]]] = field(default_factory=list)  # s, marks, fund, OI
+    # each second: (s, marks, insurance fund, open interest, indexes, PnL by participant kind)
+    series: list[tuple[float, dict[str, int], int, dict[str, int], dict[str, int], dict[str, int]]] = \
+        field(default_factory=list)
     fees: int = 0  # trading fees of every fill seen, micro units
     problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
     interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its duration: a partial run
@@ -194,19 +218,24 @@ class LiveMarket:
         elif isinstance(intent, Cancel):
             await self._send(CancelOrder(*client.stamp(), intent.account, intent.market, intent.order_id, now))
 
-    async def run(self, duration_s: float, stop: asyncio.Event | None = None, on_second=None) -> LiveStats:
+    async def run(self, duration_s: float, stop: asyncio.Event | None = None, on_second=None,
+                  on_ready=None) -> LiveStats:
+        """Deposit and configure every participant, call ``on_ready()`` (``up`` starts the
+        oracle then, so that the scenario's clock starts with the market), wait for the
+        first marks, then trade for ``duration_s``: the run's clock (the report's time
+        axis) starts at that first mark."""
         stop = stop or asyncio.Event()
+        self.client.listen(self._on_event)  # before it reads: the view sees the account events from the first
         async with self.client:
             watcher = asyncio.create_task(self._watch_market(stop))
             try:
-                await self._run(duration_s, stop, on_second)
+                await self._run(duration_s, stop, on_second, on_ready)
             finally:
                 stop.set()
                 await watcher
         return self.stats
 
-    async def _run(self, duration_s: float, stop: asyncio.Event, on_second) -> None:
-        self.client.listen(self._on_event)
+    async def _run(self, duration_s: float, stop: asyncio.Event, on_second, on_ready) -> None:
         await self.client.deposit("insurance", self.scenario.insurance_fund)
         for agent in self.agents:
             for account in agent.accounts:
@@ -214,6 +243,9 @@ class LiveMarket:
             for intent in agent.setup():
                 await self._execute(intent)
         await self.bus.flush()
+        if on_ready is not None:
+            on_ready()
+        await self._first_marks(stop)
         self.stats = LiveStats()
         deadline = time.monotonic() + duration_s
         next_tick, next_second = time.monotonic(), time.monotonic() + 1
@@ -237,6 +269,17 @@ class LiveMarket:
         self.stats.problems = self.violations() if not behind else [
             f"the invariants could not be checked: the services had {behind} records still to apply "
             f"{limit_s:g} s after the participants stopped"]
+
+    async def _first_marks(self, stop: asyncio.Event, limit_s: float = MARKS_LIMIT_S) -> None:
+        """Until every market of the scenario has a mark (the oracle's first tick)."""
+        deadline = time.monotonic() + limit_s
+        wanted = [m for m in self.scenario.oracle if m in self.markets]
+        while not stop.is_set() and not all(self.view.mark(m) for m in wanted):
+            if time.monotonic() >= deadline:
+                log.warning("no mark for %s after %g s; the participants start without it",
+                            ", ".join(m for m in wanted if not self.view.mark(m)), limit_s)
+                return
+            await asyncio.sleep(0.05)
 
     async def _settle(self, limit_s: float) -> int:
         """Wait until the services have applied everything sent: in rounds, until each
@@ -267,15 +310,20 @@ class LiveMarket:
 
     def violations(self) -> list[str]:
         """The invariants, as far as a client can check them: per market longs equal shorts
-        (from the fills), and deposits equal balances + isolated margins + open positions'
-        claims (newest snapshot of every account) + fees (from the fills)."""
+        (from the fills), and the money moved in (every account's deposits less its
+        withdrawals: the participants', the fund's, and any other's, such as a bot's API-key
+        account) equals balances + isolated margins + open positions' claims (newest
+        snapshot of every account) + fees (from the fills)."""
+        from services.sim.report import usdc
+
         problems = []
         for market in self.markets:
             total = sum(size for (_, m), size in self.view.fills.items() if m == market)
             if total:
-                problems.append(f"{market}: longs and shorts differ by {total} lots")
-        deposits = money(self.scenario.insurance_fund) + sum(
-            money(agent.deposit) * len(agent.accounts) for agent in self.agents)
+                spec = self.markets[market]
+                problems.append(f"{market}: longs and shorts differ by {spec.format_size(abs(total))} "
+                                f"{spec.base}")
+        deposits = self.view.transfers
         held = self.stats.fees
         for snapshot in self.view.snapshots.values():
             held += snapshot.balance
@@ -283,7 +331,8 @@ class LiveMarket:
                 sign = 1 if position.signed_size > 0 else -1
                 held += position.isolated_margin - sign * position.entry_value
         if held != deposits:
-            problems.append(f"money: deposits {deposits}, held {held} (difference {held - deposits})")
+            problems.append(f"money: deposited {usdc(deposits)}, held {usdc(held)} (fees included), "
+                            f"difference {usdc(held - deposits)}")
         return problems
 
     async def _send_deposit(self, account: str, amount: str) -> None:
@@ -293,5 +342,21 @@ class LiveMarket:
         fund = self.view.snapshots.get("insurance")
         interest = {m: sum(v for (a, mk), v in self.view.fills.items() if mk == m and v > 0) for m in self.markets
                     if m in self.scenario.oracle}
-        self.stats.series.append((now - self.stats.started, dict(self.view.marks), fund.balance if fund else 0, interest))
+        self.stats.series.append((now - self.stats.started, dict(self.view.marks), fund.balance if fund else 0,
+                                  interest, dict(self.view.indexes), self.pnl_by_kind()))
+
+    def pnl_by_kind(self) -> dict[str, int]:
+        """Per participant kind: equity (balance, isolated margins, unrealized PnL, from the
+        newest snapshots) less deposits, micro units."""
+        pnl: dict[str, int] = {}
+        for agent in self.agents:
+            total = 0
+            for account in agent.accounts:
+                snapshot = self.view.snapshots.get(account)
+                if snapshot is None:
+                    continue
+                total += snapshot.balance - money(agent.deposit) + sum(
+                    p.isolated_margin + p.unrealized_pnl for p in snapshot.positions)
+            pnl[agent.kind] = pnl.get(agent.kind, 0) + total
+        return pnl
 

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import statistics
+import time
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,42 @@ from exchange.oracle import SECOND  # noqa: E402
 from services.sim.simulation import SimulationResult  # noqa: E402
 
 MICRO = 1_000_000
+REPORTS = Path("reports")
+
+
+def run_folder(label: str, explicit: str | Path | None = None, root: Path = REPORTS) -> Path:
+    """The folder a run writes into: ``explicit`` when given, else a new one under
+    ``root`` named by the time it started and ``label`` (``20261202-0712-05-flash-crash-seed7``,
+    ``-2`` appended should one of that name exist), with ``root/latest`` pointing at it."""
+    if explicit is not None:
+        folder = Path(explicit)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("%Y%m%d-%H%M-%S") + "-" + label
+    folder, number = root / stem, 1
+    while True:
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            number += 1
+            folder = root / f"{stem}-{number}"
+    latest = root / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(folder.name, target_is_directory=True)
+    except OSError:  # no symbolic links here: the folder's name is printed anyway
+        pass
+    return folder
+
+
+def usdc(micro: int) -> str:
+    """Micro units as USDC for a reader: "1,999.25 USDC", to the micro unit when cents hide it."""
+    cents, rest = divmod(abs(micro), 10_000)
+    text = f"{cents // 100:,}.{cents % 100:02d}" + (f"{rest:04d}".rstrip("0") if rest else "")
+    return ("-" if micro < 0 else "") + text + " USDC"
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -195,6 +232,7 @@ def _plot_latency(result: SimulationResult, path: Path) -> None:
     axis.axvline(median, color="black", linestyle="--", linewidth=1, label=f"p50 {median:.0f} µs")
     axis.set_title("engine latency per command (in-process)")
     axis.set_xlabel("µs")
+    axis.set_ylabel("commands (log scale)")
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -219,33 +257,31 @@ def write_report(result: SimulationResult, directory: str | Path) -> dict[str, P
     _plot_series(seconds, {kind: [s.pnl.get(kind, 0) / MICRO for s in result.samples] for kind in kinds},
                  "PnL by participant kind (equity − deposits)", "quote units", paths["pnl.png"])
     _plot_latency(result, paths["latency.png"])
-    images = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(paths[name].read_bytes()).decode()}">'
-        for name, title in (("marks.png", "Mark price and liquidations"), ("insurance_fund.png", "Insurance fund"),
-                            ("pnl.png", "PnL by participant kind"), ("latency.png", "Latency")))
-    rows = "".join(f"<tr><th>{html.escape(line.split('  ', 1)[0])}</th><td>{html.escape(line.split('  ', 1)[1].strip())}"
-                   "</td></tr>" for line in text.splitlines())
-    paths["report.html"].write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>perpsim report: "
-        f"{html.escape(summary['scenario'])}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}}"
-        "th{text-align:left;padding-right:2em;vertical-align:top}img{max-width:100%}</style></head><body>"
-        f"<h1>perpsim: {html.escape(summary['scenario'])}</h1><p>{html.escape(summary['description'])}</p>"
-        f"<table>{rows}</table>{images}</body></html>")
+    paths["report.html"].write_text(_html_page(
+        summary["scenario"], summary["description"], text,
+        [("marks.png", "Mark price and liquidations", paths["marks.png"]),
+         ("insurance_fund.png", "Insurance fund", paths["insurance_fund.png"]),
+         ("pnl.png", "PnL by participant kind", paths["pnl.png"]),
+         ("latency.png", "Latency", paths["latency.png"])]))
     return paths
 
 
-def write_live_report(market, stats, directory: str | Path, venue: str = "hyperliquid") -> dict[str, Path]:
-    """The report of a live run (`perpsim up`): what the participants' clients saw."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def summarize_live(market, stats, venue: str = "hyperliquid") -> dict:
+    """The summary of a live run (`perpsim up`), in plain units: what the participants'
+    clients saw."""
     latencies_ms = [value * 1e3 for value in stats.latencies]
     elapsed = stats.series[-1][0] if stats.series else 0.0
     modes: dict[str, int] = {}
     for _, _, mode, _, _ in stats.liquidations:
         modes[mode.lower()] = modes.get(mode.lower(), 0) + 1
-    fund = market.view.snapshots.get("insurance")
-    summary = {
+    fund = [row[2] for row in stats.series]
+    basis = {}
+    for symbol in sorted(market.scenario.oracle):
+        gaps = [abs(row[1][symbol] - row[4][symbol]) / row[4][symbol] for row in stats.series
+                if row[1].get(symbol) and row[4].get(symbol)]
+        if gaps:
+            basis[symbol] = {"mean_pct": round(100 * statistics.fmean(gaps), 3), "max_pct": round(100 * max(gaps), 3)}
+    return {
         "scenario": market.scenario.name, "venue": venue, "seed": market.seed, "seconds": round(elapsed, 1),
         "run": "interrupted (partial report)" if stats.interrupted else "complete",
         "orders": stats.orders, "orders_per_second": round(stats.orders / elapsed, 1) if elapsed else 0,
@@ -254,46 +290,125 @@ def write_live_report(market, stats, directory: str | Path, venue: str = "hyperl
         "latency_ms": {name: round(_percentile(latencies_ms, f), 2) for name, f in
                        (("p50", .5), ("p90", .9), ("p99", .99))} | {"max": round(max(latencies_ms), 2) if latencies_ms else 0},
         "stops_fired": stats.stops_fired,
-        "liquidations_by_mode": modes, "liquidation_outcomes": stats.outcomes,
-        "insurance_fund": (fund.balance if fund else 0) / MICRO,
+        "liquidations_by_mode": modes, "liquidation_outcomes": dict(sorted(stats.outcomes.items())),
+        "insurance_fund_start": fund[0] / MICRO if fund else 0, "insurance_fund_end": fund[-1] / MICRO if fund else 0,
+        "funding_payments": market.view.funding_payments, "funding_paid": market.view.funding_paid / MICRO,
+        "fees": stats.fees / MICRO,
+        "pnl_by_kind": {kind: value / MICRO for kind, value in (stats.series[-1][5] if stats.series else {}).items()},
+        "basis": basis,
         "invariants": "hold" if not stats.problems else stats.problems,
     }
-    paths = {name: directory / name for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png",
-                                                   "latency.png", "report.html")}
-    paths["summary.json"].write_text(json.dumps(summary, indent=2))
-    text = "\n".join(f"{key:<22} {value}" for key, value in summary.items())
-    paths["summary.txt"].write_text(text + "\n")
+
+
+def live_summary_text(summary: dict) -> str:
+    latency = summary["latency_ms"]
+    rows = [
+        ("scenario", f"{summary['scenario']} (seed {summary['seed']}, venue {summary['venue']}), live on the services"),
+        ("run", f"{summary['run']}, {summary['seconds']:.0f} s"),
+        ("orders", f"{summary['orders']:,} ({summary['orders_per_second']:,.0f}/s), {summary['refused']:,} refused"),
+        ("fills", f"{summary['fills']:,} ({summary['fills_per_second']:,.0f}/s)"),
+        ("latency, submit to acceptance", f"p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f} ms, "
+                                          f"p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms"),
+        ("stops fired", f"{summary['stops_fired']:,}"),
+        ("liquidations by mode", ", ".join(f"{k} {v}" for k, v in summary["liquidations_by_mode"].items()) or "none"),
+        ("liquidation outcomes", ", ".join(f"{k} {v}" for k, v in summary["liquidation_outcomes"].items()) or "none"),
+        ("insurance fund", f"{summary['insurance_fund_start']:,.2f} -> {summary['insurance_fund_end']:,.2f}"),
+        ("funding payments", f"{summary['funding_payments']:,} ({summary['funding_paid']:,.2f} paid)"),
+        ("trading fees", f"{summary['fees']:,.2f}"),
+        ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items()) or "none"),
+        ("basis, mark vs index", ", ".join(f"{k} mean {v['mean_pct']:.2f}%, max {v['max_pct']:.2f}%"
+                                           for k, v in summary["basis"].items()) or "no marks"),
+        ("invariants", summary["invariants"] if isinstance(summary["invariants"], str)
+         else "VIOLATED: " + "; ".join(summary["invariants"])),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _html_page(title: str, description: str, text: str, images: list[tuple[str, str, Path]],
+               links: list[tuple[str, str]] = ()) -> str:
+    """One self-contained page: the summary as a table, the plots embedded, links."""
+    rows = "".join(f"<tr><th>{html.escape(line.split('  ', 1)[0])}</th><td>{html.escape(line.split('  ', 1)[1].strip())}"
+                   "</td></tr>" for line in text.splitlines() if "  " in line)
+    pictures = "".join(f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,'
+                       f'{base64.b64encode(path.read_bytes()).decode()}">' for name, heading, path in images)
+    linked = "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in links)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>perpsim report: "
+            f"{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}}"
+            "th{text-align:left;padding-right:2em;vertical-align:top}img{max-width:100%}</style></head><body>"
+            f"<h1>perpsim: {html.escape(title)}</h1><p>{html.escape(description)}</p>"
+            f"<table>{rows}</table>{pictures}" + (f"<h2>Logs</h2><ul>{linked}</ul>" if linked else "")
+            + "</body></html>")
+
+
+def _plot_live_marks(market, stats, path: Path) -> None:
+    symbols = sorted(market.scenario.oracle)
+    figure, axes = plt.subplots(len(symbols) or 1, 1, figsize=(10, 3.2 * max(1, len(symbols))), squeeze=False)
     seconds = [row[0] for row in stats.series]
-    figure, axis = plt.subplots(figsize=(10, 3.2))
-    for symbol in sorted(market.scenario.oracle):
+    for axis, symbol in zip(axes[:, 0], symbols, strict=False):
         tick = float(market.markets[symbol].tick_size)
         # no mark yet: a gap, not a fall to 0
         axis.plot(seconds, [row[1][symbol] * tick if row[1].get(symbol) else float("nan") for row in stats.series],
-                  label=f"{symbol} mark")
+                  label="mark", linewidth=1.4)
+        axis.plot(seconds, [row[4][symbol] * tick if row[4].get(symbol) else float("nan") for row in stats.series],
+                  label="index", linewidth=0.9, alpha=0.7)
         for mode, colour in (("ISOLATED", "tab:red"), ("CROSS", "tab:purple")):
             points = [(t, mark * tick) for t, _, m, sym, mark in stats.liquidations if m == mode and sym == symbol and mark]
             if points:
-                axis.scatter(*zip(*points, strict=True), s=18, color=colour, label=f"liquidated ({mode.lower()})", zorder=3)
-    axis.set_title("mark price and liquidations")
-    axis.set_xlabel("seconds")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+                axis.scatter(*zip(*points, strict=True), s=18, color=colour, label=f"liquidated ({mode.lower()})",
+                             zorder=3)
+        axis.set_title(f"{symbol}: mark, index and liquidations")
+        axis.set_xlabel("seconds since the market started")
+        axis.set_ylabel("price")
+        axis.legend(loc="best", fontsize=8)
+        axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(paths["marks.png"], dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    _plot_series(seconds, {"insurance fund": [row[2] / MICRO for row in stats.series]}, "insurance fund",
-                 "quote units", paths["insurance_fund.png"])
+
+
+def _plot_live_latency(latencies_ms: list[float], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(10, 3.2))
-    axis.hist(latencies_ms or [0.0], bins=60)
-    axis.set_title("latency, submit to acceptance (ms)")
+    values = latencies_ms or [0.0]
+    axis.hist(values, bins=60, color="tab:blue")
+    axis.set_yscale("log")
+    for fraction, style in ((.5, "--"), (.99, ":")):
+        value = _percentile(values, fraction)
+        axis.axvline(value, color="black", linestyle=style, linewidth=1, label=f"p{int(fraction * 100)} {value:.1f} ms")
+    axis.set_title("latency, submit to acceptance")
+    axis.set_xlabel("ms")
+    axis.set_ylabel("orders (log scale)")
+    axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(paths["latency.png"], dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    images = "".join(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(paths[name].read_bytes()).decode()}">'
-                     for name in ("marks.png", "insurance_fund.png", "latency.png"))
-    paths["report.html"].write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>perpsim live: {html.escape(market.scenario.name)}"
-        "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}</style>"
-        f"</head><body><h1>perpsim live: {html.escape(market.scenario.name)}</h1><pre>{html.escape(text)}</pre>"
-        f"{images}</body></html>")
+
+
+def write_live_report(market, stats, directory: str | Path, venue: str = "hyperliquid") -> dict[str, Path]:
+    """The report of a live run (`perpsim up`), in ``directory`` (its run folder; the
+    services' logs, if there, are linked)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = summarize_live(market, stats, venue)
+    paths = {name: directory / name for name in ("summary.json", "summary.txt", "marks.png", "pnl.png",
+                                                   "insurance_fund.png", "latency.png", "report.html")}
+    paths["summary.json"].write_text(json.dumps(summary, indent=2))
+    text = live_summary_text(summary)
+    paths["summary.txt"].write_text(text + "\n")
+    seconds = [row[0] for row in stats.series]
+    _plot_live_marks(market, stats, paths["marks.png"])
+    kinds = sorted(stats.series[-1][5]) if stats.series else []
+    _plot_series(seconds, {kind: [row[5].get(kind, 0) / MICRO for row in stats.series] for kind in kinds},
+                 "PnL by participant kind (equity − deposits)", "USDC", paths["pnl.png"])
+    _plot_series(seconds, {"insurance fund": [row[2] / MICRO for row in stats.series]}, "insurance fund",
+                 "USDC", paths["insurance_fund.png"])
+    _plot_live_latency([value * 1e3 for value in stats.latencies], paths["latency.png"])
+    logs = directory / "logs"
+    links = [(path.name, f"logs/{path.name}") for path in sorted(logs.glob("*.log"))] if logs.is_dir() else []
+    paths["report.html"].write_text(_html_page(
+        f"live {market.scenario.name}", market.scenario.description, text,
+        [("marks.png", "Mark, index and liquidations", paths["marks.png"]),
+         ("pnl.png", "PnL by participant kind", paths["pnl.png"]),
+         ("insurance_fund.png", "Insurance fund", paths["insurance_fund.png"]),
+         ("latency.png", "Latency", paths["latency.png"])], links))
     return paths

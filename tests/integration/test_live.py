@@ -62,8 +62,17 @@ def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_pa
          "--state-dir", str(tmp_path / "state"), "--report", str(report), "--no-dashboard", "--log-level", "WARNING"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    for name in ("summary.json", "summary.txt", "marks.png", "insurance_fund.png", "latency.png", "report.html"):
-        assert (report / name).stat().st_size > 0, name
+    for name in ("summary.json", "summary.txt", "marks.png", "pnl.png", "insurance_fund.png", "latency.png",
+                 "report.html"):
+        assert (report / name).stat().st_size > 10_000 or name.startswith("summary"), name
+    # the services logged into the run's folder, not over the terminal; the page links them
+    logs = report / "logs"
+    assert {p.name for p in logs.iterdir()} >= {"matching.log", "risk.log", "liquidation.log", "oracle.log",
+                                                "gateway.log", "up.log"}
+    assert "service=" not in result.stderr  # no service's line on the terminal (they log at WARNING here)
+    assert 'href="logs/risk.log"' in (report / "report.html").read_text()
+    text = (report / "summary.txt").read_text()
+    assert "{" not in text and "invariants" in text  # formatted, no raw dicts
     summary = json.loads((report / "summary.json").read_text())
     assert summary["invariants"] == "hold"
     assert summary["liquidations_by_mode"].get("isolated", 0) > 0 and summary["liquidations_by_mode"].get("cross", 0) > 0
@@ -92,3 +101,37 @@ def test_loadtest_ramps_and_reports_the_sustainable_rate(tmp_path):
     assert int(first[4]) == int(first[5]) == 200  # at 100/s for 2 s, every order came back accepted
     sustained = re.search(r"sustainable: ([\d,]+) orders/s", result.stdout)
     assert sustained and int(sustained.group(1).replace(",", "")) in asked
+
+
+async def test_a_calm_live_run_with_a_ccxt_bot_beside_the_participants_keeps_every_invariant():
+    """The end-of-run check counts every account: the participants', the fund's, and a bot's
+    API-key account trading through the gateway with ccxt. Its expected deposits are the
+    scenario's (fund + each participant's) plus the bot's, computed here."""
+    from exchange.core import money
+    from tests.integration.test_gateway import running_venue, signed
+
+    markets = default_markets()
+    scenario = load_scenario("calm")
+    async with running_venue(markets) as (_, client, _, gateway):
+        stop = asyncio.Event()
+        oracle = OracleService(gateway.bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
+        ticking = asyncio.create_task(oracle.run(stop))
+        try:
+            await client.deposit("bot", "2000")
+            market = LiveMarket(gateway.bus, markets, scenario)
+            run = asyncio.create_task(market.run(duration_s=14))
+            async with signed(gateway, "bot") as bot:
+                await asyncio.sleep(6)  # the market makers quote
+                await bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
+                await bot.create_order("SOL/USDT:USDT", "market", "sell", 1)
+                [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+            stats = await run
+        finally:
+            stop.set()
+            await ticking
+    assert position["contracts"] == 1.0
+    assert market.view.snapshots["bot"].positions  # the bot's account is among those held
+    expected = money(scenario.insurance_fund) + sum(money(a.deposit) * len(a.accounts) for a in market.agents) \
+        + money("2000")
+    assert market.view.transfers == expected
+    assert stats.problems == []

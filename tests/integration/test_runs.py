@@ -42,11 +42,15 @@ def test_up_twice_in_the_same_folder_both_run_clean(tmp_path):
                                 cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, (run, result.stdout[-2000:], result.stderr[-4000:])
         assert "Traceback" not in result.stderr, (run, result.stderr[-4000:])
-        [summary_path] = (tmp_path / "reports").glob("live-*/summary.json")
-        summary = json.loads(summary_path.read_text())
+        # each run has its own folder, and reports/latest is the newest
+        folders = sorted(p for p in (tmp_path / "reports").glob("*-live-flash-crash-seed*") if p.is_dir())
+        assert len(folders) == run, folders
+        assert (tmp_path / "reports" / "latest").resolve() == folders[-1].resolve()
+        summary = json.loads((folders[-1] / "summary.json").read_text())
         assert summary["invariants"] == "hold" and summary["run"] == "complete", (run, summary)
         assert summary["orders"] > 100, (run, summary)
-        assert not [pid for pid in started_pids(result.stderr) if alive(pid)]
+        pids = started_pids((folders[-1] / "logs" / "up.log").read_text())
+        assert len(pids) == 6 and not [pid for pid in pids if alive(pid)]
 
 
 def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_path):
@@ -76,10 +80,11 @@ def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_p
     assert os.waitstatus_to_exitcode(status) == 0, text[-4000:]
     assert time.monotonic() - interrupted_at < 20, "stopping took too long"
     assert "Traceback" not in text, text[-4000:]
-    [summary_path] = (tmp_path / "reports").glob("live-*/summary.json")
-    summary = json.loads(summary_path.read_text())
+    latest = tmp_path / "reports" / "latest"
+    summary = json.loads((latest / "summary.json").read_text())
     assert summary["run"] == "interrupted (partial report)" and summary["invariants"] == "hold", summary
-    pids = started_pids(text)
+    assert "service=" not in text  # the services logged to the run's folder, not over the dashboard
+    pids = started_pids((latest / "logs" / "up.log").read_text())
     assert len(pids) == 6  # the broker and five services
     time.sleep(0.5)
     assert not [p for p in pids if alive(p)]
