@@ -228,59 +228,125 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
     click.echo(f"\nreport: {paths['report.html']}")
 
 
+def _group(options: list):
+    def apply(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return apply
+
+
+# Options of every command that talks to the cluster.
+_common_options = _group([
+    click.option("--bootstrap", default=None, metavar="HOST:PORT",
+                 help="Kafka bootstrap servers. Without it, `up` starts the embedded broker; "
+                      "a single service needs it."),
+    click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1024),
+                 help="Partitions of each keyed topic (created if missing)."),
+    click.option("--state-dir", default=".perpsim/state", show_default=True, type=click.Path(file_okay=False),
+                 help="Local files (the embedded broker's log). The services' state, the oracle's clock "
+                      "and API keys live on the bus, so nothing here is needed to resume."),
+    click.option("--snapshot-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
+                 help="Seconds between checks for due snapshots (a partition is written to the bus once "
+                      "it has read as much input as its last snapshot's size, and on stop)."),
+    click.option("--markets-file", type=click.Path(dir_okay=False, exists=True), default=None,
+                 help="TOML file of market specs instead of the venue's BTC/ETH/SOL."),
+    click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+                 help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
+                      "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
+                      "of the 8-hour rate; Binance: its brackets, 8-hourly funding."),
+    click.option("--security-protocol", default="PLAINTEXT", show_default=True,
+                 type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])),
+    click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
+    click.option("--sasl-username", default=None, envvar="PERPSIM_SASL_USERNAME"),
+    click.option("--sasl-password", default=None, envvar="PERPSIM_SASL_PASSWORD",
+                 help="Also read from PERPSIM_SASL_PASSWORD."),
+    click.option("--ssl-cafile", default=None, type=click.Path(dir_okay=False, exists=True), help="CA bundle for TLS."),
+    click.option("--connect-timeout", default=15.0, show_default=True, type=click.FloatRange(0.1),
+                 help="Seconds to wait for the broker before giving up with an error."),
+    click.option("--log-level", default="INFO", show_default=True,
+                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+])
+
+# The oracle's: what its index prices follow.
+_oracle_options = _group([
+    click.option("--price", "prices", multiple=True, metavar="MARKET=PRICE",
+                 help="Start price of a market's index (repeatable). Not with a scenario, whose prices rule."),
+    click.option("--shock", "shocks", multiple=True, metavar="MARKET:MOVE",
+                 help="A scripted move, e.g. 'SOL-PERP:-30% over 10s at 60s' (repeatable); with a scenario, "
+                      "on top of its prices."),
+    click.option("--replay", "replays", multiple=True, metavar="MARKET=FILE.csv",
+                 help="Replay a CSV of time,price for a market (repeatable). Not with a scenario."),
+    click.option("--flat", is_flag=True, help="Constant index prices (with shocks) instead of random walks. "
+                                              "Not with a scenario."),
+    click.option("--volatility", default=0.6, show_default=True, type=click.FloatRange(0),
+                 help="Annualised volatility of the random walks. Not with a scenario."),
+    click.option("--seed", "oracle_seed", default=None, type=int,
+                 help="Seed of the oracle's walks (and, in `up`, of the participants); default: the scenario's, else 1."),
+    click.option("--scenario", "scenario_name", default=None, metavar="NAME|FILE",
+                 help="Follow this scenario's prices and shocks (`perpsim simulate --list`)."),
+])
+
+# The gateway's: where its two dialects listen.
+_gateway_options = _group([
+    click.option("--gateway-host", default="127.0.0.1", show_default=True, help="gateway: address to listen on."),
+    click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+                 help="gateway: HTTP port of the Binance-compatible API."),
+    click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
+                 help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
+])
+
+
 def _cluster_options(function):
-    """Options shared by `up` and every service command."""
-    options = [
-        click.option("--bootstrap", default=None, metavar="HOST:PORT",
-                     help="Kafka bootstrap servers. Without it, `up` starts the embedded broker; "
-                          "a single service needs it."),
-        click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1024),
-                     help="Partitions of each keyed topic (created if missing)."),
-        click.option("--state-dir", default=".perpsim/state", show_default=True, type=click.Path(file_okay=False),
-                     help="Local files (the embedded broker's log). The services' state, the oracle's clock "
-                          "and API keys live on the bus, so nothing here is needed to resume."),
-        click.option("--snapshot-interval", default=5.0, show_default=True, type=click.FloatRange(0.1),
-                     help="Seconds between checks for due snapshots (a partition is written to the bus once "
-                          "it has read as much input as its last snapshot's size, and on stop)."),
-        click.option("--markets-file", type=click.Path(dir_okay=False), default=None,
-                     help="TOML file of market specs instead of the venue's BTC/ETH/SOL."),
-        click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
-                     help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
-                          "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
-                          "of the 8-hour rate; Binance: its brackets, 8-hourly funding."),
-        click.option("--security-protocol", default="PLAINTEXT", show_default=True,
-                     type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])),
-        click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
-        click.option("--sasl-username", default=None, envvar="PERPSIM_SASL_USERNAME"),
-        click.option("--sasl-password", default=None, envvar="PERPSIM_SASL_PASSWORD",
-                     help="Also read from PERPSIM_SASL_PASSWORD."),
-        click.option("--ssl-cafile", default=None, type=click.Path(dir_okay=False), help="CA bundle for TLS."),
-        click.option("--connect-timeout", default=15.0, show_default=True, type=click.FloatRange(0.1),
-                     help="Seconds to wait for the broker before giving up with an error."),
-        click.option("--price", "prices", multiple=True, metavar="MARKET=PRICE",
-                     help="oracle: start price of a market's index (repeatable)."),
-        click.option("--shock", "shocks", multiple=True, metavar="MARKET:MOVE",
-                     help="oracle: a scripted move, e.g. 'SOL-PERP:-30%% over 10s at 60s' (repeatable)."),
-        click.option("--replay", "replays", multiple=True, metavar="MARKET=FILE.csv",
-                     help="oracle: replay a CSV of time,price for a market (repeatable)."),
-        click.option("--flat", is_flag=True, help="oracle: constant index prices (with shocks) instead of random walks."),
-        click.option("--volatility", default=0.6, show_default=True, type=click.FloatRange(0),
-                     help="oracle: annualised volatility of the random walks."),
-        click.option("--seed", "oracle_seed", default=None, type=int,
-                     help="Seed of the oracle's walks (and, in `up`, of the participants); default: the scenario's, else 1."),
-        click.option("--scenario", "scenario_name", default=None, metavar="NAME|FILE",
-                     help="oracle: follow this scenario's prices and shocks (`perpsim simulate --list`)."),
-        click.option("--gateway-host", default="127.0.0.1", show_default=True, help="gateway: address to listen on."),
-        click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-                     help="gateway: HTTP port of the Binance-compatible API."),
-        click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
-                     help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
-        click.option("--log-level", default="INFO", show_default=True,
-                     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    """Every option: `up` and `loadtest`, which start every service."""
+    return _common_options(_oracle_options(_gateway_options(function)))
+
+
+NOT_WITH_SCENARIO = (("prices", "--price"), ("replays", "--replay"), ("flat", "--flat"), ("volatility", "--volatility"))
+
+
+def _given(name: str) -> bool:
+    """Whether the user gave option ``name`` (not its default)."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source(name) if context is not None else None
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _check_prices(params: dict, markets: dict) -> None:
+    """The oracle's options, checked before anything starts: files exist, numbers parse,
+    markets are known, and none is given that a scenario would override."""
+    from exchange.oracle import OracleError
+    from services.oracle import parse_shocks, parse_sources
+
+    if params.get("scenario_name"):
+        from services.sim.simulation import ScenarioError, load_scenario
+
+        try:
+            scenario = load_scenario(params["scenario_name"])
+        except ScenarioError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scenario") from None
+        for name, flag in NOT_WITH_SCENARIO:
+            if _given(name):
+                raise click.UsageError(
+                    f"{flag} does not apply with a scenario ({scenario.name}), whose prices the oracle follows; "
+                    "run `perpsim up --no-participants` without --scenario to set prices yourself, or copy the "
+                    "scenario's file and change its [oracle.MARKET] section. --shock does apply, on top.")
+        try:
+            moved = parse_shocks(markets, params.get("shocks", ()))
+        except OracleError as exc:
+            raise click.BadParameter(str(exc), param_hint="--shock") from None
+        unpriced = sorted(set(moved) - set(scenario.oracle))
+        if unpriced:
+            raise click.BadParameter(f"scenario {scenario.name} has no prices for {', '.join(unpriced)} "
+                                     f"(it prices {', '.join(sorted(scenario.oracle))})", param_hint="--shock")
+        return
+    try:
+        parse_sources(markets, params.get("prices", ()), params.get("shocks", ()), params.get("replays", ()),
+                      params.get("flat", False), params.get("volatility", 0.6), params.get("oracle_seed") or 1)
+    except OracleError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--price' / '--shock' / '--replay'") from None
 
 
 def _options(params: dict):  # -> services.launch.Options
@@ -295,41 +361,40 @@ def _options(params: dict):  # -> services.launch.Options
             venue_profile(params["venue"]).markets()
     except MarketError as exc:
         raise click.ClickException(str(exc)) from None
+    if "prices" in params:
+        _check_prices(params, markets)
     settings = KafkaSettings(params["bootstrap"] or "", params["security_protocol"], params["sasl_mechanism"],
                              params["sasl_username"], params["sasl_password"], params["ssl_cafile"],
                              params["connect_timeout"])
     forward = ["--partitions", str(params["partitions"]), "--state-dir", params["state_dir"],
                "--snapshot-interval", str(params["snapshot_interval"]), "--security-protocol",
                params["security_protocol"], "--connect-timeout", str(params["connect_timeout"]),
-               "--log-level", params["log_level"], "--volatility", str(params["volatility"]),
-               "--venue", params["venue"]]
-    forward += ["--gateway-host", params["gateway_host"], "--gateway-port", str(params["gateway_port"])]
-    if params["oracle_seed"] is not None:
-        forward += ["--seed", str(params["oracle_seed"])]
-    if params["scenario_name"]:
-        forward += ["--scenario", params["scenario_name"]]
+               "--log-level", params["log_level"], "--venue", params["venue"]]
     for name in ("markets_file", "sasl_mechanism", "ssl_cafile"):
         if params[name]:
             forward += [f"--{name.replace('_', '-')}", params[name]]
-    for flag, values in (("--price", params["prices"]), ("--shock", params["shocks"]), ("--replay", params["replays"])):
+    oracle = ["--volatility", str(params.get("volatility", 0.6))]
+    if params.get("oracle_seed") is not None:
+        oracle += ["--seed", str(params["oracle_seed"])]
+    if params.get("scenario_name"):
+        oracle += ["--scenario", params["scenario_name"]]
+    for flag, values in (("--price", params.get("prices", ())), ("--shock", params.get("shocks", ())),
+                         ("--replay", params.get("replays", ()))):
         for value in values:
-            forward += [flag, value]
-    if params["flat"]:
-        forward.append("--flat")
-    oracle_args = dict(prices=params["prices"], shocks=params["shocks"], replays=params["replays"],
-                       flat=params["flat"], volatility=params["volatility"], seed=params["oracle_seed"] or 1)
-    if params["scenario_name"]:
-        from services.sim.simulation import ScenarioError, load_scenario
-
-        try:
-            load_scenario(params["scenario_name"])
-        except ScenarioError as exc:
-            raise click.BadParameter(str(exc), param_hint="--scenario") from None
+            oracle += [flag, value]
+    if params.get("flat"):
+        oracle.append("--flat")
+    gateway = ["--gateway-host", params.get("gateway_host", "127.0.0.1")]
+    oracle_args = dict(prices=params.get("prices", ()), shocks=params.get("shocks", ()),
+                       replays=params.get("replays", ()), flat=params.get("flat", False),
+                       volatility=params.get("volatility", 0.6), seed=params.get("oracle_seed") or 1)
+    if params.get("scenario_name"):
         oracle_args["seed"] = params["oracle_seed"]
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
-                   oracle_args=oracle_args, forward=forward, scenario=params["scenario_name"],
-                   gateway_host=params["gateway_host"], gateway_port=params["gateway_port"], venue=params["venue"],
-                   hyperliquid_port=params["hyperliquid_port"])
+                   oracle_args=oracle_args, forward=forward, forward_to={"oracle": oracle, "gateway": gateway},
+                   scenario=params.get("scenario_name"), gateway_host=params.get("gateway_host", "127.0.0.1"),
+                   gateway_port=params.get("gateway_port", 8080), venue=params["venue"],
+                   hyperliquid_port=params.get("hyperliquid_port", 8081))
 
 
 def _run_guarded(action) -> int:
@@ -406,6 +471,9 @@ def loadtest(rate: float, max_rate: float, factor: float, step_s: float, p99_lim
     raise SystemExit(code)
 
 
+SERVICE_OPTIONS = {"oracle": _oracle_options, "gateway": _gateway_options}
+
+
 def _service_command(name: str, summary: str):
     @click.pass_context
     def command(ctx, **params) -> None:
@@ -417,11 +485,12 @@ def _service_command(name: str, summary: str):
         raise SystemExit(_run_guarded(lambda: run_service(name, options)))
 
     command.__doc__ = summary
-    main.command(name=name, help=summary)(_cluster_options(command))
+    own = SERVICE_OPTIONS.get(name, lambda function: function)  # each service shows only its own options
+    main.command(name=name, help=summary)(_common_options(own(command)))
 
 
 @main.command()
-@_cluster_options
+@_common_options
 def topics(**params) -> None:
     """Create perpsim's topics on a cluster (those missing) and list their partitions."""
     if not params["bootstrap"]:
@@ -450,7 +519,7 @@ def accounts() -> None:
 
 
 @accounts.command("create")
-@_cluster_options
+@_common_options
 @click.option("--deposit", default="10000", show_default=True, help="Amount to deposit, in USDT (USDC in the "
                                                                        "Hyperliquid dialect).")
 @click.option("--wallet", is_flag=True, help="Make a new Ethereum wallet and fund its address: an account of the "

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.markets import Market
+from exchange.oracle import Shocked
 from exchange.venues import DEFAULT_VENUE, venue
 from schemas import RISK_IN, topic_partitions
 from services import liquidation as liquidation_service
 from services import matching as matching_service
 from services import risk as risk_service
-from services.oracle import OracleService, parse_sources
+from services.oracle import OracleService, parse_shocks, parse_sources
 from services.runtime.broker import (
     EmbeddedBroker,
     die_with_parent,
@@ -56,7 +57,8 @@ class Options:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     hyperliquid_port: int = 8081  # the gateway's Hyperliquid dialect (services/gateway/hyperliquid)
-    forward: list[str] = field(default_factory=list)  # CLI arguments passed on to child processes
+    forward: list[str] = field(default_factory=list)  # CLI arguments passed on to every child process
+    forward_to: dict[str, list[str]] = field(default_factory=dict)  # and to one service only (its own options)
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
 
 
@@ -98,6 +100,8 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
         if options.scenario:
             scenario = load_scenario(options.scenario)
             sources = scenario_sources(scenario, options.markets, options.oracle_args.get("seed") or scenario.seed)
+            for market, shocks in parse_shocks(options.markets, options.oracle_args.get("shocks", ())).items():
+                sources[market] = Shocked(sources[market], shocks)  # --shock, on top of the scenario's prices
             service = OracleService(bus, options.markets, sources, tick_s=scenario.tick_ms / 1000,
                                     funding_interval_s=scenario.funding_interval_s,
                                     funding=venue(options.venue).funding, mark_rule=venue(options.venue).mark)
@@ -376,8 +380,9 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
                  options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
         def start(name: str) -> None:
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
-                       *options.forward, "--gateway-port", str(gateway_port),
-                       "--hyperliquid-port", str(hyperliquid_port)]
+                       *options.forward, *options.forward_to.get(name, ())]
+            if name == "gateway":
+                command += ["--gateway-port", str(gateway_port), "--hyperliquid-port", str(hyperliquid_port)]
             if logs is None:
                 children[name] = spawn(command)
             else:

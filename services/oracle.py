@@ -72,13 +72,22 @@ def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shoc
     for spec in replays:
         market, path = split(spec, "=", "replay")
         sources[market] = CsvReplay.from_file(Path(path))
-    moves: dict[str, list[Shock]] = {}
-    for spec in shocks:
-        market, text = split(spec, ":", "shock")
-        moves.setdefault(market, []).append(Shock.parse(text))
-    for market, listed in moves.items():
+    for market, listed in parse_shocks(markets, shocks).items():
         sources[market] = Shocked(sources[market], listed)
     return sources
+
+
+def parse_shocks(markets: dict[str, Market], shocks: tuple[str, ...] = ()) -> dict[str, list[Shock]]:
+    """``SOL-PERP:-30% over 10s at 60s`` specs, by market."""
+    moves: dict[str, list[Shock]] = {}
+    for spec in shocks:
+        if ":" not in spec:
+            raise OracleError(f"shock {spec!r} must look like MARKET:MOVE")
+        market, text = (part.strip() for part in spec.split(":", 1))
+        if market not in markets:
+            raise OracleError(f"shock {spec!r} names unknown market {market!r}; markets: {', '.join(markets)}")
+        moves.setdefault(market, []).append(Shock.parse(text))
+    return moves
 
 
 class OracleService:

@@ -81,3 +81,35 @@ def test_scenario_isolated_shows_liquidation_price_loss_and_balance():
 def test_scenario_with_an_unreadable_shock_is_a_usage_error():
     result = CliRunner().invoke(main, ["scenario", "cross", "--shock", "boom"])
     assert result.exit_code == 2 and "cannot read shock 'boom'" in result.output
+
+
+def test_price_options_are_checked_before_anything_starts(tmp_path):
+    """Each of these would start nothing: a clear error and exit code 2 at once."""
+    cases = [
+        (["up", "--price", "SOL-PERP=100"], "--price does not apply with a scenario (flash-crash)"),
+        (["up", "--scenario", "calm", "--flat"], "--flat does not apply with a scenario (calm)"),
+        (["up", "--no-participants", "--price", "SOL-PERP=abc"], "'abc' is not a number"),
+        (["up", "--no-participants", "--replay", f"SOL-PERP={tmp_path / 'missing.csv'}"], "does not exist"),
+        (["up", "--no-participants", "--shock", "DOGE-PERP:-10% at 5s"], "unknown market 'DOGE-PERP'"),
+        (["up", "--shock", "ETH-PERP:-50% at 3s"], "flash-crash has no prices for ETH-PERP"),
+        (["oracle", "--bootstrap", "127.0.0.1:1", "--price", "SOL-PERP"], "must look like MARKET=VALUE"),
+    ]
+    for arguments, message in cases:
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 2, (arguments, result.output)
+        assert message in result.output, (arguments, result.output)
+
+
+def test_each_service_command_shows_only_its_own_options():
+    def options(command: str) -> set[str]:
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        return set(re.findall(r"^\s+(--[a-z-]+)", text, re.M))
+
+    common = {"--bootstrap", "--partitions", "--venue", "--log-level"}
+    assert common <= options("matching") and common <= options("risk") and common <= options("liquidation")
+    for service in ("matching", "risk", "liquidation"):
+        assert not options(service) & {"--price", "--shock", "--scenario", "--gateway-port"}, service
+    assert {"--price", "--shock", "--scenario"} <= options("oracle") and "--gateway-port" not in options("oracle")
+    assert {"--gateway-port", "--hyperliquid-port"} <= options("gateway") and "--shock" not in options("gateway")
+    assert {"--price", "--shock", "--gateway-port"} <= options("up")
+    assert "%%" not in CliRunner().invoke(main, ["up", "--help"]).output

@@ -30,6 +30,11 @@ def broker():
     instance.stop()
 
 
+ORACLE_FLAGS = {"--price", "--shock", "--replay", "--flat", "--volatility", "--seed", "--scenario"}
+GATEWAY_FLAGS = {"--gateway-host", "--gateway-port", "--hyperliquid-port"}
+SWITCHES = {"--flat"}
+
+
 class Stack:
     """perpsim services as separate OS processes against one broker."""
 
@@ -48,12 +53,24 @@ class Stack:
             with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own handle
                 self._spawn(name, log)
 
+    def _own(self, service: str) -> list[str]:
+        """The extra options this service takes: each command has only its own (the
+        oracle's prices, the gateway's ports) besides the common ones."""
+        kept, options = [], iter(self.extra)
+        for option in options:
+            flag = option.split("=", 1)[0]
+            owner = "oracle" if flag in ORACLE_FLAGS else "gateway" if flag in GATEWAY_FLAGS else None
+            value = [] if flag in SWITCHES or "=" in option else [next(options)]
+            if owner in (None, service):
+                kept += [option, *value]
+        return kept
+
     def _spawn(self, name: str, log) -> None:
         service = name.split("#")[0]
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", service, "--bootstrap", self.bootstrap,
              "--partitions", str(self.partitions), "--state-dir", str(self.state_dir / "state"),
-             "--snapshot-interval", "0.5", "--log-level", "INFO", *self.extra],
+             "--snapshot-interval", "0.5", "--log-level", "INFO", *self._own(service)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
