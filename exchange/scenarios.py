@@ -234,4 +234,14 @@ def crash(accounts: int = 300, seed: int = 11, shock: str = "-25% over 20s at 10
                         f"({sum(1 for l in result.liquidations if l[2] == 'ISOLATED')} isolated, "
                         f"{sum(1 for l in result.liquidations if l[2] == 'CROSS')} cross); "
                         f"bad debt {_usd(ex.risk.bad_debt)}; insurance fund {_usd(result.insurance_fund)}")
+    stages: dict[str, int] = {}
+    for event in ex.log:
+        if isinstance(event, LiquidationOutcome) and event.stage is not LiquidationStage.TRIGGERED:
+            stages[event.stage.name.lower()] = stages.get(event.stage.name.lower(), 0) + 1
+    adl = [e for e in ex.log if isinstance(e, Fill) and e.liquidity is Liquidity.ADL]
+    result.lines.append("outcomes: " + (", ".join(f"{stage} {count}" for stage, count in sorted(stages.items()))
+                                        or "none")
+                        + (f"; ADL closed positions of {len({f.taker_account for f in adl})} profitable "
+                           f"account(s) in {len(adl)} fill(s) against {', '.join(sorted({f.maker_account for f in adl}))}"
+                           if adl else "; no ADL"))
     return result

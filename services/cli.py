@@ -20,11 +20,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--market", "symbol", default="BTC-PERP", show_default=True,
-              help="Market to trade, e.g. BTC-PERP, ETH-PERP or SOL-PERP.")
+@click.option("--market", "symbol", default=None,
+              help="Market to trade, e.g. BTC-PERP, ETH-PERP or SOL-PERP (default: the first of the set, BTC-PERP "
+                   "for the built-in one).")
 @click.option("--markets-file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of market specs to use instead of the built-in BTC/ETH/SOL set.")
-def demo(symbol: str, markets_file: str | None) -> None:
+def demo(symbol: str | None, markets_file: str | None) -> None:
     """Run a scripted matching session and print its trades and book.
 
     Makers quote a ladder; takers send IOC, market, post-only, FOK and reduce-only
@@ -36,6 +37,7 @@ def demo(symbol: str, markets_file: str | None) -> None:
         markets = load_markets(markets_file) if markets_file else default_markets()
     except MarketError as exc:
         raise click.ClickException(str(exc)) from None
+    symbol = symbol or next(iter(markets))
     if symbol not in markets:
         raise click.BadParameter(f"unknown market {symbol!r}; known: {', '.join(markets)}",
                                  param_hint="--market")
@@ -90,7 +92,7 @@ def scenario(name: str, shock: str | None, accounts: int, seed: int, seconds: in
         for when, account, mode, marks, stage in result.table:
             click.echo(f"{when:>8}  {account:<8} {mode:<9} {stage or 'pending':<10} {marks}")
         click.echo("")
-        click.echo(result.lines[-1])
+        click.echo("\n".join(result.lines[-2:]))  # the crash's figures, and how the liquidations ended (ADL too)
     else:
         click.echo("\n".join(result.lines))
 

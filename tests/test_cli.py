@@ -71,6 +71,29 @@ def test_scenario_crash_prints_the_liquidations_and_the_insurance_fund():
     assert int(summary.group(2)) == sum(1 for r in rows if r[1] == "isolated")
 
 
+def test_scenario_crash_with_a_gap_says_it_ended_in_adl_without_verbose():
+    """The README: `--shock '-30% at 10s'` makes it a gap that exhausts the fund and ends in ADL."""
+    from exchange.scenarios import crash
+    from schemas.enums import Liquidity
+    from schemas.events import Fill
+
+    result = CliRunner().invoke(main, ["scenario", "crash", "--shock", "-30% at 10s"])
+    assert result.exit_code == 0, result.output
+    adl = [e for e in crash(shock="-30% at 10s").exchange.log if isinstance(e, Fill) and e.liquidity is Liquidity.ADL]
+    assert adl  # the same run, counted from its fills
+    assert f"ADL closed positions of {len({f.taker_account for f in adl})} profitable account(s)" in result.output
+    assert "no ADL" in CliRunner().invoke(main, ["scenario", "crash", "--accounts", "30", "--seconds", "40"]).output
+
+
+def test_the_readmes_demo_with_its_markets_file_runs_as_written(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    (tmp_path / "markets.toml").write_text(readme.split("Your own markets go in a TOML file", 1)[1]
+                                           .split("```toml\n", 1)[1].split("```", 1)[0])
+    result = CliRunner().invoke(main, ["demo", "--markets-file", str(tmp_path / "markets.toml")])
+    assert result.exit_code == 0, result.output
+    assert "Book DOGE-PERP" in result.output
+
+
 def test_scenario_isolated_shows_liquidation_price_loss_and_balance():
     result = CliRunner().invoke(main, ["scenario", "isolated", "--shock", "-30% at 10s"])
     assert result.exit_code == 0, result.output
