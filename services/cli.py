@@ -220,14 +220,22 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
     except ScenarioError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     total = int((duration or scenario.duration_s) * 1000 // scenario.tick_ms) + 1
-    with click.progressbar(length=total, label=f"{type(strategy).__name__} in {scenario.name}",
-                           file=click.get_text_stream("stderr"), show_pos=True) as bar:
-        result = simulate_run(scenario, seed=seed, duration_s=duration, strategy=strategy,
-                              on_tick=lambda *_: bar.update(1), venue=venue)
+    try:
+        with click.progressbar(length=total, label=f"{type(strategy).__name__} in {scenario.name}",
+                               file=click.get_text_stream("stderr"), show_pos=True) as bar:
+            result = simulate_run(scenario, seed=seed, duration_s=duration, strategy=strategy,
+                                  on_tick=lambda *_: bar.update(1), venue=venue)
+    except StrategyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--strategy") from None
     directory = run_folder(f"{scenario.name}-{type(strategy).__name__}-seed{result.seed}", report_dir)
     paths = write_report(result, directory)
     click.echo(summary_text(summarize(result)))
     click.echo(f"\nreport: {paths['report.html']}")
+    stats = result.strategy.stats
+    if stats.errors:
+        click.echo(f"\nthe strategy's first error:\n{stats.first_error}", err=True)
+        raise click.ClickException(f"{type(strategy).__name__} raised {stats.errors} time(s); the report counts "
+                                   "them, the first is above")
 
 
 def _group(options: list):

@@ -138,3 +138,26 @@ def test_loading_errors_say_what_was_expected(tmp_path, content, spec, message):
         path.write_text(content)
     with pytest.raises(StrategyError, match=message):
         load_strategy(spec.format(path=path))
+
+
+def test_a_strategy_that_raises_makes_run_exit_non_zero_with_its_traceback(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("from services.sim.strategy import Strategy\n\n\nclass Broken(Strategy):\n"
+                    "    async def on_mark(self, ctx, market, mark, index):\n"
+                    "        raise RuntimeError('strategy bug')\n")
+    result = CliRunner().invoke(main, ["run", "--strategy", f"{path}:Broken", "--scenario", "calm",
+                                       "--duration", "5", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" in result.stderr and f'File "{path}", line 6, in on_mark' in result.stderr
+    assert "RuntimeError: strategy bug" in result.stderr and "Broken raised" in result.stderr
+    assert (tmp_path / "r" / "report.html").exists()  # reported all the same
+
+
+def test_a_strategy_naming_a_market_the_run_cannot_trade_is_refused_at_start(tmp_path):
+    path = tmp_path / "elsewhere.py"
+    path.write_text("from services.sim.strategy import Strategy\n\n\nclass Elsewhere(Strategy):\n"
+                    "    markets = ['XRP-PERP']\n\n\nclass Unpriced(Strategy):\n    markets = ['ETH-PERP']\n")
+    result = CliRunner().invoke(main, ["run", "--strategy", f"{path}:Elsewhere", "--scenario", "calm"])
+    assert result.exit_code == 2 and "XRP-PERP, not a market here" in result.output, result.output
+    result = CliRunner().invoke(main, ["run", "--strategy", f"{path}:Unpriced", "--scenario", "calm"])
+    assert result.exit_code == 2 and "scenario calm does not price" in result.output, result.output

@@ -292,7 +292,16 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
         for intent in agent.setup():
             _execute(ex, intent, result)
     if strategy is not None:
-        from services.sim.strategy import StrategyDriver
+        from services.sim.strategy import StrategyDriver, StrategyError
+
+        unknown = [m for m in strategy.markets if m not in ex.markets]
+        if unknown:
+            raise StrategyError(f"{type(strategy).__name__} trades {', '.join(unknown)}, not a market here; "
+                                f"markets: {', '.join(ex.markets)}")
+        unpriced = [m for m in strategy.markets if m not in scenario.oracle]
+        if unpriced:
+            raise StrategyError(f"{type(strategy).__name__} trades {', '.join(unpriced)}, which scenario "
+                                f"{scenario.name} does not price (it prices {', '.join(sorted(scenario.oracle))})")
 
         result.strategy = StrategyDriver(strategy, ex)
         result.strategy.start()

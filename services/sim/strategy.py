@@ -245,7 +245,7 @@ class StrategyDriver:
         except Exception as exc:  # noqa: BLE001 - a failing strategy is reported, the market goes on
             self.stats.errors += 1
             if not self.stats.first_error:
-                self.stats.first_error = f"{name}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                self.stats.first_error = f"{name}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
     def start(self) -> None:
         self.ex.deposit(self.account, self.strategy.deposit)
