@@ -91,6 +91,16 @@ def money(amount: str | int | Decimal) -> int:
     return int(value)
 
 
+def usdc(micro: int, exact: bool = True) -> str:
+    """Micro units as USDC for a reader: "1,999.25 USDC", to the micro unit when cents
+    hide it (unless ``exact`` is False: to the cent, as a display shows it)."""
+    if not exact:
+        return f"{micro / MICRO:,.2f} USDC"
+    cents, rest = divmod(abs(micro), 10_000)
+    text = f"{cents // 100:,}.{cents % 100:02d}" + (f"{rest:04d}".rstrip("0") if rest else "")
+    return ("-" if micro < 0 else "") + text + " USDC"
+
+
 class CoreExchange:
     """Risk and matching engines for a set of markets, routed in-process."""
 

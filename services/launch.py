@@ -60,6 +60,7 @@ class Options:
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to every child process
     forward_to: dict[str, list[str]] = field(default_factory=dict)  # and to one service only (its own options)
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
+    web_url: str = ""  # the gateway's web view, once `up` knows its port
 
 
 LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
@@ -213,7 +214,8 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
     await bus.start()
     try:
         market = LiveMarket(bus, options.markets, scenario, participants.seed, participants.rate)
-        dashboard = Dashboard(market, duration_s or scenario.duration_s, live=participants.dashboard)
+        dashboard = Dashboard(market, duration_s or scenario.duration_s, live=participants.dashboard,
+                              web_url=options.web_url)
 
         async def watch_children() -> None:
             while not stop.is_set():
@@ -378,6 +380,8 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             hyperliquid_port = chosen
         log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API); broker: %s",
                  options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
+        options.web_url = f"http://{options.gateway_host}:{gateway_port}/"
+        log.info("web view: %s", options.web_url)
         def start(name: str) -> None:
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
                        *options.forward, *options.forward_to.get(name, ())]

@@ -105,17 +105,20 @@ class OracleService:
         self.ticks = 0
         self.dead_letters = 0
 
-    async def _epoch(self) -> int:
-        """The simulation clock's epoch: the one on the bus, or now (and written there)."""
-        store = StateStore(self.bus, "oracle")
-        snapshot = await store.load(0)
+    async def _resumed_epoch(self) -> int | None:
+        """The simulation clock's epoch on the bus (a restarted oracle goes on from it)."""
+        snapshot = await StateStore(self.bus, "oracle").load(0)
         if snapshot is not None and isinstance(snapshot.state, OracleState):
             log.info("service=oracle resumes the simulation clock at %.1f s",
                      (time.time_ns() - snapshot.state.epoch_ns) / SECOND)
             return snapshot.state.epoch_ns
-        epoch = time.time_ns()
-        await store.save(0, 0, encode_snapshot(Snapshot(STATE_VERSION, "oracle", 0, 0, 0, {}, OracleState(epoch),
-                                                         epoch)))
+        return None
+
+    async def _new_epoch(self, epoch: int) -> int:
+        """A new clock, starting at the first tick (so a scenario's second 0 is the first
+        mark anyone sees), written to the bus."""
+        await StateStore(self.bus, "oracle").save(
+            0, 0, encode_snapshot(Snapshot(STATE_VERSION, "oracle", 0, 0, 0, {}, OracleState(epoch), epoch)))
         await self.bus.flush()
         return epoch
 
@@ -127,7 +130,7 @@ class OracleService:
                                                       record.offset, reason, bytes(record.value), time.time_ns()))
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.epoch = await self._epoch()
+        self.epoch = await self._resumed_epoch()
         consumer = self.bus.consumer(MARKET_DATA, "perpsim-oracle")
         market_codec = codec(MARKET_DATA)
         next_tick = time.monotonic()
@@ -154,6 +157,8 @@ class OracleService:
                     continue
                 next_tick += self.tick_s
                 now = time.time_ns()
+                if self.epoch is None:
+                    self.epoch = await self._new_epoch(now)
                 for event in self.oracle.tick(now - self.epoch):
                     event.ts = now
                     outbox.to_all(RISK_IN, event)

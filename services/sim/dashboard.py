@@ -23,8 +23,9 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 class Dashboard:
-    def __init__(self, market, duration_s: float, live: bool = True):
+    def __init__(self, market, duration_s: float, live: bool = True, web_url: str = ""):
         self.market = market
+        self.web_url = web_url
         self.duration_s = duration_s
         self.console = Console(stderr=True)
         self.live = live and sys.stderr.isatty()
@@ -94,4 +95,6 @@ class Dashboard:
         fund = market.view.snapshots.get("insurance")
         table.add_row("insurance fund", f"{(fund.balance if fund else 0) / 1e6:,.2f}")
         table.add_row("orders / fills / refused", f"{stats.orders:,} / {stats.fills:,} / {stats.rejected:,}")
+        if self.web_url:
+            table.add_row("web view", self.web_url)
         return table

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exchange.core import money
+from exchange.core import money, usdc
 from exchange.markets import Market, trading_fee
 from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
 from schemas.enums import (
@@ -314,8 +314,6 @@ class LiveMarket:
         withdrawals: the participants', the fund's, and any other's, such as a bot's API-key
         account) equals balances + isolated margins + open positions' claims (newest
         snapshot of every account) + fees (from the fills)."""
-        from services.sim.report import usdc
-
         problems = []
         for market in self.markets:
             total = sum(size for (_, m), size in self.view.fills.items() if m == market)

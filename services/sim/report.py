@@ -57,11 +57,6 @@ def run_folder(label: str, explicit: str | Path | None = None, root: Path = REPO
     return folder
 
 
-def usdc(micro: int) -> str:
-    """Micro units as USDC for a reader: "1,999.25 USDC", to the micro unit when cents hide it."""
-    cents, rest = divmod(abs(micro), 10_000)
-    text = f"{cents // 100:,}.{cents % 100:02d}" + (f"{rest:04d}".rstrip("0") if rest else "")
-    return ("-" if micro < 0 else "") + text + " USDC"
 
 
 def _percentile(values: list[float], fraction: float) -> float:
