@@ -161,3 +161,31 @@ def test_a_strategy_naming_a_market_the_run_cannot_trade_is_refused_at_start(tmp
     assert result.exit_code == 2 and "XRP-PERP, not a market here" in result.output, result.output
     result = CliRunner().invoke(main, ["run", "--strategy", f"{path}:Unpriced", "--scenario", "calm"])
     assert result.exit_code == 2 and "scenario calm does not price" in result.output, result.output
+
+
+def test_a_strategys_report_has_its_equity_trades_drawdown_and_ratios(tmp_path):
+    import csv
+    import json
+    import statistics
+
+    report = tmp_path / "trend"
+    result = CliRunner().invoke(main, ["run", "--strategy", str(ROOT / "examples/strategies/trend.py:TrendFollower"),
+                                       "--scenario", "trending", "--duration", "40", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((report / "summary.json").read_text())["strategy"]
+    trades = list(csv.DictReader((report / "trades.csv").read_text().splitlines()))
+    assert len(trades) == summary["fills"] > 0
+    assert sum(float(t["fee_usdc"]) for t in trades) == pytest.approx(summary["fees_paid"], abs=1e-6)
+    curve = [float(row["equity_usdc"]) for row in csv.DictReader((report / "equity.csv").read_text().splitlines())]
+    assert curve[0] == 20_000 and curve[-1] == pytest.approx(20_000 + summary["pnl"], abs=1e-6)
+    # the drawdown and the ratios, computed here from equity.csv
+    peak, drawdown = curve[0], 0.0
+    for value in curve:
+        peak = max(peak, value)
+        drawdown = max(drawdown, peak - value)
+    assert summary["max_drawdown"] == pytest.approx(drawdown, abs=0.01)
+    returns = [(b - a) / a for a, b in zip(curve, curve[1:])]
+    sharpe = statistics.fmean(returns) / statistics.pstdev(returns) * len(returns) ** 0.5
+    assert summary["sharpe_run"] == pytest.approx(sharpe, abs=0.001)
+    assert (report / "strategy.png").stat().st_size > 20_000
+    assert "strategy Sharpe / Sortino" in result.output and "max drawdown" in result.output

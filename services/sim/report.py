@@ -11,6 +11,7 @@ Files written to the report folder:
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import statistics
@@ -22,7 +23,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from exchange.core import money  # noqa: E402
+from exchange.markets import trading_fee  # noqa: E402
 from exchange.oracle import SECOND  # noqa: E402
+from schemas.enums import Liquidity, Side  # noqa: E402
 from services.sim.simulation import SimulationResult  # noqa: E402
 
 MICRO = 1_000_000
@@ -83,6 +87,55 @@ def _stops(result: SimulationResult) -> dict:
             "accounts_with_stops_liquidated": len(liquidated)}
 
 
+def strategy_trades(result: SimulationResult, account: str = "strategy") -> list[dict]:
+    """The strategy's fills, from its side: time, market, side, price, size, role, fee."""
+    trades = []
+    for fill in result.fills:
+        if account not in (fill.taker_account, fill.maker_account):
+            continue
+        spec = result.exchange.markets[fill.market]
+        taker = fill.taker_account == account
+        side = fill.taker_side if taker else Side(-int(fill.taker_side))
+        value = fill.price * fill.size * spec.value_per_tick_lot
+        fee = 0 if fill.liquidity is not Liquidity.BOOK else \
+            trading_fee(value, spec.taker_fee_ppm if taker else spec.maker_fee_ppm)
+        trades.append({"seconds": fill.ts / SECOND, "market": fill.market, "side": side.name.lower(),
+                       "price": spec.format_price(fill.price), "size": spec.format_size(fill.size),
+                       "role": "taker" if taker else "maker", "fee": fee / MICRO,
+                       "kind": fill.liquidity.name.lower(), "ticks": fill.price})
+    return trades
+
+
+def equity_curve(result: SimulationResult) -> list[tuple[float, float]]:
+    """The strategy's equity (USDC) at every sample: deposit + PnL."""
+    deposit = money(result.strategy.strategy.deposit)
+    return [(sample.ts / SECOND, (deposit + sample.pnl.get("strategy", 0)) / MICRO) for sample in result.samples]
+
+
+def performance(curve: list[tuple[float, float]]) -> dict:
+    """Drawdown, and Sharpe and Sortino ratios on the run's clock: the mean return per
+    sample interval over its deviation (all of it, or the losses only), times the square
+    root of the run's number of intervals: the ratio of the whole run, not annualized."""
+    values = [value for _, value in curve]
+    peak, worst, worst_pct = values[0] if values else 0.0, 0.0, 0.0
+    for value in values:
+        peak = max(peak, value)
+        worst = max(worst, peak - value)
+        worst_pct = max(worst_pct, (peak - value) / peak if peak > 0 else 0.0)
+    returns = [(b - a) / a for a, b in zip(values, values[1:], strict=False) if a > 0]
+    sharpe = sortino = 0.0
+    if len(returns) > 1:
+        mean = statistics.fmean(returns)
+        spread = statistics.pstdev(returns)
+        downside = (sum(min(0.0, r) ** 2 for r in returns) / len(returns)) ** 0.5
+        scale = len(returns) ** 0.5
+        sharpe = mean / spread * scale if spread else 0.0
+        sortino = mean / downside * scale if downside else 0.0
+    return {"max_drawdown": round(worst, 2), "max_drawdown_pct": round(100 * worst_pct, 2),
+            "sharpe_run": round(sharpe, 3), "sortino_run": round(sortino, 3),
+            "return_pct": round(100 * (values[-1] - values[0]) / values[0], 3) if values and values[0] else 0.0}
+
+
 def summarize(result: SimulationResult) -> dict:
     simulated_s = result.samples[-1].ts / SECOND if result.samples else 0.0
     latencies_us = [value * 1e6 for value in result.latencies]
@@ -120,7 +173,8 @@ def summarize(result: SimulationResult) -> dict:
         "rejected": result.rejected,
         "pnl_by_kind": {kind: value / MICRO for kind, value in (result.samples[-1].pnl if result.samples else {}).items()},
         "invariants": "hold" if not result.problems else result.problems[:5],
-        **({"strategy": result.strategy.report()} if result.strategy is not None else {}),
+        **({"strategy": result.strategy.report() | performance(equity_curve(result))}
+           if result.strategy is not None else {}),
     }
 
 
@@ -171,6 +225,10 @@ def summary_text(summary: dict) -> str:
     if strategy:
         rows += [
             ("strategy PnL", f"{strategy['pnl']:,.2f} (fees {strategy['fees_paid']:,.2f}, funding {strategy['funding_paid']:,.2f})"),
+            ("strategy return / drawdown", f"{strategy['return_pct']:+.2f}%, max drawdown {strategy['max_drawdown']:,.2f} "
+                                           f"({strategy['max_drawdown_pct']:.2f}%)"),
+            ("strategy Sharpe / Sortino", f"{strategy['sharpe_run']:.2f} / {strategy['sortino_run']:.2f} (over the run, "
+                                          "not annualized)"),
             ("strategy orders / fills", f"{strategy['orders']} / {strategy['fills']} ({strategy['rejected']} refused)"),
             ("strategy liquidations", str(strategy["liquidations"])),
             ("strategy latency", "p50 {p50} µs, p99 {p99} µs".format(**strategy["latency_us"])),
@@ -194,6 +252,13 @@ def _plot_marks(result: SimulationResult, path: Path) -> None:
             if points:
                 axis.scatter(*zip(*points, strict=True), s=18, color=colour, label=f"liquidated ({mode.lower()})",
                              zorder=3)
+        if result.strategy is not None:  # the strategy's own fills
+            for side, marker, colour in (("buy", "^", "tab:green"), ("sell", "v", "tab:orange")):
+                points = [(t["seconds"], t["ticks"] * tick) for t in strategy_trades(result)
+                          if t["market"] == market and t["side"] == side]
+                if points:
+                    axis.scatter(*zip(*points, strict=True), marker=marker, s=36, color=colour, zorder=4,
+                                 label=f"strategy {side}")
         axis.set_title(f"{market}: mark price and liquidations")
         axis.set_xlabel("seconds")
         axis.legend(loc="best", fontsize=8)
@@ -252,13 +317,49 @@ def write_report(result: SimulationResult, directory: str | Path) -> dict[str, P
     _plot_series(seconds, {kind: [s.pnl.get(kind, 0) / MICRO for s in result.samples] for kind in kinds},
                  "PnL by participant kind (equity − deposits)", "quote units", paths["pnl.png"])
     _plot_latency(result, paths["latency.png"])
-    paths["report.html"].write_text(_html_page(
-        summary["scenario"], summary["description"], text,
-        [("marks.png", "Mark price and liquidations", paths["marks.png"]),
-         ("insurance_fund.png", "Insurance fund", paths["insurance_fund.png"]),
-         ("pnl.png", "PnL by participant kind", paths["pnl.png"]),
-         ("latency.png", "Latency", paths["latency.png"])]))
+    images = [("marks.png", "Mark price and liquidations", paths["marks.png"])]
+    if result.strategy is not None:
+        paths.update({name: directory / name for name in ("strategy.png", "equity.csv", "trades.csv")})
+        curve = equity_curve(result)
+        _write_csv(paths["equity.csv"], ["seconds", "equity_usdc"], [(f"{t:.3f}", f"{v:.6f}") for t, v in curve])
+        trades = strategy_trades(result)
+        _write_csv(paths["trades.csv"], ["seconds", "market", "side", "price", "size", "role", "fee_usdc", "kind"],
+                   [(f"{t['seconds']:.3f}", t["market"], t["side"], t["price"], t["size"], t["role"],
+                     f"{t['fee']:.6f}", t["kind"]) for t in trades])
+        _plot_equity(curve, paths["strategy.png"])
+        images.append(("strategy.png", "The strategy's equity and drawdown", paths["strategy.png"]))
+    images += [("insurance_fund.png", "Insurance fund", paths["insurance_fund.png"]),
+               ("pnl.png", "PnL by participant kind", paths["pnl.png"]),
+               ("latency.png", "Latency", paths["latency.png"])]
+    paths["report.html"].write_text(_html_page(summary["scenario"], summary["description"], text, images))
     return paths
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _plot_equity(curve: list[tuple[float, float]], path: Path) -> None:
+    seconds = [t for t, _ in curve]
+    values = [v for _, v in curve]
+    peaks = []
+    for value in values:
+        peaks.append(max(value, peaks[-1]) if peaks else value)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True, height_ratios=[2, 1])
+    top.plot(seconds, values, color="tab:blue", label="equity")
+    top.set_ylabel("USDC")
+    top.set_title("strategy equity (balance + margins + unrealized PnL)")
+    top.grid(alpha=0.3)
+    bottom.fill_between(seconds, [v - p for v, p in zip(values, peaks, strict=True)], 0, color="tab:red", alpha=0.5)
+    bottom.set_ylabel("drawdown, USDC")
+    bottom.set_xlabel("seconds")
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def summarize_live(market, stats, venue: str = "hyperliquid") -> dict:
