@@ -878,3 +878,37 @@ async def test_ccxt_edits_a_resting_order(venue):
         assert crossing["id"] == order["id"]  # moved onto the ask: it trades as a taker
         await settle(gateway, lambda: gateway.ledger.orders[int(order["id"])].status == "FILLED")
         assert (await bot.fetch_order(order["id"], "SOL/USDT:USDT"))["filled"] == 3.0
+
+
+async def test_the_metrics_endpoint_counts_orders_fills_refusals_and_reads_fund_interest_and_lag(venue):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.client import Rejected
+
+    exchange, client, oracle, gateway = venue
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in (("maker", "100000"), ("taker", "1000"), ("insurance", "2500")):
+        await client.deposit(account, amount)
+    await client.place("maker", "SOL-PERP", Side.SELL, "5", "150.5")
+    await client.place("taker", "SOL-PERP", Side.BUY, "2", "150.5", tif=TimeInForce.IOC)
+    with pytest.raises(Rejected):
+        await client.place("taker", "SOL-PERP", Side.BUY, "500", "150.5")  # far more than 1,000 can margin
+    await settle(gateway, lambda: gateway.ledger.snapshot("taker").positions)
+
+    async def scrape() -> dict:
+        async with aiohttp.ClientSession() as session, session.get(f"{gateway.base}/metrics") as answer:
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain")
+            text = await answer.text()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    await asyncio.sleep(0.2)
+    metrics = await scrape()
+    assert metrics[("perpsim_orders_total", (("conditional", "false"), ("market", "SOL-PERP")))] == 2
+    assert metrics[("perpsim_fills_total", (("liquidity", "book"), ("market", "SOL-PERP")))] == 1
+    assert metrics[("perpsim_rejects_total", (("reason", "INSUFFICIENT_MARGIN"),))] == 1
+    assert metrics[("perpsim_insurance_fund_usdc", ())] == 2500
+    assert metrics[("perpsim_open_interest", (("market", "SOL-PERP"),))] == 2.0
+    assert metrics[("perpsim_mark_price", (("market", "SOL-PERP"),))] == 150.0
+    for service in ("risk", "matching", "liquidation"):
+        assert metrics[("perpsim_service_lag_records", (("service", service),))] >= 0

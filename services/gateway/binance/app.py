@@ -130,15 +130,19 @@ class Gateway:
             await consumer.stop()
 
     def application(self) -> web.Application:
+        from services.gateway.metrics import VenueMetrics
         from services.gateway.web.app import WebView
 
         app = web.Application(middlewares=[self._errors])
         view = WebView(self)  # the venue's web view, on this port's / (services/gateway/web)
-        app.add_routes(view.routes())
+        metrics = VenueMetrics(self)  # Prometheus, on this port's /metrics
+        app.add_routes(view.routes() + metrics.routes())
 
         async def close_view(_app) -> None:
             await view.close()
 
+        app.on_startup.append(metrics.start)
+        app.on_cleanup.append(metrics.stop)
         app.on_cleanup.append(close_view)
         app.add_routes([
             web.get("/fapi/v1/ping", self.ping),
