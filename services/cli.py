@@ -197,14 +197,25 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
               help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
                    "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
                    "of the 8-hour rate; Binance: its brackets, 8-hourly funding.")
+@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+              help="Run it against this running exchange (`perpsim up` prints the address) instead of "
+                   "in-process: wall-clock time, the live market, beside other bots. --scenario and --seed "
+                   "do not apply then.")
+@click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1024),
+              help="With --bootstrap: the exchange's partitions (as `perpsim up` was given).")
+@click.option("--account", default=None, help="With --bootstrap: the strategy's account (default: "
+                                              "strategy-<class>-<random>), deposited the strategy's `deposit`.")
 def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: float | None,
-        report_dir: str | None, venue: str) -> None:
+        report_dir: str | None, venue: str, bootstrap: str | None, partitions: int, account: str | None) -> None:
     """Run your strategy against a scenario's simulated market and report how it did.
 
     The strategy trades from its own account next to the scenario's participants, on the
     in-process exchange; it gets its callbacks every tick. The report has its PnL, fills,
     fees, funding, liquidations and latency, next to the market's. A callback that raises
-    is counted and reported; the run goes on.
+    is counted and reported, the run goes on, and the command exits 1 with its traceback.
+
+    With --bootstrap the same class runs against a running exchange by the native client
+    (for --duration seconds of wall time, or until Ctrl-C), with the same callbacks.
     """
     from services.sim.report import run_folder, summarize, summary_text, write_report
     from services.sim.simulation import ScenarioError, load_scenario
@@ -215,6 +226,14 @@ def run(strategy_spec: str, scenario_name: str, seed: int | None, duration: floa
         strategy = load_strategy(strategy_spec)
     except StrategyError as exc:
         raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    if bootstrap:
+        for name, flag in (("scenario_name", "--scenario"), ("seed", "--seed")):
+            if _given(name):
+                raise click.UsageError(f"{flag} does not apply with --bootstrap: the running exchange's market is "
+                                       "the one traded")
+        return _run_live(strategy, bootstrap, partitions, account, duration, report_dir, venue)
+    elif _given("partitions") or _given("account"):
+        raise click.UsageError("--partitions and --account go with --bootstrap (a running exchange)")
     try:
         scenario = load_scenario(scenario_name)
     except ScenarioError as exc:
@@ -305,6 +324,62 @@ _gateway_options = _group([
     click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
                  help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
 ])
+
+
+def _run_live(strategy, bootstrap: str, partitions: int, account: str | None, duration: float | None,
+              report_dir: str | None, venue: str) -> None:
+    """`perpsim run --bootstrap`: the strategy against a running exchange."""
+    import asyncio
+    import signal
+    import uuid
+
+    from schemas import topic_partitions
+    from services.launch import configure_logging
+    from services.runtime.kafka import KafkaBus, KafkaSettings
+    from services.sim.live_strategy import LiveStrategyRunner
+    from services.sim.report import run_folder, write_live_strategy_report
+    from services.sim.strategy import StrategyError
+
+    configure_logging("WARNING")
+    name = type(strategy).__name__
+    account = account or f"strategy-{name.lower()}-{uuid.uuid4().hex[:6]}"
+
+    async def go():
+        bus = KafkaBus(KafkaSettings(bootstrap), topic_partitions(partitions))
+        await bus.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            runner = LiveStrategyRunner(bus, venue_profile(venue).markets(), strategy, account)
+            last = [0.0]
+
+            def progress(r) -> None:
+                now = r.context.now
+                if now - last[0] >= 5:
+                    last[0] = now
+                    click.echo(f"t={now:5.0f}s orders={r.stats.orders} fills={r.stats.fills} "
+                               f"errors={r.stats.errors} equity={r._equity() / 1e6:,.2f}", err=True)
+
+            click.echo(f"{name} trading as {account} on {bootstrap}" + (f" for {duration:g} s" if duration else
+                                                                        " until Ctrl-C"), err=True)
+            await runner.run(duration, stop, on_second=progress)
+            return runner
+        finally:
+            await bus.stop()
+
+    try:
+        runner = _run_guarded(lambda: asyncio.run(go()))
+    except StrategyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    paths = write_live_strategy_report(runner, run_folder(f"live-{name}", report_dir))
+    click.echo(paths["summary.txt"].read_text())
+    click.echo(f"report: {paths['report.html']}")
+    if runner.stats.errors:
+        click.echo(f"\nthe strategy's first error:\n{runner.stats.first_error}", err=True)
+        raise click.ClickException(f"{name} raised {runner.stats.errors} time(s); the report counts them, the first "
+                                   "is above")
 
 
 def _cluster_options(function):

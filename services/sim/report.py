@@ -508,3 +508,65 @@ def write_live_report(market, stats, directory: str | Path, venue: str = "hyperl
          ("insurance_fund.png", "Insurance fund", paths["insurance_fund.png"]),
          ("latency.png", "Latency", paths["latency.png"])], links))
     return paths
+
+
+def write_live_strategy_report(runner, directory: str | Path) -> dict[str, Path]:
+    """The report of a strategy run against a live venue (`perpsim run --bootstrap`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result = runner.result
+    curve = [(t, value / MICRO) for t, value in result.equity if value]
+    summary = {"strategy": type(result.strategy).__name__, "account": result.account, "seconds": round(result.seconds, 1),
+               "run": "interrupted" if result.interrupted else "complete",
+               **runner.report(), **(performance(curve) if curve else {})}
+    names = ("summary.json", "summary.txt", "equity.csv", "trades.csv", "strategy.png", "marks.png", "report.html")
+    paths = {name: directory / name for name in names}
+    paths["summary.json"].write_text(json.dumps(summary, indent=2))
+    latency = summary["latency_ms"]
+    rows = [
+        ("strategy", f"{summary['strategy']} as account {summary['account']}, live on the venue"),
+        ("run", f"{summary['run']}, {summary['seconds']:.0f} s"),
+        ("PnL", f"{summary['pnl']:,.2f} (fees {summary['fees_paid']:,.2f}, funding {summary['funding_paid']:,.2f})"),
+        ("return / drawdown", f"{summary.get('return_pct', 0):+.2f}%, max drawdown {summary.get('max_drawdown', 0):,.2f}"
+                              f" ({summary.get('max_drawdown_pct', 0):.2f}%)"),
+        ("Sharpe / Sortino", f"{summary.get('sharpe_run', 0):.2f} / {summary.get('sortino_run', 0):.2f} "
+                             "(over the run, not annualized)"),
+        ("orders / fills", f"{summary['orders']} / {summary['fills']} ({summary['rejected']} refused)"),
+        ("latency, placing", f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"),
+        ("liquidations", str(summary["liquidations"])),
+        ("errors", f"{summary['errors']}" + (f" (first: {summary['first_error']})" if summary["errors"] else "")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    text = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    paths["summary.txt"].write_text(text + "\n")
+    _write_csv(paths["equity.csv"], ["seconds", "equity_usdc"], [(f"{t:.3f}", f"{v:.6f}") for t, v in curve])
+    trade_rows = []
+    for seconds, fill in result.fills:
+        spec = result.markets[fill.market]
+        taker = fill.taker_account == result.account
+        side = fill.taker_side if taker else Side(-int(fill.taker_side))
+        trade_rows.append((f"{seconds:.3f}", fill.market, side.name.lower(), spec.format_price(fill.price),
+                           spec.format_size(fill.size), "taker" if taker else "maker", fill.liquidity.name.lower()))
+    _write_csv(paths["trades.csv"], ["seconds", "market", "side", "price", "size", "role", "kind"], trade_rows)
+    _plot_equity(curve or [(0.0, 0.0)], paths["strategy.png"])
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    for market, points in sorted(result.marks.items()):
+        tick = float(result.markets[market].tick_size)
+        axis.plot([t for t, _ in points], [p * tick for _, p in points], label=f"{market} mark", linewidth=1.2)
+        for side, marker, colour in (("buy", "^", "tab:green"), ("sell", "v", "tab:orange")):
+            marked = [(float(r[0]), float(r[3])) for r in trade_rows if r[1] == market and r[2] == side]
+            if marked:
+                axis.scatter(*zip(*marked, strict=True), marker=marker, s=36, color=colour, zorder=3,
+                             label=f"strategy {side}")
+    axis.set_title("marks and the strategy's fills")
+    axis.set_xlabel("seconds")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(paths["marks.png"], dpi=110)
+    plt.close(figure)
+    paths["report.html"].write_text(_html_page(
+        f"{summary['strategy']} live", "A strategy run against a running venue.", text,
+        [("marks.png", "Marks and the strategy's fills", paths["marks.png"]),
+         ("strategy.png", "Equity and drawdown", paths["strategy.png"])]))
+    return paths

@@ -135,3 +135,49 @@ async def test_a_calm_live_run_with_a_ccxt_bot_beside_the_participants_keeps_eve
         + money("2000")
     assert market.view.transfers == expected
     assert stats.problems == []
+
+
+async def test_run_bootstrap_trades_an_example_strategy_on_a_running_venue_beside_its_participants(stack_factory,
+                                                                                                  tmp_path):
+    """`perpsim run --strategy ... --bootstrap` against the services as processes with a
+    live calm market: the example grid maker trades, its report holds, and the venue's
+    invariants (every account counted, the strategy's too) hold."""
+    import csv
+    import json
+    import sys
+
+    from tests.integration.conftest import ROOT, kafka_bus
+
+    markets = default_markets()
+    scenario = load_scenario("calm")
+    stack = stack_factory(partitions=2, extra=["--scenario", "calm"])
+    stack.start("matching", "risk", "liquidation", "oracle")
+    bus = await kafka_bus(stack.bootstrap, 2)
+    report = tmp_path / "grid"
+    try:
+        market = LiveMarket(bus, markets, scenario)
+        participants = asyncio.create_task(market.run(duration_s=30))
+        await asyncio.sleep(6)  # the market makers quote
+        strategy = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "run", "--strategy",
+            str(ROOT / "examples/strategies/grid.py:GridMaker"), "--bootstrap", stack.bootstrap,
+            "--partitions", "2", "--duration", "18", "--account", "grid", "--report", str(report),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(strategy.communicate(), 90)
+        stats = await participants
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
+    assert strategy.returncode == 0, (out.decode()[-2000:], err.decode()[-3000:])
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["account"] == "grid" and summary["orders"] >= 6 and summary["errors"] == 0
+    assert summary["fills"] > 0, summary  # the takers hit its grid
+    trades = list(csv.DictReader((report / "trades.csv").read_text().splitlines()))
+    assert len(trades) == summary["fills"]
+    # its position as the participants' own client saw the venue's fills, from its trades.csv
+    signed = sum((1 if t["side"] == "buy" else -1) * round(float(t["size"]) * 100) for t in trades)
+    assert market.view.fills.get(("grid", "SOL-PERP"), 0) == signed
+    assert stats.problems == [], stats.problems  # the strategy's deposit and trades included
+    assert "PnL" in out.decode() and (report / "strategy.png").stat().st_size > 10_000
