@@ -326,6 +326,80 @@ _gateway_options = _group([
 ])
 
 
+@main.command()
+@click.option("--scenario", "scenario_name", default="flash-crash", show_default=True, metavar="NAME|FILE",
+              help="The market (see `perpsim simulate --list`).")
+@click.option("--seeds", default="1..8", show_default=True, metavar="RANGE",
+              help="Seeds of prices and participants: 1..20, 3,5,8 or a mix.")
+@click.option("--strategy", "strategy_spec", default=None, metavar="FILE.py:CLASS",
+              help="A strategy to run in each (its PnL, drawdown and Sharpe are tabled).")
+@click.option("--set", "params", multiple=True, metavar="NAME=V1,V2",
+              help="Strategy attributes to sweep too (repeatable: every combination with every seed).")
+@click.option("--duration", type=click.FloatRange(0.25), default=None, metavar="SECONDS",
+              help="Simulated seconds of each run (default: the scenario's).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Processes (default: one per core).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the table and plot go (default: a new folder reports/<date-time>-sweep-<scenario>).")
+@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+              help="Venue profile of every run.")
+def sweep(scenario_name: str, seeds: str, strategy_spec: str | None, params: tuple[str, ...], duration: float | None,
+          workers: int | None, report_dir: str | None, venue: str) -> None:
+    """Run a scenario in-process over many seeds (and strategy parameters), on every core.
+
+    Prints a table of each run (fills, liquidations by mode, bad debt, the fund; with a
+    strategy its PnL, drawdown and Sharpe) with mean, min and max, and writes it as CSV
+    with a plot across the runs.
+    """
+    import os
+
+    from services.sim.report import run_folder
+    from services.sim.simulation import ScenarioError, load_scenario
+    from services.sim.strategy import StrategyError, load_strategy
+    from services.sim.sweep import (
+        Job,
+        SweepError,
+        parse_params,
+        parse_seeds,
+        table_text,
+        write_sweep_report,
+    )
+    from services.sim.sweep import sweep as run_sweep
+
+    try:
+        scenario = load_scenario(scenario_name)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    try:
+        strategy = load_strategy(strategy_spec) if strategy_spec else None
+    except StrategyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--strategy") from None
+    if params and strategy is None:
+        raise click.UsageError("--set sweeps a strategy's attributes: give --strategy too")
+    if strategy is not None:
+        unknown = [m for m in strategy.markets if m not in scenario.oracle]
+        if unknown:
+            raise click.BadParameter(f"{type(strategy).__name__} trades {', '.join(unknown)}, which scenario "
+                                     f"{scenario.name} does not price", param_hint="--strategy")
+    try:
+        seed_list = parse_seeds(seeds)
+        combos = parse_params(params, strategy)
+    except SweepError as exc:
+        raise click.BadParameter(str(exc)) from None
+    jobs = [Job(scenario_name, seed, duration, venue, strategy_spec, combo) for combo in combos for seed in seed_list]
+    workers = workers or os.cpu_count() or 1
+    with click.progressbar(length=len(jobs), label=f"{len(jobs)} runs of {scenario.name} on {workers} processes",
+                           file=click.get_text_stream("stderr"), show_pos=True) as bar:
+        summaries = run_sweep(jobs, workers, on_done=lambda _: bar.update(1))
+    paths = write_sweep_report(summaries, run_folder(f"sweep-{scenario.name}", report_dir),
+                               f"sweep of {scenario.name}")
+    click.echo(table_text(summaries))
+    click.echo(f"\nreport: {paths['report.html']}")
+    violated = [s for s in summaries if s["invariants"] != "hold"]
+    if violated:
+        raise click.ClickException(f"invariants were violated in {len(violated)} run(s): seeds "
+                                   + ", ".join(str(s["seed"]) for s in violated))
+
+
 def _run_live(strategy, bootstrap: str, partitions: int, account: str | None, duration: float | None,
               report_dir: str | None, venue: str) -> None:
     """`perpsim run --bootstrap`: the strategy against a running exchange."""
