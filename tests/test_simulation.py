@@ -144,3 +144,17 @@ def test_one_scenario_on_both_venue_profiles_side_by_side(tmp_path):
     assert binance["funding_paid"] > 3 * hyperliquid["funding_paid"] > 0
     table = result.output[result.output.rindex("hyperliquid"):]
     assert "binance" in table.splitlines()[0] and "funding paid" in table
+
+
+def test_the_makers_keep_the_mark_within_a_fraction_of_a_percent_of_the_index():
+    """A venue's basis: in a calm market the mark stays near the index, and the summary says
+    how near (computed here from the samples themselves)."""
+    from services.sim.report import summarize
+
+    for name, mean_limit, max_limit in (("calm", 0.1, 0.5), ("trending", 0.2, 0.6), ("flash-crash", 0.3, 1.0)):
+        result = simulate(load_scenario(name), duration_s=60)
+        gaps = [abs(s.marks["SOL-PERP"] - s.index["SOL-PERP"]) / s.index["SOL-PERP"] for s in result.samples
+                if s.marks["SOL-PERP"]]
+        assert 100 * sum(gaps) / len(gaps) < mean_limit and 100 * max(gaps) < max_limit, name
+        basis = summarize(result)["basis"]["SOL-PERP"]
+        assert basis["max_pct"] == round(100 * max(gaps), 3)

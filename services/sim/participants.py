@@ -94,12 +94,15 @@ class MarketMaker(Agent):
     """Quotes a ladder around the index every tick (as a maker hedging on spot would; quoting
     around the mark would chase its own book through the mark's basis), replacing its
     quotes; the ladder's centre moves against its inventory (``skew_ppm`` of the mark per lot held, at most
-    ``max_skew_ppm``, so that quotes stay inside the price band) to lay it off."""
+    ``max_skew_ppm``) to lay it off. The cap is 0.1% by default: a maker that hedges its
+    inventory elsewhere needs little skew, and the book, hence the mark, stays within a
+    fraction of a percent of the index, the basis a venue shows (it was 1.5%, and the mark
+    ran 1.5% above the index whenever the leveraged traders' longs had filled the maker short)."""
 
     kind = "market_maker"
 
     def __init__(self, name: str, seed: int, market: str, deposit: str = "50000000", levels: int = 6,
-                 spacing_ppm: int = 1_000, lots: int = 500, skew_ppm: int = 2, max_skew_ppm: int = 15_000):
+                 spacing_ppm: int = 1_000, lots: int = 500, skew_ppm: int = 2, max_skew_ppm: int = 1_000):
         super().__init__(name, seed, deposit)
         self.market, self.levels, self.spacing_ppm, self.lots, self.skew_ppm = market, levels, spacing_ppm, lots, skew_ppm
         self.max_skew_ppm = max_skew_ppm

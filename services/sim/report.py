@@ -136,6 +136,22 @@ def performance(curve: list[tuple[float, float]]) -> dict:
             "return_pct": round(100 * (values[-1] - values[0]) / values[0], 3) if values and values[0] else 0.0}
 
 
+def _basis(pairs: list[tuple[dict[str, int], dict[str, int]]]) -> dict:
+    """Per market, the mark's distance from the index over the run: mean and max, in %."""
+    gaps: dict[str, list[float]] = {}
+    for marks, indexes in pairs:
+        for market, mark in marks.items():
+            index = indexes.get(market)
+            if mark and index:
+                gaps.setdefault(market, []).append(abs(mark - index) / index)
+    return {market: {"mean_pct": round(100 * statistics.fmean(values), 3), "max_pct": round(100 * max(values), 3)}
+            for market, values in sorted(gaps.items())}
+
+
+def _basis_text(basis: dict) -> str:
+    return ", ".join(f"{k} mean {v['mean_pct']:.2f}%, max {v['max_pct']:.2f}%" for k, v in basis.items()) or "no marks"
+
+
 def summarize(result: SimulationResult) -> dict:
     simulated_s = result.samples[-1].ts / SECOND if result.samples else 0.0
     latencies_us = [value * 1e6 for value in result.latencies]
@@ -172,6 +188,7 @@ def summarize(result: SimulationResult) -> dict:
         "funding_paid": sum(max(0, a.funding_paid) for a in result.exchange.risk.accounts.values()) / MICRO,
         "rejected": result.rejected,
         "pnl_by_kind": {kind: value / MICRO for kind, value in (result.samples[-1].pnl if result.samples else {}).items()},
+        "basis": _basis([(s.marks, s.index) for s in result.samples]),
         "invariants": "hold" if not result.problems else result.problems[:5],
         **({"strategy": result.strategy.report() | performance(equity_curve(result))}
            if result.strategy is not None else {}),
@@ -218,6 +235,7 @@ def summary_text(summary: dict) -> str:
         ("insurance fund", f"{summary['insurance_fund_start']:,.2f} -> {summary['insurance_fund_end']:,.2f}"),
         ("funding payments", f"{summary['funding_payments']} ({summary['funding_paid']:,.2f} paid)"),
         ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items())),
+        ("basis, mark vs index", _basis_text(summary.get("basis", {}))),
         ("rejected orders", ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"),
         ("invariants", summary["invariants"] if isinstance(summary["invariants"], str) else "VIOLATED"),
     ]
@@ -371,12 +389,7 @@ def summarize_live(market, stats, venue: str = "hyperliquid") -> dict:
     for _, _, mode, _, _ in stats.liquidations:
         modes[mode.lower()] = modes.get(mode.lower(), 0) + 1
     fund = [row[2] for row in stats.series]
-    basis = {}
-    for symbol in sorted(market.scenario.oracle):
-        gaps = [abs(row[1][symbol] - row[4][symbol]) / row[4][symbol] for row in stats.series
-                if row[1].get(symbol) and row[4].get(symbol)]
-        if gaps:
-            basis[symbol] = {"mean_pct": round(100 * statistics.fmean(gaps), 3), "max_pct": round(100 * max(gaps), 3)}
+    basis = _basis([({m: row[1].get(m, 0) for m in market.scenario.oracle}, row[4]) for row in stats.series])
     return {
         "scenario": market.scenario.name, "venue": venue, "seed": market.seed, "seconds": round(elapsed, 1),
         "run": "interrupted (partial report)" if stats.interrupted else "complete",
@@ -412,8 +425,7 @@ def live_summary_text(summary: dict) -> str:
         ("funding payments", f"{summary['funding_payments']:,} ({summary['funding_paid']:,.2f} paid)"),
         ("trading fees", f"{summary['fees']:,.2f}"),
         ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items()) or "none"),
-        ("basis, mark vs index", ", ".join(f"{k} mean {v['mean_pct']:.2f}%, max {v['max_pct']:.2f}%"
-                                           for k, v in summary["basis"].items()) or "no marks"),
+        ("basis, mark vs index", _basis_text(summary["basis"])),
         ("invariants", summary["invariants"] if isinstance(summary["invariants"], str)
          else "VIOLATED: " + "; ".join(summary["invariants"])),
     ]
