@@ -532,7 +532,7 @@ def _options(params: dict):  # -> services.launch.Options
     for name in ("markets_file", "sasl_mechanism", "ssl_cafile"):
         if params[name]:
             forward += [f"--{name.replace('_', '-')}", params[name]]
-    oracle = ["--volatility", str(params.get("volatility", 0.6))]
+    oracle = ["--volatility", str(params["volatility"])] if _given("volatility") else []  # as the user gave it
     if params.get("oracle_seed") is not None:
         oracle += ["--seed", str(params["oracle_seed"])]
     if params.get("scenario_name"):

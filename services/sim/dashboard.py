@@ -88,6 +88,8 @@ class Dashboard:
             table.add_row(f"{symbol} mark (index)", f"{spec.format_price(market.view.mark(symbol))} "
                                                     f"({spec.format_price(market.view.index(symbol))})")
             table.add_row(f"{symbol} open interest", spec.format_size(open_interest))
+            rate, payments = market.view.funding.get(symbol, (0, 0))
+            table.add_row(f"{symbol} funding", f"{rate / 1e7:.4f}% ({payments} paid)" if payments else "none yet")
         modes = [mode for _, _, mode, _, _ in stats.liquidations]
         table.add_row("liquidations isolated / cross", f"{modes.count('ISOLATED')} / {modes.count('CROSS')}")
         table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items())) or "-")

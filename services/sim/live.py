@@ -30,6 +30,7 @@ from schemas.events import (
     CancelOrder,
     Deposit,
     Fill,
+    Funding,
     LiquidationOutcome,
     MarginSnapshot,
     MarkPrice,
@@ -56,6 +57,7 @@ class LiveView:
         self.marks: dict[str, int] = {}
         self.indexes: dict[str, int] = {}
         self.tops: dict[str, tuple[int, int]] = {}
+        self.funding: dict[str, tuple[int, int]] = {}  # market -> (last rate ppb, payments)
         self.snapshots: dict[str, MarginSnapshot] = {}
         self.orders: dict[str, dict[int, str]] = {}  # account -> order id -> market
         self.fills: dict[tuple[str, str], int] = {}  # positions from fills, before snapshots catch up
@@ -91,6 +93,8 @@ class LiveView:
             self.indexes[message.market] = message.index_price
         elif isinstance(message, BBO):
             self.tops[message.market] = (message.bid_price, message.ask_price)
+        elif isinstance(message, Funding):
+            self.funding[message.market] = (message.rate_ppb, self.funding.get(message.market, (0, 0))[1] + 1)
         elif isinstance(message, OrderAccepted):
             self.orders.setdefault(message.account, {})[message.order_id] = message.market
         elif isinstance(message, (OrderClosed, OrderRejected)):

@@ -84,6 +84,9 @@ def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_p
     summary = json.loads((latest / "summary.json").read_text())
     assert summary["run"] == "interrupted (partial report)" and summary["invariants"] == "hold", summary
     assert "service=" not in text  # the services logged to the run's folder, not over the dashboard
+    for panel in ("orders / s", "latency p50", "SOL-PERP mark (index)", "SOL-PERP open interest", "SOL-PERP funding",
+                  "liquidations isolated / cross", "insurance fund", "web view"):
+        assert panel in text, panel
     pids = started_pids((latest / "logs" / "up.log").read_text())
     assert len(pids) == 6  # the broker and five services
     time.sleep(0.5)
