@@ -302,15 +302,22 @@ def _plot_series(seconds: list[float], series: dict[str, list[float]], title: st
 
 
 def _plot_latency(result: SimulationResult, path: Path) -> None:
+    _latency_histogram([value * 1e6 for value in result.latencies], "µs", "engine latency per command (in-process)",
+                       "commands (log scale)", path)
+
+
+def _latency_histogram(values: list[float], unit: str, title: str, ylabel: str, path: Path) -> None:
+    """A log-scale histogram with its p50 and p99 marked."""
     figure, axis = plt.subplots(figsize=(10, 3.2))
-    values = [value * 1e6 for value in result.latencies] or [0.0]
+    values = values or [0.0]
     axis.hist(values, bins=60, color="tab:blue")
     axis.set_yscale("log")
-    median = statistics.median(values)
-    axis.axvline(median, color="black", linestyle="--", linewidth=1, label=f"p50 {median:.0f} µs")
-    axis.set_title("engine latency per command (in-process)")
-    axis.set_xlabel("µs")
-    axis.set_ylabel("commands (log scale)")
+    for fraction, style in ((.5, "--"), (.99, ":")):
+        value = _percentile(values, fraction)
+        axis.axvline(value, color="black", linestyle=style, linewidth=1, label=f"p{int(fraction * 100)} {value:.1f} {unit}")
+    axis.set_title(title)
+    axis.set_xlabel(unit)
+    axis.set_ylabel(ylabel)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -475,23 +482,6 @@ def _plot_live_marks(market, stats, path: Path) -> None:
     plt.close(figure)
 
 
-def _plot_live_latency(latencies_ms: list[float], path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(10, 3.2))
-    values = latencies_ms or [0.0]
-    axis.hist(values, bins=60, color="tab:blue")
-    axis.set_yscale("log")
-    for fraction, style in ((.5, "--"), (.99, ":")):
-        value = _percentile(values, fraction)
-        axis.axvline(value, color="black", linestyle=style, linewidth=1, label=f"p{int(fraction * 100)} {value:.1f} ms")
-    axis.set_title("latency, submit to acceptance")
-    axis.set_xlabel("ms")
-    axis.set_ylabel("orders (log scale)")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def write_live_report(market, stats, directory: str | Path, venue: str = "hyperliquid") -> dict[str, Path]:
     """The report of a live run (`perpsim up`), in ``directory`` (its run folder; the
     services' logs, if there, are linked)."""
@@ -510,7 +500,8 @@ def write_live_report(market, stats, directory: str | Path, venue: str = "hyperl
                  "PnL by participant kind (equity − deposits)", "USDC", paths["pnl.png"])
     _plot_series(seconds, {"insurance fund": [row[2] / MICRO for row in stats.series]}, "insurance fund",
                  "USDC", paths["insurance_fund.png"])
-    _plot_live_latency([value * 1e3 for value in stats.latencies], paths["latency.png"])
+    _latency_histogram([value * 1e3 for value in stats.latencies], "ms", "latency, submit to acceptance",
+                       "orders (log scale)", paths["latency.png"])
     logs = directory / "logs"
     links = [(path.name, f"logs/{path.name}") for path in sorted(logs.glob("*.log"))] if logs.is_dir() else []
     paths["report.html"].write_text(_html_page(

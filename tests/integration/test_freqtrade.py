@@ -121,6 +121,17 @@ def client_orders(client, account: str) -> set[int]:
     return live
 
 
+async def stop_bot(bot) -> None:
+    """Freqtrade stopped as a user stops it (Ctrl-C), killed if it does not within 20 s."""
+    if bot.returncode is None:
+        bot.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(bot.wait(), 20)
+        except TimeoutError:
+            bot.kill()
+            await bot.wait()
+
+
 def trades(database: Path) -> list[dict]:
     if not database.exists():
         return []
@@ -199,13 +210,7 @@ async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_
         print((tmp_path / "freqtrade.out").read_text()[-8000:])
         raise
     finally:
-        if bot.returncode is None:
-            bot.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(bot.wait(), 20)
-            except TimeoutError:
-                bot.kill()
-                await bot.wait()
+        await stop_bot(bot)
         output.close()
 
 
@@ -285,11 +290,5 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
         print((tmp_path / "freqtrade.out").read_text()[-8000:])
         raise
     finally:
-        if bot.returncode is None:
-            bot.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(bot.wait(), 20)
-            except TimeoutError:
-                bot.kill()
-                await bot.wait()
+        await stop_bot(bot)
         output.close()

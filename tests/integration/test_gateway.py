@@ -134,6 +134,26 @@ async def running_venue(markets):
         await asyncio.gather(*tasks)
 
 
+@contextlib.asynccontextmanager
+async def scenario_venue(name: str):
+    """``running_venue`` with the oracle service following scenario ``name``'s prices (what
+    `perpsim up` runs): yields (client, gateway, scenario)."""
+    from services.oracle import OracleService
+    from services.sim.simulation import load_scenario, sources
+
+    markets = default_markets()
+    scenario = load_scenario(name)
+    async with running_venue(markets) as (_, client, _, gateway):
+        stop = asyncio.Event()
+        oracle = OracleService(gateway.bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
+        ticking = asyncio.create_task(oracle.run(stop))
+        try:
+            yield client, gateway, scenario
+        finally:
+            stop.set()
+            await ticking
+
+
 @pytest.fixture
 async def venue(tmp_path):
     async with running_venue(default_markets()) as parts:

@@ -108,27 +108,18 @@ async def test_a_calm_live_run_with_a_ccxt_bot_beside_the_participants_keeps_eve
     API-key account trading through the gateway with ccxt. Its expected deposits are the
     scenario's (fund + each participant's) plus the bot's, computed here."""
     from exchange.core import money
-    from tests.integration.test_gateway import running_venue, signed
+    from tests.integration.test_gateway import scenario_venue, signed
 
-    markets = default_markets()
-    scenario = load_scenario("calm")
-    async with running_venue(markets) as (_, client, _, gateway):
-        stop = asyncio.Event()
-        oracle = OracleService(gateway.bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
-        ticking = asyncio.create_task(oracle.run(stop))
-        try:
-            await client.deposit("bot", "2000")
-            market = LiveMarket(gateway.bus, markets, scenario)
-            run = asyncio.create_task(market.run(duration_s=14))
-            async with signed(gateway, "bot") as bot:
-                await asyncio.sleep(6)  # the market makers quote
-                await bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
-                await bot.create_order("SOL/USDT:USDT", "market", "sell", 1)
-                [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
-            stats = await run
-        finally:
-            stop.set()
-            await ticking
+    async with scenario_venue("calm") as (client, gateway, scenario):
+        await client.deposit("bot", "2000")
+        market = LiveMarket(gateway.bus, gateway.markets, scenario)
+        run = asyncio.create_task(market.run(duration_s=14))
+        async with signed(gateway, "bot") as bot:
+            await asyncio.sleep(6)  # the market makers quote
+            await bot.create_order("SOL/USDT:USDT", "market", "buy", 2)
+            await bot.create_order("SOL/USDT:USDT", "market", "sell", 1)
+            [position] = await bot.fetch_positions(["SOL/USDT:USDT"])
+        stats = await run
     assert position["contracts"] == 1.0
     assert market.view.snapshots["bot"].positions  # the bot's account is among those held
     expected = money(scenario.insurance_fund) + sum(money(a.deposit) * len(a.accounts) for a in market.agents) \

@@ -14,11 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from exchange.markets import default_markets
-from services.oracle import OracleService
 from services.sim.live import LiveMarket
-from services.sim.simulation import load_scenario, sources
-from tests.integration.test_gateway import running_venue, signed
+from tests.integration.test_gateway import scenario_venue, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -55,13 +52,8 @@ def cells(driver, table: str) -> list[list[str]]:
 
 
 async def test_the_web_view_follows_a_live_flash_crash_and_shows_an_accounts_positions(tmp_path):
-    markets = default_markets()
-    scenario = load_scenario("flash-crash")
-    async with running_venue(markets) as (_, client, _, gateway):
-        stop = asyncio.Event()
-        oracle = OracleService(gateway.bus, markets, sources(scenario, markets, scenario.seed), tick_s=0.25)
-        ticking = asyncio.create_task(oracle.run(stop))
-        market = LiveMarket(gateway.bus, markets, scenario)
+    async with scenario_venue("flash-crash") as (client, gateway, scenario):
+        market = LiveMarket(gateway.bus, gateway.markets, scenario)
         run = asyncio.create_task(market.run(duration_s=26))  # the crash: 15 s to 23 s
         driver = await asyncio.to_thread(browser)
         try:
@@ -111,5 +103,3 @@ async def test_the_web_view_follows_a_live_flash_crash_and_shows_an_accounts_pos
         finally:
             await asyncio.to_thread(driver.quit)
             await run
-            stop.set()
-            await ticking
