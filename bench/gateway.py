@@ -141,7 +141,7 @@ async def main_async(args: argparse.Namespace) -> None:
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
     store = KeyStore(bus)
     await store.start()
-    gateway = Gateway(bus, markets, store)
+    gateway = Gateway(bus, markets, store, limits=None)  # the gateway's own cost, not Binance's rate limits
     await gateway.start()
     runner = web.AppRunner(gateway.application(), access_log=None)
     await runner.setup()

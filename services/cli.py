@@ -323,6 +323,9 @@ _gateway_options = _group([
                  help="gateway: HTTP port of the Binance-compatible API."),
     click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
                  help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
+    click.option("--rate-limits", default="binance", show_default=True, type=click.Choice(["binance", "off"]),
+                 help="gateway: enforce Binance's request-weight (2,400/min per IP) and order-rate (300/10 s, "
+                      "1,200/min per account) limits, with their X-MBX-* headers and 429 answers, or none."),
 ])
 
 
@@ -543,7 +546,8 @@ def _options(params: dict):  # -> services.launch.Options
             oracle += [flag, value]
     if params.get("flat"):
         oracle.append("--flat")
-    gateway = ["--gateway-host", params.get("gateway_host", "127.0.0.1")]
+    gateway = ["--gateway-host", params.get("gateway_host", "127.0.0.1"),
+               "--rate-limits", params.get("rate_limits", "binance")]
     oracle_args = dict(prices=params.get("prices", ()), shocks=params.get("shocks", ()),
                        replays=params.get("replays", ()), flat=params.get("flat", False),
                        volatility=params.get("volatility", 0.6), seed=params.get("oracle_seed") or 1)
@@ -553,7 +557,8 @@ def _options(params: dict):  # -> services.launch.Options
                    oracle_args=oracle_args, forward=forward, forward_to={"oracle": oracle, "gateway": gateway},
                    scenario=params.get("scenario_name"), gateway_host=params.get("gateway_host", "127.0.0.1"),
                    gateway_port=params.get("gateway_port", 8080), venue=params["venue"],
-                   hyperliquid_port=params.get("hyperliquid_port", 8081))
+                   hyperliquid_port=params.get("hyperliquid_port", 8081),
+                   rate_limits=params.get("rate_limits", "binance") != "off")
 
 
 def _run_guarded(action) -> int:

@@ -61,6 +61,7 @@ class Options:
     forward_to: dict[str, list[str]] = field(default_factory=dict)  # and to one service only (its own options)
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
     web_url: str = ""  # the gateway's web view, once `up` knows its port
+    rate_limits: bool = True  # the gateway enforces Binance's rate limits
 
 
 LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
@@ -132,7 +133,9 @@ async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -
 
     keys = KeyStore(bus)
     await keys.start(options.settings.connect_timeout_s)
-    gateway = Gateway(bus, options.markets, keys)
+    from services.gateway.binance.limits import BINANCE
+
+    gateway = Gateway(bus, options.markets, keys, limits=BINANCE if options.rate_limits else None)
     await gateway.start()
     runners = [web.AppRunner(gateway.application(), access_log=None),
                web.AppRunner(hyperliquid_application(gateway), access_log=None)]

@@ -31,7 +31,7 @@ def broker():
 
 
 ORACLE_FLAGS = {"--price", "--shock", "--replay", "--flat", "--volatility", "--seed", "--scenario"}
-GATEWAY_FLAGS = {"--gateway-host", "--gateway-port", "--hyperliquid-port"}
+GATEWAY_FLAGS = {"--gateway-host", "--gateway-port", "--hyperliquid-port", "--rate-limits"}
 SWITCHES = {"--flat"}
 
 

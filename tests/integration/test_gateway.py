@@ -26,6 +26,7 @@ from schemas.enums import LiquidationStage, Side, TimeInForce
 from schemas.events import LiquidationOutcome
 from services.client import Client
 from services.gateway.binance.app import Gateway
+from services.gateway.binance.limits import BINANCE, RateLimits
 from services.gateway.keys import KeyStore, publish_key
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
@@ -103,7 +104,7 @@ def sync_ccxt_for(base: str, key: str, secret: str):
 
 
 @contextlib.asynccontextmanager
-async def running_venue(markets):
+async def running_venue(markets, limits: RateLimits | None = BINANCE):
     """The services on the in-memory bus, the gateway on a loopback port, a native client
     and ccxt; yields (ccxt, client, oracle, gateway)."""
     bus = MemoryBus(topic_partitions(2))
@@ -112,7 +113,7 @@ async def running_venue(markets):
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
     keys = KeyStore(bus)
     await keys.start()
-    gateway = Gateway(bus, markets, keys)
+    gateway = Gateway(bus, markets, keys, limits=limits)
     await gateway.start()
     runner = web.AppRunner(gateway.application())
     await runner.setup()
@@ -932,3 +933,34 @@ async def test_the_metrics_endpoint_counts_orders_fills_refusals_and_reads_fund_
     assert metrics[("perpsim_mark_price", (("market", "SOL-PERP"),))] == 150.0
     for service in ("risk", "matching", "liquidation"):
         assert metrics[("perpsim_service_lag_records", (("service", service),))] >= 0
+
+
+async def test_binance_rate_limits_answer_429_with_binances_codes_and_headers():
+    """With small limits (the same code as Binance's published ones): each answer carries
+    the used weight and order counts; past them a bot's ccxt raises DDoSProtection, as it
+    does for Binance's 429 (Freqtrade backs off on it)."""
+    limits = RateLimits(weight_per_minute=30, orders_per_10s=3, orders_per_minute=5)
+    async with running_venue(default_markets(), limits=limits) as (_, client, oracle, gateway):
+        await oracle.mark("SOL-PERP", "150")
+        await client.deposit("bot", "10000")
+        async with signed(gateway, "bot") as bot:
+            await bot.load_markets()
+            while time.time() % 10 > 6 or time.time() % 60 > 45:  # four orders inside one 10 s window
+                await asyncio.sleep(0.2)
+            for count in (1, 2, 3):
+                await bot.create_order("SOL/USDT:USDT", "limit", "buy", 1, 149)
+                headers = {k.upper(): v for k, v in bot.last_response_headers.items()}
+                assert (headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"]) == (str(count), str(count))
+            with pytest.raises(ccxt.DDoSProtection, match="-1015"):  # ccxt's class for Binance's 429 (bots back off)
+                await bot.create_order("SOL/USDT:USDT", "limit", "buy", 1, 149)
+            assert len(gateway.ledger.open_orders("bot")) == 3  # the fourth was not placed
+        async with aiohttp.ClientSession() as session:
+            used = []
+            for _ in range(8):  # depth of 100 levels weighs 5: six fit in 30
+                async with session.get(f"{gateway.base}/fapi/v1/depth?symbol=SOLUSDT&limit=100") as answer:
+                    used.append((answer.status, answer.headers.get("X-MBX-USED-WEIGHT-1M")))
+                    body = await answer.json()
+            weight = int(used[0][1])
+            assert [u for u in used if u[0] == 200] == [(200, str(weight + 5 * i)) for i in range(len(
+                [u for u in used if u[0] == 200]))]
+            assert used[-1][0] == 429 and body["code"] == -1003 and "current limit of IP" in body["msg"]

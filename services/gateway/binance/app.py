@@ -33,6 +33,7 @@ from schemas.enums import (
 from schemas.events import MAX_LEVERAGE, BookSnapshot, MarkPrice
 from services.client import Client, Rejected
 from services.gateway.binance.algo import CONDITIONAL_TYPES, AlgoOrders
+from services.gateway.binance.limits import BINANCE, ORDERS, Limiter, RateLimits
 from services.gateway.binance.params import (
     BATCH_LIMIT,
     RECV_WINDOW_MAX_MS,
@@ -58,10 +59,16 @@ log = logging.getLogger(__name__)
 FAR_FUTURE_MS = 4133404800000  # Binance's deliveryDate for perpetuals
 
 
+RATE_HEADERS = web.RequestKey("rate_headers", dict)  # the rate limits' headers of a request's answer
+
+
 class Gateway:
     def __init__(self, bus: Bus, markets: dict[str, Market], keys: KeyStore | None = None,
-                 order_timeout_s: float = 10.0):
+                 order_timeout_s: float = 10.0, limits: RateLimits | None = BINANCE):
+        """``limits``: the request-weight and order-rate limits enforced (Binance's by
+        default; None for none)."""
         self.bus = bus
+        self.limiter = Limiter(limits) if limits is not None else None
         self.markets = markets
         self.by_symbol = {binance_symbol(m): m for m in markets.values()}
         self.projection = MarketProjection({symbol: m.value_per_tick_lot for symbol, m in markets.items()})
@@ -133,7 +140,7 @@ class Gateway:
         from services.gateway.metrics import VenueMetrics
         from services.gateway.web.app import WebView
 
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors, self._limits])
         view = WebView(self)  # the venue's web view, on this port's / (services/gateway/web)
         metrics = VenueMetrics(self)  # Prometheus, on this port's /metrics
         app.add_routes(view.routes() + metrics.routes())
@@ -200,7 +207,32 @@ class Gateway:
         return app
 
     @web.middleware
+    async def _limits(self, request: web.Request, handler):
+        """Binance's rate limits (services/gateway/binance/limits.py): the request's weight,
+        and a new order's count, before it is served; their headers on the answer."""
+        if self.limiter is None or not request.path.startswith("/fapi/"):
+            return await handler(request)
+        request[RATE_HEADERS] = self.limiter.weigh(request)
+        if (request.method, request.path) in ORDERS:
+            found = self.keys.lookup(request.headers.get("X-MBX-APIKEY", "")) if self.keys is not None else None
+            if found is not None:  # an unknown key is refused by the handler, uncounted
+                count = 1
+                if request.path.endswith("/batchOrders"):
+                    payload = dict(parse_qsl(request.query_string + "&" + await request.text()))
+                    try:
+                        count = max(1, len(json.loads(payload.get("batchOrders", "[]"))))
+                    except (ValueError, TypeError):
+                        count = 1
+                request[RATE_HEADERS].update(self.limiter.count_orders(found[1], count))
+        return await handler(request)
+
+    @web.middleware
     async def _errors(self, request: web.Request, handler):
+        response = await self._answer(request, handler)
+        response.headers.update(request.get(RATE_HEADERS, {}))
+        return response
+
+    async def _answer(self, request: web.Request, handler):
         try:
             return await handler(request)
         except BinanceError as exc:
