@@ -33,6 +33,8 @@ from services.runtime.broker import (
 )
 from services.runtime.bus import BusError
 from services.runtime.kafka import KafkaBus, KafkaSettings, ensure_topics
+from services.runtime.loop import loop_name
+from services.runtime.loop import run as run_on_loop
 from services.runtime.runner import ServiceRunner
 from services.sim.simulation import load_scenario
 from services.sim.simulation import sources as scenario_sources
@@ -79,7 +81,8 @@ async def _serve(name: str, options: Options) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("service=%s starting bootstrap=%s partitions=%d", name, options.settings.bootstrap, options.partitions)
+    log.info("service=%s starting bootstrap=%s partitions=%d loop=%s", name, options.settings.bootstrap,
+             options.partitions, loop_name())
     watchdog = asyncio.create_task(watch_broker(options.settings.bootstrap, lost))
     service = asyncio.create_task(_run_one(name, options, bus, stop))
     try:
@@ -180,7 +183,7 @@ async def create_account(options: Options, deposit: str, account: str | None = N
 def run_service(name: str, options: Options) -> None:
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
-    asyncio.run(_serve(name, options))
+    run_on_loop(_serve(name, options))  # uvloop where it installs (services/runtime/loop.py)
 
 
 @dataclass
