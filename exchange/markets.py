@@ -28,6 +28,12 @@ MICRO = 1_000_000  # micro units of quote per unit
 PPM = 1_000_000
 
 
+def _places(step: Decimal) -> int:
+    """Decimal places of a (finite, checked) tick or lot size."""
+    exponent = step.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
 class MarketError(ValueError):
     """A market specification is invalid; the message names the market and the field."""
 
@@ -128,8 +134,8 @@ class Market:
         self.tick_size = tick
         self.lot_size = lot
         self.value_per_tick_lot = int(value)
-        self._price_places = max(0, -tick.normalize().as_tuple().exponent)
-        self._size_places = max(0, -lot.normalize().as_tuple().exponent)
+        self._price_places = _places(tick)
+        self._size_places = _places(lot)
         self.min_size = _int(symbol, "min_size", min_size, low=1)
         self.max_leverage = _int(symbol, "max_leverage", max_leverage, low=1, high=1000)
         self.maker_fee_ppm = _int(symbol, "maker_fee_ppm", maker_fee_ppm, low=-PPM // 100, high=PPM // 10)

@@ -42,9 +42,11 @@ levels whose size changed and a ``BBO`` if the top of the book changed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from exchange.book import Book, Order, OrderBook, state_hash
+from exchange.errors import UnknownCommand
 from exchange.markets import PPM, Market
 from exchange.triggers import (
     CALLBACK_STEP_PPM,
@@ -96,13 +98,12 @@ CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
 FILLED = CloseReason.FILLED
 CANCELED = CloseReason.CANCELED
+
 BOOK = Liquidity.BOOK
 NONE = Condition.NONE
 MARK, LAST = TriggerSource.MARK, TriggerSource.LAST
 
 
-class UnknownCommand(TypeError):
-    """The engine was given something that is not a ``match.in`` command."""
 
 
 class MatchingEngine:
@@ -141,7 +142,7 @@ class MatchingEngine:
         self._bbo = (0, 0, 0, 0)
         self._bid_changes: dict[int, int] = {}
         self._ask_changes: dict[int, int] = {}
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any, list], None]] = {
             NewOrder: self._new_order,
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
@@ -202,7 +203,8 @@ class MatchingEngine:
         self.producer, self.seq, self.trade_id, self.priority = state.producer, state.seq, state.trade_id, \
             state.priority
         self.positions = dict(state.positions)
-        self.last_price, self._bbo = state.last_price, tuple(state.bbo)
+        bbo = state.bbo
+        self.last_price, self._bbo = state.last_price, (bbo[0], bbo[1], bbo[2], bbo[3])
         for o in state.orders:
             self.book.add(Order(o.order_id, o.account, o.side, o.price, o.size, o.remaining, o.tif, o.reduce_only,
                                 o.stp, o.client_order_id, o.priority))
@@ -360,6 +362,7 @@ class MatchingEngine:
                     return self._reject(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out)
         crosses = best is not None and (best.price <= limit if buy else best.price >= limit)
         if crosses and tif is POST_ONLY:
+            assert best is not None  # it crosses
             return self._reject(cmd, RejectReason.WOULD_CROSS,
                                 f"post-only price {market.format_price(limit)} would trade "
                                 f"against {market.format_price(best.price)}", out)
@@ -530,7 +533,7 @@ class MatchingEngine:
         if order is None or order.account != cmd.account or cmd.market != self.market.symbol:
             waiting = self.triggers.get(cmd.order_id)
             if waiting is not None and waiting.account == cmd.account and cmd.market == self.market.symbol:
-                self._close_conditional(self.triggers.remove(cmd.order_id), CANCELED, cmd.ts, out)
+                self._close_conditional(self.triggers.take(cmd.order_id), CANCELED, cmd.ts, out)
                 return
             self._find(cmd, out)  # names the reason
             return
@@ -552,7 +555,7 @@ class MatchingEngine:
         for order in mine:
             self._close_resting(order, cmd.reason, cmd.ts, out)
         for waiting in self.triggers.of(cmd.account):
-            self._close_conditional(self.triggers.remove(waiting.order_id), cmd.reason, cmd.ts, out)
+            self._close_conditional(self.triggers.take(waiting.order_id), cmd.reason, cmd.ts, out)
         return None
 
     def _amend(self, cmd: AmendOrder, out: list) -> None:
@@ -585,6 +588,7 @@ class MatchingEngine:
             best.price <= price if order.side is BUY else best.price >= price
         )
         if crosses and order.tif is POST_ONLY:
+            assert best is not None  # it crosses
             return self._refuse(cmd, RejectReason.WOULD_CROSS,
                                 f"post-only price {self.market.format_price(price)} would trade "
                                 f"against {self.market.format_price(best.price)}", out, order.order_id)
@@ -725,7 +729,7 @@ class MatchingEngine:
                 if account not in self.positions:
                     for waiting in self.triggers.of(account):
                         if waiting.close_position:
-                            self._close_conditional(self.triggers.remove(waiting.order_id),
+                            self._close_conditional(self.triggers.take(waiting.order_id),
                                                     CloseReason.POSITION_CLOSED, ts, out)
             self._flat.clear()
         if type(command) is MarkPrice:

@@ -21,9 +21,16 @@ waiting order.
 
 from __future__ import annotations
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedDict, SortedList  # type: ignore[import-untyped]
 
-from schemas.enums import Condition, Side, TriggerSource
+from schemas.enums import (
+    Condition,
+    OrderType,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
 
 PPM = 1_000_000
 BUY, SELL = Side.BUY, Side.SELL
@@ -39,9 +46,10 @@ class Conditional:
                  "close_position", "stp", "client_order_id", "trigger_price", "source", "activation_price",
                  "callback_ppm", "priority", "entry", "level")
 
-    def __init__(self, order_id, account, side, condition, order_type, tif, price, size, reduce_only,
-                 close_position, stp, client_order_id, trigger_price, source, activation_price, callback_ppm,
-                 priority=0):
+    def __init__(self, order_id: int, account: str, side: Side, condition: Condition, order_type: OrderType,
+                 tif: TimeInForce, price: int, size: int, reduce_only: bool, close_position: bool,
+                 stp: SelfTradePrevention, client_order_id: str, trigger_price: int, source: TriggerSource,
+                 activation_price: int, callback_ppm: int, priority: int = 0) -> None:
         self.order_id = order_id
         self.account = account
         self.side = side
@@ -134,6 +142,7 @@ class _Trail:
 
     def remove(self, order: Conditional) -> None:
         level = order.level
+        assert level is not None, "a trailing order is in a level while it is watched"
         del level.members[order.order_id]
         order.level = None
         if not level.members:
@@ -185,7 +194,7 @@ class _Trail:
 class TriggerBook:
     """The conditional orders of one market, by id, with the indexes price updates use."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.orders: dict[int, Conditional] = {}
         self.by_account: dict[str, dict[int, None]] = {}
         self.prices = {source: 0 for source in SOURCES}  # the last price seen of each source
@@ -238,6 +247,12 @@ class TriggerBook:
         order.entry = (key, order.priority, order.order_id)
         (self._rising if order.fires_rising() else self._falling)[order.source].add(order.entry)
         self._requiet(order.source)
+
+    def take(self, order_id: int) -> Conditional:
+        """Stop watching an order known to be watched; it."""
+        order = self.remove(order_id)
+        assert order is not None, f"conditional order {order_id} is not watched"
+        return order
 
     def remove(self, order_id: int) -> Conditional | None:
         order = self.orders.pop(order_id, None)
