@@ -24,14 +24,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from schemas import LIQUIDATION_IN, MATCH_IN, RISK_IN
 from schemas.enums import Condition
 from schemas.events import Fill, LiquidationOutcome, OrderAccepted, OrderRejected
 from services.runtime.bus import BusError
+from services.runtime.lag import input_lag
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
-SERVICE_INPUTS = (("risk", RISK_IN), ("matching", MATCH_IN), ("liquidation", LIQUIDATION_IN))
 
 
 class VenueMetrics:
@@ -86,13 +85,9 @@ class VenueMetrics:
             await asyncio.sleep(LAG_EVERY_S)
 
     async def measure(self) -> None:
-        bus = self.gateway.bus
-        for service, topic in SERVICE_INPUTS:
-            done = await bus.committed(f"perpsim-{service}", topic)
-            ends = [(await bus.offsets(topic, partition))[1] for partition in range(bus.partitions(topic))]
-            committed = sum(done.get(partition, 0) for partition in range(len(ends)))
-            self.lag[service] = sum(max(0, end - done.get(partition, 0)) for partition, end in enumerate(ends))
-            now = time.monotonic()
+        now = time.monotonic()
+        for service, (committed, behind) in (await input_lag(self.gateway.bus)).items():
+            self.lag[service] = behind
             then = self._committed.get(service)
             if then is not None and now > then[0]:
                 self.rate[service] = max(0, committed - then[1]) / (now - then[0])

@@ -97,6 +97,10 @@ class Dashboard:
         fund = market.view.snapshots.get("insurance")
         table.add_row("insurance fund", f"{(fund.balance if fund else 0) / 1e6:,.2f}")
         table.add_row("orders / fills / refused", f"{stats.orders:,} / {stats.fills:,} / {stats.rejected:,}")
+        table.add_row("services behind (records)", " · ".join(f"{name} {behind:,}" for name, behind in
+                                                              sorted(stats.lag.items())) or "-")
+        if stats.held_ticks:
+            table.add_row("participants waited", f"{stats.held_ticks:,} ticks (the venue lagged)")
         if self.web_url:
             table.add_row("web view", self.web_url)
         return table

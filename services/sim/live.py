@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from exchange.core import money, usdc
 from exchange.markets import Market, trading_fee
-from schemas import LIQUIDATION_IN, MARKET_DATA, MATCH_IN, RISK_IN, codec
+from schemas import MARKET_DATA, RISK_IN, codec
 from schemas.enums import (
     IncomeKind,
     LiquidationStage,
@@ -43,7 +43,8 @@ from schemas.events import (
     SetMarginMode,
 )
 from services.client import Client
-from services.runtime.bus import Bus, TolerantReader, partition_for
+from services.runtime.bus import Bus, BusError, TolerantReader, partition_for
+from services.runtime.lag import SERVICE_INPUTS, input_lag
 from services.sim.participants import Agent, Cancel, Configure, Place
 from services.sim.simulation import Scenario, agents
 
@@ -125,7 +126,8 @@ log = logging.getLogger(__name__)
 SETTLE_LIMIT_S = 60.0
 MARKS_LIMIT_S = 60.0  # the oracle's first marks, which its process start delays
 INTERRUPTED_SETTLE_LIMIT_S = 8.0  # after Ctrl-C: a partial report soon, checked if the services keep up
-SERVICE_INPUTS = (("risk", RISK_IN), ("matching", MATCH_IN), ("liquidation", LIQUIDATION_IN))
+MAX_OUTSTANDING_S = 2.0  # the participants wait while more than this many seconds' orders are unanswered
+LAG_EVERY_S = 5.0
 
 
 @dataclass
@@ -143,6 +145,8 @@ class LiveStats:
         field(default_factory=list)
     fees: int = 0  # trading fees of every fill seen, micro units
     problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
+    held_ticks: int = 0  # ticks the participants waited for the venue to catch up (backpressure)
+    lag: dict[str, int] = field(default_factory=dict)  # each service's records behind, every LAG_EVERY_S
     interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its duration: a partial run
 
 
@@ -232,11 +236,13 @@ class LiveMarket:
         self.client.listen(self._on_event)  # before it reads: the view sees the account events from the first
         async with self.client:
             watcher = asyncio.create_task(self._watch_market(stop))
+            lagging = asyncio.create_task(self._watch_lag(stop))
             try:
                 await self._run(duration_s, stop, on_second, on_ready)
             finally:
                 stop.set()
                 await watcher
+                lagging.cancel()
         return self.stats
 
     async def _run(self, duration_s: float, stop: asyncio.Event, on_second, on_ready) -> None:
@@ -254,9 +260,12 @@ class LiveMarket:
         deadline = time.monotonic() + duration_s
         next_tick, next_second = time.monotonic(), time.monotonic() + 1
         while not stop.is_set() and time.monotonic() < deadline:
-            for agent in self.agents:
-                for intent in agent.on_tick(self.view):
-                    await self._execute(intent)
+            if self._behind():  # backpressure: a venue that lags gets no new orders until it answers
+                self.stats.held_ticks += 1
+            else:
+                for agent in self.agents:
+                    for intent in agent.on_tick(self.view):
+                        await self._execute(intent)
             await self.bus.flush()
             next_tick += self.tick_s
             now = time.monotonic()
@@ -273,6 +282,27 @@ class LiveMarket:
         self.stats.problems = self.violations() if not behind else [
             f"the invariants could not be checked: the services had {behind} records still to apply "
             f"{limit_s:g} s after the participants stopped"]
+
+    def _behind(self) -> bool:
+        """Whether more orders are unanswered than the participants send in
+        ``MAX_OUTSTANDING_S`` (at least 200): then they wait, as a bot backs off a venue that
+        lags, instead of queueing without bound. Orders unanswered for a minute are given up."""
+        now = time.monotonic()
+        if len(self._sent) > 1000:
+            for order_id, sent in list(self._sent.items()):
+                if now - sent > 60:
+                    del self._sent[order_id]
+        elapsed = max(1.0, now - self.stats.started)
+        allowed = max(200, int(self.stats.orders / elapsed * MAX_OUTSTANDING_S))
+        return len(self._sent) > allowed
+
+    async def _watch_lag(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.stats.lag = {service: behind for service, (_, behind) in (await input_lag(self.bus)).items()}
+            except BusError as exc:
+                log.warning("cannot read the services' lag: %s", exc)
+            await asyncio.sleep(LAG_EVERY_S)
 
     async def _first_marks(self, stop: asyncio.Event, limit_s: float = MARKS_LIMIT_S) -> None:
         """Until every market of the scenario has a mark (the oracle's first tick)."""

@@ -412,6 +412,7 @@ def summarize_live(market, stats, venue: str = "hyperliquid") -> dict:
         "fees": stats.fees / MICRO,
         "pnl_by_kind": {kind: value / MICRO for kind, value in (stats.series[-1][5] if stats.series else {}).items()},
         "basis": basis,
+        "held_ticks": stats.held_ticks,
         "invariants": "hold" if not stats.problems else stats.problems,
     }
 
@@ -433,6 +434,8 @@ def live_summary_text(summary: dict) -> str:
         ("trading fees", f"{summary['fees']:,.2f}"),
         ("PnL by participant kind", ", ".join(f"{k} {v:,.2f}" for k, v in summary["pnl_by_kind"].items()) or "none"),
         ("basis, mark vs index", _basis_text(summary["basis"])),
+        ("backpressure", f"the participants waited {summary['held_ticks']:,} ticks for the venue"
+                         if summary["held_ticks"] else "none: the venue kept up"),
         ("invariants", summary["invariants"] if isinstance(summary["invariants"], str)
          else "VIOLATED: " + "; ".join(summary["invariants"])),
     ]

@@ -172,3 +172,26 @@ async def test_run_bootstrap_trades_an_example_strategy_on_a_running_venue_besid
     assert market.view.fills.get(("grid", "SOL-PERP"), 0) == signed
     assert stats.problems == [], stats.problems  # the strategy's deposit and trades included
     assert "PnL" in out.decode() and (report / "strategy.png").stat().st_size > 10_000
+
+
+async def test_participants_wait_for_a_venue_that_does_not_answer_instead_of_queueing_without_bound():
+    """Risk answers deposits but no matching engine answers orders: after a bounded number
+    unanswered, the participants hold their ticks (backpressure) rather than send on."""
+    from tests.integration.conftest import Oracle
+
+    markets = default_markets()
+    bus = MemoryBus(topic_partitions(2))
+    stop = asyncio.Event()
+    risk = asyncio.create_task(ServiceRunner(risk_spec(markets, partitions=2), bus).run(stop))
+    try:
+        await Oracle(bus, wall_clock=True).mark("SOL-PERP", "150")
+        market = LiveMarket(bus, markets, load_scenario("calm"))
+        enough = asyncio.Event()  # stopped after 4 s, as Ctrl-C would: it settles briefly, not for a minute
+        asyncio.get_running_loop().call_later(4, enough.set)
+        stats = await market.run(duration_s=30, stop=enough)
+    finally:
+        stop.set()
+        await risk
+    per_tick = max(len(list(agent.on_tick(market.view))) for agent in market.agents) * len(market.agents)
+    assert stats.held_ticks > 0
+    assert stats.orders <= 200 + per_tick  # the bound, and at most one tick's worth past it
