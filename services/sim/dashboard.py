@@ -85,8 +85,9 @@ class Dashboard:
         for symbol in sorted(market.scenario.oracle):
             spec = market.markets[symbol]
             open_interest = self._open_interest(symbol)
-            table.add_row(f"{symbol} mark (index)", f"{spec.format_price(market.view.mark(symbol))} "
-                                                    f"({spec.format_price(market.view.index(symbol))})")
+            mark, index = market.view.mark(symbol), market.view.index(symbol)
+            table.add_row(f"{symbol} mark (index)", f"{spec.format_price(mark)} ({spec.format_price(index)})"
+                          if mark else "waiting for the oracle's first mark")
             table.add_row(f"{symbol} open interest", spec.format_size(open_interest))
             rate, payments = market.view.funding.get(symbol, (0, 0))
             table.add_row(f"{symbol} funding", f"{rate / 1e7:.4f}% ({payments} paid)" if payments else "none yet")
