@@ -121,6 +121,14 @@ def client_orders(client, account: str) -> set[int]:
     return live
 
 
+async def start_bot(folder: Path, strategy: str, output):
+    """Freqtrade as a user starts it: `freqtrade trade` with the folder's config and strategies."""
+    return await asyncio.create_subprocess_exec(
+        FREQTRADE, "trade", "--config", str(folder / "config.json"), "--strategy", strategy,
+        "--strategy-path", str(folder / "strategies"), "--userdir", str(folder),
+        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=folder, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 async def stop_bot(bot) -> None:
     """Freqtrade stopped as a user stops it (Ctrl-C), killed if it does not within 20 s."""
     if bot.returncode is None:
@@ -166,11 +174,7 @@ async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_
     await history(client)
     await quote(client, 150_00)
     output = (tmp_path / "freqtrade.out").open("wb")
-    bot = await asyncio.create_subprocess_exec(
-        FREQTRADE, "trade", "--config", str(tmp_path / "config.json"), "--strategy", "PerpsimStops",
-        "--strategy-path", str(tmp_path / "strategies"), "--userdir", str(tmp_path),
-        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    bot = await start_bot(tmp_path, "PerpsimStops", output)
     try:
         # it enters, and puts its stop on the exchange
         await settle(gateway, lambda: bot.returncode is not None or (gateway_ledger.snapshot("freqtrade").positions
@@ -257,11 +261,7 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
     await quote(client, 150_00)
     await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
     output = (tmp_path / "freqtrade.out").open("wb")
-    bot = await asyncio.create_subprocess_exec(
-        FREQTRADE, "trade", "--config", str(tmp_path / "config.json"), "--strategy", "PerpsimHyperliquid",
-        "--strategy-path", str(tmp_path / "strategies"), "--userdir", str(tmp_path),
-        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    bot = await start_bot(tmp_path, "PerpsimHyperliquid", output)
     ledger = gateway.ledger
     try:
         await settle(gateway, lambda: bot.returncode is not None or (ledger.snapshot(address).positions
