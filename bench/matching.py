@@ -8,7 +8,10 @@ live orders, 15% marketable IOC orders sweeping 1 to 3 levels) goes through
   (b) the baseline below: a SortedDict of price -> deque, a dict for cancels, fills only.
 
 Runs alternate (baseline, engine) so that both see the same machine load; each figure is
-the median of the runs. The last line is the ratio engine / baseline in commands/s.
+the median of the runs. Where the core is compiled (``python -m exchange``), every run is
+followed by the same run in a second process that interprets the same source
+(``PERPSIM_PURE=1``), so both builds are measured against their own baseline in one run.
+The last line is the ratio engine / baseline in commands/s.
 
     python -m bench.matching [--commands 200000] [--runs 5] [--seed 7]
 """
@@ -16,13 +19,18 @@ the median of the runs. The last line is the ratio engine / baseline in commands
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from collections import deque
 
 from sortedcontainers import SortedDict
 
+import exchange
 from exchange.markets import default_markets
 from exchange.matching import MatchingEngine
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
@@ -181,33 +189,72 @@ def run_engine(commands: list) -> tuple[float, int, int]:
     return time.perf_counter() - start, events, engine.trade_id
 
 
+def measure(stream: list[tuple], commands: list, runs: int, say) -> tuple[float, float, int]:
+    """Alternating runs of the baseline and the engine: (baseline cmd/s, engine cmd/s, events)."""
+    baseline_times, engine_times = [], []
+    events = 0
+    for run in range(runs):
+        seconds, fills = run_baseline(stream)
+        baseline_times.append(seconds)
+        seconds, events, trades = run_engine(commands)
+        engine_times.append(seconds)
+        say(f"run {run + 1}: baseline {len(stream) / baseline_times[-1]:,.0f} cmd/s ({fills} fills), "
+            f"engine {len(stream) / seconds:,.0f} cmd/s ({trades} fills, {events} events)")
+    return (len(stream) / statistics.median(baseline_times), len(stream) / statistics.median(engine_times), events)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=200_000, help="commands in the stream (default 200000)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each, the median is reported (default 5)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the command stream (default 7)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the interpreted twin's answer
     args = parser.parse_args()
 
     stream = make_stream(args.commands, args.seed)
     commands = engine_commands(stream, "BTC-PERP")
+    if args.json:
+        print(json.dumps(measure(stream, commands, args.runs, lambda line: None)))
+        return
     adds = sum(1 for c in stream if c[0] == "add" and c[5])
     sweeps = sum(1 for c in stream if c[0] == "add" and not c[5])
     print(f"stream: {len(stream)} commands, seed {args.seed}: {adds} limit adds, "
           f"{len(stream) - adds - sweeps} cancels, {sweeps} marketable")
-    baseline_times, engine_times = [], []
+    print(f"this process: core {exchange.BUILD}")
+    twin = exchange.COMPILED  # then the same stream through the interpreted core, in a process of its own
+    if twin:
+        print("each run followed by the interpreted core's (PERPSIM_PURE=1), in a second process")
+    baseline_rates, engine_rates, pure_ratios = [], [], []
+    events = 0
     for run in range(args.runs):
-        seconds, fills = run_baseline(stream)
-        baseline_times.append(seconds)
-        seconds, events, trades = run_engine(commands)
-        engine_times.append(seconds)
-        print(f"run {run + 1}: baseline {len(stream) / baseline_times[-1]:,.0f} cmd/s ({fills} fills), "
-              f"engine {len(stream) / seconds:,.0f} cmd/s ({trades} fills, {events} events)")
-    baseline = len(stream) / statistics.median(baseline_times)
-    engine = len(stream) / statistics.median(engine_times)
+        baseline, engine, events = measure(stream, commands, 1, lambda line: None)
+        baseline_rates.append(baseline)
+        engine_rates.append(engine)
+        line = f"run {run + 1}: baseline {baseline:,.0f} cmd/s, engine {engine:,.0f} cmd/s ({engine / baseline:.2f})"
+        if twin:
+            pure_baseline, pure_engine, _ = interpreted(args)
+            pure_ratios.append(pure_engine / pure_baseline)
+            line += f"; interpreted: baseline {pure_baseline:,.0f}, engine {pure_engine:,.0f} ({pure_ratios[-1]:.2f})"
+        print(line)
+    baseline, engine = statistics.median(baseline_rates), statistics.median(engine_rates)
     print(f"baseline (SortedDict+deque, fills only): {baseline:,.0f} commands/s")
-    print(f"engine (all events):                     {engine:,.0f} commands/s, "
-          f"{events / statistics.median(engine_times):,.0f} events/s")
-    print(f"ratio engine/baseline: {engine / baseline:.2f}")
+    print(f"engine (all events, {exchange.BUILD.split(' ')[0]}):  {engine:,.0f} commands/s, "
+          f"{events * engine / len(stream):,.0f} events/s")
+    ratio = statistics.median([e / b for e, b in zip(engine_rates, baseline_rates)])  # per run: same load
+    if pure_ratios:
+        pure = statistics.median(pure_ratios)
+        print(f"interpreted engine/baseline: {pure:.2f}; compiled/interpreted: {ratio / pure:.2f}")
+    print(f"ratio engine/baseline: {ratio:.2f}")
+
+
+def interpreted(args: argparse.Namespace) -> tuple[float, float, int]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.matching", "--json", "--runs", "1", "--commands", str(args.commands),
+         "--seed", str(args.seed)],
+        env={**os.environ, "PERPSIM_PURE": "1"}, capture_output=True, text=True, check=True,
+    )
+    baseline, engine, events = json.loads(done.stdout.splitlines()[-1])
+    return baseline, engine, events
 
 
 if __name__ == "__main__":

@@ -1,1 +1,69 @@
-"""The pure, deterministic domain core: no asyncio, no Kafka, no clock, no I/O."""
+"""The pure, deterministic domain core: no asyncio, no Kafka, no clock, no I/O.
+
+``book``, ``matching``, ``triggers`` and ``reference_book`` are compiled with mypyc when the package is installed
+(setup.py); ``BUILD`` says whether this process runs them compiled. They run interpreted,
+from the same source, when
+
+- ``PERPSIM_PURE=1`` is set (to compare, or to debug with pdb),
+- they were not compiled (no C compiler, ``PERPSIM_COMPILE=0`` at install time), or
+- a source differs from what was compiled (edited since ``pip install -e .``; setup.py writes
+  the sources' hashes to ``compiled.json``): the compiled modules would run old code, so all
+  three run from source until the next install.
+
+They are compiled as one group that calls across modules directly, so they are either
+all compiled or all interpreted, never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+COMPILED_MODULES = ("book", "matching", "triggers", "reference_book")
+_HERE = Path(__file__).parent
+
+
+def _build() -> str:
+    if os.environ.get("PERPSIM_PURE", "") not in ("", "0"):
+        return "pure (PERPSIM_PURE is set)"
+    for name in COMPILED_MODULES:
+        if not any((_HERE / f"{name}{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+            return "pure (not compiled: see setup.py)"
+    try:
+        built = json.loads((_HERE / "compiled.json").read_text())
+    except (OSError, ValueError):
+        built = {}
+    stale = [f"{name}.py" for name in COMPILED_MODULES if built.get(f"{name}.py") != _hash(_HERE / f"{name}.py")]
+    if stale:
+        return (f"pure ({', '.join(stale)} changed since the core was compiled; `pip install -e .` "
+                "compiles it again)")
+    return "compiled (mypyc)"
+
+
+def _hash(path: Path) -> str:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()  # as setup.py writes it
+    except OSError:
+        return ""
+
+
+class _FromSource:
+    """Imports the compiled modules from their ``.py`` files (ahead of the extension)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        package, _, module = name.rpartition(".")
+        if package == __name__ and module in COMPILED_MODULES:
+            return importlib.util.spec_from_file_location(name, _HERE / f"{module}.py")
+        return None
+
+
+BUILD = _build()
+COMPILED = BUILD.startswith("compiled")
+if not COMPILED and not BUILD.startswith("pure (not compiled"):
+    sys.meta_path.insert(0, _FromSource)  # type: ignore[arg-type]

@@ -19,45 +19,53 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Final
 
 import msgspec
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
 from schemas.enums import SelfTradePrevention, Side, TimeInForce
 
-BUY = Side.BUY
+BUY: Final = Side.BUY  # Final: a C static when compiled, not a lookup by name
 
 
-class Order(msgspec.Struct, gc=False):
+class Order:
     """A live order. ``remaining`` is what is still open; ``size`` the total ordered.
 
-    A Struct rather than a plain class because it is built once per incoming order and
-    msgspec's constructor is about 3x cheaper than a Python ``__init__``; ``gc=False``
-    because it holds no references that could form a cycle (``level`` is a Level, which
-    holds orders only while they rest; the book clears it on removal).
+    A plain class with ``__slots__``: compiled (mypyc), it is a native class whose fields the
+    book and the engine read at fixed offsets, which a msgspec Struct read from compiled
+    code is not (measured: the compiled engine was slower than the interpreted one with a
+    Struct here, and faster with this class; docs/matching.md, "Compiled core").
 
     ``level`` belongs to the fast ``Book``: the level the order rests in, None before it is
     added, ``REMOVED`` after. An order taken off the book is never added again: an order
     that loses its place is re-queued as a copy (``requeued``).
     """
 
-    order_id: int
-    account: str
-    side: Side
-    price: int
-    size: int
-    remaining: int
-    tif: TimeInForce = TimeInForce.GTC
-    reduce_only: bool = False
-    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
-    client_order_id: str = ""
-    priority: int = 0
-    level: Any = None
+    __slots__ = ("order_id", "account", "side", "price", "size", "remaining", "tif", "reduce_only", "stp",
+                 "client_order_id", "priority", "level")
+
+    def __init__(self, order_id: int, account: str, side: Side, price: int, size: int, remaining: int,
+                 tif: TimeInForce = TimeInForce.GTC, reduce_only: bool = False,
+                 stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER, client_order_id: str = "",
+                 priority: int = 0) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price
+        self.size = size
+        self.remaining = remaining
+        self.tif = tif
+        self.reduce_only = reduce_only
+        self.stp = stp
+        self.client_order_id = client_order_id
+        self.priority = priority
+        self.level: Any = None
 
     def requeued(self) -> Order:
         """A copy to put on the book again, e.g. after an amend that lost priority."""
-        return msgspec.structs.replace(self, level=None)
+        return Order(self.order_id, self.account, self.side, self.price, self.size, self.remaining, self.tif,
+                     self.reduce_only, self.stp, self.client_order_id, self.priority)
 
     @property
     def filled(self) -> int:
@@ -78,40 +86,55 @@ class Order(msgspec.Struct, gc=False):
         )
 
 
-class OrderBook(Protocol):
-    """What the matching engine needs from a book."""
+class OrderBook:
+    """What the matching engine needs from a book: the base of ``Book`` and ``ReferenceBook``.
+
+    A base class rather than a Protocol so that the compiled engine calls a book's methods
+    through the class's method table, not by name."""
+
+    __slots__ = ()
 
     def add(self, order: Order) -> int:
         """Append ``order`` at the back of its price level; returns the level's new size."""
+        raise NotImplementedError
 
     def remove(self, order: Order) -> int:
         """Take ``order`` off the book; returns its level's new size (0: level gone)."""
+        raise NotImplementedError
 
     def reduce(self, order: Order, quantity: int) -> int:
         """Lower ``order.remaining`` by ``quantity`` in place (it keeps its priority);
         returns the level's new size. The caller removes it when nothing remains."""
+        raise NotImplementedError
 
-    def get(self, order_id: int) -> Order | None: ...
+    def get(self, order_id: int) -> Order | None:
+        raise NotImplementedError
 
     def best(self, side: Side) -> Order | None:
         """The first order in priority of ``side`` (resting orders of that side)."""
+        raise NotImplementedError
 
     def best_level(self, side: Side) -> tuple[int, int]:
         """(price, total size) of the best level of ``side``; (0, 0) when empty."""
+        raise NotImplementedError
 
     def iter_orders(self, side: Side) -> Iterator[Order]:
         """Orders of ``side`` in priority order (best price first, then time)."""
+        raise NotImplementedError
 
     def top(self) -> tuple[int, int, int, int]:
         """(bid price, bid size, ask price, ask size) of the best levels; zeros when empty."""
+        raise NotImplementedError
 
     def levels(self, side: Side, depth: int | None = None) -> list[tuple[int, int]]:
         """(price, total size) per level, best first, at most ``depth`` levels."""
+        raise NotImplementedError
 
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        raise NotImplementedError
 
 
-REMOVED = object()  # Order.level of an order taken off the book
+REMOVED: Final = object()  # Order.level of an order taken off the book
 
 
 class Level:
@@ -140,7 +163,7 @@ class Level:
         return queue[0]
 
 
-class Book:
+class Book(OrderBook):
     """The fast book. Bids are keyed by −price so that index 0 is the best on both sides.
 
     The best level of each side is cached (``_best_bid``/``_best_ask``), so reading the

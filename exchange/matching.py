@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from exchange.book import Book, Order, OrderBook, state_hash
 from exchange.errors import UnknownCommand
@@ -87,21 +87,26 @@ from schemas.events import (
 )
 from schemas.state import ConditionalRow, MarketState, RestingOrder
 
-BUY = Side.BUY
-SELL = Side.SELL
-MARKET = OrderType.MARKET
-GTC = TimeInForce.GTC
-IOC = TimeInForce.IOC
-FOK = TimeInForce.FOK
-POST_ONLY = TimeInForce.POST_ONLY
-CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
-CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
-FILLED = CloseReason.FILLED
-CANCELED = CloseReason.CANCELED
+# Final: the compiled engine keeps these in C statics instead of looking them up by name
+BUY: Final = Side.BUY
+SELL: Final = Side.SELL
+MARKET: Final = OrderType.MARKET
+GTC: Final = TimeInForce.GTC
+IOC: Final = TimeInForce.IOC
+FOK: Final = TimeInForce.FOK
+POST_ONLY: Final = TimeInForce.POST_ONLY
+CANCEL_TAKER: Final = SelfTradePrevention.CANCEL_TAKER
+CANCEL_MAKER: Final = SelfTradePrevention.CANCEL_MAKER
+FILLED: Final = CloseReason.FILLED
+CANCELED: Final = CloseReason.CANCELED
 
-BOOK = Liquidity.BOOK
-NONE = Condition.NONE
-MARK, LAST = TriggerSource.MARK, TriggerSource.LAST
+BOOK: Final = Liquidity.BOOK
+NONE: Final = Condition.NONE
+MARK: Final = TriggerSource.MARK
+LAST: Final = TriggerSource.LAST
+SELF_TRADE: Final = CloseReason.SELF_TRADE
+REDUCE_ONLY: Final = CloseReason.REDUCE_ONLY
+EXPIRED: Final = CloseReason.EXPIRED
 
 
 
@@ -125,10 +130,18 @@ class MatchingEngine:
         "_bid_changes",
         "_ask_changes",
         "_handlers",
+        "symbol",
+        "min_size",
+        "band_ppm",
     )
 
     def __init__(self, market: Market, book: OrderBook | None = None, producer: str | None = None):
         self.market = market
+        # the market's fields the hot path reads, as the engine's own (a compiled engine reads
+        # its own attributes directly, another object's by name)
+        self.symbol = market.symbol
+        self.min_size = market.min_size
+        self.band_ppm = market.price_band_ppm
         self.book: OrderBook = Book() if book is None else book
         self.producer = producer or f"match.{market.symbol}"
         self.seq = 0
@@ -190,7 +203,7 @@ class MatchingEngine:
                                        c.trigger_price, c.source, c.activation_price, c.callback_ppm, c.extreme,
                                        c.priority)
                         for c in sorted(triggers.orders.values(), key=lambda c: c.priority)]
-        return MarketState(self.market.symbol, self.producer, self.seq, self.trade_id, self.priority,
+        return MarketState(self.symbol, self.producer, self.seq, self.trade_id, self.priority,
                            dict(self.positions), self.last_price, self._bbo, orders, triggers.prices[MARK],
                            conditionals)
 
@@ -198,8 +211,8 @@ class MatchingEngine:
         """Take over ``state`` (from ``export``); the engine must be new."""
         if len(self.book) or self.seq:
             raise ValueError("load() needs a new engine")
-        if state.market != self.market.symbol:
-            raise ValueError(f"a snapshot of {state.market} cannot be loaded into {self.market.symbol}'s engine")
+        if state.market != self.symbol:
+            raise ValueError(f"a snapshot of {state.market} cannot be loaded into {self.symbol}'s engine")
         self.producer, self.seq, self.trade_id, self.priority = state.producer, state.seq, state.trade_id, \
             state.priority
         self.positions = dict(state.positions)
@@ -223,7 +236,7 @@ class MatchingEngine:
     def snapshot(self, ts: int = 0, depth: int | None = None) -> BookSnapshot:
         self.seq += 1
         return BookSnapshot(
-            self.producer, self.seq, self.market.symbol,
+            self.producer, self.seq, self.symbol,
             self.book.levels(BUY, depth), self.book.levels(SELL, depth), ts,
         )
 
@@ -241,7 +254,7 @@ class MatchingEngine:
     def _reject(self, cmd: NewOrder, reason: RejectReason, detail: str, out: list) -> None:
         self.seq += 1
         out.append(OrderRejected(
-            self.producer, self.seq, self.market.symbol, cmd.account, cmd.order_id,
+            self.producer, self.seq, self.symbol, cmd.account, cmd.order_id,
             cmd.client_order_id, reason, detail, cmd.ts,
         ))
 
@@ -263,7 +276,7 @@ class MatchingEngine:
     def _band_violation(self, price: int, reference: int) -> str:
         if reference <= 0:
             return ""
-        if abs(price - reference) * PPM > reference * self.market.price_band_ppm:
+        if abs(price - reference) * PPM > reference * self.band_ppm:
             market = self.market
             return (
                 f"price {market.format_price(price)} is more than "
@@ -274,7 +287,7 @@ class MatchingEngine:
     def _close(self, order: Order, reason: CloseReason, ts: int, out: list) -> None:
         self.seq += 1
         out.append(OrderClosed(
-            self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+            self.producer, self.seq, self.symbol, order.account, order.order_id,
             reason, order.size - order.remaining, order.remaining, ts,
         ))
 
@@ -292,7 +305,7 @@ class MatchingEngine:
     def _publish_book(self, ts: int, out: list) -> None:
         bids, asks = self._bid_changes, self._ask_changes
         self.seq += 1
-        out.append(BookDelta(self.producer, self.seq, self.market.symbol,
+        out.append(BookDelta(self.producer, self.seq, self.symbol,
                              [*bids.items()] if bids else [], [*asks.items()] if asks else [], ts))
         # The top can only have changed if a changed level is at or better than it.
         old = self._bbo
@@ -313,19 +326,20 @@ class MatchingEngine:
             if bbo != old:
                 self._bbo = bbo
                 self.seq += 1
-                out.append(BBO(self.producer, self.seq, self.market.symbol, *bbo, ts))
+                out.append(BBO(self.producer, self.seq, self.symbol, *bbo, ts))
 
     # ------------------------------------------------------------------- new orders
 
     def _new_order(self, cmd: NewOrder, out: list) -> None:
         market = self.market
         size = cmd.size
-        if cmd.close_position and cmd.condition is not NONE and cmd.market == market.symbol and not size:
-            size = market.min_size  # sized when it fires
-        if size < market.min_size or cmd.market != market.symbol:
-            if cmd.market != market.symbol:
+        symbol = self.symbol
+        if cmd.close_position and cmd.condition is not NONE and cmd.market == symbol and not size:
+            size = self.min_size  # sized when it fires
+        if size < self.min_size or cmd.market != symbol:
+            if cmd.market != symbol:
                 return self._reject(cmd, RejectReason.UNKNOWN_MARKET,
-                                    f"this engine matches {market.symbol}, not {cmd.market}", out)
+                                    f"this engine matches {symbol}, not {cmd.market}", out)
             if size <= 0:
                 return self._reject(cmd, RejectReason.INVALID_SIZE,
                                     f"size must be positive, got {size}", out)
@@ -347,7 +361,7 @@ class MatchingEngine:
             if reference <= 0:
                 return self._reject(cmd, RejectReason.NO_LIQUIDITY,
                                     "a market order needs a mark price or a resting opposite order", out)
-            band = reference * market.price_band_ppm // PPM
+            band = reference * self.band_ppm // PPM
             limit = reference + band if buy else max(1, reference - band)
             if tif is not FOK:
                 tif = IOC
@@ -380,7 +394,7 @@ class MatchingEngine:
                                     f"{market.format_size(size)} can fill now", out)
         self.seq += 1
         out.append(OrderAccepted(
-            self.producer, self.seq, market.symbol, cmd.account, cmd.order_id,
+            self.producer, self.seq, symbol, cmd.account, cmd.order_id,
             cmd.client_order_id, side, cmd.order_type, tif, limit, size, cmd.reduce_only, cmd.ts,
         ))
         if crosses and self._take(order, limit, cmd.ts, out):
@@ -392,7 +406,7 @@ class MatchingEngine:
             order.priority = self.priority
             (self._bid_changes if buy else self._ask_changes)[limit] = book.add(order)
         else:
-            self._close(order, CloseReason.EXPIRED, cmd.ts, out)
+            self._close(order, EXPIRED, cmd.ts, out)
         return None
 
     def _take(self, order: Order, limit: int, ts: int, out: list) -> bool:
@@ -405,7 +419,7 @@ class MatchingEngine:
         changes = self._ask_changes if buy else self._bid_changes
         positions = self.positions
         producer = self.producer
-        symbol = self.market.symbol
+        symbol = self.symbol
         taker_account = order.account
         taker_side = order.side
         taker_sign = 1 if buy else -1
@@ -418,23 +432,23 @@ class MatchingEngine:
                 break
             if maker.account == taker_account and order.stp:
                 if order.stp is not CANCEL_TAKER:
-                    self._close_resting(maker, CloseReason.SELF_TRADE, ts, out)
+                    self._close_resting(maker, SELF_TRADE, ts, out)
                 if order.stp is not CANCEL_MAKER:
-                    self._close(order, CloseReason.SELF_TRADE, ts, out)
+                    self._close(order, SELF_TRADE, ts, out)
                     return True
                 continue
             quantity = order.remaining if order.remaining < maker.remaining else maker.remaining
             if order.reduce_only:
                 capacity = self._capacity(taker_account, taker_side)
                 if capacity == 0:
-                    self._close(order, CloseReason.REDUCE_ONLY, ts, out)
+                    self._close(order, REDUCE_ONLY, ts, out)
                     return True
                 if capacity < quantity:
                     quantity = capacity
             if maker.reduce_only:
                 capacity = self._capacity(maker.account, maker.side)
                 if capacity == 0:
-                    self._close_resting(maker, CloseReason.REDUCE_ONLY, ts, out)
+                    self._close_resting(maker, REDUCE_ONLY, ts, out)
                     continue
                 if capacity < quantity:
                     quantity = capacity
@@ -469,7 +483,7 @@ class MatchingEngine:
                 ))
             changes[price] = level_size
         if order.reduce_only and order.remaining and self._capacity(taker_account, taker_side) == 0:
-            self._close(order, CloseReason.REDUCE_ONLY, ts, out)
+            self._close(order, REDUCE_ONLY, ts, out)
             return True
         return False
 
@@ -513,9 +527,9 @@ class MatchingEngine:
     # ------------------------------------------------------------- cancel and amend
 
     def _find(self, cmd: CancelOrder | AmendOrder, out: list) -> Order | None:
-        if cmd.market != self.market.symbol:
+        if cmd.market != self.symbol:
             self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
-                         f"this engine matches {self.market.symbol}, not {cmd.market}", out, cmd.order_id)
+                         f"this engine matches {self.symbol}, not {cmd.market}", out, cmd.order_id)
             return None
         order = self.book.get(cmd.order_id)
         if order is None:
@@ -530,9 +544,9 @@ class MatchingEngine:
 
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
         order = self.book.get(cmd.order_id)
-        if order is None or order.account != cmd.account or cmd.market != self.market.symbol:
+        if order is None or order.account != cmd.account or cmd.market != self.symbol:
             waiting = self.triggers.get(cmd.order_id)
-            if waiting is not None and waiting.account == cmd.account and cmd.market == self.market.symbol:
+            if waiting is not None and waiting.account == cmd.account and cmd.market == self.symbol:
                 self._close_conditional(self.triggers.take(cmd.order_id), CANCELED, cmd.ts, out)
                 return
             self._find(cmd, out)  # names the reason
@@ -546,9 +560,9 @@ class MatchingEngine:
         ))
 
     def _cancel_all(self, cmd: CancelAllOrders, out: list) -> None:
-        if cmd.market != self.market.symbol:
+        if cmd.market != self.symbol:
             return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
-                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+                                f"this engine matches {self.symbol}, not {cmd.market}", out)
         mine = [order for side in (BUY, SELL) for order in self.book.iter_orders(side)
                 if order.account == cmd.account]
         mine.sort(key=lambda order: order.priority)
@@ -560,7 +574,7 @@ class MatchingEngine:
 
     def _amend(self, cmd: AmendOrder, out: list) -> None:
         waiting = self.triggers.get(cmd.order_id)
-        if waiting is not None and waiting.account == cmd.account and cmd.market == self.market.symbol:
+        if waiting is not None and waiting.account == cmd.account and cmd.market == self.symbol:
             return self._refuse(cmd, RejectReason.NOT_AMENDABLE, "a conditional order is cancelled and placed "
                                 "again, not amended", out, cmd.order_id)
         order = self._find(cmd, out)
@@ -575,7 +589,7 @@ class MatchingEngine:
             return self._refuse(cmd, RejectReason.INVALID_SIZE,
                                 f"new size {size} must exceed the {filled} lots already filled",
                                 out, order.order_id)
-        if size - filled < self.market.min_size:
+        if size - filled < self.min_size:
             return self._refuse(cmd, RejectReason.BELOW_MIN_SIZE,
                                 f"{size - filled} lots would remain, below the minimum of "
                                 f"{self.market.min_size}", out, order.order_id)
@@ -599,7 +613,7 @@ class MatchingEngine:
             order.size = size
             (self._bid_changes if order.side is BUY else self._ask_changes)[price] = level_size
             self.seq += 1
-            out.append(OrderAmended(self.producer, self.seq, self.market.symbol, order.account,
+            out.append(OrderAmended(self.producer, self.seq, self.symbol, order.account,
                                     order.order_id, price, size, remaining, True, ts))
             return None
         level_size = self.book.remove(order)
@@ -607,7 +621,7 @@ class MatchingEngine:
         order = order.requeued()
         order.price, order.size, order.remaining = price, size, remaining
         self.seq += 1
-        out.append(OrderAmended(self.producer, self.seq, self.market.symbol, order.account,
+        out.append(OrderAmended(self.producer, self.seq, self.symbol, order.account,
                                 order.order_id, price, size, remaining, False, ts))
         if crosses and self._take(order, price, ts, out):
             return None
@@ -620,9 +634,9 @@ class MatchingEngine:
     # --------------------------------------------------------------------- transfers
 
     def _transfer(self, cmd: PositionTransfer, out: list) -> None:
-        if cmd.market != self.market.symbol:
+        if cmd.market != self.symbol:
             return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
-                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+                                f"this engine matches {self.symbol}, not {cmd.market}", out)
         if cmd.size <= 0:
             return self._refuse(cmd, RejectReason.INVALID_SIZE, f"size must be positive, got {cmd.size}", out)
         if cmd.price <= 0:
@@ -631,7 +645,7 @@ class MatchingEngine:
             return self._refuse(cmd, RejectReason.INVALID_SIZE, "buyer and seller are the same account", out)
         self.trade_id += 1
         self.seq += 1
-        out.append(Fill(self.producer, self.seq, self.market.symbol, self.trade_id, cmd.price,
+        out.append(Fill(self.producer, self.seq, self.symbol, self.trade_id, cmd.price,
                         cmd.size, BUY, cmd.buyer, 0, cmd.seller, 0, cmd.liquidity, cmd.ts))
         for account, moved in ((cmd.buyer, cmd.size), (cmd.seller, -cmd.size)):
             position = self.positions.get(account, 0) + moved
@@ -707,13 +721,13 @@ class MatchingEngine:
 
     def _close_conditional(self, order: Conditional, reason: CloseReason, ts: int, out: list) -> None:
         self.seq += 1
-        out.append(OrderClosed(self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+        out.append(OrderClosed(self.producer, self.seq, self.symbol, order.account, order.order_id,
                                reason, 0, order.size, ts))
 
     def _mark(self, cmd: MarkPrice, out: list) -> None:
-        if cmd.market != self.market.symbol:
+        if cmd.market != self.symbol:
             return self._refuse(cmd, RejectReason.UNKNOWN_MARKET,
-                                f"this engine matches {self.market.symbol}, not {cmd.market}", out)
+                                f"this engine matches {self.symbol}, not {cmd.market}", out)
         if cmd.mark_price <= 0:
             return self._refuse(cmd, RejectReason.INVALID_PRICE, "a mark price must be positive", out)
         if not self.triggers.orders:
@@ -733,7 +747,7 @@ class MatchingEngine:
                                                     CloseReason.POSITION_CLOSED, ts, out)
             self._flat.clear()
         if type(command) is MarkPrice:
-            if command.market == self.market.symbol and command.mark_price > 0:
+            if command.market == self.symbol and command.mark_price > 0:
                 self._fire(self.triggers.update(MARK, command.mark_price), command.mark_price, ts, out)
             return
         if self.trade_id == self._traded:
@@ -759,7 +773,7 @@ class MatchingEngine:
                     continue
                 size = abs(position)
             self.seq += 1
-            out.append(OrderTriggered(self.producer, self.seq, self.market.symbol, order.account, order.order_id,
+            out.append(OrderTriggered(self.producer, self.seq, self.symbol, order.account, order.order_id,
                                       order.client_order_id, order.side, order.order_type, order.tif, order.price,
                                       size, order.reduce_only, order.stp, order.condition, trigger, price,
                                       order.source, ts))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from exchange.book import Order
+from exchange.book import Order, OrderBook
 from schemas.enums import Side
 
 
@@ -17,8 +17,10 @@ def _priority(order: Order) -> tuple[int, int]:
     return (-order.price if order.side is Side.BUY else order.price, order.priority)
 
 
-class ReferenceBook:
+class ReferenceBook(OrderBook):
     """Same interface as ``Book``; every operation is a plain list operation."""
+
+    __slots__ = ("_sides",)
 
     def __init__(self) -> None:
         self._sides: dict[Side, list[Order]] = {Side.BUY: [], Side.SELL: []}

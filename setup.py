@@ -1,0 +1,71 @@
+"""Compiles the matching core with mypyc when it can; perpsim is pure Python when it cannot.
+
+Everything else about the package is in pyproject.toml. ``pip install`` (editable or not)
+builds ``exchange.book``, ``exchange.matching``, ``exchange.triggers`` and
+``exchange.reference_book`` as C extensions from
+the same typed source (docs/matching.md, "Compiled core"). Where mypyc or a C compiler is
+missing, or ``PERPSIM_COMPILE=0`` is set, the build goes on without them and the same
+modules run interpreted; ``python -m exchange`` says which one an installation runs.
+"""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+COMPILED = ["exchange/book.py", "exchange/matching.py", "exchange/triggers.py", "exchange/reference_book.py"]
+
+
+def compiled_core() -> list:
+    if os.environ.get("PERPSIM_COMPILE", "1") == "0":
+        print("perpsim: PERPSIM_COMPILE=0, the core stays pure Python", file=sys.stderr)
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        print("perpsim: mypyc is not installed, the core stays pure Python", file=sys.stderr)
+        return []
+    try:
+        extensions = mypycify(COMPILED, opt_level="3", group_name="perpsim_core")
+    except (Exception, SystemExit) as error:  # a type error ends mypycify with SystemExit
+        print(f"perpsim: mypyc could not compile the core ({error}); it stays pure Python", file=sys.stderr)
+        return []
+    for extension in extensions:
+        extension.optional = True  # no C compiler: a warning and the pure modules, not a failed install
+    return extensions
+
+
+class BuildCore(build_ext):
+    """build_ext that records which sources it compiled (``exchange/compiled.json``, their
+    hashes), once every module built: an import compares them with the sources it finds and
+    runs the core from source when they differ (exchange/__init__.py)."""
+
+    def run(self) -> None:
+        self.failed = False
+        super().run()
+        if not self.extensions:
+            return
+        manifest = Path(self.get_ext_fullpath("exchange.matching")).parent / "compiled.json"
+        if self.failed:
+            manifest.unlink(missing_ok=True)
+            print("perpsim: the core did not compile; it stays pure Python", file=sys.stderr)
+            return
+        manifest.write_text(json.dumps({Path(path).name: source_hash(path) for path in COMPILED}, indent=1))
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:
+            self.failed = True
+            raise  # an optional extension: setuptools turns this into a warning
+
+
+def source_hash(path: str) -> str:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+setup(ext_modules=compiled_core(), cmdclass={"build_ext": BuildCore})

@@ -1,0 +1,100 @@
+"""Which build of the core a process runs (exchange/__init__.py): compiled when the
+extensions match their sources, from source when asked to, when not compiled, or when a
+source changed since it was compiled; never a mix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+import exchange
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = ("book", "matching", "triggers", "reference_book")
+
+PROBE = """
+import exchange, exchange.matching, exchange.book
+print(exchange.BUILD)
+print(exchange.matching.__file__)
+print(exchange.book.__file__)
+"""
+
+
+def fake_install(tmp_path: Path, manifest: dict[str, str] | None) -> Path:
+    """A copy of the sources beside stand-ins for the compiled modules that cannot load:
+    a process that imports one of them fails, so the probe shows which files it used."""
+    root = tmp_path / "install"
+    shutil.copytree(ROOT / "exchange", root / "exchange",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "compiled.json", "__pycache__"))
+    shutil.copytree(ROOT / "schemas", root / "schemas", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in MODULES:
+        (root / "exchange" / f"{name}{EXTENSION_SUFFIXES[0]}").write_bytes(b"not a shared object")
+    if manifest is not None:
+        (root / "exchange" / "compiled.json").write_text(json.dumps(manifest))
+    return root
+
+
+def probe(root: Path, **env: str) -> list[str]:
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    environment.pop("PERPSIM_PURE", None)
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=root, env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {f"{name}.py": hashlib.blake2b((root / "exchange" / f"{name}.py").read_bytes(), digest_size=16).hexdigest()
+            for name in MODULES}
+
+
+def test_a_source_edited_since_it_was_compiled_runs_every_module_from_source(tmp_path: Path) -> None:
+    root = fake_install(tmp_path, None)
+    manifest = hashes(root)
+    (root / "exchange" / "compiled.json").write_text(json.dumps(manifest))
+    with open(root / "exchange" / "matching.py", "a") as source:
+        source.write("\n# edited\n")
+    build, matching, book = probe(root)
+    assert build.startswith("pure (matching.py changed since the core was compiled")
+    assert matching.endswith("exchange/matching.py") and book.endswith("exchange/book.py")  # not a mix
+
+
+def test_perpsim_pure_runs_the_sources_even_when_they_match(tmp_path: Path) -> None:
+    root = fake_install(tmp_path, None)
+    (root / "exchange" / "compiled.json").write_text(json.dumps(hashes(root)))
+    build, matching, book = probe(root, PERPSIM_PURE="1")
+    assert build == "pure (PERPSIM_PURE is set)"
+    assert matching.endswith(".py") and book.endswith(".py")
+
+
+def test_no_record_of_a_build_is_not_taken_for_a_good_one(tmp_path: Path) -> None:
+    root = fake_install(tmp_path, None)  # extensions but no compiled.json: a build that failed
+    build, matching, _ = probe(root)
+    assert build.startswith("pure (book.py, matching.py, triggers.py, reference_book.py changed")
+    assert matching.endswith(".py")
+
+
+def test_matching_sources_are_reported_compiled_without_loading_anything(tmp_path: Path) -> None:
+    root = fake_install(tmp_path, None)
+    (root / "exchange" / "compiled.json").write_text(json.dumps(hashes(root)))
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    environment.pop("PERPSIM_PURE", None)
+    done = subprocess.run([sys.executable, "-c", "import exchange; print(exchange.BUILD)"], cwd=root,
+                          env=environment, capture_output=True, text=True)
+    assert done.stdout.strip() == "compiled (mypyc)", done.stderr
+
+
+@pytest.mark.skipif(not exchange.COMPILED, reason="this process runs the core from source")
+def test_a_compiled_process_runs_the_extensions() -> None:
+    from exchange import book, matching, reference_book, triggers
+
+    for module in (book, matching, reference_book, triggers):
+        assert not module.__file__.endswith(".py"), module.__file__
