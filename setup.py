@@ -17,7 +17,8 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-COMPILED = ["exchange/book.py", "exchange/matching.py", "exchange/triggers.py", "exchange/reference_book.py"]
+COMPILED = [f"exchange/{name}.py" for name in (
+    "markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index", "risk")]
 
 
 def compiled_core() -> list:

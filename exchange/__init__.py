@@ -24,7 +24,7 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-COMPILED_MODULES = ("book", "matching", "triggers", "reference_book")
+COMPILED_MODULES = ("markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index", "risk")
 _HERE = Path(__file__).parent
 
 
@@ -36,8 +36,8 @@ def _build() -> str:
             return "pure (not compiled: see setup.py)"
     try:
         built = json.loads((_HERE / "compiled.json").read_text())
-    except (OSError, ValueError):
-        built = {}
+    except (OSError, ValueError):  # setup.py writes it once every module compiled
+        return "pure (no record of a complete build; `pip install -e .` compiles the core again)"
     stale = [f"{name}.py" for name in COMPILED_MODULES if built.get(f"{name}.py") != _hash(_HERE / f"{name}.py")]
     if stale:
         return (f"pure ({', '.join(stale)} changed since the core was compiled; `pip install -e .` "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from exchange.accounts import CROSS, ISOLATED, Position, ceil_div
 from schemas.enums import MarginMode
@@ -89,7 +89,7 @@ class LiquidationIndex:
     def load(self, travel: dict[str, int], budgets: list[tuple[str, list[tuple[str, int]]]]) -> None:
         self._travel.update(travel)
         for account, thresholds in budgets:
-            self._add_budget(account, [tuple(entry) for entry in thresholds])
+            self._add_budget(account, [(entry[0], entry[1]) for entry in thresholds])
 
     # ----------------------------------------------------------------- mark moves
 

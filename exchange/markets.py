@@ -20,8 +20,9 @@ import tomllib
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+from exchange.errors import MarketError, UnitError
 from schemas.enums import RejectReason
 
 MICRO = 1_000_000  # micro units of quote per unit
@@ -32,21 +33,6 @@ def _places(step: Decimal) -> int:
     """Decimal places of a (finite, checked) tick or lot size."""
     exponent = step.normalize().as_tuple().exponent
     return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-class MarketError(ValueError):
-    """A market specification is invalid; the message names the market and the field."""
-
-
-class UnitError(ValueError):
-    """A decimal price or size does not fit its market's tick or lot.
-
-    ``reason`` is the reject reason a venue answers with (off tick, not a lot multiple).
-    """
-
-    def __init__(self, message: str, reason: RejectReason):
-        super().__init__(message)
-        self.reason = reason
 
 
 def _decimal(symbol: str, field: str, value: Any) -> Decimal:
@@ -102,27 +88,30 @@ class Market:
         "_size_places",
     )
 
+    # The arguments are Any because they are checked here, with a MarketError naming the
+    # field (a spec comes from TOML or a user), rather than refused by the compiled
+    # constructor's own type check with a bare TypeError.
     def __init__(
         self,
-        symbol: str,
-        tick_size: str,
-        lot_size: str,
-        max_leverage: int,
+        symbol: Any,
+        tick_size: Any,
+        lot_size: Any,
+        max_leverage: Any,
         *,
-        base: str | None = None,
-        quote: str = "USD",
-        min_size: int = 1,
-        tiers: Iterable[tuple[int, int]] = (),
-        maker_fee_ppm: int = 200,
-        taker_fee_ppm: int = 500,
-        price_band_ppm: int = 50_000,
-        strict_isolated: bool = False,
+        base: Any = None,
+        quote: Any = "USD",
+        min_size: Any = 1,
+        tiers: Any = (),
+        maker_fee_ppm: Any = 200,
+        taker_fee_ppm: Any = 500,
+        price_band_ppm: Any = 50_000,
+        strict_isolated: Any = False,
     ):
         if not isinstance(symbol, str) or not symbol or not symbol.replace("-", "").isalnum():
             raise MarketError(f"market symbol must be letters, digits and '-', got {symbol!r}")
-        self.symbol = symbol
-        self.base = base or symbol.split("-")[0]
-        self.quote = quote
+        self.symbol: str = symbol
+        self.base: str = str(base or symbol.split("-")[0])
+        self.quote: str = str(quote)
         tick = _decimal(symbol, "tick_size", tick_size)
         lot = _decimal(symbol, "lot_size", lot_size)
         value = tick * lot * MICRO

@@ -43,6 +43,7 @@ buckets). Any change to an account (fill, funding, margin, settings) re-keys it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -65,6 +66,7 @@ from exchange.accounts import (
     position_thresholds,
     withdrawable,
 )
+from exchange.errors import Refused, UnknownMarket, ValueTooLarge
 from exchange.liquidation_index import LiquidationIndex
 from exchange.markets import Market, trading_fee
 from schemas.enums import (
@@ -115,23 +117,6 @@ MAX_BALANCE = 2**62  # micro units: what an account may hold, so its figures sta
 MAX_NOTIONAL = 2**61  # micro units: what a partition's positions in one market may be worth
 
 
-class ValueTooLarge(OverflowError):
-    """A price or size at which the figures would no longer fit the contract's integers."""
-
-
-class UnknownMarket(LookupError):
-    """An event from another service names a market this engine does not list."""
-
-
-class Refused(Exception):
-    """A command cannot be applied; carries the reason and a human detail."""
-
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 class RiskEngine:
     """Accounts of one risk partition and everything that changes them."""
 
@@ -174,7 +159,7 @@ class RiskEngine:
         self._watch = LiquidationIndex(markets)
         self._holders: dict[str, set[str]] = {symbol: set() for symbol in markets}
         self._exposure: dict[str, int] = {symbol: 0 for symbol in markets}  # Σ |size| of this partition's positions
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any, list], None]] = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
             PlaceOrder: self._place,
@@ -267,7 +252,7 @@ class RiskEngine:
                                                        o.reserved, o.reduce_only, o.client_order_id, o.conditional)
         self._in_liquidation = set(state.in_liquidation)
         self._changed = set(state.changed)
-        self._adl_ranked = {tuple(bucket) for bucket in state.adl_ranked}
+        self._adl_ranked = {(bucket[0], bucket[1]) for bucket in state.adl_ranked}
         self._pending = list(state.pending)
         self._fund_changed = state.fund_changed
         # price keys are a function of each account's state; budgets depend on when they were set
@@ -598,7 +583,7 @@ class RiskEngine:
         """A conditional order fired: check its margin now, and send it to the book or refuse it."""
         account = self.accounts.get(event.account)
         order = account.orders.get(event.order_id) if account is not None else None
-        if order is None:
+        if account is None or order is None:
             return None  # another partition's account
         market = self._listed(event.market)
         position = self._position(account, market)
@@ -696,7 +681,7 @@ class RiskEngine:
     def _order_amended(self, event: OrderAmended, out: list) -> None:
         account = self.accounts.get(event.account)
         order = account.orders.get(event.order_id) if account else None
-        if order is None:
+        if account is None or order is None:
             return None
         order.price, order.remaining = event.price, event.remaining
         if not order.reduce_only:
