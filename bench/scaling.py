@@ -14,7 +14,8 @@ gives the CPU each service spends per order. From those it projects how throughp
 with machines and partitions (docs/services.md, "Scaling"): risk is per account and
 matching per market, so each scales with partitions up to the cores it gets (matching also
 up to the number of markets traded); the client, the oracle and the liquidation engine are
-one process each here. The last line is the ratio two instances / one instance in orders/s.
+one process each here; the broker (here the embedded one, on the same two cores) is a
+cluster of its own machines in such a deployment, its CPU shown but not projected. The last line is the ratio two instances / one instance in orders/s.
 
     python -m bench.scaling [--orders 20000] [--partitions 4] [--takers 32]
 """
@@ -40,7 +41,7 @@ from services.runtime.bus import partition_for
 from services.runtime.kafka import KafkaBus, KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFERS = {"SOL-PERP": "150", "ETH-PERP": "3000", "BTC-PERP": "60000"}  # a deep offer in each market
+OFFERS = {"SOL-PERP": "150", "ETH-PERP": "3500", "BTC-PERP": "65000"}  # a deep offer at the flat oracle's mark
 TICK_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -52,7 +53,7 @@ def cpu_seconds(pid: int) -> float:
 async def prepare(client: Client, takers: int) -> list[tuple[str, str]]:
     """Makers with a deep offer per market; takers, each trading one market."""
     for market, price in OFFERS.items():
-        await client.deposit(f"maker-{market}", "100000000000")
+        await client.deposit(f"maker-{market}", "1000000000")
         await client.place(f"maker-{market}", market, Side.SELL, "1000000" if market == "SOL-PERP" else "10000",
                            price)
     pairs = []
@@ -111,6 +112,8 @@ async def deployment(args: argparse.Namespace, names: list[str]) -> tuple[float,
             await asyncio.sleep(5)  # every instance has joined its group and been assigned
             await burst(client, bus, pairs, 2_000, "w")  # warm-up: caches, connections
             before = {name: cpu_seconds(process.pid) for name, process in processes.items()}
+            assert broker.process is not None
+            broker_before = cpu_seconds(broker.process.pid)
             client_before = time.process_time()
             elapsed = await burst(client, bus, pairs, args.orders, "t")
             cpu: dict[str, float] = {}
@@ -118,9 +121,11 @@ async def deployment(args: argparse.Namespace, names: list[str]) -> tuple[float,
                 service = name.split("#")[0]
                 cpu[service] = cpu.get(service, 0.0) + (cpu_seconds(process.pid) - before[name]) / args.orders
             cpu["client"] = (time.process_time() - client_before) / args.orders
+            broker_cpu = (cpu_seconds(broker.process.pid) - broker_before) / args.orders
         rate = args.orders / elapsed
         print(f"  {' + '.join(names)}: {rate:,.0f} orders/s; CPU per order: "
-              + ", ".join(f"{service} {seconds * 1e6:,.0f} µs" for service, seconds in cpu.items()), flush=True)
+              + ", ".join(f"{service} {seconds * 1e6:,.0f} µs" for service, seconds in cpu.items())
+              + f"; the broker {broker_cpu * 1e6:,.0f} µs", flush=True)
         return rate, cpu
     finally:
         await bus.stop()

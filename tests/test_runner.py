@@ -122,3 +122,20 @@ async def test_a_large_snapshot_is_chunked_and_a_half_written_one_leaves_the_pre
     del records(bus, STATE)[complete + 2:]  # the writer died after two chunks of the next one
     assert (await StateStore(bus, "oracle").load(0)).state.epoch_ns == 7
     assert await StateStore(bus, "risk").load(0) is None
+
+
+def test_a_batch_whose_output_passes_a_record_size_is_sent_as_several_records_in_order():
+    """One fetched batch can cause more output than the producer sends in one request
+    (bench.scaling crashed matching with an 11 MB record): the outbox splits it."""
+    from services.runtime.runner import MAX_RECORD_BYTES, Outbox
+
+    outbox = Outbox(MemoryBus(topic_partitions(1)))
+    sent = [Deposit("client-a", seq, f"account-{seq:06d}-{'x' * 200}", seq) for seq in range(1, 12_001)]
+    for message in sent:
+        outbox.to_partition(RISK_IN, 0, message)
+    items = outbox.drain()
+    assert sum(len(codec(RISK_IN).encode(m)) for m in sent) > 2 * MAX_RECORD_BYTES  # it had to split
+    assert len(items) >= 3 and all((topic, partition) == (RISK_IN, 0) for topic, partition, _, _ in items)
+    assert all(len(value) <= MAX_RECORD_BYTES + 8 for _, _, _, value in items)
+    received = [m for _, _, _, value in items for m in codec(RISK_IN).decode(value)]
+    assert received == sent

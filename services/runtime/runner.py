@@ -86,6 +86,9 @@ class PartitionState:
     saved_offset: int = -1  # offset of the last snapshot written (or restored)
 
 
+MAX_RECORD_BYTES = 1 << 20  # an output record at most; the producer's requests go to 8 MiB (kafka.py)
+
+
 class Outbox:
     """Outputs of a batch, one record per (topic, partition), each message once. Each
     message is encoded as it is added, so one that cannot be encoded raises there, and
@@ -96,20 +99,28 @@ class Outbox:
         self._records: dict[tuple[str, int], list[bytes]] = {}
         self._seen: set[tuple[str, int, int]] = set()
         self._added: list[tuple[tuple[str, int, int], Message]] = []
-        self._encoded: dict[tuple[str, int], bytes] = {}  # (topic, id(message)) -> its encoding, this batch
+        self._encoded: dict[int, bytes] = {}  # id(message) -> its encoding, this batch
 
     def to(self, topic: str, key: str, message: Message) -> None:
         self.to_partition(topic, partition_for(key, self.bus.partitions(topic)), message)
 
     def to_partition(self, topic: str, partition: int, message: Message) -> None:
-        marker = (topic, partition, id(message))
-        if marker in self._seen:
+        key = id(message)
+        marker = (topic, partition, key)
+        seen = self._seen
+        if marker in seen:
             return
-        encoded = self._encoded.get((topic, id(message)))  # a fill goes to two accounts' partitions
-        part = encoded if encoded is not None else codec(topic).encode_part(message)
-        self._encoded[(topic, id(message))] = part
-        self._seen.add(marker)
-        self._records.setdefault((topic, partition), []).append(part)
+        topic_codec = codec(topic)
+        part = self._encoded.get(key)  # a fill goes to two accounts' partitions and two topics
+        if part is None:
+            part = self._encoded[key] = topic_codec.encode_part(message)
+        else:
+            topic_codec.check(message)  # the bytes are the same on every topic; what it may carry is not
+        seen.add(marker)
+        records = self._records.get(marker[:2])
+        if records is None:
+            records = self._records[marker[:2]] = []
+        records.append(part)
         self._added.append((marker, message))  # the message is held so that its id stays its own
 
     def to_all(self, topic: str, message: Message) -> None:
@@ -121,17 +132,32 @@ class Outbox:
 
     def rollback(self, mark: int) -> None:
         while len(self._added) > mark:
-            marker, _ = self._added.pop()
+            marker, message = self._added.pop()
             self._seen.discard(marker)
-            self._encoded.pop((marker[0], marker[2]), None)  # the message may go: its id with it
+            if not any(m is message for _, m in self._added):  # the message may go: its id with it
+                self._encoded.pop(marker[2], None)
             self._records[marker[:2]].pop()
 
     def __len__(self) -> int:
         return len(self._added)
 
     def drain(self) -> list[tuple[str, int, bytes | None, bytes]]:
-        items = [(topic, partition, None, codec(topic).join(parts))
-                 for (topic, partition), parts in self._records.items() if parts]
+        """The records to send: one per (topic, partition), split where one would pass
+        ``MAX_RECORD_BYTES`` (a large input batch can cause more output than the producer
+        sends in one request), in order."""
+        items = []
+        for (topic, partition), parts in self._records.items():
+            join = codec(topic).join
+            chunk: list[bytes] = []
+            size = 0
+            for part in parts:
+                if chunk and size + len(part) > MAX_RECORD_BYTES:
+                    items.append((topic, partition, None, join(chunk)))
+                    chunk, size = [], 0
+                chunk.append(part)
+                size += len(part)
+            if chunk:
+                items.append((topic, partition, None, join(chunk)))
         self._records, self._seen, self._added, self._encoded = {}, set(), [], {}
         return items
 
