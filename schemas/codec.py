@@ -58,10 +58,10 @@ class Codec:
         that a message that cannot be encoded (a number msgpack cannot carry) is known
         before it is queued. Raises ``SchemaError`` for a message of another topic and
         ``OverflowError`` / ``msgspec.EncodeError`` for what cannot be encoded."""
-        self.check(message)
+        self.check_type(message)
         return self._encoder.encode(message)
 
-    def check(self, message: msgspec.Struct) -> None:
+    def check_type(self, message: msgspec.Struct) -> None:
         """``SchemaError`` unless ``message`` is one of this topic's types."""
         if type(message) not in self._allowed:
             raise SchemaError(self.topic, f"{type(message).__name__} is not a message of this topic")

@@ -115,7 +115,7 @@ class Outbox:
         if part is None:
             part = self._encoded[key] = topic_codec.encode_part(message)
         else:
-            topic_codec.check(message)  # the bytes are the same on every topic; what it may carry is not
+            topic_codec.check_type(message)  # the bytes are the same on every topic; what it may carry is not
         seen.add(marker)
         records = self._records.get(marker[:2])
         if records is None:
