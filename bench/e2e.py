@@ -9,7 +9,8 @@ own process, then measures, in the same run:
 2. latency: takers paced at a fixed rate (default 5,000/s) for a few seconds; submit→fill
    p50/p99, the fill as seen by the client on account.events;
 3. the single-hop ceiling: one producer → broker → one consumer with the same message (a
-   PlaceOrder in a one-message record), msgs/s.
+   PlaceOrder in a one-message record), msgs/s; and one hop's latency at the paced rate,
+   the floor under each of the four hops an order takes.
 
 Runs 1 and 2 twice, the services on asyncio's loop and on uvloop (services/runtime/loop.py),
 each on a broker of its own. The last lines are uvloop / asyncio and e2e throughput (on
@@ -126,13 +127,22 @@ async def latency(client: Client, bus: KafkaBus, accounts: list[str], rate: int,
     return latencies
 
 
+async def joined(bus: KafkaBus, consumer, topic: str, probe: bytes = b"") -> None:
+    """Until ``consumer`` has joined its group and reads: a probe record comes back."""
+    await bus.send([(topic, 0, None, probe)])
+    deadline = time.perf_counter() + 60
+    while not await consumer.getmany(timeout_ms=200):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"the bench's consumer of {topic} got nothing in 60 s")
+
+
 async def single_hop(bootstrap: str, count: int) -> float:
     bus = KafkaBus(KafkaSettings(bootstrap), {"bench.hop": 1})
     await bus.start()
     consumer = bus.consumer("bench.hop", "bench-hop")
     payload = codec(RISK_IN).encode(PlaceOrder("bench", 1, "taker0", MARKET, "t", Side.BUY, OrderType.LIMIT,
                                                TimeInForce.IOC, 15_000, 1))
-    await consumer.getmany(timeout_ms=100)  # join the group before timing
+    await joined(bus, consumer, "bench.hop")
     received = 0
     started = time.perf_counter()
 
@@ -148,6 +158,34 @@ async def single_hop(bootstrap: str, count: int) -> float:
     elapsed = time.perf_counter() - started
     await bus.stop()
     return count / elapsed
+
+
+async def hop_latency(bootstrap: str, rate: int, seconds: float) -> list[float]:
+    """One hop's latency at ``rate`` records/s, each record holding its send time: the
+    floor of every hop of the pipeline (the services' consumer and producer settings)."""
+    topic = f"bench.hop.latency.{time.time_ns()}"  # nothing older in it
+    bus = KafkaBus(KafkaSettings(bootstrap), {topic: 1})
+    await bus.start()
+    consumer = bus.consumer(topic, f"{topic}.reader")
+    await joined(bus, consumer, topic, repr(time.perf_counter()).encode())
+    count = int(rate * seconds)
+    latencies: list[float] = []
+
+    async def consume() -> None:
+        while len(latencies) < count:
+            for record in await consumer.getmany(timeout_ms=200, max_records=5000):
+                latencies.append(time.perf_counter() - float(record.value))
+
+    reader = asyncio.create_task(consume())
+    started = time.perf_counter()
+    for index in range(count):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await bus.send([(topic, 0, None, repr(time.perf_counter()).encode())], wait=False)
+    await asyncio.wait_for(reader, 300)
+    await bus.stop()
+    return sorted(latencies)
 
 
 async def services_run(args: argparse.Namespace, loop: str) -> tuple[float, list[float]]:
@@ -197,9 +235,13 @@ async def main_async(args: argparse.Namespace) -> None:
     bootstrap = await broker.start()
     try:
         ceiling = await single_hop(bootstrap, args.orders)
+        hop = await hop_latency(bootstrap, args.rate, args.seconds)
     finally:
         broker.stop()
     print(f"single hop (producer -> broker -> consumer, same message): {ceiling:,.0f} msgs/s")
+    print(f"single hop latency at {args.rate}/s: p50 {statistics.median(hop) * 1000:.1f} ms, "
+          f"p99 {hop[int(len(hop) * 0.99) - 1] * 1000:.1f} ms (the order's path takes 4 hops: client -> risk "
+          "-> matching -> risk and account.events -> client)")
     if "uvloop" in results:
         print(f"ratio uvloop/asyncio (services' loop): {results['uvloop'][0] / results['asyncio'][0]:.2f}")
     best = loops[-1]
