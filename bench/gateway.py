@@ -13,17 +13,21 @@ concurrent traders:
    ``filled``; the venue recovers every signature.
 
 Prints orders/s and latency p50/p99 of each, and what one signature recovery costs; the
-last lines are each dialect's throughput over the native client's.
+last lines are each dialect's throughput over the native client's. ``--breakdown`` profiles
+one more REST run first and prints where its CPU goes: the bots' HTTP client (they run in
+this process), the gateway's HTTP server, signing, JSON, the gateway's own code, the bus.
 
-    python -m bench.gateway [--orders 2000] [--bots 8]
+    python -m bench.gateway [--orders 2000] [--bots 8] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import hmac
+import pstats
 import statistics
 import time
 from urllib.parse import urlencode
@@ -41,6 +45,7 @@ from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
 from services.runtime.broker import free_port
+from services.runtime.loop import loop_name, run
 from services.runtime.memory import MemoryBus
 from services.runtime.runner import ServiceRunner
 
@@ -69,7 +74,7 @@ async def native(client: Client, bots: list[str], orders: int) -> float:
     return summary("native", latencies, time.perf_counter() - start)
 
 
-async def through_gateway(base: str, keys: list[tuple[str, str]], orders: int) -> float:
+async def through_gateway(base: str, keys: list[tuple[str, str]], orders: int, label: str = "gateway") -> float:
     latencies: list[float] = []
 
     async def trade(session: aiohttp.ClientSession, key: str, secret: str, count: int) -> None:
@@ -89,7 +94,7 @@ async def through_gateway(base: str, keys: list[tuple[str, str]], orders: int) -
     async with aiohttp.ClientSession() as session:
         start = time.perf_counter()
         await asyncio.gather(*(trade(session, key, secret, orders // len(keys)) for key, secret in keys))
-        return summary("gateway", latencies, time.perf_counter() - start)
+        return summary(label, latencies, time.perf_counter() - start)
 
 
 async def through_hyperliquid(base: str, wallets: list, orders: int) -> float:
@@ -115,6 +120,49 @@ async def through_hyperliquid(base: str, wallets: list, orders: int) -> float:
         start = time.perf_counter()
         await asyncio.gather(*(trade(session, bodies) for bodies in signed.values()))
         return summary("hyperliq", latencies, time.perf_counter() - start)
+
+
+CATEGORIES = (  # (where the function is, what it is), first match wins
+    ("aiohttp/client", "HTTP client: the bots, in this process"), ("aiohttp/connector", "HTTP client: the bots, in this process"),
+    ("yarl", "HTTP client: the bots, in this process"), ("bench/gateway", "HTTP client: the bots, in this process"),
+    ("urllib/parse", "query strings: the bots' and the gateway's"),
+    ("aiohttp/", "HTTP server: parsing, routing, responses (aiohttp)"), ("multidict", "HTTP server: parsing, routing, responses (aiohttp)"),
+    ("hmac", "signing: HMAC-SHA256 of every request"), ("json", "JSON"),
+    ("services/gateway", "the gateway's own code: checks, projection, streams, metrics"),
+    ("services/client", "the native client (both paths)"),
+    ("services/runtime", "bus and codec"), ("schemas", "bus and codec"), ("msgspec", "bus and codec"),
+    ("exchange/", "risk and matching"), ("services/", "risk and matching"), ("Engine", "risk and matching"),
+    ("fractions", "risk and matching"),
+    ("asyncio", "event loop and sockets"), ("uvloop", "event loop and sockets"), ("socket", "event loop and sockets"),
+    ("select", "event loop and sockets"),
+)
+
+
+def category(key: tuple) -> str | None:
+    path, _, name = key
+    where = name if path == "~" else path
+    for needle, label in CATEGORIES:
+        if needle in where:
+            return label
+    return None if path == "~" else "other"
+
+
+def print_breakdown(profile: cProfile.Profile, orders: int) -> None:
+    """CPU per order of the profiled run, by what it was spent on (a builtin's time goes to
+    its callers'). cProfile slows everything about 2x; the shares are what counts."""
+    spent: dict[str, float] = {}
+    for key, (_, _, own, _, callers) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        label = category(key)
+        if label is not None:
+            spent[label] = spent.get(label, 0.0) + own
+            continue
+        for caller, timing in callers.items():
+            label = category(caller) or "other"
+            spent[label] = spent.get(label, 0.0) + timing[2]
+    total = sum(spent.values())
+    print(f"where the profiled run's CPU went ({total / orders * 1e6:,.0f} µs per order under cProfile):")
+    for label, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        print(f"  {seconds / total:5.1%}  {seconds / orders * 1e6:6.0f} µs  {label}")
 
 
 def recovery_cost(count: int = 300) -> float:
@@ -158,7 +206,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         await mark(bus, "150")
         await client.deposit("maker", "100000000")
-        size = str(args.orders * 0.01 * 3 + 10)  # three runs take 0.01 each
+        size = str(args.orders * 0.01 * (4 if args.breakdown else 3) + 10)  # each run takes 0.01 per order
         await client.place("maker", "SOL-PERP", Side.SELL, size, "150.5")
         from eth_account import Account
 
@@ -175,6 +223,12 @@ async def main_async(args: argparse.Namespace) -> None:
             await store.known(key)
         print(f"gateway on 127.0.0.1:{port}; {args.bots} concurrent bots", flush=True)
         native_rate = await native(client, bots, args.orders)
+        if args.breakdown:  # the gateway's run once more, profiled
+            profile = cProfile.Profile()
+            profile.enable()
+            await through_gateway(f"http://127.0.0.1:{port}", keys, args.orders, label="profiled")
+            profile.disable()
+            print_breakdown(profile, args.orders)
         gateway_rate = await through_gateway(f"http://127.0.0.1:{port}", keys, args.orders)
         hyperliquid_rate = await through_hyperliquid(f"http://127.0.0.1:{hl_port}", wallets, args.orders)
         print(f"signature recovery: {recovery_cost() * 1e6:,.0f} µs each (both sources)")
@@ -206,7 +260,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=2000, help="orders per run")
     parser.add_argument("--bots", type=int, default=8, help="concurrent traders per run")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--breakdown", action="store_true",
+                        help="profile one more gateway run and print where its CPU goes (HTTP, signing, JSON, ...)")
+    args = parser.parse_args()
+    print(f"event loop: {loop_name()} (as the gateway runs; PERPSIM_LOOP=asyncio for asyncio's)")
+    run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -205,8 +205,9 @@ class StreamHub:
         projection); ``before``: for a ``BookSnapshot``, the book's levels before it."""
         symbol = getattr(message, "market", "")
         market = self.markets.get(symbol)
-        if market is None:
-            return
+        if market is None or not any(connections and watched == symbol
+                                     for (watched, _), connections in self.subscribers.items()):
+            return  # nobody streams this market: nothing to format
         now = int(time.time() * 1000)
         name = binance_symbol(market)
         state = self.projection.markets[symbol]

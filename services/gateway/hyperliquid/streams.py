@@ -219,8 +219,8 @@ class HyperliquidStreams:
 
     def market(self, message: Any) -> None:
         market = self.gateway.markets.get(getattr(message, "market", ""))
-        if market is None:
-            return
+        if market is None or not self.connections:
+            return  # no WebSocket open: nothing to format
         name = coin(market)
         if isinstance(message, (BookDelta, BookSnapshot)):
             subscribers = self._to("l2Book", name)
