@@ -4,14 +4,16 @@ A seeded stream of commands (about 60% passive limit orders near the touch, 25% 
 live orders, 15% marketable IOC orders sweeping 1 to 3 levels) goes through
 
   (a) ``exchange.matching.MatchingEngine`` with every event it emits (acks, fills,
-      closes, book deltas, BBO), and
+      closes, book deltas, BBO), the book published after every command, and again with
+      the book coalesced per batch of ``--batch`` commands (``coalesce``, as the matching
+      service publishes it once per fetched batch), and
   (b) the baseline below: a SortedDict of price -> deque, a dict for cancels, fills only.
 
 Runs alternate (baseline, engine) so that both see the same machine load; each figure is
 the median of the runs. Where the core is compiled (``python -m exchange``), every run is
 followed by the same run in a second process that interprets the same source
 (``PERPSIM_PURE=1``), so both builds are measured against their own baseline in one run.
-The last line is the ratio engine / baseline in commands/s.
+The last lines are the ratios coalesced engine / baseline and engine / baseline in commands/s.
 
     python -m bench.matching [--commands 200000] [--runs 5] [--seed 7]
 """
@@ -179,28 +181,35 @@ def engine_commands(stream: list[tuple], symbol: str) -> list:
     return commands
 
 
-def run_engine(commands: list) -> tuple[float, int, int]:
+def run_engine(commands: list, batch: int = 0) -> tuple[float, int, int]:
+    """The engine over the stream; ``batch``: book deltas and BBO coalesced per that many
+    commands, as the matching service publishes them (0: after every command)."""
     engine = MatchingEngine(default_markets()["BTC-PERP"])
     apply = engine.apply
     events = 0
     start = time.perf_counter()
-    for command in commands:
-        events += len(apply(command))
+    if batch:
+        engine.coalesce = True
+        publish = engine.publish_book
+        for first in range(0, len(commands), batch):
+            for command in commands[first:first + batch]:
+                events += len(apply(command))
+            events += len(publish(first + batch))
+    else:
+        for command in commands:
+            events += len(apply(command))
     return time.perf_counter() - start, events, engine.trade_id
 
 
-def measure(stream: list[tuple], commands: list, runs: int, say) -> tuple[float, float, int]:
-    """Alternating runs of the baseline and the engine: (baseline cmd/s, engine cmd/s, events)."""
-    baseline_times, engine_times = [], []
-    events = 0
-    for run in range(runs):
-        seconds, fills = run_baseline(stream)
-        baseline_times.append(seconds)
-        seconds, events, trades = run_engine(commands)
-        engine_times.append(seconds)
-        say(f"run {run + 1}: baseline {len(stream) / baseline_times[-1]:,.0f} cmd/s ({fills} fills), "
-            f"engine {len(stream) / seconds:,.0f} cmd/s ({trades} fills, {events} events)")
-    return (len(stream) / statistics.median(baseline_times), len(stream) / statistics.median(engine_times), events)
+def measure(stream: list[tuple], commands: list, batch: int) -> tuple[float, float, float, int, int]:
+    """One run of the baseline, the engine, and the engine coalescing its book per batch:
+    (baseline cmd/s, engine cmd/s, coalesced cmd/s, engine events, coalesced events)."""
+    seconds, _ = run_baseline(stream)
+    baseline = len(stream) / seconds
+    seconds, events, _ = run_engine(commands)
+    engine = len(stream) / seconds
+    seconds, coalesced_events, _ = run_engine(commands, batch)
+    return baseline, engine, len(stream) / seconds, events, coalesced_events
 
 
 def main() -> None:
@@ -208,13 +217,15 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=200_000, help="commands in the stream (default 200000)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each, the median is reported (default 5)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the command stream (default 7)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="commands per batch for the coalesced book feed (default 100)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the interpreted twin's answer
     args = parser.parse_args()
 
     stream = make_stream(args.commands, args.seed)
     commands = engine_commands(stream, "BTC-PERP")
     if args.json:
-        print(json.dumps(measure(stream, commands, args.runs, lambda line: None)))
+        print(json.dumps(measure(stream, commands, args.batch)))
         return
     adds = sum(1 for c in stream if c[0] == "add" and c[5])
     sweeps = sum(1 for c in stream if c[0] == "add" and not c[5])
@@ -224,37 +235,43 @@ def main() -> None:
     twin = exchange.COMPILED  # then the same stream through the interpreted core, in a process of its own
     if twin:
         print("each run followed by the interpreted core's (PERPSIM_PURE=1), in a second process")
-    baseline_rates, engine_rates, pure_ratios = [], [], []
-    events = 0
+    ratios, coalesced_ratios, pure_ratios, rates = [], [], [], []
+    events = coalesced_events = 0
     for run in range(args.runs):
-        baseline, engine, events = measure(stream, commands, 1, lambda line: None)
-        baseline_rates.append(baseline)
-        engine_rates.append(engine)
-        line = f"run {run + 1}: baseline {baseline:,.0f} cmd/s, engine {engine:,.0f} cmd/s ({engine / baseline:.2f})"
+        baseline, engine, coalesced, events, coalesced_events = measure(stream, commands, args.batch)
+        ratios.append(engine / baseline)
+        coalesced_ratios.append(coalesced / baseline)
+        rates.append((baseline, engine, coalesced))
+        line = (f"run {run + 1}: baseline {baseline:,.0f} cmd/s, engine {engine:,.0f} ({ratios[-1]:.2f}), "
+                f"coalesced {coalesced:,.0f} ({coalesced_ratios[-1]:.2f})")
         if twin:
-            pure_baseline, pure_engine, _ = interpreted(args)
+            pure_baseline, pure_engine, _, _, _ = interpreted(args)
             pure_ratios.append(pure_engine / pure_baseline)
-            line += f"; interpreted: baseline {pure_baseline:,.0f}, engine {pure_engine:,.0f} ({pure_ratios[-1]:.2f})"
+            line += f"; interpreted engine {pure_engine:,.0f} ({pure_ratios[-1]:.2f})"
         print(line)
-    baseline, engine = statistics.median(baseline_rates), statistics.median(engine_rates)
-    print(f"baseline (SortedDict+deque, fills only): {baseline:,.0f} commands/s")
-    print(f"engine (all events, {exchange.BUILD.split(' ')[0]}):  {engine:,.0f} commands/s, "
-          f"{events * engine / len(stream):,.0f} events/s")
-    ratio = statistics.median([e / b for e, b in zip(engine_rates, baseline_rates)])  # per run: same load
+    baseline, engine, coalesced = (statistics.median(r[i] for r in rates) for i in range(3))
+    build = exchange.BUILD.split(" ")[0]
+    print(f"baseline (SortedDict+deque, fills only):  {baseline:,.0f} commands/s")
+    print(f"engine ({build}, book after every command): {engine:,.0f} commands/s, "
+          f"{events / len(stream):.2f} events per command")
+    print(f"engine ({build}, book per {args.batch} commands):  {coalesced:,.0f} commands/s, "
+          f"{coalesced_events / len(stream):.2f} events per command")
+    ratio = statistics.median(ratios)  # per run: same load
     if pure_ratios:
         pure = statistics.median(pure_ratios)
         print(f"interpreted engine/baseline: {pure:.2f}; compiled/interpreted: {ratio / pure:.2f}")
+    print(f"ratio coalesced engine/baseline: {statistics.median(coalesced_ratios):.2f}")
     print(f"ratio engine/baseline: {ratio:.2f}")
 
 
-def interpreted(args: argparse.Namespace) -> tuple[float, float, int]:
+def interpreted(args: argparse.Namespace) -> tuple[float, float, float, int, int]:
     done = subprocess.run(
         [sys.executable, "-m", "bench.matching", "--json", "--runs", "1", "--commands", str(args.commands),
-         "--seed", str(args.seed)],
+         "--seed", str(args.seed), "--batch", str(args.batch)],
         env={**os.environ, "PERPSIM_PURE": "1"}, capture_output=True, text=True, check=True,
     )
-    baseline, engine, events = json.loads(done.stdout.splitlines()[-1])
-    return baseline, engine, events
+    baseline, engine, coalesced, events, coalesced_events = json.loads(done.stdout.splitlines()[-1])
+    return baseline, engine, coalesced, events, coalesced_events
 
 
 if __name__ == "__main__":

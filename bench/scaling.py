@@ -136,21 +136,23 @@ async def deployment(args: argparse.Namespace, names: list[str]) -> tuple[float,
         broker.stop()
 
 
-def projection(cpu: dict[str, float], cores_per_machine: int, markets: int) -> list[str]:
-    """Orders/s a deployment could reach if each service got the cores it can use: risk up to
-    one core per partition, matching up to one per partition and market, the rest one core
-    each (the oracle's and liquidation's work does not grow with orders here)."""
-    lines = ["machines  cores  partitions  risk bound  matching bound  client bound  all-cores bound  projected"]
+def projection(cpu: dict[str, float], cores_per_machine: int, markets: int | None) -> list[str]:
+    """Orders/s a deployment could reach if each service got the cores it can use: risk up
+    to one core per partition, matching up to one per partition and per market traded
+    (``markets``; None: a market per partition), the oracle and liquidation one each, all
+    of them within the machines' cores. The load (the client) and the broker run on
+    machines of their own and are not counted."""
+    services = {name: seconds for name, seconds in cpu.items() if name != "client"}
+    lines = ["machines  cores  partitions  risk bound  matching bound  all-cores bound  projected"]
     for machines in (1, 2, 4, 8, 16):
         cores = machines * cores_per_machine
         partitions = max(4, cores)
         risk = min(partitions, cores) / cpu["risk"]
-        matching = min(partitions, markets, cores) / cpu["matching"]
-        client = machines / cpu["client"]  # one client process per machine
-        total = cores / sum(cpu.values())
-        projected = min(risk, matching, client, total)
+        matching = min(partitions, markets or partitions, cores) / cpu["matching"]
+        total = cores / sum(services.values())
+        projected = min(risk, matching, total)
         lines.append(f"{machines:>8}  {cores:>5}  {partitions:>10}  {risk:>10,.0f}  {matching:>14,.0f}  "
-                     f"{client:>12,.0f}  {total:>15,.0f}  {projected:>9,.0f}")
+                     f"{total:>15,.0f}  {projected:>9,.0f}")
     return lines
 
 
@@ -159,12 +161,12 @@ async def main_async(args: argparse.Namespace) -> None:
           f"{args.partitions} partitions per topic, {os.cpu_count()} cores", flush=True)
     single, cpu = await deployment(args, ["matching", "risk", "liquidation", "oracle"])
     double, _ = await deployment(args, ["matching", "matching#2", "risk", "risk#2", "liquidation", "oracle"])
-    print("projection from one instance's CPU per order (2 cores per machine; "
-          f"{len(OFFERS)} markets, then markets without bound):")
+    print(f"projection from one instance's CPU per order, 2 cores per machine, {len(OFFERS)} markets "
+          f"(one load process does {1 / cpu['client']:,.0f} orders/s):")
     for line in projection(cpu, 2, len(OFFERS)):
         print("  " + line)
-    print("  with as many markets as partitions:")
-    for line in projection(cpu, 2, 10**6)[1:]:
+    print("  with a market per partition:")
+    for line in projection(cpu, 2, None)[1:]:
         print("  " + line)
     print(f"ratio two instances/one instance: {double / single:.2f}")
 

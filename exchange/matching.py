@@ -36,7 +36,9 @@ close-position order is closed (``POSITION_CLOSED``) when its position goes to z
 Events per command: ``OrderAccepted`` / ``OrderRejected``, one ``Fill`` per match (both
 sides), ``OrderClosed`` when an order ends, ``OrderAmended``, ``CommandRejected`` for a
 cancel/amend/transfer that cannot be applied, then at most one ``BookDelta`` with the
-levels whose size changed and a ``BBO`` if the top of the book changed.
+levels whose size changed and a ``BBO`` if the top of the book changed. With ``coalesce``
+(the matching service) those two wait for ``publish_book``, which the service calls once
+per fetched batch: one delta of every level the batch changed, as a venue's feed sends it.
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class MatchingEngine:
         "symbol",
         "min_size",
         "band_ppm",
+        "coalesce",
+        "_book_ts",
     )
 
     def __init__(self, market: Market, book: OrderBook | None = None, producer: str | None = None):
@@ -153,6 +157,10 @@ class MatchingEngine:
         self._flat: list[str] = []  # accounts whose position went to zero in this command
         self._traded = 0  # the trade id the conditional orders have seen
         self._bbo = (0, 0, 0, 0)
+        # coalesce: book deltas and BBO wait for publish_book (the service: once per batch)
+        # instead of following every command
+        self.coalesce = False
+        self._book_ts = 0
         self._bid_changes: dict[int, int] = {}
         self._ask_changes: dict[int, int] = {}
         self._handlers: dict[type, Callable[[Any, list], None]] = {
@@ -183,7 +191,10 @@ class MatchingEngine:
                 )
             handler(command, out)
         if self._bid_changes or self._ask_changes:
-            self._publish_book(command.ts, out)
+            if self.coalesce:
+                self._book_ts = command.ts
+            else:
+                self._publish_book(command.ts, out)
         if self._flat or self.trade_id != self._traded or kind is MarkPrice:
             if self.triggers.orders:
                 self._after(command, out)
@@ -302,10 +313,19 @@ class MatchingEngine:
         size = self.book.add(order)
         (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = size
 
-    def _publish_book(self, ts: int, out: list) -> None:
+    def _publish_book(self, ts: int, out: list, seq: int = 0) -> None:
+        """The levels changed since the last publication as one ``BookDelta`` (their sizes
+        now), then a ``BBO`` if the top moved. ``seq`` 0: numbered in the engine's own
+        sequence; else (``publish_book``) under ``<producer>.book`` / ``.bbo`` with that
+        number."""
         bids, asks = self._bid_changes, self._ask_changes
-        self.seq += 1
-        out.append(BookDelta(self.producer, self.seq, self.symbol,
+        if seq:
+            producer = f"{self.producer}.book"
+            number = seq
+        else:
+            self.seq += 1
+            producer, number = self.producer, self.seq
+        out.append(BookDelta(producer, number, self.symbol,
                              [*bids.items()] if bids else [], [*asks.items()] if asks else [], ts))
         # The top can only have changed if a changed level is at or better than it.
         old = self._bbo
@@ -325,8 +345,23 @@ class MatchingEngine:
             bbo = self.book.top()
             if bbo != old:
                 self._bbo = bbo
-                self.seq += 1
-                out.append(BBO(self.producer, self.seq, self.symbol, *bbo, ts))
+                if seq:
+                    out.append(BBO(f"{self.producer}.bbo", seq, self.symbol, *bbo, ts))
+                else:
+                    self.seq += 1
+                    out.append(BBO(self.producer, self.seq, self.symbol, *bbo, ts))
+
+    def publish_book(self, seq: int) -> list[Message]:
+        """With ``coalesce``: the book's changes since the last call, as a venue's feed
+        sends them, one ``BookDelta`` of every level that changed (its size now) and a
+        ``BBO`` if the top moved, stamped with the last change's time. They are numbered
+        ``seq`` (the caller's: the input offset they reflect) under the producers
+        ``<producer>.book`` and ``<producer>.bbo``, so that the engine's own sequence does
+        not depend on where a batch ended."""
+        out: list[Message] = []
+        if self._bid_changes or self._ask_changes:
+            self._publish_book(self._book_ts, out, seq)
+        return out
 
     # ------------------------------------------------------------------- new orders
 

@@ -4,8 +4,9 @@ Inputs: orders, cancels and amends from risk, liquidation orders and transfers, 
 oracle's marks (which only conditional orders use).
 
 Outputs: order outcomes (and triggered conditional orders) and fills to ``risk.in`` (keyed by account; a fill to both
-accounts' partitions) and to ``account.events``; trades (the public view of fills), book
-deltas and BBO to ``market.data`` (keyed by market).
+accounts' partitions) and to ``account.events``; trades (the public view of fills) to
+``market.data`` (keyed by market), and there, once per fetched batch, each market's book
+delta and BBO (coalesced: every level the batch changed, at its size now).
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ class MatchingProcessor:
 
     def __init__(self, markets: dict[str, Market], partition: int):
         self.engines = {symbol: MatchingEngine(market) for symbol, market in markets.items()}
+        for engine in self.engines.values():
+            engine.coalesce = True  # book deltas and BBO once per batch (flush)
         self.producer = f"match.p{partition}"
         self.seq = 0
+
+    def flush(self, offset: int, ts: int = 0) -> list[Message]:
+        """Each market's book changes of the batch: one ``BookDelta`` (every level it
+        changed, at its size now) and a ``BBO`` if the top moved, numbered with the input
+        offset they reflect (``MatchingEngine.publish_book``)."""
+        return [event for engine in self.engines.values() for event in engine.publish_book(offset)]
 
     def export(self) -> MatchingState:
         return MatchingState(self.producer, self.seq, [engine.export() for engine in self.engines.values()])

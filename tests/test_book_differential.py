@@ -17,6 +17,7 @@ from exchange.markets import default_markets
 from exchange.matching import MatchingEngine
 from exchange.reference_book import ReferenceBook
 from schemas.enums import CloseReason, Liquidity, SelfTradePrevention, TimeInForce
+from schemas.events import BBO, BookDelta
 from tests.helpers import BUY, SELL, amend, cancel, cancel_all, order, transfer
 
 ACCOUNTS = ["a", "b", "c", "d"]
@@ -79,3 +80,61 @@ def test_fast_and_reference_books_agree_on_random_streams(seed):
 
 def test_fast_and_reference_books_agree_on_one_long_stream():
     run_both(seed=20261124, steps=4000)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1), batch=st.integers(min_value=1, max_value=40))
+def test_a_coalesced_book_feed_tells_what_the_per_command_feed_does_per_batch(seed, batch):
+    """The service's engine publishes the book once per batch (``coalesce``). Per batch its
+    one BookDelta holds every level the commands changed at the size the per-command
+    deltas left it at, its BBO is the per-command feed's last one if the top moved, and
+    every other event is the same, in the same order, numbered without gaps."""
+    market = default_markets()["BTC-PERP"]
+    plain = MatchingEngine(market)
+    coalesced = MatchingEngine(market)
+    coalesced.coalesce = True
+    rng = random.Random(seed)
+    next_id = 1
+    top = (0, 0, 0, 0)  # the per-command feed's top so far
+    numbers = []
+    for start in range(0, 240, batch):
+        bids: dict[int, int] = {}
+        asks: dict[int, int] = {}
+        top_before = top
+        others_plain, others_coalesced = [], []
+        for _ in range(batch):
+            command = random_command(rng, next_id)
+            if type(command).__name__ == "NewOrder":
+                next_id += 1
+            for event in plain.apply(command):
+                if isinstance(event, BookDelta):
+                    bids.update(event.bids)
+                    asks.update(event.asks)
+                elif isinstance(event, BBO):
+                    top = (event.bid_price, event.bid_size, event.ask_price, event.ask_size)
+                else:
+                    others_plain.append(event)
+            others_coalesced += coalesced.apply(command)
+        book = coalesced.publish_book(start + batch)
+        assert [without_seq(e) for e in others_coalesced] == [without_seq(e) for e in others_plain]
+        numbers += [e.seq for e in others_coalesced]
+        deltas = [e for e in book if isinstance(e, BookDelta)]
+        tops = [e for e in book if isinstance(e, BBO)]
+        if bids or asks:
+            [delta] = deltas
+            assert (dict(delta.bids), dict(delta.asks)) == (bids, asks)
+            assert (delta.producer, delta.seq) == (f"{coalesced.producer}.book", start + batch)
+        else:
+            assert not deltas
+        if top != top_before:
+            [published] = tops
+            assert (published.bid_price, published.bid_size, published.ask_price, published.ask_size) == top
+            assert (published.producer, published.seq) == (f"{coalesced.producer}.bbo", start + batch)
+        else:
+            assert not tops
+        assert coalesced.state_hash() == plain.state_hash()
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+def without_seq(event) -> tuple:
+    return (type(event).__name__, *[getattr(event, f) for f in event.__struct_fields__ if f != "seq"])
