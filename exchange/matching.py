@@ -366,15 +366,18 @@ class MatchingEngine:
     # ------------------------------------------------------------------- new orders
 
     def _new_order(self, cmd: NewOrder, out: list) -> None:
+        # each of the command's fields read once: a compiled engine reads a Struct's by name
         market = self.market
         size = cmd.size
         symbol = self.symbol
-        if cmd.close_position and cmd.condition is not NONE and cmd.market == symbol and not size:
+        named = cmd.market
+        condition = cmd.condition
+        if cmd.close_position and condition is not NONE and named == symbol and not size:
             size = self.min_size  # sized when it fires
-        if size < self.min_size or cmd.market != symbol:
-            if cmd.market != symbol:
+        if size < self.min_size or named != symbol:
+            if named != symbol:
                 return self._reject(cmd, RejectReason.UNKNOWN_MARKET,
-                                    f"this engine matches {symbol}, not {cmd.market}", out)
+                                    f"this engine matches {symbol}, not {named}", out)
             if size <= 0:
                 return self._reject(cmd, RejectReason.INVALID_SIZE,
                                     f"size must be positive, got {size}", out)
@@ -382,17 +385,20 @@ class MatchingEngine:
                                 f"size {market.format_size(size)} is below the minimum of "
                                 f"{market.format_size(market.min_size)}", out)
         book = self.book
-        if book.get(cmd.order_id) is not None or cmd.order_id in self.triggers.orders:
+        order_id = cmd.order_id
+        if book.get(order_id) is not None or order_id in self.triggers.orders:
             return self._reject(cmd, RejectReason.DUPLICATE_ORDER_ID,
-                                f"order id {cmd.order_id} is already live", out)
-        if cmd.condition is not NONE:
+                                f"order id {order_id} is already live", out)
+        if condition is not NONE:
             return self._new_conditional(cmd, out)
         side = cmd.side
         buy = side is BUY
         best = book.best(SELL if buy else BUY)
         tif = cmd.tif
-        if cmd.order_type is MARKET:
-            reference = cmd.reference_price or (0 if best is None else best.price)
+        order_type = cmd.order_type
+        reference = cmd.reference_price
+        if order_type is MARKET:
+            reference = reference or (0 if best is None else best.price)
             if reference <= 0:
                 return self._reject(cmd, RejectReason.NO_LIQUIDITY,
                                     "a market order needs a mark price or a resting opposite order", out)
@@ -405,8 +411,8 @@ class MatchingEngine:
             if limit <= 0:
                 return self._reject(cmd, RejectReason.INVALID_PRICE,
                                     f"price must be positive, got {limit}", out)
-            if cmd.reference_price and not cmd.liquidation:
-                problem = self._band_violation(limit, cmd.reference_price)
+            if reference and not cmd.liquidation:
+                problem = self._band_violation(limit, reference)
                 if problem:
                     return self._reject(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out)
         crosses = best is not None and (best.price <= limit if buy else best.price >= limit)
@@ -415,33 +421,36 @@ class MatchingEngine:
             return self._reject(cmd, RejectReason.WOULD_CROSS,
                                 f"post-only price {market.format_price(limit)} would trade "
                                 f"against {market.format_price(best.price)}", out)
-        if cmd.reduce_only and self._capacity(cmd.account, side) == 0:
+        account = cmd.account
+        reduce_only = cmd.reduce_only
+        if reduce_only and self._capacity(account, side) == 0:
             return self._reject(cmd, RejectReason.REDUCE_ONLY_WOULD_INCREASE,
-                                f"position is {market.format_size(self.positions.get(cmd.account, 0))}; "
+                                f"position is {market.format_size(self.positions.get(account, 0))}; "
                                 f"a reduce-only {side.name} cannot reduce it", out)
-        order = Order(cmd.order_id, cmd.account, side, limit, size, size, tif, cmd.reduce_only,
-                      cmd.stp, cmd.client_order_id)
+        client_order_id = cmd.client_order_id
+        order = Order(order_id, account, side, limit, size, size, tif, reduce_only, cmd.stp, client_order_id)
         if tif is FOK:
             fillable = self._fillable(order, limit) if crosses else 0
             if fillable < size:
                 return self._reject(cmd, RejectReason.FOK_NOT_FILLABLE,
                                     f"only {market.format_size(fillable)} of "
                                     f"{market.format_size(size)} can fill now", out)
+        ts = cmd.ts
         self.seq += 1
         out.append(OrderAccepted(
-            self.producer, self.seq, symbol, cmd.account, cmd.order_id,
-            cmd.client_order_id, side, cmd.order_type, tif, limit, size, cmd.reduce_only, cmd.ts,
+            self.producer, self.seq, symbol, account, order_id, client_order_id, side, order_type, tif, limit, size,
+            reduce_only, ts,
         ))
-        if crosses and self._take(order, limit, cmd.ts, out):
+        if crosses and self._take(order, limit, ts, out):
             return None
         if order.remaining == 0:
-            self._close(order, FILLED, cmd.ts, out)
+            self._close(order, FILLED, ts, out)
         elif tif is GTC or tif is POST_ONLY:
             self.priority += 1
             order.priority = self.priority
             (self._bid_changes if buy else self._ask_changes)[limit] = book.add(order)
         else:
-            self._close(order, EXPIRED, cmd.ts, out)
+            self._close(order, EXPIRED, ts, out)
         return None
 
     def _take(self, order: Order, limit: int, ts: int, out: list) -> bool:
@@ -590,7 +599,7 @@ class MatchingEngine:
         (self._bid_changes if order.side is BUY else self._ask_changes)[order.price] = size
         self.seq += 1
         out.append(OrderClosed(
-            self.producer, self.seq, cmd.market, order.account, order.order_id,
+            self.producer, self.seq, self.symbol, order.account, order.order_id,
             CANCELED, order.size - order.remaining, order.remaining, cmd.ts,
         ))
 
