@@ -10,7 +10,7 @@ own process, then measures, in the same run:
    p50/p99, the fill as seen by the client on account.events;
 3. the single-hop ceiling: one producer → broker → one consumer with the same message (a
    PlaceOrder in a one-message record), msgs/s; and one hop's latency at the paced rate,
-   the floor under each of the four hops an order takes.
+   the floor under each of the three hops from an order to its fill.
 
 Runs 1 and 2 twice, the services on asyncio's loop and on uvloop (services/runtime/loop.py),
 each on a broker of its own. The last lines are uvloop / asyncio and e2e throughput (on
@@ -240,8 +240,8 @@ async def main_async(args: argparse.Namespace) -> None:
         broker.stop()
     print(f"single hop (producer -> broker -> consumer, same message): {ceiling:,.0f} msgs/s")
     print(f"single hop latency at {args.rate}/s: p50 {statistics.median(hop) * 1000:.1f} ms, "
-          f"p99 {hop[int(len(hop) * 0.99) - 1] * 1000:.1f} ms (the order's path takes 4 hops: client -> risk "
-          "-> matching -> risk and account.events -> client)")
+          f"p99 {hop[int(len(hop) * 0.99) - 1] * 1000:.1f} ms (an order's fill is 3 hops away: client -> risk "
+          "-> matching -> account.events -> client)")
     if "uvloop" in results:
         print(f"ratio uvloop/asyncio (services' loop): {results['uvloop'][0] / results['asyncio'][0]:.2f}")
     best = loops[-1]
