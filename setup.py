@@ -32,7 +32,10 @@ def compiled_core() -> list:
         return []
     try:
         extensions = mypycify(COMPILED, opt_level="3", group_name="perpsim_core")
-    except (Exception, SystemExit) as error:  # a type error ends mypycify with SystemExit
+    except SystemExit:  # mypy's errors are printed above
+        print("perpsim: mypyc's type check of the core failed (above); it stays pure Python", file=sys.stderr)
+        return []
+    except Exception as error:
         print(f"perpsim: mypyc could not compile the core ({error}); it stays pure Python", file=sys.stderr)
         return []
     for extension in extensions:
