@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from exchange.markets import default_markets
@@ -57,7 +58,9 @@ async def prepare(client: Client, takers: int) -> list[str]:
     return accounts
 
 
-async def throughput(client: Client, bus: KafkaBus, accounts: list[str], count: int) -> float:
+async def burst(client: Client, bus: KafkaBus, count: int, make: Callable[[int], tuple[str, PlaceOrder]]) -> float:
+    """Send ``count`` orders (``make(index)``: the account and its order) as fast as they go,
+    one record each; seconds until every taker order has closed."""
     done = asyncio.Event()
     closed = 0
 
@@ -71,16 +74,23 @@ async def throughput(client: Client, bus: KafkaBus, accounts: list[str], count: 
 
     waiter = asyncio.create_task(client.wait_for(watch, timeout_s=600, after=len(client.events)))
     partitions = bus.partitions(RISK_IN)
+    encode = codec(RISK_IN).encode
     started = time.perf_counter()
     for index in range(count):
-        account = accounts[index % len(accounts)]
-        command = order(client, account, f"t{index}")
-        await bus.send([(RISK_IN, partition_for(account, partitions), None, codec(RISK_IN).encode(command))],
-                       wait=False)
+        account, command = make(index)
+        await bus.send([(RISK_IN, partition_for(account, partitions), None, encode(command))], wait=False)
     await asyncio.wait_for(done.wait(), 600)
     elapsed = time.perf_counter() - started
     waiter.cancel()
-    return count / elapsed
+    return elapsed
+
+
+async def throughput(client: Client, bus: KafkaBus, accounts: list[str], count: int) -> float:
+    def make(index: int) -> tuple[str, PlaceOrder]:
+        account = accounts[index % len(accounts)]
+        return account, order(client, account, f"t{index}")
+
+    return count / await burst(client, bus, count, make)
 
 
 async def latency(client: Client, bus: KafkaBus, accounts: list[str], rate: int, seconds: float) -> list[float]:

@@ -31,13 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import e2e
 from exchange.markets import default_markets
-from schemas import RISK_IN, codec, topic_partitions
+from schemas import topic_partitions
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
-from schemas.events import OrderClosed, PlaceOrder
+from schemas.events import PlaceOrder
 from services.client import Client
 from services.runtime.broker import EmbeddedBroker
-from services.runtime.bus import partition_for
 from services.runtime.kafka import KafkaBus, KafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,30 +69,13 @@ async def burst(client: Client, bus: KafkaBus, pairs: list[tuple[str, str]], cou
     """``count`` IOC orders as fast as they go; seconds until the last one closed."""
     markets = default_markets()
     limits = {market: markets[market].price_to_ticks(price) for market, price in OFFERS.items()}
-    done = asyncio.Event()
-    closed = 0
 
-    def watch(message) -> bool:
-        nonlocal closed
-        if isinstance(message, OrderClosed) and message.account.startswith("taker"):
-            closed += 1
-            if closed >= count:
-                done.set()
-        return False
-
-    waiter = asyncio.create_task(client.wait_for(watch, timeout_s=600, after=len(client.events)))
-    partitions = bus.partitions(RISK_IN)
-    encode = codec(RISK_IN).encode
-    started = time.perf_counter()
-    for index in range(count):
+    def make(index: int) -> tuple[str, PlaceOrder]:
         account, market = pairs[index % len(pairs)]
-        command = PlaceOrder(*client.stamp(), account, market, f"{label}{index}", Side.BUY, OrderType.LIMIT,
-                             TimeInForce.IOC, limits[market], 1, False, SelfTradePrevention.NONE, time.time_ns())
-        await bus.send([(RISK_IN, partition_for(account, partitions), None, encode(command))], wait=False)
-    await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - started
-    waiter.cancel()
-    return elapsed
+        return account, PlaceOrder(*client.stamp(), account, market, f"{label}{index}", Side.BUY, OrderType.LIMIT,
+                                   TimeInForce.IOC, limits[market], 1, False, SelfTradePrevention.NONE, time.time_ns())
+
+    return await e2e.burst(client, bus, count, make)
 
 
 async def deployment(args: argparse.Namespace, names: list[str]) -> tuple[float, dict[str, float]]:
