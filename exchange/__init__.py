@@ -1,14 +1,15 @@
 """The pure, deterministic domain core: no asyncio, no Kafka, no clock, no I/O.
 
-``book``, ``matching``, ``triggers`` and ``reference_book`` are compiled with mypyc when the package is installed
-(setup.py); ``BUILD`` says whether this process runs them compiled. They run interpreted,
-from the same source, when
+Its hot path, ``COMPILED_MODULES`` (markets, the books, matching, triggers, accounts, the
+liquidation index and risk), is compiled with mypyc when the package is installed
+(setup.py); ``BUILD`` says whether this process runs it compiled (``python -m exchange``
+prints it). The same modules run interpreted, from the same source, when
 
 - ``PERPSIM_PURE=1`` is set (to compare, or to debug with pdb),
 - they were not compiled (no C compiler, ``PERPSIM_COMPILE=0`` at install time), or
 - a source differs from what was compiled (edited since ``pip install -e .``; setup.py writes
   the sources' hashes to ``compiled.json``): the compiled modules would run old code, so all
-  three run from source until the next install.
+  of them run from source until the next install.
 
 They are compiled as one group that calls across modules directly, so they are either
 all compiled or all interpreted, never mixed.
