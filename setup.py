@@ -8,6 +8,7 @@ missing, or ``PERPSIM_COMPILE=0`` is set, the build goes on without them and the
 modules run interpreted; ``python -m exchange`` says which one an installation runs.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -17,8 +18,18 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-COMPILED = [f"exchange/{name}.py" for name in (
-    "markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index", "risk")]
+
+def compiled_modules() -> list[str]:
+    """``exchange.COMPILED_MODULES``, read from its source (the package is not importable
+    in pip's build environment), so that the list lives in one place."""
+    tree = ast.parse(Path(__file__).with_name("exchange").joinpath("__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED_MODULES" for t in node.targets):
+            return [f"exchange/{name}.py" for name in ast.literal_eval(node.value)]
+    raise SystemExit("setup.py: exchange/__init__.py has no COMPILED_MODULES")
+
+
+COMPILED = compiled_modules()
 
 
 def compiled_core() -> list:

@@ -18,7 +18,7 @@ import pytest
 import exchange
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ("markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index", "risk")
+MODULES = exchange.COMPILED_MODULES
 
 PROBE = """
 import exchange, exchange.matching, exchange.book

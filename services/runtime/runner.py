@@ -99,7 +99,9 @@ class Outbox:
         self._records: dict[tuple[str, int], list[bytes]] = {}
         self._seen: set[tuple[str, int, int]] = set()
         self._added: list[tuple[tuple[str, int, int], Message]] = []
-        self._encoded: dict[int, bytes] = {}  # id(message) -> its encoding, this batch
+        # id(message) -> (the message, its encoding), this batch; the message is kept beside it so
+        # that an id reused by another object after a rollback is not taken for it
+        self._encoded: dict[int, tuple[Message, bytes]] = {}
 
     def to(self, topic: str, key: str, message: Message) -> None:
         self.to_partition(topic, partition_for(key, self.bus.partitions(topic)), message)
@@ -111,11 +113,13 @@ class Outbox:
         if marker in seen:
             return
         topic_codec = codec(topic)
-        part = self._encoded.get(key)  # a fill goes to two accounts' partitions and two topics
-        if part is None:
-            part = self._encoded[key] = topic_codec.encode_part(message)
-        else:
+        known = self._encoded.get(key)  # a fill goes to two accounts' partitions and two topics
+        if known is not None and known[0] is message:
+            part = known[1]
             topic_codec.check_type(message)  # the bytes are the same on every topic; what it may carry is not
+        else:
+            part = topic_codec.encode_part(message)
+            self._encoded[key] = (message, part)
         seen.add(marker)
         records = self._records.get(marker[:2])
         if records is None:
@@ -132,10 +136,8 @@ class Outbox:
 
     def rollback(self, mark: int) -> None:
         while len(self._added) > mark:
-            marker, message = self._added.pop()
+            marker, _ = self._added.pop()
             self._seen.discard(marker)
-            if not any(m is message for _, m in self._added):  # the message may go: its id with it
-                self._encoded.pop(marker[2], None)
             self._records[marker[:2]].pop()
 
     def __len__(self) -> int:
