@@ -32,6 +32,17 @@ from schemas.enums import (
     TimeInForce,
     TriggerSource,
 )
+from schemas.topics import (
+    LIQUIDATION,
+    LIQUIDATION_IN,
+    MATCH_IN,
+    MATCHING,
+    ORACLE,
+    RISK,
+    RISK_IN,
+    ROUTES,
+    destinations,
+)
 from schemas.events import (
     BBO,
     LIQUIDATION_ORDER_BIT,
@@ -61,26 +72,20 @@ from schemas.events import (
     Withdraw,
 )
 
-TO_MATCHING = (NewOrder, CancelOrder, AmendOrder, CancelAllOrders, PositionTransfer)
-TO_RISK = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered, Fill, CommandRejected)
+# the engine each topic feeds here (account.events and market.data have readers outside the core)
+_ENGINE_OF = {RISK_IN: "risk", MATCH_IN: "match", LIQUIDATION_IN: "liquidation"}
+_SERVICE_OF = {"risk": RISK, "match": MATCHING, "liquidation": LIQUIDATION}
 
 
-def _route_from_risk(event: Any) -> str | None:
-    if isinstance(event, TO_MATCHING):
-        return "match"
-    if isinstance(event, LiquidationTrigger):
-        return "liquidation"
-    if isinstance(event, (OrderClosed, OrderRejected)) and event.order_id & LIQUIDATION_ORDER_BIT:
-        return "liquidation"
-    return None
-
-
-def _route_from_liquidation(event: Any) -> str | None:
-    if isinstance(event, TO_MATCHING):
-        return "match"
-    if isinstance(event, LiquidationOutcome):
-        return "risk"
-    return None
+def _targets(service: str, event: Any) -> list[str]:
+    """The engines that ``event``, emitted by ``service``, goes to (``schemas.topics.ROUTES``),
+    each once: in one process a fill to both accounts' partitions is one delivery."""
+    targets: list[str] = []
+    for route, _ in destinations(service, event):
+        engine = _ENGINE_OF.get(route.topic)
+        if engine is not None and engine not in targets:
+            targets.append(engine)
+    return targets
 
 
 def money(amount: str | int | Decimal) -> int:
@@ -127,28 +132,27 @@ class CoreExchange:
             raise ValueError(f"submit goes to 'risk', 'match' or 'liquidation', not {to!r}")
         emitted: list[Message] = []
         queue: deque[tuple[str, Any]] = deque([(to, command)])
-        if to == "risk" and type(command) is MarkPrice and command.market in self.matching:
-            queue.append(("match", command))  # conditional orders watch the mark too
+        if to == "risk" and type(command) in ROUTES[ORACLE] and getattr(command, "market", "") in self.matching:
+            # the oracle's marks go to matching too (conditional orders watch them)
+            queue.extend((where, command) for where in _targets(ORACLE, command) if where != "risk")
         while queue:
             target, message = queue.popleft()
             if target == "risk":
                 outputs = self.risk.apply(message)
-                route = [(_route_from_risk(event), event) for event in outputs]
             elif target == "liquidation":
                 if self.liquidation is None:
                     continue
                 outputs = self.liquidation.apply(message)
-                route = [(_route_from_liquidation(event), event) for event in outputs]
             else:
                 outputs = self.matching[message.market].apply(message)
-                route = [("risk" if isinstance(event, TO_RISK) else None, event) for event in outputs]
                 if self.oracle is not None:
                     for event in outputs:
                         if isinstance(event, (BBO, Fill)):
                             self.oracle.observe(event)
             # a forwarded event (risk passing a liquidation order's outcome on) is not new
             emitted.extend(event for event in outputs if event is not message)
-            queue.extend((where, event) for where, event in route if where is not None)
+            service = _SERVICE_OF[target]
+            queue.extend((where, event) for event in outputs for where in _targets(service, event))
         self.log.extend(emitted)
         return emitted
 

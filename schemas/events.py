@@ -78,19 +78,19 @@ class Message(msgspec.Struct, tag=True, array_like=True, gc=False):
 # Written by clients (and the gateway) to ``risk.in``; keyed by account.
 
 
-class Deposit(Message):
+class Deposit(Message, tag="Deposit"):
     account: str
     amount: Amount
     ts: Count = 0
 
 
-class Withdraw(Message):
+class Withdraw(Message, tag="Withdraw"):
     account: str
     amount: Amount
     ts: Count = 0
 
 
-class PlaceOrder(Message):
+class PlaceOrder(Message, tag="PlaceOrder"):
     """A client's new order. Risk checks margin and forwards it as ``NewOrder``."""
 
     account: str
@@ -116,7 +116,7 @@ class PlaceOrder(Message):
     callback_ppm: Callback = 0
 
 
-class CancelOrder(Message):
+class CancelOrder(Message, tag="CancelOrder"):
     """Cancel one live order. Carried on ``risk.in`` (from clients) and ``match.in``."""
 
     account: str
@@ -125,7 +125,7 @@ class CancelOrder(Message):
     ts: Count = 0
 
 
-class AmendOrder(Message):
+class AmendOrder(Message, tag="AmendOrder"):
     """Change a live order's price and/or total size.
 
     A price change or a size increase loses time priority; a size decrease keeps it.
@@ -142,21 +142,21 @@ class AmendOrder(Message):
     requeue: bool = False  # lose time priority even on a size decrease (Binance's modify)
 
 
-class SetMarginMode(Message):
+class SetMarginMode(Message, tag="SetMarginMode"):
     account: str
     market: str
     mode: MarginMode
     ts: Count = 0
 
 
-class SetLeverage(Message):
+class SetLeverage(Message, tag="SetLeverage"):
     account: str
     market: str
     leverage: Leverage
     ts: Count = 0
 
 
-class AdjustIsolatedMargin(Message):
+class AdjustIsolatedMargin(Message, tag="AdjustIsolatedMargin"):
     """Add (``amount`` > 0) or remove (``amount`` < 0) isolated margin of a position."""
 
     account: str
@@ -169,7 +169,7 @@ class AdjustIsolatedMargin(Message):
 # Written by risk and liquidation to ``match.in``; keyed by market.
 
 
-class NewOrder(Message):
+class NewOrder(Message, tag="NewOrder"):
     """An order that passed the pre-trade check, with its exchange order id."""
 
     account: str
@@ -200,7 +200,7 @@ class NewOrder(Message):
     callback_ppm: Callback = 0
 
 
-class CancelAllOrders(Message):
+class CancelAllOrders(Message, tag="CancelAllOrders"):
     """Cancel every live order of an account in a market (liquidation, mass cancel)."""
 
     account: str
@@ -209,7 +209,7 @@ class CancelAllOrders(Message):
     ts: Count = 0
 
 
-class PositionTransfer(Message):
+class PositionTransfer(Message, tag="PositionTransfer"):
     """Move a position from one account to another at a set price, outside the book.
 
     Used for the insurance fund's backstop (at the mark price) and for ADL (at the
@@ -230,7 +230,7 @@ class PositionTransfer(Message):
 # Written by matching to ``risk.in`` and ``account.events``; keyed by account.
 
 
-class OrderAccepted(Message):
+class OrderAccepted(Message, tag="OrderAccepted"):
     market: str
     account: str
     order_id: Count
@@ -251,7 +251,7 @@ class OrderAccepted(Message):
     callback_ppm: Callback = 0
 
 
-class OrderTriggered(Message):
+class OrderTriggered(Message, tag="OrderTriggered"):
     """A conditional order's trigger was reached: matching took it off its trigger book
     and hands risk the order it becomes (``order_type``, ``price``, ``size``; a close-position
     order's size is the position's now). Risk checks its margin and sends it back as a
@@ -275,7 +275,7 @@ class OrderTriggered(Message):
     ts: Count = 0
 
 
-class OrderRejected(Message):
+class OrderRejected(Message, tag="OrderRejected"):
     """A new order refused by risk (pre-trade) or by matching (validation)."""
 
     market: str
@@ -287,7 +287,7 @@ class OrderRejected(Message):
     ts: Count = 0
 
 
-class OrderAmended(Message):
+class OrderAmended(Message, tag="OrderAmended"):
     market: str
     account: str
     order_id: Count
@@ -298,7 +298,7 @@ class OrderAmended(Message):
     ts: Count = 0
 
 
-class OrderClosed(Message):
+class OrderClosed(Message, tag="OrderClosed"):
     """An order stopped being live; ``remaining`` is what never filled."""
 
     market: str
@@ -310,7 +310,7 @@ class OrderClosed(Message):
     ts: Count = 0
 
 
-class Fill(Message):
+class Fill(Message, tag="Fill"):
     """One match, with both sides: risk applies each side to its account's position."""
 
     market: str
@@ -326,7 +326,7 @@ class Fill(Message):
     ts: Count = 0
 
 
-class CommandAccepted(Message):
+class CommandAccepted(Message, tag="CommandAccepted"):
     """A non-order command (deposit, leverage, ...) was applied."""
 
     account: str
@@ -336,7 +336,7 @@ class CommandAccepted(Message):
     ts: Count = 0
 
 
-class CommandRejected(Message):
+class CommandRejected(Message, tag="CommandRejected"):
     """A command was refused; ``command`` is its type name, ``reason`` says why."""
 
     account: str
@@ -353,7 +353,7 @@ class CommandRejected(Message):
 # Written by matching and oracle to ``market.data``; keyed by market.
 
 
-class Trade(Message):
+class Trade(Message, tag="Trade"):
     """The public view of a ``Fill``."""
 
     market: str
@@ -364,7 +364,7 @@ class Trade(Message):
     ts: Count = 0
 
 
-class BookDelta(Message):
+class BookDelta(Message, tag="BookDelta"):
     """Levels whose total size changed: (price, new total size); size 0 removes it."""
 
     market: str
@@ -373,7 +373,7 @@ class BookDelta(Message):
     ts: Count = 0
 
 
-class BookSnapshot(Message):
+class BookSnapshot(Message, tag="BookSnapshot"):
     """Levels best first: (price, total size)."""
 
     market: str
@@ -382,7 +382,7 @@ class BookSnapshot(Message):
     ts: Count = 0
 
 
-class BBO(Message):
+class BBO(Message, tag="BBO"):
     """Best bid and offer; a price of 0 means that side is empty."""
 
     market: str
@@ -393,14 +393,14 @@ class BBO(Message):
     ts: Count = 0
 
 
-class MarkPrice(Message):
+class MarkPrice(Message, tag="MarkPrice"):
     market: str
     index_price: Price
     mark_price: Price
     ts: Count = 0
 
 
-class Funding(Message):
+class Funding(Message, tag="Funding"):
     """A funding interval ended: risk pays ``−side · |size| · index_price · rate``."""
 
     market: str
@@ -451,7 +451,7 @@ class IncomeItem(msgspec.Struct, array_like=True, gc=False):
     ts: Count = 0
 
 
-class MarginSnapshot(Message):
+class MarginSnapshot(Message, tag="MarginSnapshot"):
     account: str
     balance: Int64
     available_to_trade: Int64
@@ -471,7 +471,7 @@ class AdlCandidate(msgspec.Struct, array_like=True, gc=False):
     size: Size
 
 
-class LiquidationTrigger(Message):
+class LiquidationTrigger(Message, tag="LiquidationTrigger"):
     """A bucket fell below maintenance (``equity < MM``; ``market`` is "" for cross), or,
     while it is being liquidated, its state changed: risk sends its current state after
     every fill, mark update or funding payment that touches it."""
@@ -493,7 +493,7 @@ class LiquidationTrigger(Message):
     adl: list[AdlCandidate] = []
 
 
-class LiquidationOutcome(Message):
+class LiquidationOutcome(Message, tag="LiquidationOutcome"):
     """A step of a bucket's liquidation, reported to risk and to the account."""
 
     account: str
@@ -505,7 +505,7 @@ class LiquidationOutcome(Message):
     ts: Count = 0
 
 
-class CollateralTransfer(Message):
+class CollateralTransfer(Message, tag="CollateralTransfer"):
     """Money moved between accounts by liquidation (backstop collateral, bad debt).
 
     ``from_market``/``to_market`` name the isolated bucket ("" for the cross balance).
@@ -523,7 +523,7 @@ class CollateralTransfer(Message):
     settle: bool = False
 
 
-class DeadLetter(Message):
+class DeadLetter(Message, tag="DeadLetter"):
     """Something that could not be decoded or applied, with the reason and the bytes."""
 
     topic: str
@@ -538,7 +538,7 @@ class DeadLetter(Message):
 # Written by ``perpsim accounts create`` to ``keys`` (compacted, keyed by API key).
 
 
-class ApiKey(Message):
+class ApiKey(Message, tag="ApiKey"):
     """An API key of an account, for the gateway (HMAC-signed requests)."""
 
     key: str

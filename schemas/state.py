@@ -93,7 +93,7 @@ class MarketState(_Row):
     conditionals: list[ConditionalRow] = []
 
 
-class MatchingState(msgspec.Struct, tag=True, gc=False):
+class MatchingState(msgspec.Struct, tag="MatchingState", gc=False):
     producer: str
     seq: int
     markets: list[MarketState]
@@ -143,7 +143,7 @@ class BudgetRow(_Row):
     thresholds: list[tuple[str, int]]
 
 
-class RiskState(msgspec.Struct, tag=True, gc=False):
+class RiskState(msgspec.Struct, tag="RiskState", gc=False):
     producer: str
     seq: int
     order_counter: int
@@ -176,7 +176,7 @@ class BucketRow(_Row):
     settling: LiquidationStage | None
 
 
-class LiquidationState(msgspec.Struct, tag=True, gc=False):
+class LiquidationState(msgspec.Struct, tag="LiquidationState", gc=False):
     producer: str
     seq: int
     order_counter: int
@@ -188,7 +188,7 @@ class LiquidationState(msgspec.Struct, tag=True, gc=False):
 # --------------------------------------------------------------------------- oracle
 
 
-class OracleState(msgspec.Struct, tag=True, gc=False):
+class OracleState(msgspec.Struct, tag="OracleState", gc=False):
     """The oracle's simulation clock: wall-clock nanoseconds at simulated time 0."""
 
     epoch_ns: int

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Union
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
 
 from schemas.events import (
+    LIQUIDATION_ORDER_BIT,
     BBO,
     AdjustIsolatedMargin,
     AmendOrder,
@@ -173,6 +176,119 @@ SENDERS: dict[str, dict[type, tuple[str, ...]]] = {
     },
     KEYS: {ApiKey: (CLIENT,)},
 }
+
+
+# ------------------------------------------------------------------ where outputs go
+# One table of the topology: for each service, each type it emits and where that goes.
+# Every service's outbox (services.runtime.runner.Outbox.route), the in-process exchange
+# (exchange.core) and the tests' oracle double read it; tests/test_schemas.py checks that
+# every route is one that SENDERS lets its readers accept.
+
+
+def _market(event) -> tuple[str, ...]:
+    return (event.market,)
+
+
+def _account(event) -> tuple[str, ...]:
+    return (event.account,)
+
+
+def _fill_accounts(event: Fill) -> tuple[str, ...]:
+    return (event.taker_account, event.maker_account)
+
+
+def _to_account(event: CollateralTransfer) -> tuple[str, ...]:
+    return (event.to_account,)
+
+
+def _transfer_party(event: CollateralTransfer) -> tuple[str, ...]:
+    """A fund movement settled on another partition is shown under the trader it came from
+    (or the fund, when it came from no trader); an unsettled one under its payer."""
+    return (event.from_account or event.to_account,) if event.settle else (event.from_account,)
+
+
+def _liquidation_order(event) -> bool:
+    return bool(event.order_id & LIQUIDATION_ORDER_BIT)
+
+
+def _traders_order(event) -> bool:
+    return not event.order_id & LIQUIDATION_ORDER_BIT
+
+
+def _settled(event: CollateralTransfer) -> bool:
+    return event.settle
+
+
+def trade_of(fill: Fill) -> Trade:
+    """The public print of a fill, as ``market.data`` carries it."""
+    return Trade(fill.producer, fill.seq, fill.market, fill.trade_id, fill.price, fill.size, fill.taker_side,
+                 fill.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One destination of an output: ``topic``, keyed by each of ``keys(event)`` (one copy per
+    partition they reach), or every partition of the topic when ``keys`` is None; only when
+    ``when(event)`` holds; published as ``convert(event)`` when given. ``forwards``: the
+    service whose message this passes on unchanged (under that service's producer id)."""
+
+    topic: str
+    keys: Callable[[Any], tuple[str, ...]] | None
+    when: Callable[[Any], bool] | None = None
+    convert: Callable[[Any], Any] | None = None
+    forwards: str | None = None
+
+
+def _to(topic: str, keys: Callable[[Any], tuple[str, ...]] | None, *kinds: type,
+        when: Callable[[Any], bool] | None = None) -> dict[type, tuple[Route, ...]]:
+    return {kind: (Route(topic, keys, when),) for kind in kinds}
+
+
+_ORDER_OUTCOMES = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered, CommandRejected)
+
+ROUTES: dict[str, dict[type, tuple[Route, ...]]] = {
+    RISK: {
+        **_to(MATCH_IN, _market, NewOrder, CancelOrder, AmendOrder),
+        **_to(LIQUIDATION_IN, _account, LiquidationTrigger),
+        **_to(ACCOUNT_EVENTS, _account, CommandAccepted, CommandRejected, MarginSnapshot),
+        # matching's outcome of a liquidation order is passed on to the liquidation engine; risk's
+        # own refusal of a trader's order goes to the trader
+        OrderClosed: (Route(LIQUIDATION_IN, _account, _liquidation_order, forwards=MATCHING),),
+        OrderRejected: (Route(LIQUIDATION_IN, _account, _liquidation_order, forwards=MATCHING),
+                        Route(ACCOUNT_EVENTS, _account, _traders_order)),
+        CollateralTransfer: (Route(RISK_IN, _to_account, _settled),  # to the fund's partition
+                             Route(ACCOUNT_EVENTS, _transfer_party)),
+    },
+    MATCHING: {
+        **{kind: (Route(RISK_IN, _account), Route(ACCOUNT_EVENTS, _account)) for kind in _ORDER_OUTCOMES},
+        Fill: (Route(RISK_IN, _fill_accounts), Route(ACCOUNT_EVENTS, _fill_accounts),
+               Route(MARKET_DATA, _market, convert=trade_of)),
+        **_to(MARKET_DATA, _market, BookDelta, BBO, BookSnapshot),
+    },
+    LIQUIDATION: {
+        **_to(MATCH_IN, _market, NewOrder, CancelAllOrders, PositionTransfer),
+        LiquidationOutcome: (Route(RISK_IN, _account), Route(ACCOUNT_EVENTS, _account)),
+    },
+    ORACLE: {
+        # every risk partition holds positions in every market; conditional orders in matching watch the mark
+        MarkPrice: (Route(RISK_IN, None), Route(MATCH_IN, _market), Route(MARKET_DATA, _market)),
+        Funding: (Route(RISK_IN, None), Route(MARKET_DATA, _market)),
+    },
+}
+
+
+class Unroutable(LookupError):
+    """A service emitted a type the routes table has no destination for."""
+
+
+def destinations(service: str, event) -> list[tuple[Route, Any]]:
+    """Where ``event``, emitted by ``service`` (``RISK``, ``MATCHING``, ...), goes: each route
+    that applies to it, with the message it publishes there."""
+    routes = ROUTES[service].get(type(event))
+    if routes is None:
+        raise Unroutable(f"{type(event).__name__} from {service.rstrip('.')} has no route (schemas.topics.ROUTES)")
+    return [(route, event if route.convert is None else route.convert(event))
+            for route in routes if route.when is None or route.when(event)]
 
 
 def refusal(topic: str, message) -> str | None:

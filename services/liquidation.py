@@ -1,6 +1,6 @@
 """The liquidation service: consumes ``liquidation.in``, one engine per partition.
 
-Outputs: cancels, liquidation orders and backstop/ADL transfers to ``match.in`` (keyed by
+Outputs (``schemas.topics.ROUTES``): cancels, liquidation orders and backstop/ADL transfers to ``match.in`` (keyed by
 market), so every change of position comes from a matching fill; outcomes to ``risk.in``
 and ``account.events`` (keyed by account).
 
@@ -13,25 +13,9 @@ from __future__ import annotations
 
 from exchange.liquidation import LiquidationEngine
 from exchange.markets import Market
-from schemas import ACCOUNT_EVENTS, LIQUIDATION_IN, MATCH_IN, RISK_IN
-from schemas.events import (
-    CancelAllOrders,
-    LiquidationOutcome,
-    Message,
-    NewOrder,
-    PositionTransfer,
-)
-from services.runtime.runner import Outbox, ServiceSpec
-
-
-def route(events: list[Message], outbox: Outbox) -> None:
-    for event in events:
-        kind = type(event)
-        if kind in (NewOrder, CancelAllOrders, PositionTransfer):
-            outbox.to(MATCH_IN, event.market, event)
-        elif kind is LiquidationOutcome:
-            outbox.to(RISK_IN, event.account, event)
-            outbox.to(ACCOUNT_EVENTS, event.account, event)
+from schemas import LIQUIDATION_IN
+from schemas.topics import LIQUIDATION, ROUTES
+from services.runtime.runner import ServiceSpec
 
 
 def spec(markets: dict[str, Market], insurance_account: str = "insurance", settings: dict | None = None) -> ServiceSpec:
@@ -40,4 +24,4 @@ def spec(markets: dict[str, Market], insurance_account: str = "insurance", setti
         return LiquidationEngine(markets, None, producer=f"liquidation.p{partition}",
                                  insurance_account=insurance_account, partition=partition, **(settings or {}))
 
-    return ServiceSpec("liquidation", LIQUIDATION_IN, make, route)
+    return ServiceSpec("liquidation", LIQUIDATION_IN, make, ROUTES[LIQUIDATION])

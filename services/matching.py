@@ -3,7 +3,7 @@
 Inputs: orders, cancels and amends from risk, liquidation orders and transfers, and the
 oracle's marks (which only conditional orders use).
 
-Outputs: order outcomes (and triggered conditional orders) and fills to ``risk.in`` (keyed by account; a fill to both
+Outputs (``schemas.topics.ROUTES``): order outcomes (and triggered conditional orders) and fills to ``risk.in`` (keyed by account; a fill to both
 accounts' partitions) and to ``account.events``; trades (the public view of fills) to
 ``market.data`` (keyed by market), and there, once per fetched batch, each market's book
 delta and BBO (coalesced: every level the batch changed, at its size now).
@@ -13,26 +13,11 @@ from __future__ import annotations
 
 from exchange.markets import Market
 from exchange.matching import MatchingEngine
-from schemas import ACCOUNT_EVENTS, MARKET_DATA, MATCH_IN, RISK_IN, RejectReason
-from schemas.events import (
-    BBO,
-    BookDelta,
-    BookSnapshot,
-    CommandRejected,
-    Fill,
-    Message,
-    NewOrder,
-    OrderAccepted,
-    OrderAmended,
-    OrderClosed,
-    OrderRejected,
-    OrderTriggered,
-    Trade,
-)
+from schemas import MATCH_IN, RejectReason
+from schemas.events import Message, NewOrder, OrderRejected
 from schemas.state import MatchingState
-from services.runtime.runner import Outbox, ServiceSpec
-
-ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderAmended, OrderClosed, OrderTriggered, CommandRejected)
+from schemas.topics import MATCHING, ROUTES
+from services.runtime.runner import ServiceSpec
 
 
 class UnknownMarket(LookupError):
@@ -78,21 +63,5 @@ class MatchingProcessor:
         raise UnknownMarket(f"no market {getattr(message, 'market', None)!r}")
 
 
-def route(events: list[Message], outbox: Outbox) -> None:
-    for event in events:
-        kind = type(event)
-        if kind in ORDER_EVENTS:
-            outbox.to(RISK_IN, event.account, event)
-            outbox.to(ACCOUNT_EVENTS, event.account, event)
-        elif kind is Fill:
-            for account in (event.taker_account, event.maker_account):
-                outbox.to(RISK_IN, account, event)
-                outbox.to(ACCOUNT_EVENTS, account, event)
-            outbox.to(MARKET_DATA, event.market, Trade(event.producer, event.seq, event.market, event.trade_id,
-                                                       event.price, event.size, event.taker_side, event.ts))
-        elif kind in (BookDelta, BBO, BookSnapshot):
-            outbox.to(MARKET_DATA, event.market, event)
-
-
 def spec(markets: dict[str, Market]) -> ServiceSpec:
-    return ServiceSpec("matching", MATCH_IN, lambda partition: MatchingProcessor(markets, partition), route)
+    return ServiceSpec("matching", MATCH_IN, lambda partition: MatchingProcessor(markets, partition), ROUTES[MATCHING])

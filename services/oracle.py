@@ -32,10 +32,10 @@ from exchange.oracle import (
     Shocked,
 )
 from exchange.venues import FundingRule
-from schemas import DEADLETTER, MARKET_DATA, MATCH_IN, RISK_IN, SchemaError, codec
-from schemas.events import DeadLetter, MarkPrice
+from schemas import DEADLETTER, MARKET_DATA, SchemaError, codec
+from schemas.events import DeadLetter
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
-from schemas.topics import refusal
+from schemas.topics import ORACLE, ROUTES, refusal
 from services.runtime.bus import Bus
 from services.runtime.runner import Outbox
 from services.runtime.state import StateStore
@@ -159,12 +159,10 @@ class OracleService:
                 now = time.time_ns()
                 if self.epoch is None:
                     self.epoch = await self._new_epoch(now)
-                for event in self.oracle.tick(now - self.epoch):
+                events = self.oracle.tick(now - self.epoch)
+                for event in events:
                     event.ts = now
-                    outbox.to_all(RISK_IN, event)
-                    if type(event) is MarkPrice:  # conditional orders in matching watch the mark
-                        outbox.to(MATCH_IN, event.market, event)
-                    outbox.to(MARKET_DATA, event.market, event)
+                outbox.route(ROUTES[ORACLE], events)
                 await self.bus.send(outbox.drain())
                 self.ticks += 1
                 if time.monotonic() - last_status >= 10:

@@ -5,6 +5,7 @@ nothing, a half-written snapshot never hides the previous one."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from exchange.markets import default_markets
 from schemas import DEADLETTER, RISK_IN, STATE, codec, topic_partitions
@@ -12,7 +13,7 @@ from schemas.enums import MarginMode, OrderType, SelfTradePrevention, Side, Time
 from schemas.events import Deposit, Fill, MarkPrice, PlaceOrder, SetMarginMode
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
 from services.risk import spec as risk_spec
-from services.runtime.bus import Record
+from services.runtime.bus import BusError, Record
 from services.runtime.memory import MemoryBus
 from services.runtime.runner import ServiceRunner
 from services.runtime.state import StateStore
@@ -139,3 +140,63 @@ def test_a_batch_whose_output_passes_a_record_size_is_sent_as_several_records_in
     assert all(len(value) <= MAX_RECORD_BYTES + 8 for _, _, _, value in items)
     received = [m for _, _, _, value in items for m in codec(RISK_IN).decode(value)]
     assert received == sent
+
+
+class SlowBus(MemoryBus):
+    """A broker that holds everything but answers reads late: ``slow_reads`` reads in a row
+    time out, as aiokafka's do on a machine at load 20."""
+
+    def __init__(self, topics: dict[str, int]):
+        super().__init__(topics)
+        self.slow_reads = 0
+
+    async def read(self, topic: str, partition: int, start: int, end: int | None = None):
+        if self.slow_reads:
+            self.slow_reads -= 1
+            raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out")
+        return await super().read(topic, partition, start, end)
+
+
+async def test_a_log_check_that_times_out_is_not_taken_for_a_lost_broker():
+    bus = SlowBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    bus.slow_reads = 10
+    for _ in range(10):  # ten status checks in a row that cannot read: slow, not lost
+        await runner._check_log()
+    bus.slow_reads = 0
+    await runner._check_log()
+    assert runner.states[0].offset == len(trading())
+
+
+async def test_a_record_that_differs_from_the_one_applied_stops_the_service_at_once():
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    log = records(bus, RISK_IN)
+    last = log[-1]
+    log[-1] = Record(RISK_IN, 0, last.offset, None, codec(RISK_IN).encode(Deposit("client-z", 1, "zed", 5)))
+    with pytest.raises(BusError, match=r"the broker lost its data: risk.in\[0\].*record at 4 is another one"):
+        await runner._check_log()
+
+
+async def test_a_log_that_ended_before_what_was_applied_stops_the_service_on_the_third_check():
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    del records(bus, RISK_IN)[:]  # an empty broker on the same port: the topic is there, its records are not
+    await runner._check_log()
+    await runner._check_log()  # one or two such answers may be a slow broker reporting a short end
+    with pytest.raises(BusError, match=r"the log ends at 0 .* 3 checks in a row"):
+        await runner._check_log()
+
+
+async def test_a_restore_whose_log_check_times_out_waits_and_keeps_the_snapshot():
+    """Before, a read that timed out refused the snapshot and the partition started from the
+    log: a busy broker made risk forget every account."""
+    bus = SlowBus(topic_partitions(1))
+    first = await runner_with(bus, trading())
+    await first.snapshot(force=True)
+    bus.slow_reads = 2
+    second = ServiceRunner(risk_spec(MARKETS, partitions=1), bus)
+    second.consumer = bus.consumer(RISK_IN, "perpsim-risk-second")
+    await second._assigned({0})  # retries until the log can be checked
+    assert second.states[0].offset == len(trading())
+    assert msgspec.msgpack.encode(second.states[0].processor.export()) == state_bytes(first)

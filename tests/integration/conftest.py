@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from exchange.markets import default_markets
-from schemas import MARKET_DATA, MATCH_IN, RISK_IN, codec, topic_partitions
+from schemas import topic_partitions
 from schemas.events import Funding, MarkPrice
+from schemas.topics import ORACLE, ROUTES
 from services.runtime.broker import EmbeddedBroker
-from services.runtime.bus import partition_for
 from services.runtime.kafka import KafkaBus, KafkaSettings
+from services.runtime.runner import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,8 +125,8 @@ async def kafka_bus(bootstrap: str, partitions: int) -> KafkaBus:
 
 
 class Oracle:
-    """Publishes marks to every risk.in partition, to the market's match.in partition and to
-    market.data, as the oracle service does (funding to risk.in and market.data)."""
+    """Publishes marks and funding where the oracle service does (``schemas.topics.ROUTES``):
+    every risk.in partition, market.data, and for marks the market's match.in partition."""
 
     def __init__(self, bus, wall_clock: bool = False):
         """``wall_clock``: stamp events with the time (as the oracle service does), else
@@ -154,11 +155,7 @@ class Oracle:
         return time.time_ns() if self.wall_clock else self.count
 
     async def _publish(self, market: str, event) -> None:
-        payload = codec(RISK_IN).encode(event)
-        public = (MARKET_DATA, partition_for(market, self.bus.partitions(MARKET_DATA)), None,
-                  codec(MARKET_DATA).encode(event))
-        records = [(RISK_IN, p, None, payload) for p in range(self.bus.partitions(RISK_IN))] + [public]
-        if type(event) is MarkPrice:  # conditional orders in matching watch the mark
-            records.append((MATCH_IN, partition_for(market, self.bus.partitions(MATCH_IN)), None,
-                            codec(MATCH_IN).encode(event)))
+        outbox = Outbox(self.bus)
+        outbox.route(ROUTES[ORACLE], [event])  # where the oracle service sends it
+        records = outbox.drain()
         await self.bus.send(records)

@@ -89,7 +89,9 @@ async def test_the_sdks_info_reads_markets_books_and_an_isolated_position(hyperl
 async def test_an_unknown_or_malformed_request_gets_hyperliquids_answer(hyperliquid):
     _, _, _, url = hyperliquid
     async with aiohttp.ClientSession() as session:
-        for body in ('{"type": "noSuchThing"}', "not json", '{"type": "l2Book", "coin": "DOGE"}', "[]"):
+        # "user" and "market" are the dialect's own helpers' names, not request types
+        for body in ('{"type": "noSuchThing"}', "not json", '{"type": "l2Book", "coin": "DOGE"}', "[]",
+                     f'{{"type": "user", "user": "{USER}"}}', '{"type": "market", "coin": "SOL"}'):
             async with session.post(f"{url}/info", data=body, headers={"Content-Type": "application/json"}) as answer:
                 assert answer.status == 422, body
                 assert await answer.text() == "Failed to deserialize the JSON body into the target type"
@@ -203,6 +205,12 @@ async def test_a_replayed_nonce_a_stranger_and_a_bad_signature_are_refused(hyper
         assert (await post({**body, "nonce": nonce + 2, "signature": {"r": "0x1", "s": "0x2", "v": 27}}))["status"] \
             == "err"
         assert (await post({"action": "nonsense"}))["status"] == "err"
+        # an internal helper's name is no action: only Hyperliquid's action types are served
+        helper = {"type": "one_order", "a": 2, "b": True, "p": "145", "s": "1", "r": False,
+                  "t": {"limit": {"tif": "Gtc"}}}
+        answer = await post({"action": helper, "nonce": nonce + 3, "vaultAddress": None, "expiresAfter": None,
+                             "signature": sign_l1_action(wallet, helper, None, nonce + 3, None, False)})
+        assert answer == {"status": "err", "response": "Unknown action type 'one_order'"}
     assert len(gateway.ledger.open_orders(address)) == 1  # only the first, once
 
 

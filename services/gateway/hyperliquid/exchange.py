@@ -28,6 +28,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -103,6 +104,18 @@ class HyperliquidExchange:
         self.assets = list(gateway.markets.values())  # asset index -> market, as /info's meta lists them
         self.nonces: dict[str, deque[int]] = {}
         self.scheduled: dict[str, asyncio.Task] = {}  # account -> its dead man's switch
+        # the signed actions served, by Hyperliquid's name for them (approveAgent is signed by
+        # the master itself, see ``answer``): nothing else is reachable from the wire
+        self.handlers: dict[str, Callable[[str, dict], Awaitable[Any]]] = {
+            "order": self._order,
+            "updateLeverage": self._updateLeverage,
+            "updateIsolatedMargin": self._updateIsolatedMargin,
+            "modify": self._modify,
+            "batchModify": self._batchModify,
+            "scheduleCancel": self._scheduleCancel,
+            "cancel": self._cancel,
+            "cancelByCloid": self._cancelByCloid,
+        }
 
     def routes(self) -> list:
         return [web.post("/exchange", self.exchange)]
@@ -127,7 +140,7 @@ class HyperliquidExchange:
                 return {"status": "ok", "response": await self._approve_agent(action, signature, nonce)}
             account = self._signer(action, signature, body.get("vaultAddress"), nonce, body.get("expiresAfter"))
             self._use_nonce(account, nonce)
-            handler = getattr(self, "_" + str(action.get("type")), None)
+            handler = self.handlers.get(action.get("type"))
             if handler is None:
                 raise Refusal(f"Unknown action type {action.get('type')!r}")
             return {"status": "ok", "response": await handler(account, action)}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +62,30 @@ class HyperliquidInfo:
         self.gateway = gateway
         self.markets = gateway.markets
         self.by_coin = {coin(market): market for market in self.markets.values()}
+        # the request types answered, by the name Hyperliquid gives them: only these are reachable
+        # from the wire (a helper's name in "type" is refused like any unknown type)
+        self.handlers: dict[str, Callable[[dict], Any]] = {
+            "meta": self._meta,
+            "metaAndAssetCtxs": self._metaAndAssetCtxs,
+            "spotMeta": self._spotMeta,
+            "spotMetaAndAssetCtxs": self._spotMetaAndAssetCtxs,
+            "perpDexs": self._perpDexs,
+            "exchangeStatus": self._exchangeStatus,
+            "allMids": self._allMids,
+            "l2Book": self._l2Book,
+            "fundingHistory": self._fundingHistory,
+            "candleSnapshot": self._candleSnapshot,
+            "clearinghouseState": self._clearinghouseState,
+            "openOrders": self._openOrders,
+            "frontendOpenOrders": self._frontendOpenOrders,
+            "orderStatus": self._orderStatus,
+            "historicalOrders": self._historicalOrders,
+            "userFills": self._userFills,
+            "userFillsByTime": self._userFillsByTime,
+            "userFunding": self._userFunding,
+            "userFees": self._userFees,
+            "userAbstraction": self._userAbstraction,
+        }
 
     def routes(self) -> list:
         return [web.post("/info", self.info)]
@@ -76,7 +101,7 @@ class HyperliquidInfo:
         WebSocket ``post`` info request); ``Unreadable`` for what Hyperliquid refuses."""
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             raise Unreadable
-        handler = getattr(self, "_" + body["type"], None)
+        handler = self.handlers.get(body["type"])
         if handler is None:
             raise Unreadable
         try:
