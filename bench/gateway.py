@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import hashlib
 import hmac
@@ -33,18 +34,17 @@ import time
 from urllib.parse import urlencode
 
 import aiohttp
-from aiohttp import web
 
 from exchange.markets import default_markets
 from schemas import topic_partitions
 from schemas.enums import Side, TimeInForce
 from services.client import Client
-from services.gateway.binance.app import Gateway
+from services.gateway.host import GatewayHost, GatewaySettings
 from services.gateway.keys import KeyStore, publish_key
+from services.gateway.registry import serving
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
-from services.runtime.broker import free_port
 from services.runtime.loop import loop_name, run
 from services.runtime.memory import MemoryBus
 from services.runtime.runner import ServiceRunner
@@ -189,18 +189,12 @@ async def main_async(args: argparse.Namespace) -> None:
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
     store = KeyStore(bus)
     await store.start()
-    gateway = Gateway(bus, markets, store, limits=None)  # the gateway's own cost, not Binance's rate limits
+    # the gateway's own cost, not the venues' rate limits
+    gateway = GatewayHost(bus, markets, store, GatewaySettings(rate_limits=False))
     await gateway.start()
-    runner = web.AppRunner(gateway.application(), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    from services.gateway.hyperliquid.app import application as hyperliquid_application
-
-    hl_runner = web.AppRunner(hyperliquid_application(gateway), access_log=None)
-    await hl_runner.setup()
-    hl_port = free_port()
-    await web.TCPSite(hl_runner, "127.0.0.1", hl_port).start()
+    servers = contextlib.AsyncExitStack()
+    ports = await servers.enter_async_context(serving(gateway, "127.0.0.1", {}))  # every dialect, each on a free port
+    port, hl_port = ports["binance"], ports["hyperliquid"]
     client = Client(bus, markets, timeout_s=60)
     await client.start()
     try:
@@ -236,8 +230,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"ratio hyperliquid/native: {hyperliquid_rate / native_rate:.2f}")
     finally:
         await client.stop()
-        await hl_runner.cleanup()
-        await runner.cleanup()
+        await servers.aclose()
         await gateway.stop()
         stop.set()
         await asyncio.gather(*tasks)

@@ -32,6 +32,22 @@ from schemas.enums import (
     TimeInForce,
     TriggerSource,
 )
+from schemas.events import (
+    BBO,
+    AdjustIsolatedMargin,
+    CancelOrder,
+    Deposit,
+    Fill,
+    Funding,
+    MarginSnapshot,
+    MarkPrice,
+    Message,
+    PlaceOrder,
+    PositionTransfer,
+    SetLeverage,
+    SetMarginMode,
+    Withdraw,
+)
 from schemas.topics import (
     LIQUIDATION,
     LIQUIDATION_IN,
@@ -42,34 +58,6 @@ from schemas.topics import (
     RISK_IN,
     ROUTES,
     destinations,
-)
-from schemas.events import (
-    BBO,
-    LIQUIDATION_ORDER_BIT,
-    AdjustIsolatedMargin,
-    AmendOrder,
-    CancelAllOrders,
-    CancelOrder,
-    CommandRejected,
-    Deposit,
-    Fill,
-    Funding,
-    LiquidationOutcome,
-    LiquidationTrigger,
-    MarginSnapshot,
-    MarkPrice,
-    Message,
-    NewOrder,
-    OrderAccepted,
-    OrderAmended,
-    OrderClosed,
-    OrderRejected,
-    OrderTriggered,
-    PlaceOrder,
-    PositionTransfer,
-    SetLeverage,
-    SetMarginMode,
-    Withdraw,
 )
 
 # the engine each topic feeds here (account.events and market.data have readers outside the core)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from schemas.events import (
-    LIQUIDATION_ORDER_BIT,
     BBO,
+    LIQUIDATION_ORDER_BIT,
     AdjustIsolatedMargin,
     AmendOrder,
     ApiKey,

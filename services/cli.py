@@ -6,6 +6,7 @@ import click
 
 from exchange.markets import MarketError, default_markets, load_markets
 from exchange.venues import venue as venue_profile
+from services.gateway.registry import DIALECTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -285,16 +286,19 @@ _common_options = _group([
                       "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
                       "of the 8-hour rate; Binance: its brackets, 8-hourly funding."),
     click.option("--security-protocol", default="PLAINTEXT", show_default=True,
-                 type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])),
+                 type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+                 help="How to reach the Kafka cluster: plain, TLS, SASL, or SASL over TLS."),
     click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
-    click.option("--sasl-username", default=None, envvar="PERPSIM_SASL_USERNAME"),
+    click.option("--sasl-username", default=None, envvar="PERPSIM_SASL_USERNAME",
+                 help="SASL user name. Also read from PERPSIM_SASL_USERNAME."),
     click.option("--sasl-password", default=None, envvar="PERPSIM_SASL_PASSWORD",
                  help="Also read from PERPSIM_SASL_PASSWORD."),
     click.option("--ssl-cafile", default=None, type=click.Path(dir_okay=False, exists=True), help="CA bundle for TLS."),
     click.option("--connect-timeout", default=15.0, show_default=True, type=click.FloatRange(0.1),
                  help="Seconds to wait for the broker before giving up with an error."),
     click.option("--log-level", default="INFO", show_default=True,
-                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                 help="The least severe log lines written."),
 ])
 
 # The oracle's: what its index prices follow.
@@ -316,16 +320,24 @@ _oracle_options = _group([
                  help="Follow this scenario's prices and shocks (`perpsim simulate --list`)."),
 ])
 
-# The gateway's: where its two dialects listen.
+def port_options(dialects) -> list:
+    """One ``--<dialect>-port`` option per dialect (``services.gateway.registry``); its value
+    arrives as ``port_<name>``."""
+    return [click.option(dialect.port_option, f"port_{dialect.name}", default=dialect.default_port,
+                         show_default=True, type=click.IntRange(0, 65535),
+                         help=f"gateway: HTTP port of the {dialect.title}-compatible API ({dialect.paths})"
+                              + ("; the web view and /metrics too." if index == 0 else "."))
+            for index, dialect in enumerate(dialects)]
+
+
+# The gateway's: where each of its dialects listens (one port option per dialect of the registry).
 _gateway_options = _group([
     click.option("--gateway-host", default="127.0.0.1", show_default=True, help="gateway: address to listen on."),
-    click.option("--gateway-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-                 help="gateway: HTTP port of the Binance-compatible API."),
-    click.option("--hyperliquid-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
-                 help="gateway: HTTP port of the Hyperliquid-compatible API (/info, /exchange, /ws)."),
+    *port_options(DIALECTS),
     click.option("--rate-limits", default="binance", show_default=True, type=click.Choice(["binance", "off"]),
-                 help="gateway: enforce Binance's request-weight (2,400/min per IP) and order-rate (300/10 s, "
-                      "1,200/min per account) limits, with their X-MBX-* headers and 429 answers, or none."),
+                 help="gateway: enforce the venues' published rate limits (Binance's request weight, 2,400/min per "
+                      "IP, and order rate, 300/10 s and 1,200/min per account, with their X-MBX-* headers and 429 "
+                      "answers), or none."),
 ])
 
 
@@ -556,8 +568,8 @@ def _options(params: dict):  # -> services.launch.Options
     return Options(settings, markets, params["partitions"], Path(params["state_dir"]), params["snapshot_interval"],
                    oracle_args=oracle_args, forward=forward, forward_to={"oracle": oracle, "gateway": gateway},
                    scenario=params.get("scenario_name"), gateway_host=params.get("gateway_host", "127.0.0.1"),
-                   gateway_port=params.get("gateway_port", 8080), venue=params["venue"],
-                   hyperliquid_port=params.get("hyperliquid_port", 8081),
+                   ports={d.name: params.get(f"port_{d.name}", d.default_port) for d in DIALECTS},
+                   venue=params["venue"],
                    rate_limits=params.get("rate_limits", "binance") != "off")
 
 
@@ -674,7 +686,9 @@ _service_command("matching", "Run the matching service (reads match.in) in this 
 _service_command("risk", "Run the risk service (reads risk.in) in this process.")
 _service_command("liquidation", "Run the liquidation service (reads liquidation.in) in this process.")
 _service_command("oracle", "Run the oracle (publishes marks and funding; reads market.data) in this process.")
-_service_command("gateway", "Run the Binance USD-M compatible API (for ccxt bots) in this process.")
+_service_command("gateway", "Run the venue's APIs in this process: "
+                 + ", ".join(f"{d.title} ({d.port_option})" for d in DIALECTS)
+                 + ", each on its own port, and the web view.")
 
 
 @main.group()

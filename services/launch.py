@@ -57,13 +57,13 @@ class Options:
     oracle_args: dict = field(default_factory=dict)
     scenario: str | None = None  # the oracle follows this scenario's prices; `up` runs its participants
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    hyperliquid_port: int = 8081  # the gateway's Hyperliquid dialect (services/gateway/hyperliquid)
+    # the gateway's port per dialect (services.gateway.registry), by name; missing: its default
+    ports: dict[str, int] = field(default_factory=dict)
     forward: list[str] = field(default_factory=list)  # CLI arguments passed on to every child process
     forward_to: dict[str, list[str]] = field(default_factory=dict)  # and to one service only (its own options)
     venue: str = DEFAULT_VENUE  # exchange.venues: the markets' table (unless a file gives them) and the funding rule
     web_url: str = ""  # the gateway's web view, once `up` knows its port
-    rate_limits: bool = True  # the gateway enforces Binance's rate limits
+    rate_limits: bool = True  # the gateway enforces the venues' published rate limits
 
 
 LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s pid=%(process)d %(message)s"
@@ -128,35 +128,24 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
 
 
 async def _serve_gateway(bus: KafkaBus, options: Options, stop: asyncio.Event) -> None:
-    from aiohttp import web
-
-    from services.gateway.binance.app import Gateway
-    from services.gateway.hyperliquid.app import application as hyperliquid_application
+    from services.gateway.host import GatewayHost, GatewaySettings
     from services.gateway.keys import KeyStore
+    from services.gateway.registry import DIALECTS, serving
 
     keys = KeyStore(bus)
     await keys.start(options.settings.connect_timeout_s)
-    from services.gateway.binance.limits import BINANCE
-
-    gateway = Gateway(bus, options.markets, keys, limits=BINANCE if options.rate_limits else None)
-    await gateway.start()
-    runners = [web.AppRunner(gateway.application(), access_log=None),
-               web.AppRunner(hyperliquid_application(gateway), access_log=None)]
+    host = GatewayHost(bus, options.markets, keys, GatewaySettings(rate_limits=options.rate_limits))
+    await host.start()
+    ports = {d.name: options.ports.get(d.name, d.default_port) for d in DIALECTS}
     try:
-        for runner, port, dialect in zip(runners, (options.gateway_port, options.hyperliquid_port),
-                                         ("Binance USD-M", "Hyperliquid")):
-            await runner.setup()
-            site = web.TCPSite(runner, options.gateway_host, port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise BusError(f"the gateway cannot listen on {options.gateway_host}:{port}: {exc}") from None
-            log.info("service=gateway listening on http://%s:%d (%s)", options.gateway_host, port, dialect)
-        await stop.wait()
+        try:
+            async with serving(host, options.gateway_host, ports):
+                await stop.wait()
+        except OSError as exc:
+            raise BusError(f"the gateway cannot listen on {options.gateway_host} (ports "
+                           f"{', '.join(f'{name} {port}' for name, port in ports.items())}): {exc}") from None
     finally:
-        for runner in runners:
-            await runner.cleanup()
-        await gateway.stop()
+        await host.stop()
         await keys.stop()
 
 
@@ -371,28 +360,31 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
             log.info("embedded broker started at %s", settings.bootstrap)
             children["broker"] = broker.process  # watched with the services: if it dies, `up` stops
         await ensure_topics(settings, topic_partitions(options.partitions))
-        gateway_port = options.gateway_port
-        if gateway_port == 0:  # any free port, chosen here so that it can be printed
-            gateway_port = free_port(options.gateway_host)
-        elif not _port_free(options.gateway_host, gateway_port):
-            gateway_port = free_port(options.gateway_host)
-            log.warning("port %d is in use; the gateway listens on %d instead", options.gateway_port, gateway_port)
-        hyperliquid_port = options.hyperliquid_port
-        if hyperliquid_port == 0 or hyperliquid_port == gateway_port \
-                or not _port_free(options.gateway_host, hyperliquid_port):
-            chosen = free_port(options.gateway_host)
-            if hyperliquid_port:
-                log.warning("port %d is in use; the Hyperliquid API listens on %d instead", hyperliquid_port, chosen)
-            hyperliquid_port = chosen
-        log.info("gateway: http://%s:%d (Binance USD-M API), http://%s:%d (Hyperliquid API); broker: %s",
-                 options.gateway_host, gateway_port, options.gateway_host, hyperliquid_port, settings.bootstrap)
-        options.web_url = f"http://{options.gateway_host}:{gateway_port}/"
+        from services.gateway.registry import DIALECTS
+
+        ports: dict[str, int] = {}  # chosen here, so that they can be printed
+        for dialect in DIALECTS:
+            wanted = options.ports.get(dialect.name, dialect.default_port)
+            port = wanted
+            if port == 0 or port in ports.values() or not _port_free(options.gateway_host, port):
+                port = free_port(options.gateway_host)
+                while port in ports.values():
+                    port = free_port(options.gateway_host)
+                if wanted:
+                    log.warning("port %d is in use; the gateway's %s API listens on %d instead", wanted,
+                                dialect.title, port)
+            ports[dialect.name] = port
+        log.info("gateway: %s; broker: %s", ", ".join(f"http://{options.gateway_host}:{ports[d.name]} ({d.title} API)"
+                                                      for d in DIALECTS), settings.bootstrap)
+        options.web_url = f"http://{options.gateway_host}:{ports[DIALECTS[0].name]}/"
         log.info("web view: %s", options.web_url)
+
         def start(name: str) -> None:
             command = [sys.executable, "-m", "services.cli", name, "--bootstrap", settings.bootstrap,
                        *options.forward, *options.forward_to.get(name, ())]
             if name == "gateway":
-                command += ["--gateway-port", str(gateway_port), "--hyperliquid-port", str(hyperliquid_port)]
+                for dialect in DIALECTS:
+                    command += [dialect.port_option, str(ports[dialect.name])]
             if logs is None:
                 children[name] = spawn(command)
             else:

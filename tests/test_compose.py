@@ -7,9 +7,13 @@ from pathlib import Path
 
 import yaml
 
-from schemas import topic_partitions
+from schemas import ACCOUNT_EVENTS, DEADLETTER, KEYS, MARKET_DATA, STATE, topic_partitions
+from schemas.topics import ROUTES
 from services.cli import main
 from services.launch import SERVICES
+from services.liquidation import spec as liquidation_spec
+from services.matching import spec as matching_spec
+from services.risk import spec as risk_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +52,14 @@ def test_compose_creates_the_topics_the_services_use_with_one_partition_count():
     services = compose()["services"]
     counts = {int(s["command"][s["command"].index("--partitions") + 1]) for n, s in services.items() if n != "kafka"}
     assert len(counts) == 1
-    topics = topic_partitions(counts.pop())
-    assert set(topics) == {"risk.in", "match.in", "liquidation.in", "market.data", "account.events", "deadletter",
-                           "state", "keys"}
+    creator = services["topics"]["command"]  # `perpsim topics` creates topic_partitions(<its count>)
+    assert creator[0] == "topics" and int(creator[creator.index("--partitions") + 1]) in counts
+    created = set(topic_partitions(counts.pop()))
+    # what the services read (their input topics) and write (ROUTES), and what every service uses
+    used = {spec.input_topic for spec in (matching_spec({}), risk_spec({}), liquidation_spec({}))}
+    used |= {route.topic for table in ROUTES.values() for routes in table.values() for route in routes}
+    used |= {MARKET_DATA, ACCOUNT_EVENTS, STATE, KEYS, DEADLETTER}  # the oracle's and gateway's inputs, shared ones
+    assert used <= created, used - created
 
 
 def test_dockerfile_installs_the_package_and_runs_the_cli():

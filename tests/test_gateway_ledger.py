@@ -15,8 +15,8 @@ from schemas.events import (
     OrderClosed,
     Trade,
 )
-from services.gateway.binance.wire import user_event
-from services.gateway.ledger import Ledger, money
+from services.gateway.binance.wire import client_id, user_event
+from services.gateway.ledger import Ledger, OrderKind, OrderStatus, money
 from services.gateway.projection import MarketProjection, aggregate
 
 MINUTE_NS = 60 * 10**9
@@ -61,7 +61,7 @@ def test_a_fill_and_close_that_overtake_the_acceptance_still_count():
     ledger.apply(OrderClosed("matching", 2, "SOL-PERP", "bot", 5, CloseReason.FILLED, 100, 0, 3))
     ledger.apply(accepted(5))
     order = ledger.orders[5]
-    assert (order.status, order.executed, ledger.open_orders("bot")) == ("FILLED", 100, [])
+    assert (order.status, order.executed, ledger.open_orders("bot")) == (OrderStatus.FILLED, 100, [])
     assert [p["o"]["x"] for a, p in updates if a == "bot"] == ["NEW", "TRADE"]
     [trade] = ledger.account("bot").trades
     assert trade.maker and trade.commission == 15000 * 100 * 100 * 200 // 1_000_000  # maker fee, 2 bp
@@ -93,11 +93,15 @@ def test_each_side_of_a_backstop_or_adl_transfer_is_an_order_of_its_own():
     [bot] = ledger.forced_orders("bot")
     [fund] = ledger.forced_orders("insurance")
     assert bot.order_id != fund.order_id
-    assert (bot.side, bot.status, bot.executed, bot.client_order_id[:10]) == (Side.SELL, "FILLED", 1_000, "autoclose-")
-    assert (fund.side, fund.status) == (Side.BUY, "FILLED")
+    assert (bot.side, bot.status, bot.executed, bot.kind) == (Side.SELL, OrderStatus.FILLED, 1_000, OrderKind.LIQUIDATION)
+    assert (fund.side, fund.status) == (Side.BUY, OrderStatus.FILLED)
     [loser] = ledger.forced_orders("loser")
     [winner] = ledger.forced_orders("winner")
-    assert {loser.client_order_id, winner.client_order_id} == {"adl_autoclose"} and loser.kind == "ADL"
+    assert (loser.kind, winner.kind) == (OrderKind.ADL, OrderKind.ADL)
+    # the ledger gives a forced close no client id; Binance's dialect names it as Binance does
+    assert client_id(bot) == f"autoclose-{10**18 // 10**6}7" and client_id(fund).startswith("autoclose-")
+    assert {client_id(loser), client_id(winner)} == {"adl_autoclose"}
+    assert bot.client_order_id == loser.client_order_id == ""
     # each trade names its side's order, so a bot's trade history joins with its order history
     assert [t.order_id for t in ledger.account("bot").trades] == [bot.order_id]
     assert not ledger.open_orders("bot")

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("schemas", "exchange", "services")
 
 # Lowest first; a module belongs to the room of its longest matching prefix and may import
-# modules of its own room or lower ones.
+# modules of its own room or of lower ranks, never of another room of its own rank: the four
+# services know nothing of each other, and each API dialect is a room of its own over the
+# gateway's host (services.gateway), which imports no dialect; only the registry names them.
 ROOMS = (
     ("schemas", 0),
     ("exchange", 1),
@@ -19,10 +21,11 @@ ROOMS = (
     ("services.matching", 3), ("services.risk", 3), ("services.liquidation", 3), ("services.oracle", 3),
     ("services.client", 4),
     ("services.gateway", 5),
-    ("services.gateway.binance", 6),
-    ("services.sim", 7),
-    ("services.launch", 8),
-    ("services.cli", 9),
+    ("services.gateway.binance", 6), ("services.gateway.hyperliquid", 6),
+    ("services.gateway.registry", 7),
+    ("services.sim", 8),
+    ("services.launch", 9),
+    ("services.cli", 10),
 )
 # What the pure core may not use: no services, no network, no processes, no event loop.
 CORE_FORBIDDEN = ("services", "asyncio", "aiokafka", "aiohttp", "socket", "subprocess")
@@ -60,12 +63,13 @@ def imports(root: Path) -> dict[str, set[str]]:
     return graph
 
 
-def room(module: str) -> int | None:
+def room(module: str) -> tuple[str, int] | None:
+    """The room of ``module``: its prefix and rank."""
     best = None
     for prefix, rank in ROOMS:
         if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
             best = (prefix, rank)
-    return best[1] if best else None
+    return best
 
 
 def violations(graph: dict[str, set[str]]) -> list[str]:
@@ -75,8 +79,12 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
             if module.startswith("exchange") and target.split(".")[0] in CORE_FORBIDDEN:
                 found.append(f"{module} imports {target}: the core does no I/O and knows no service")
             mine, theirs = room(module), room(target)
-            if mine is not None and theirs is not None and theirs > mine:
+            if mine is None or theirs is None:
+                continue
+            if theirs[1] > mine[1]:
                 found.append(f"{module} imports {target}, a higher room")
+            elif theirs[1] == mine[1] and theirs[0] != mine[0]:
+                found.append(f"{module} imports {target}, of another room of its rank ({theirs[0]})")
     ours = {m: {t for t in targets if t in graph} for m, targets in graph.items()}
     found.extend(f"import cycle among {', '.join(group)}" for group in cycles(ours))
     return found
@@ -144,10 +152,16 @@ def test_the_check_finds_an_upward_import_a_cycle_and_io_in_the_core(tmp_path):
         "services/sim/__init__.py": "",
         "services/sim/a.py": "from services.sim import b\n",
         "services/sim/b.py": "from . import a\n",
+        "services/gateway/__init__.py": "",
+        "services/gateway/host.py": "",
+        "services/gateway/binance/__init__.py": "from services.gateway import host\n",
+        "services/gateway/hyperliquid/__init__.py": "from services.gateway.binance import x\n",
     })
     found = violations(imports(tmp_path))
     assert found == [
         "exchange.book imports socket: the core does no I/O and knows no service",
+        "services.gateway.hyperliquid imports services.gateway.binance, of another room of its rank "
+        "(services.gateway.binance)",
         "services.runtime.bus imports services.launch, a higher room",
         "import cycle among services.launch, services.runtime.bus",
         "import cycle among services.sim.a, services.sim.b",

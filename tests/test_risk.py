@@ -387,7 +387,7 @@ def test_reduce_only_orders_reserve_nothing(ex):
     assert ex.snapshot("t").available_to_trade == available
 
 
-def test_margin_snapshot_follows_every_change(ex):
+def test_a_deposit_is_followed_by_a_margin_snapshot_of_the_new_balance(ex):
     events = ex.deposit("t", "100")
     snap = _one(events, MarginSnapshot)
     assert snap.account == "t" and snap.balance == 100 * USD and snap.withdrawable == 100 * USD

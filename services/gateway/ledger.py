@@ -1,13 +1,14 @@
 """What the gateway knows of its accounts, folded from ``account.events``: orders, trades,
 income and the newest margin snapshot per account, and the user-stream events they give
-rise to (``OrderUpdate``, ``AccountUpdate``, ``MarginCall``). Dialect-free: each API
-dialect turns these views and events into its own wire format.
+rise to (``OrderUpdate``, ``AccountUpdate``, ``ConditionalUpdate``). Dialect-free: each
+API dialect turns these views and events into its own words and wire format.
 
-Order statuses and executions use one vocabulary for every dialect: statuses ``NEW``,
-``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``, ``EXPIRED``; executions ``NEW``,
-``TRADE``, ``AMENDMENT`` and the closing status. Conditional orders (``ConditionalView``)
-have their own: ``NEW`` while they wait, ``TRIGGERED`` once fired (the order they became
-is then an ``OrderView`` with the same id), ``FINISHED`` when that order has ended,
+One vocabulary for every dialect, as enums: an order's ``OrderStatus`` (``LIVE`` while it
+rests), what happened to it (``Execution``) and what it is (``OrderKind``: a forced close
+is ``LIQUIDATION`` or ``ADL``, with no client order id of its own; a dialect names it as
+its venue does). Conditional orders (``ConditionalView``) have their own
+``ConditionalStatus``: ``WAITING``, ``TRIGGERED`` once fired (the order they became is
+then an ``OrderView`` with the same id), ``FINISHED`` when that order has ended,
 ``REJECTED`` when it was refused as it fired, ``CANCELED`` and ``EXPIRED`` (a
 close-position order whose position is gone).
 
@@ -18,6 +19,7 @@ Binance forgets them after a while).
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,7 +42,6 @@ from schemas.enums import (
     Condition,
     IncomeKind,
     Liquidity,
-    MarginMode,
     Side,
     TimeInForce,
     TriggerSource,
@@ -59,10 +60,48 @@ from schemas.events import (
 TRADES_KEPT = 10_000
 INCOME_KEPT = 10_000
 ORDERS_KEPT = 200_000
-MARGIN_CALL_RATIO_PPB = 800_000_000  # MM / margin balance at which a margin call is sent (Binance's 80%)
 
-LIVE = ("NEW", "PARTIALLY_FILLED")
-FORCED = ("LIQUIDATION", "ADL")  # the kinds of a forced close
+
+class OrderStatus(enum.Enum):
+    NEW = enum.auto()
+    PARTIALLY_FILLED = enum.auto()
+    FILLED = enum.auto()
+    CANCELED = enum.auto()
+    EXPIRED = enum.auto()
+
+
+class Execution(enum.Enum):
+    """What an ``OrderUpdate`` reports: the order came, traded, was amended, or ended so."""
+
+    NEW = enum.auto()
+    TRADE = enum.auto()
+    AMENDMENT = enum.auto()
+    FILLED = enum.auto()
+    CANCELED = enum.auto()
+    EXPIRED = enum.auto()
+
+
+class OrderKind(enum.Enum):
+    LIMIT = enum.auto()
+    MARKET = enum.auto()
+    LIQUIDATION = enum.auto()  # the liquidation engine's order, or a backstop transfer's side
+    ADL = enum.auto()  # one side of an auto-deleveraging transfer
+
+
+class ConditionalStatus(enum.Enum):
+    WAITING = enum.auto()
+    TRIGGERED = enum.auto()
+    FINISHED = enum.auto()
+    REJECTED = enum.auto()
+    CANCELED = enum.auto()
+    EXPIRED = enum.auto()
+
+
+LIVE = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+FORCED = frozenset({OrderKind.LIQUIDATION, OrderKind.ADL})  # the kinds of a forced close
+FIRED = frozenset({ConditionalStatus.TRIGGERED, ConditionalStatus.FINISHED})  # conditional orders that became orders
+_CLOSED = {CloseReason.FILLED: (OrderStatus.FILLED, Execution.FILLED),
+           CloseReason.CANCELED: (OrderStatus.CANCELED, Execution.CANCELED)}
 # A backstop or ADL transfer has no order; the ledger gives it one, as venues show it,
 # numbered apart from the exchange's order ids (which stay below 2**50)
 FORCED_ORDER_BASE = 1 << 51
@@ -123,7 +162,7 @@ class OrderView:
     market: Market
     client_order_id: str
     side: Side
-    kind: str  # LIMIT | MARKET, or LIQUIDATION | ADL for a forced close
+    kind: OrderKind
     tif: TimeInForce
     price: int
     size: int
@@ -131,8 +170,9 @@ class OrderView:
     time_ms: int
     executed: int = 0
     quote: int = 0  # micro units
-    status: str = "NEW"
+    status: OrderStatus = OrderStatus.NEW
     update_ms: int = 0
+    trade_id: int = 0  # for the order a backstop or ADL transfer is shown as: the transfer's trade
 
     def average(self) -> str:
         """The exact average fill price to 8 places (as Binance reports it), "0" before any fill."""
@@ -152,7 +192,7 @@ class ConditionalView:
     client_order_id: str
     side: Side
     condition: Condition
-    kind: str  # what it becomes when it fires: LIMIT | MARKET
+    kind: OrderKind  # what it becomes when it fires: LIMIT or MARKET
     tif: TimeInForce
     price: int
     size: int  # 0 for close-position
@@ -163,7 +203,7 @@ class ConditionalView:
     activation_price: int
     callback_ppm: int
     time_ms: int
-    status: str = "NEW"
+    status: ConditionalStatus = ConditionalStatus.WAITING
     update_ms: int = 0
     trigger_ms: int = 0
     reason: str = ""  # why it was refused or ended
@@ -186,11 +226,10 @@ class TradeView:
 
 @dataclass(frozen=True, slots=True)
 class OrderUpdate:
-    """An order changed: ``execution`` says how (NEW, TRADE with ``trade``, AMENDMENT, or
-    its closing status)."""
+    """An order changed: ``execution`` says how (with ``trade`` for a TRADE)."""
 
     order: OrderView
-    execution: str
+    execution: Execution
     when: int
     trade: TradeView | None = None
 
@@ -203,15 +242,6 @@ class AccountUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class MarginCall:
-    """Buckets whose maintenance margin reached ``MARGIN_CALL_RATIO_PPB`` of their equity:
-    ``snapshot`` valued at the current marks, ``positions`` those buckets' positions."""
-
-    snapshot: MarginSnapshot
-    positions: list
-
-
-@dataclass(frozen=True, slots=True)
 class ConditionalUpdate:
     """A conditional order was placed, fired, refused or ended."""
 
@@ -219,7 +249,7 @@ class ConditionalUpdate:
     when: int
 
 
-UserEvent = OrderUpdate | AccountUpdate | MarginCall | ConditionalUpdate
+UserEvent = OrderUpdate | AccountUpdate | ConditionalUpdate
 
 
 @dataclass
@@ -229,7 +259,6 @@ class AccountState:
     by_trade: dict = field(default_factory=dict)  # (market, trade id) -> TradeView, for the income join
     income: deque = field(default_factory=lambda: deque(maxlen=INCOME_KEPT))
     income_mark: tuple[str, int] = ("", -1)  # the newest snapshot whose income was taken
-    margin_called: set = field(default_factory=set)  # buckets under a margin call
 
 
 class Ledger:
@@ -269,15 +298,6 @@ class Ledger:
         """The newest snapshot valued at the current marks (what the API reports)."""
         return revalue(self.snapshot(account), self.markets, self.marks())
 
-    def mark_moved(self, market: str, accounts) -> None:
-        """A new mark: margin calls for ``accounts`` (those with a stream open) that hold a
-        position there."""
-        for account in accounts:
-            state = self.accounts.get(account)
-            snapshot = state.snapshot if state else None
-            if snapshot is not None and any(p.market == market for p in snapshot.positions):
-                self._margin_call(revalue(snapshot, self.markets, self.marks()), state)
-
     def apply(self, message) -> None:
         if isinstance(message, OrderAccepted):
             if message.condition is Condition.NONE:
@@ -291,7 +311,7 @@ class Ledger:
             if waiting is not None:
                 was = waiting.status
                 self._conditional_ended(message.order_id, message.reason, ms(message.ts))
-                if was == "NEW":
+                if was is ConditionalStatus.WAITING:
                     return  # the conditional order itself ended; no plain order had its id
             self._closed(message)
         elif isinstance(message, OrderTriggered):
@@ -310,31 +330,31 @@ class Ledger:
         market = self.markets.get(message.market)
         if market is None or message.order_id in self.orders:
             return
-        kind, client_order_id = message.order_type.name, message.client_order_id
+        kind, client_order_id = OrderKind[message.order_type.name], message.client_order_id
         if message.order_id & LIQUIDATION_ORDER_BIT:  # the liquidation engine's: a forced close
-            kind, client_order_id = "LIQUIDATION", f"autoclose-{ms(message.ts)}{message.order_id >> 16:06d}"
+            kind, client_order_id = OrderKind.LIQUIDATION, ""
         order = OrderView(message.order_id, message.account, market, client_order_id, message.side,
                           kind, message.tif, message.price, message.size, message.reduce_only, ms(message.ts))
         self._add(order)
         self.live.setdefault(order.account, {})[order.order_id] = order
         self._forget_old_orders()
         if self.listening(order.account):
-            self.notify(order.account, OrderUpdate(order, "NEW", order.time_ms))
+            self.notify(order.account, OrderUpdate(order, Execution.NEW, order.time_ms))
         for early in self._early.pop(message.order_id, ()):
             if isinstance(early, OrderClosed):
                 self._closed(early)
             else:
                 self._order_filled(order, *early)
 
-    def expired(self, order_id: int, account: str, market: Market, client_order_id: str, side: Side, kind: str,
+    def expired(self, order_id: int, account: str, market: Market, client_order_id: str, side: Side, kind: OrderKind,
                 tif: TimeInForce, price: int, size: int, reduce_only: bool) -> OrderView:
         """An order that ended as soon as it came (an FOK that could not fill)."""
         now = int(time.time() * 1000)
         order = OrderView(order_id, account, market, client_order_id, side, kind, tif, price, size, reduce_only, now,
-                          status="EXPIRED", update_ms=now)
+                          status=OrderStatus.EXPIRED, update_ms=now)
         self._add(order)
         if self.listening(account):
-            self.notify(account, OrderUpdate(order, "EXPIRED", now))
+            self.notify(account, OrderUpdate(order, Execution.EXPIRED, now))
         return order
 
     def _fill(self, fill: Fill) -> None:
@@ -365,14 +385,13 @@ class Ledger:
                 self._wait_for_order(order_id, (value, when, trade))
 
     def _forced_order(self, fill: Fill, account: str, market: Market, side: Side, maker: bool, when: int) -> int:
-        """The order one side of a backstop or ADL transfer is shown as (Binance:
-        ``autoclose-...`` for a liquidation, ``adl_autoclose`` for ADL), new and empty,
+        """The order one side of a backstop or ADL transfer is shown as, new and empty,
         filled by the caller."""
         order_id = FORCED_ORDER_BASE + (sorted(self.markets).index(market.symbol) << 41) + (fill.trade_id << 1) + maker
         if order_id not in self.orders:
-            adl = fill.liquidity is Liquidity.ADL
-            order = OrderView(order_id, account, market, "adl_autoclose" if adl else f"autoclose-{when}{fill.trade_id}",
-                              side, "ADL" if adl else "LIQUIDATION", TimeInForce.IOC, fill.price, fill.size, True, when)
+            kind = OrderKind.ADL if fill.liquidity is Liquidity.ADL else OrderKind.LIQUIDATION
+            order = OrderView(order_id, account, market, "", side, kind, TimeInForce.IOC, fill.price, fill.size, True,
+                              when, trade_id=fill.trade_id)
             self._add(order)
             self.live.setdefault(account, {})[order_id] = order  # until the fill ends it
         return order_id
@@ -381,10 +400,11 @@ class Ledger:
         order.executed += trade.size
         order.quote += value
         if order.status in LIVE:
-            self._set_status(order, "FILLED" if order.executed >= order.size else "PARTIALLY_FILLED")
+            self._set_status(order, OrderStatus.FILLED if order.executed >= order.size else
+                             OrderStatus.PARTIALLY_FILLED)
         order.update_ms = when
         if self.listening(order.account):
-            self.notify(order.account, OrderUpdate(order, "TRADE", when, trade))
+            self.notify(order.account, OrderUpdate(order, Execution.TRADE, when, trade))
 
     def _wait_for_order(self, order_id: int, early) -> None:
         self._early.setdefault(order_id, []).append(early)
@@ -398,12 +418,12 @@ class Ledger:
             if not message.order_id & LIQUIDATION_ORDER_BIT:
                 self._wait_for_order(message.order_id, message)
             return
-        status = {CloseReason.FILLED: "FILLED", CloseReason.CANCELED: "CANCELED"}.get(message.reason, "EXPIRED")
+        status, execution = _CLOSED.get(message.reason, (OrderStatus.EXPIRED, Execution.EXPIRED))
         was = order.status
         self._set_status(order, status)
         order.update_ms = ms(message.ts)
-        if (status != "FILLED" or was != "FILLED") and self.listening(order.account):
-            self.notify(order.account, OrderUpdate(order, status, order.update_ms))
+        if (status is not OrderStatus.FILLED or was is not OrderStatus.FILLED) and self.listening(order.account):
+            self.notify(order.account, OrderUpdate(order, execution, order.update_ms))
 
     def _amended(self, message: OrderAmended) -> None:
         order = self.orders.get(message.order_id)
@@ -411,9 +431,9 @@ class Ledger:
             return
         order.price, order.size, order.update_ms = message.price, message.size, ms(message.ts)
         if self.listening(order.account):
-            self.notify(order.account, OrderUpdate(order, "AMENDMENT", order.update_ms))
+            self.notify(order.account, OrderUpdate(order, Execution.AMENDMENT, order.update_ms))
 
-    def _set_status(self, order: OrderView, status: str) -> None:
+    def _set_status(self, order: OrderView, status: OrderStatus) -> None:
         order.status = status
         if status not in LIVE:
             self.live.get(order.account, {}).pop(order.order_id, None)
@@ -445,7 +465,7 @@ class Ledger:
         if market is None or message.order_id in self.conditionals:
             return
         order = ConditionalView(message.order_id, message.account, market, message.client_order_id, message.side,
-                                message.condition, message.order_type.name, message.tif, message.price,
+                                message.condition, OrderKind[message.order_type.name], message.tif, message.price,
                                 message.size, message.reduce_only, message.close_position, message.trigger_price,
                                 message.trigger_source, message.activation_price, message.callback_ppm,
                                 ms(message.ts))
@@ -457,25 +477,26 @@ class Ledger:
 
     def _conditional_triggered(self, message: OrderTriggered) -> None:
         order = self.conditionals.get(message.order_id)
-        if order is None or order.status != "NEW":
+        if order is None or order.status is not ConditionalStatus.WAITING:
             return
-        order.status, order.trigger_ms = "TRIGGERED", ms(message.ts)
+        order.status, order.trigger_ms = ConditionalStatus.TRIGGERED, ms(message.ts)
         order.update_ms = order.trigger_ms
         self._conditional_changed(order)
 
     def _conditional_refused(self, message: OrderRejected) -> None:
         order = self.conditionals[message.order_id]
-        if order.status in ("NEW", "TRIGGERED"):
-            order.status, order.reason, order.update_ms = "REJECTED", message.detail, ms(message.ts)
+        if order.status in (ConditionalStatus.WAITING, ConditionalStatus.TRIGGERED):
+            order.status, order.reason, order.update_ms = ConditionalStatus.REJECTED, message.detail, ms(message.ts)
             self._conditional_changed(order)
 
     def _conditional_ended(self, order_id: int, reason: CloseReason, when: int) -> None:
         order = self.conditionals[order_id]
-        if order.status == "NEW":  # ended while waiting
-            order.status = "EXPIRED" if reason is CloseReason.POSITION_CLOSED else "CANCELED"
+        if order.status is ConditionalStatus.WAITING:  # ended while waiting
+            order.status = ConditionalStatus.EXPIRED if reason is CloseReason.POSITION_CLOSED else \
+                ConditionalStatus.CANCELED
             order.reason = reason.name
-        elif order.status == "TRIGGERED":  # the order it became has ended
-            order.status = "FINISHED"
+        elif order.status is ConditionalStatus.TRIGGERED:  # the order it became has ended
+            order.status = ConditionalStatus.FINISHED
         else:
             return
         order.update_ms = when
@@ -489,13 +510,14 @@ class Ledger:
         if len(self.conditionals) <= ORDERS_KEPT:
             return
         excess = len(self.conditionals) - ORDERS_KEPT * 3 // 4
-        for order_id in [i for i, o in self.conditionals.items() if o.status not in ("NEW", "TRIGGERED")][:excess]:
+        for order_id in [i for i, o in self.conditionals.items()
+                         if o.status not in (ConditionalStatus.WAITING, ConditionalStatus.TRIGGERED)][:excess]:
             order = self.conditionals.pop(order_id)
             self.conditionals_of.get(order.account, {}).pop(order_id, None)
 
     def open_conditionals(self, account: str, market: Market | None = None) -> list[ConditionalView]:
         return [o for o in self.conditionals_of.get(account, {}).values()
-                if o.status == "NEW" and (market is None or o.market is market)]
+                if o.status is ConditionalStatus.WAITING and (market is None or o.market is market)]
 
     # ------------------------------------------------------------------ margin
 
@@ -520,20 +542,3 @@ class Ledger:
                         trade.commission = -item.amount  # risk's own figure
         if state.snapshot is snapshot and snapshot.producer and self.listening(snapshot.account):
             self.notify(snapshot.account, AccountUpdate(snapshot))
-            self._margin_call(revalue(snapshot, self.markets, self.marks()), state)
-
-    def _margin_call(self, snapshot: MarginSnapshot, state: AccountState) -> None:
-        """A margin call once per bucket when its maintenance margin reaches 80% of its
-        equity; the buckets called together come in one ``MarginCall``."""
-        called = []
-        for bucket in snapshot.buckets:
-            ratio = bucket.margin_ratio_ppb
-            high = ratio == -1 or ratio >= MARGIN_CALL_RATIO_PPB
-            if high and bucket.market not in state.margin_called:
-                state.margin_called.add(bucket.market)
-                called.extend(p for p in snapshot.positions
-                              if (p.market if p.mode is MarginMode.ISOLATED else "") == bucket.market)
-            elif not high:
-                state.margin_called.discard(bucket.market)
-        if called:
-            self.notify(snapshot.account, MarginCall(snapshot, called))

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from schemas.enums import Condition
 from schemas.events import Fill, LiquidationOutcome, OrderAccepted, OrderRejected
+from services.gateway.host import GatewayHost
 from services.runtime.bus import BusError
 from services.runtime.lag import input_lag
 
@@ -36,8 +37,8 @@ LAG_EVERY_S = 5.0
 class VenueMetrics:
     """The venue's metrics over a running ``Gateway``."""
 
-    def __init__(self, gateway: Any):
-        self.gateway = gateway
+    def __init__(self, host: GatewayHost):
+        self.host = host
         self.registry = CollectorRegistry()
         self.orders = Counter("perpsim_orders", "Orders accepted (conditional ones when placed)",
                               ["market", "conditional"], registry=self.registry)
@@ -51,7 +52,7 @@ class VenueMetrics:
         self.rate: dict[str, float] = {}
         self._committed: dict[str, tuple[float, int]] = {}
         self._watcher: asyncio.Task | None = None
-        gateway.client.listen(self._event)
+        host.client.listen(self._event)
 
     def _event(self, message: Any) -> None:
         if isinstance(message, OrderAccepted):
@@ -86,7 +87,7 @@ class VenueMetrics:
 
     async def measure(self) -> None:
         now = time.monotonic()
-        for service, (committed, behind) in (await input_lag(self.gateway.bus)).items():
+        for service, (committed, behind) in (await input_lag(self.host.bus)).items():
             self.lag[service] = behind
             then = self._committed.get(service)
             if then is not None and now > then[0]:
@@ -109,22 +110,22 @@ class _Live:
         self.metrics = metrics
 
     def collect(self):
-        gateway = self.metrics.gateway
+        host = self.metrics.host
         fund = GaugeMetricFamily("perpsim_insurance_fund_usdc", "The insurance fund's balance")
-        state = gateway.ledger.accounts.get("insurance")
+        state = host.ledger.accounts.get("insurance")
         fund.add_metric([], state.snapshot.balance / 1e6 if state is not None and state.snapshot else 0.0)
         yield fund
-        interest: dict[str, int] = {symbol: 0 for symbol in gateway.markets}
-        for account in gateway.ledger.accounts.values():
+        interest: dict[str, int] = {symbol: 0 for symbol in host.markets}
+        for account in host.ledger.accounts.values():
             for position in account.snapshot.positions if account.snapshot is not None else ():
                 if position.signed_size > 0 and position.market in interest:
                     interest[position.market] += position.signed_size
         open_interest = GaugeMetricFamily("perpsim_open_interest", "Open interest (longs), in the base asset",
                                           labels=["market"])
         marks = GaugeMetricFamily("perpsim_mark_price", "Mark price", labels=["market"])
-        for symbol, spec in gateway.markets.items():
+        for symbol, spec in host.markets.items():
             open_interest.add_metric([symbol], float(spec.format_size(interest[symbol])))
-            mark = gateway.projection.markets[symbol].mark
+            mark = host.projection.markets[symbol].mark
             if mark:
                 marks.add_metric([symbol], float(spec.format_price(mark)))
         yield open_interest

@@ -15,6 +15,7 @@ from exchange.markets import default_markets
 from schemas import topic_partitions
 from schemas.events import Funding, MarkPrice
 from schemas.topics import ORACLE, ROUTES
+from services.gateway.registry import DIALECTS
 from services.runtime.broker import EmbeddedBroker
 from services.runtime.kafka import KafkaBus, KafkaSettings
 from services.runtime.runner import Outbox
@@ -32,7 +33,7 @@ def broker():
 
 
 ORACLE_FLAGS = {"--price", "--shock", "--replay", "--flat", "--volatility", "--seed", "--scenario"}
-GATEWAY_FLAGS = {"--gateway-host", "--gateway-port", "--hyperliquid-port", "--rate-limits"}
+GATEWAY_FLAGS = {"--gateway-host", "--rate-limits", *(dialect.port_option for dialect in DIALECTS)}
 SWITCHES = {"--flat"}
 
 

@@ -26,6 +26,7 @@ from eth_account import Account
 
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import PlaceOrder
+from services.gateway.ledger import ConditionalStatus
 from tests.integration import test_gateway, test_hyperliquid_info
 from tests.integration.test_gateway import api_key, readme_freqtrade_snippet, settle
 
@@ -184,7 +185,7 @@ async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_
         # a stake of 300 at 3x: 900 of SOL at the ask of 150.05, 5.99 SOL
         assert position.signed_size == 599 and position.mode.name == margin_mode.upper()
         [first] = gateway_ledger.open_conditionals("freqtrade")
-        assert (first.condition.name, first.kind, first.reduce_only, first.source.name) == \
+        assert (first.condition.name, first.kind.name, first.reduce_only, first.source.name) == \
             ("STOP", "MARKET", True, "MARK")
         assert first.trigger_price == 147_05  # 6% of the stake at 3x: 2% under the entry of 150.05
         assert position.liquidation_price < first.trigger_price
@@ -197,14 +198,14 @@ async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_
                      and gateway_ledger.open_conditionals("freqtrade")[0].trigger_price > first.trigger_price + 200,
                      timeout=60)
         [moved] = gateway_ledger.open_conditionals("freqtrade")
-        assert gateway_ledger.conditionals[first.order_id].status == "CANCELED"
+        assert gateway_ledger.conditionals[first.order_id].status is ConditionalStatus.CANCELED
 
         # then falls through the stop: the exchange stops it out, far above the liquidation price
         await oracle.mark("SOL-PERP", f"{(moved.trigger_price + 100) / 100:.2f}")
         await quote(client, moved.trigger_price - 20)
         await oracle.mark("SOL-PERP", f"{(moved.trigger_price - 10) / 100:.2f}")
         await settle(gateway, lambda: not gateway_ledger.snapshot("freqtrade").positions, timeout=30)
-        assert gateway_ledger.conditionals[moved.order_id].status == "FINISHED"
+        assert gateway_ledger.conditionals[moved.order_id].status is ConditionalStatus.FINISHED
         assert not [m for m in client.events if type(m).__name__ == "LiquidationOutcome"]
         await settle(gateway, lambda: any(not t["is_open"] for t in trades(database)), timeout=60)
         [trade] = trades(database)
@@ -271,7 +272,7 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
         # a stake of 300 at 3x, isolated: 900 of SOL at the ask of 150.05 is 5.99 SOL
         assert (position.signed_size, position.mode.name, position.leverage) == (599, "ISOLATED", 3)
         [stop] = ledger.open_conditionals(address)
-        assert (stop.condition.name, stop.kind, stop.reduce_only, stop.source.name) == ("STOP", "LIMIT", True, "MARK")
+        assert (stop.condition.name, stop.kind.name, stop.reduce_only, stop.source.name) == ("STOP", "LIMIT", True, "MARK")
         assert stop.trigger_price == 147_05  # 6% of the stake at 3x: 2% under the entry of 150.05
         assert stop.price == 145_58  # Freqtrade's limit: 0.99 of the stop (145.5795), to the tick
         assert position.liquidation_price < stop.trigger_price
@@ -281,7 +282,7 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
         await quote(client, 146_50)
         await oracle.mark("SOL-PERP", "147")
         await settle(gateway, lambda: not ledger.snapshot(address).positions, timeout=30)
-        assert ledger.conditionals[stop.order_id].status == "FINISHED"
+        assert ledger.conditionals[stop.order_id].status is ConditionalStatus.FINISHED
         await settle(gateway, lambda: any(not t["is_open"] for t in trades(database)), timeout=60)
         [trade] = trades(database)
         assert (trade["is_open"], trade["exit_reason"]) == (0, "stoploss_on_exchange")

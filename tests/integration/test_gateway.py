@@ -18,16 +18,18 @@ import ccxt as sync_ccxt
 import ccxt.async_support as ccxt
 import ccxt.pro as ccxtpro
 import pytest
-from aiohttp import web
 
 from exchange.markets import default_markets
 from schemas import topic_partitions
 from schemas.enums import LiquidationStage, Side, TimeInForce
 from schemas.events import LiquidationOutcome
 from services.client import Client
-from services.gateway.binance.app import Gateway
+from services.gateway.binance import Binance
 from services.gateway.binance.limits import BINANCE, RateLimits
+from services.gateway.host import GatewayHost, GatewaySettings
 from services.gateway.keys import KeyStore, publish_key
+from services.gateway.ledger import OrderStatus
+from services.gateway.registry import serving
 from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.risk import spec as risk_spec
@@ -113,22 +115,20 @@ async def running_venue(markets, limits: RateLimits | None = BINANCE):
              for spec in (matching_spec(markets), risk_spec(markets, partitions=2), liquidation_spec(markets))]
     keys = KeyStore(bus)
     await keys.start()
-    gateway = Gateway(bus, markets, keys, limits=limits)
+    gateway = GatewayHost(bus, markets, keys, GatewaySettings(rate_limits=limits is not None))
     await gateway.start()
-    runner = web.AppRunner(gateway.application())
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    client = Client(bus, markets)
-    await client.start()
-    exchange = ccxt_for(f"http://127.0.0.1:{port}")
-    gateway.base = f"http://127.0.0.1:{port}"
     try:
-        yield exchange, client, Oracle(bus, wall_clock=True), gateway
+        async with serving(gateway, "127.0.0.1", {}, dialects=(Binance(limits),)) as ports:
+            client = Client(bus, markets)
+            await client.start()
+            gateway.base = f"http://127.0.0.1:{ports['binance']}"
+            exchange = ccxt_for(gateway.base)
+            try:
+                yield exchange, client, Oracle(bus, wall_clock=True), gateway
+            finally:
+                await exchange.close()
+                await client.stop()
     finally:
-        await exchange.close()
-        await client.stop()
-        await runner.cleanup()
         await gateway.stop()
         await keys.stop()
         stop.set()
@@ -161,7 +161,7 @@ async def venue(tmp_path):
         yield parts
 
 
-async def api_key(gateway: Gateway, account: str) -> tuple[str, str]:
+async def api_key(gateway: GatewayHost, account: str) -> tuple[str, str]:
     """A key published on the bus, as `perpsim accounts create` does, once the gateway knows it."""
     key, secret = await publish_key(gateway.bus, account)
     await gateway.keys.known(key)
@@ -169,7 +169,7 @@ async def api_key(gateway: Gateway, account: str) -> tuple[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def signed(gateway: Gateway, account: str, module=ccxt):
+async def signed(gateway: GatewayHost, account: str, module=ccxt):
     """ccxt with a fresh API key of ``account``, closed afterwards."""
     key, secret = await api_key(gateway, account)
     bot = ccxt_for(gateway.base, key, secret, module)
@@ -186,7 +186,7 @@ async def opening(client: Client, oracle: Oracle, account: str, deposit: str) ->
     await client.deposit("maker", "1000000")
 
 
-async def settle(gateway: Gateway, condition, timeout: float = 5.0) -> None:
+async def settle(gateway: GatewayHost, condition, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.02)
@@ -466,7 +466,7 @@ async def test_one_way_single_asset_modes_as_freqtrade_checks_them(venue):
             await bot.fapiPrivatePostMultiAssetsMargin({"multiAssetsMargin": "true"})
 
 
-async def positions_closed(gateway: Gateway, account: str) -> None:
+async def positions_closed(gateway: GatewayHost, account: str) -> None:
     await settle(gateway, lambda: gateway.ledger.account(account).snapshot is not None
                  and not gateway.ledger.snapshot(account).positions
                  and any(i.kind.name == "INSURANCE_CLEAR" for _, i in gateway.ledger.account(account).income),
@@ -897,7 +897,7 @@ async def test_ccxt_edits_a_resting_order(venue):
             await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "sell", 3, 149)
         crossing = await bot.edit_order(order["id"], "SOL/USDT:USDT", "limit", "buy", 3, 150.5)
         assert crossing["id"] == order["id"]  # moved onto the ask: it trades as a taker
-        await settle(gateway, lambda: gateway.ledger.orders[int(order["id"])].status == "FILLED")
+        await settle(gateway, lambda: gateway.ledger.orders[int(order["id"])].status is OrderStatus.FILLED)
         assert (await bot.fetch_order(order["id"], "SOL/USDT:USDT"))["filled"] == 3.0
 
 

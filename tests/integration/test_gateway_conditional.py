@@ -11,6 +11,7 @@ import ccxt.pro as ccxtpro
 import pytest
 
 from schemas.enums import Side
+from services.gateway.ledger import ConditionalStatus
 from tests.integration import test_gateway
 from tests.integration.test_gateway import (
     api_key,
@@ -104,7 +105,7 @@ async def test_a_stop_fires_and_the_bot_sees_it_on_its_stream_and_its_order(venu
         actual = done["info"]["ai"]  # the market order it became, filled on the stream too
         await until(lambda: pro.watch_orders(SOL), lambda os: any(o["id"] == actual and o["filled"] == 2.0
                                                                    for o in os), current=lambda: list(pro.orders or []))
-        await settle(gateway, lambda: gateway.ledger.conditionals[int(actual)].status == "FINISHED")
+        await settle(gateway, lambda: gateway.ledger.conditionals[int(actual)].status is ConditionalStatus.FINISHED)
         algo = await pro.fetch_order(stop["id"], SOL, {"trigger": True})
         assert (algo["info"]["algoStatus"], algo["info"]["actualOrderId"]) == ("FINISHED", actual)
         plain = await pro.fetch_order(actual, SOL)

@@ -20,7 +20,7 @@ from hyperliquid.utils.signing import sign_l1_action
 from exchange.markets import default_markets
 from schemas.enums import MarginMode, Side
 from services.client import Client
-from services.gateway.hyperliquid.app import application
+from services.gateway.hyperliquid import Hyperliquid
 from services.runtime.broker import free_port
 from tests.integration.conftest import ROOT, Oracle, kafka_bus
 from tests.integration.test_gateway import running_venue, settle
@@ -33,7 +33,7 @@ USER = "0x5e9ee1089755c3435139848e47e6635505d5a13a"
 @pytest.fixture
 async def hyperliquid():
     async with running_venue(default_markets()) as (_, client, oracle, gateway):
-        runner = web.AppRunner(application(gateway))
+        runner = web.AppRunner(Hyperliquid().application(gateway))
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()

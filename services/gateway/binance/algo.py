@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from aiohttp import web
 
@@ -32,8 +31,10 @@ from schemas.enums import (
     TriggerSource,
 )
 from services.client import Rejected
+from services.gateway.binance.context import BinanceContext
 from services.gateway.binance.params import BinanceError, decimal, number
 from services.gateway.binance.wire import ALGO_ID_OFFSET, algo_id, algo_json
+from services.gateway.ledger import ConditionalStatus
 
 CONDITIONAL_TYPES = {  # Binance type -> (condition, becomes a limit order)
     "STOP": (Condition.STOP, True),
@@ -50,10 +51,10 @@ def _flag(params: dict[str, str], name: str) -> bool:
 
 
 class AlgoOrders:
-    """The algo order endpoints of a ``Gateway``."""
+    """The algo order endpoints, over the dialect's shared context."""
 
-    def __init__(self, gateway: Any):  # services.gateway.binance.app.Gateway, which imports this
-        self.gateway = gateway
+    def __init__(self, context: BinanceContext):
+        self.context = context
 
     def routes(self) -> list:
         return [
@@ -66,11 +67,11 @@ class AlgoOrders:
         ]
 
     async def place(self, request: web.Request) -> web.Response:
-        gateway = self.gateway
-        account, params = await gateway._signed(request)
+        context = self.context
+        account, params = await context.signed(request)
         if params.get("algoType", "").upper() != "CONDITIONAL":
             raise BinanceError(-1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
-        market = gateway._signed_market(params)
+        market = context.signed_market(params)
         side = {"BUY": Side.BUY, "SELL": Side.SELL}.get(params.get("side", "").upper())
         if side is None:
             raise BinanceError(-1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
@@ -119,10 +120,10 @@ class AlgoOrders:
                 raise BinanceError(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or "
                                           "malformed.")
         client_id = params.get("clientAlgoId") or params.get("newClientOrderId") or uuid.uuid4().hex[:20]
-        if any(o.client_order_id == client_id for o in gateway.ledger.open_conditionals(account)):
+        if any(o.client_order_id == client_id for o in context.ledger.open_conditionals(account)):
             raise BinanceError(-4116, "ClientOrderId is duplicated.")
         try:
-            result = await gateway._command(gateway.client.place_conditional(
+            result = await context.command(context.client.place_conditional(
                 account, market.symbol, side, quantity, condition, trigger=trigger, price=price, source=source,
                 reduce_only=reduce_only, close_position=close, activation=activation, callback_pct=callback,
                 tif=tif, stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_id))
@@ -135,13 +136,13 @@ class AlgoOrders:
             if isinstance(refused, Rejected) and refused.reason is RejectReason.INVALID_TRIGGER:
                 raise BinanceError(-1102, f"Invalid trigger: {refused.detail}") from refused
             raise
-        order = gateway.ledger.conditionals.get(result.order_id)
+        order = context.ledger.conditionals.get(result.order_id)
         if order is None:
             raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408)
         return web.json_response(algo_json(order))
 
     def _find(self, account: str, params: dict[str, str]):
-        mine = self.gateway.ledger.conditionals_of.get(account, {})
+        mine = self.context.ledger.conditionals_of.get(account, {})
         if "algoId" in params:
             order = mine.get(number(params, "algoId") - ALGO_ID_OFFSET)
         elif "clientAlgoId" in params:
@@ -154,34 +155,34 @@ class AlgoOrders:
         return order
 
     async def query(self, request: web.Request) -> web.Response:
-        account, params = await self.gateway._signed(request)
+        account, params = await self.context.signed(request)
         return web.json_response(algo_json(self._find(account, params)))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        gateway = self.gateway
-        account, params = await gateway._signed(request)
+        context = self.context
+        account, params = await context.signed(request)
         order = self._find(account, params)
-        if order.status != "NEW":
+        if order.status is not ConditionalStatus.WAITING:
             raise BinanceError(-2011, "Unknown order sent.")
-        await gateway._command(gateway.client.cancel(account, order.market.symbol, order.order_id))
+        await context.command(context.client.cancel(account, order.market.symbol, order.order_id))
         return web.json_response({"algoId": algo_id(order), "clientAlgoId": order.client_order_id, "code": "200",
                                   "msg": "success"})
 
     async def open_orders(self, request: web.Request) -> web.Response:
-        gateway = self.gateway
-        account, params = await gateway._signed(request)
-        market = gateway._signed_market(params) if "symbol" in params else None
-        return web.json_response([algo_json(o) for o in gateway.ledger.open_conditionals(account, market)])
+        context = self.context
+        account, params = await context.signed(request)
+        market = context.signed_market(params) if "symbol" in params else None
+        return web.json_response([algo_json(o) for o in context.ledger.open_conditionals(account, market)])
 
     async def all_orders(self, request: web.Request) -> web.Response:
-        gateway = self.gateway
-        account, params = await gateway._signed(request)
-        market = gateway._signed_market(params)
+        context = self.context
+        account, params = await context.signed(request)
+        market = context.signed_market(params)
         from_id = number(params, "algoId")
         from_id = None if from_id is None else from_id - ALGO_ID_OFFSET
         start, end = number(params, "startTime"), number(params, "endTime")
         limit = number(params, "limit", 500, 1, 1000)
-        chosen = [o for o in gateway.ledger.conditionals_of.get(account, {}).values() if o.market is market
+        chosen = [o for o in context.ledger.conditionals_of.get(account, {}).values() if o.market is market
                   and (from_id is None or o.order_id >= from_id) and (start is None or o.time_ms >= start)
                   and (end is None or o.time_ms <= end)]
         chosen.sort(key=lambda o: o.order_id)
@@ -189,15 +190,15 @@ class AlgoOrders:
         return web.json_response([algo_json(o) for o in chosen])
 
     async def cancel_all(self, request: web.Request) -> web.Response:
-        gateway = self.gateway
-        account, params = await gateway._signed(request)
-        market = gateway._signed_market(params)
+        context = self.context
+        account, params = await context.signed(request)
+        market = context.signed_market(params)
 
         async def cancel(order) -> None:
             try:
-                await asyncio.wait_for(gateway.client.cancel(account, market.symbol, order.order_id),
-                                       gateway.order_timeout_s)
+                await asyncio.wait_for(context.client.cancel(account, market.symbol, order.order_id),
+                                       context.order_timeout_s)
             except Rejected:
                 pass  # it fired or ended meanwhile
-        await asyncio.gather(*(cancel(order) for order in gateway.ledger.open_conditionals(account, market)))
+        await asyncio.gather(*(cancel(order) for order in context.ledger.open_conditionals(account, market)))
         return web.json_response({"code": 200, "msg": "The operation of cancel all open order is done."})

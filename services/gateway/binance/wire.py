@@ -1,8 +1,10 @@
-"""Binance's wire format for what the ledger knows: symbols, orders, trades, income
-names and the user data stream's payloads (ORDER_TRADE_UPDATE, ALGO_UPDATE,
-ACCOUNT_UPDATE, MARGIN_CALL)."""
+"""Binance's wire format for what the ledger knows: symbols, Binance's words for statuses
+and order types, the ids it gives forced closes, orders, trades, income names and the user
+data stream's payloads (ORDER_TRADE_UPDATE, ALGO_UPDATE, ACCOUNT_UPDATE, MARGIN_CALL)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from exchange.markets import Market
 from schemas.enums import (
@@ -13,12 +15,17 @@ from schemas.enums import (
     TimeInForce,
     TriggerSource,
 )
+from schemas.events import MarginSnapshot
 from services.gateway.ledger import (
+    FIRED,
     FORCED,
     AccountUpdate,
+    ConditionalStatus,
     ConditionalUpdate,
     ConditionalView,
-    MarginCall,
+    Execution,
+    OrderKind,
+    OrderStatus,
     OrderUpdate,
     OrderView,
     TradeView,
@@ -31,6 +38,30 @@ from services.gateway.ledger import (
 INCOME_NAMES = {IncomeKind.TRANSFER: "TRANSFER", IncomeKind.REALIZED_PNL: "REALIZED_PNL",
                 IncomeKind.COMMISSION: "COMMISSION", IncomeKind.FUNDING_FEE: "FUNDING_FEE",
                 IncomeKind.INSURANCE_CLEAR: "INSURANCE_CLEAR"}
+
+
+ORDER_STATUS = {OrderStatus.NEW: "NEW", OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
+                OrderStatus.FILLED: "FILLED", OrderStatus.CANCELED: "CANCELED", OrderStatus.EXPIRED: "EXPIRED"}
+EXECUTION = {Execution.NEW: "NEW", Execution.TRADE: "TRADE", Execution.AMENDMENT: "AMENDMENT",
+             Execution.FILLED: "FILLED", Execution.CANCELED: "CANCELED", Execution.EXPIRED: "EXPIRED"}
+ALGO_STATUS = {ConditionalStatus.WAITING: "NEW", ConditionalStatus.TRIGGERED: "TRIGGERED",
+               ConditionalStatus.FINISHED: "FINISHED", ConditionalStatus.REJECTED: "REJECTED",
+               ConditionalStatus.CANCELED: "CANCELED", ConditionalStatus.EXPIRED: "EXPIRED"}
+ORDER_TYPE = {OrderKind.LIMIT: "LIMIT", OrderKind.MARKET: "MARKET", OrderKind.LIQUIDATION: "LIQUIDATION",
+              OrderKind.ADL: "ADL"}
+
+
+def client_id(order: OrderView) -> str:
+    """An order's client order id; Binance names a forced close itself: ``autoclose-<time
+    ms><number>`` for a liquidation order (the liquidation engine's, or one side of a
+    backstop transfer), ``adl_autoclose`` for ADL."""
+    if order.kind is OrderKind.ADL:
+        return "adl_autoclose"
+    if order.kind is OrderKind.LIQUIDATION:
+        if order.trade_id:  # a backstop transfer's side
+            return f"autoclose-{order.time_ms}{order.trade_id}"
+        return f"autoclose-{order.time_ms}{order.order_id >> 16:06d}"
+    return order.client_order_id
 
 
 def binance_symbol(market: Market) -> str:
@@ -57,7 +88,7 @@ def algo_type(order: ConditionalView) -> str:
     if order.condition is Condition.TRAILING_STOP:
         return "TRAILING_STOP_MARKET"
     name = "STOP" if order.condition is Condition.STOP else "TAKE_PROFIT"
-    return name if order.kind == "LIMIT" else f"{name}_MARKET"
+    return name if order.kind is OrderKind.LIMIT else f"{name}_MARKET"
 
 
 def _percent(ppm: int) -> str:
@@ -70,16 +101,16 @@ def algo_json(order: ConditionalView) -> dict:
     trailing = order.condition is Condition.TRAILING_STOP
     return {"algoId": algo_id(order), "clientAlgoId": order.client_order_id, "algoType": "CONDITIONAL",
             "orderType": algo_type(order), "symbol": binance_symbol(market), "side": order.side.name,
-            "positionSide": "BOTH", "timeInForce": tif_name(order.tif) if order.kind == "LIMIT" else "GTC",
-            "quantity": market.format_size(order.size), "algoStatus": order.status,
+            "positionSide": "BOTH", "timeInForce": tif_name(order.tif) if order.kind is OrderKind.LIMIT else "GTC",
+            "quantity": market.format_size(order.size), "algoStatus": ALGO_STATUS[order.status],
             "triggerPrice": market.format_price(order.trigger_price) if not trailing else "0",
-            "price": market.format_price(order.price if order.kind == "LIMIT" else 0),
+            "price": market.format_price(order.price if order.kind is OrderKind.LIMIT else 0),
             "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_TAKER",
             "workingType": WORKING_TYPES[order.source], "priceMatch": "NONE", "closePosition": order.close_position,
             "priceProtect": False, "reduceOnly": order.reduce_only and not order.close_position,
             "activatePrice": market.format_price(order.activation_price) if order.activation_price else "",
             "callbackRate": _percent(order.callback_ppm),
-            "actualOrderId": str(order.order_id) if order.status in ("TRIGGERED", "FINISHED") else "",
+            "actualOrderId": str(order.order_id) if order.status in FIRED else "",
             "createTime": order.time_ms, "updateTime": order.update_ms or order.time_ms,
             "triggerTime": order.trigger_ms, "goodTillDate": 0, "failedReason": order.reason}
 
@@ -88,9 +119,9 @@ def order_json(order: OrderView) -> dict:
     """An order as Binance's REST answers it; a forced close (liquidation, ADL) is a LIMIT
     IOC order whose client order id says what it is (``autoclose-...``, ``adl_autoclose``)."""
     market = order.market
-    kind = "LIMIT" if order.kind in FORCED else order.kind
-    return {"orderId": order.order_id, "symbol": binance_symbol(market), "status": order.status,
-            "clientOrderId": order.client_order_id,
+    kind = "LIMIT" if order.kind in FORCED else ORDER_TYPE[order.kind]
+    return {"orderId": order.order_id, "symbol": binance_symbol(market), "status": ORDER_STATUS[order.status],
+            "clientOrderId": client_id(order),
             "price": market.format_price(order.price if kind == "LIMIT" else 0),
             "avgPrice": order.average(),
             "origQty": market.format_size(order.size), "executedQty": market.format_size(order.executed),
@@ -112,7 +143,17 @@ def trade_json(trade: TradeView) -> dict:
             "positionSide": "BOTH", "buyer": trade.side is Side.BUY, "maker": trade.maker}
 
 
-def user_event(event: UserEvent, markets: dict[str, Market]) -> dict:
+@dataclass(frozen=True, slots=True)
+class MarginCall:
+    """Binance's margin call: buckets whose maintenance margin reached its threshold of
+    their equity (``streams.MarginCalls``); ``snapshot`` valued at the current marks,
+    ``positions`` those buckets' positions."""
+
+    snapshot: MarginSnapshot
+    positions: list
+
+
+def user_event(event: UserEvent | MarginCall, markets: dict[str, Market]) -> dict:
     """The user data stream payload of a ledger event."""
     if isinstance(event, OrderUpdate):
         return _order_update(event)
@@ -120,7 +161,7 @@ def user_event(event: UserEvent, markets: dict[str, Market]) -> dict:
         return _account_update(event, markets)
     if isinstance(event, ConditionalUpdate):
         return _algo_update(event)
-    return _margin_call(event, markets)
+    return margin_call_json(event, markets)
 
 
 def _algo_update(event: ConditionalUpdate) -> dict:
@@ -130,11 +171,11 @@ def _algo_update(event: ConditionalUpdate) -> dict:
     return {"e": "ALGO_UPDATE", "T": event.when, "E": event.when, "o": {
         "caid": order.client_order_id, "aid": algo_id(order), "at": "CONDITIONAL", "o": algo_type(order),
         "s": binance_symbol(market), "S": order.side.name, "ps": "BOTH",
-        "f": tif_name(order.tif) if order.kind == "LIMIT" else "GTC", "q": market.format_size(order.size),
-        "X": order.status, "ai": str(order.order_id) if order.status in ("TRIGGERED", "FINISHED") else "",
-        "ap": "0", "aq": "0", "act": order.kind if order.status in ("TRIGGERED", "FINISHED") else "0",
+        "f": tif_name(order.tif) if order.kind is OrderKind.LIMIT else "GTC", "q": market.format_size(order.size),
+        "X": ALGO_STATUS[order.status], "ai": str(order.order_id) if order.status in FIRED else "",
+        "ap": "0", "aq": "0", "act": ORDER_TYPE[order.kind] if order.status in FIRED else "0",
         "tp": market.format_price(order.trigger_price) if not trailing else "0",
-        "p": market.format_price(order.price if order.kind == "LIMIT" else 0), "V": "EXPIRE_TAKER",
+        "p": market.format_price(order.price if order.kind is OrderKind.LIMIT else 0), "V": "EXPIRE_TAKER",
         "wt": WORKING_TYPES[order.source], "pm": "NONE", "cp": order.close_position, "pP": False,
         "R": order.reduce_only and not order.close_position, "tt": order.trigger_ms, "gtd": 0,
         "rm": order.reason}}
@@ -144,16 +185,16 @@ def _order_update(event: OrderUpdate) -> dict:
     order, trade, when = event.order, event.trade, event.when
     market = order.market
     return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
-        "s": binance_symbol(market), "c": order.client_order_id, "S": order.side.name, "o": order.kind,
+        "s": binance_symbol(market), "c": client_id(order), "S": order.side.name, "o": ORDER_TYPE[order.kind],
         "f": tif_name(order.tif), "q": market.format_size(order.size),
-        "p": market.format_price(order.price if order.kind == "LIMIT" else 0),
+        "p": market.format_price(order.price if order.kind is OrderKind.LIMIT else 0),
         "ap": order.average(), "sp": "0",
-        "x": event.execution, "X": order.status, "i": order.order_id,
+        "x": EXECUTION[event.execution], "X": ORDER_STATUS[order.status], "i": order.order_id,
         "l": market.format_size(trade.size if trade else 0), "z": market.format_size(order.executed),
         "L": market.format_price(trade.price if trade else 0), "N": "USDT",
         "n": money(trade.commission if trade else 0), "T": when, "t": trade.trade_id if trade else 0,
         "b": "0", "a": "0", "m": trade.maker if trade else False, "R": order.reduce_only,
-        "wt": "CONTRACT_PRICE", "ot": order.kind, "ps": "BOTH", "cp": False,
+        "wt": "CONTRACT_PRICE", "ot": ORDER_TYPE[order.kind], "ps": "BOTH", "cp": False,
         "rp": money(trade.realized if trade else 0), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
         "pm": "NONE", "gtd": 0}}
 
@@ -180,7 +221,7 @@ def _position_update(market: Market, position) -> dict:
             "iw": money(position.isolated_margin), "ps": "BOTH"}
 
 
-def _margin_call(event: MarginCall, markets: dict[str, Market]) -> dict:
+def margin_call_json(event: MarginCall, markets: dict[str, Market]) -> dict:
     calls = []
     for position in event.positions:
         market = markets[position.market]

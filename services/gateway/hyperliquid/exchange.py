@@ -49,6 +49,7 @@ from schemas.enums import (
     TriggerSource,
 )
 from services.client import Rejected
+from services.gateway.host import GatewayHost
 from services.gateway.hyperliquid.info import UNREADABLE, _number
 from services.gateway.keys import AGENT_PREFIX, publish_agent
 from services.gateway.ledger import money
@@ -99,9 +100,9 @@ class Refusal(Exception):
 class HyperliquidExchange:
     """``POST /exchange`` of a ``Gateway`` (its client, ledger and markets)."""
 
-    def __init__(self, gateway: Any):
-        self.gateway = gateway
-        self.assets = list(gateway.markets.values())  # asset index -> market, as /info's meta lists them
+    def __init__(self, host: GatewayHost):
+        self.host = host
+        self.assets = list(host.markets.values())  # asset index -> market, as /info's meta lists them
         self.nonces: dict[str, deque[int]] = {}
         self.scheduled: dict[str, asyncio.Task] = {}  # account -> its dead man's switch
         # the signed actions served, by Hyperliquid's name for them (approveAgent is signed by
@@ -150,7 +151,7 @@ class HyperliquidExchange:
             return {"status": "err", "response": UNREADABLE}
 
     def _signer(self, action: dict, signature: dict, vault: Any, nonce: int, expires_after: Any) -> str:
-        known = self.gateway.ledger.accounts
+        known = self.host.ledger.accounts
         candidates: list[str] = []
         recovered = signers(action, signature, vault, nonce, expires_after)
         while True:
@@ -163,7 +164,7 @@ class HyperliquidExchange:
             candidates.append(address)
             if address in known and known[address].snapshot is not None:  # funded: risk has reported it
                 return address
-            master = self.gateway.keys.master(address) if self.gateway.keys is not None else None
+            master = self.host.keys.master(address) if self.host.keys is not None else None
             if master is not None:  # an approved agent wallet acts for its master
                 return master
         raise Refusal(f"User or API Wallet {candidates[0]} does not exist.")
@@ -188,13 +189,13 @@ class HyperliquidExchange:
             master = Account.recover_message(encode_typed_data(full_message=typed), vrs=vrs).lower()
         except Exception:  # noqa: BLE001 - whatever does not verify is an invalid signature
             raise Refusal("Invalid signature") from None
-        known = self.gateway.ledger.accounts
+        known = self.host.ledger.accounts
         if master not in known or known[master].snapshot is None:
             raise Refusal(f"User or API Wallet {master} does not exist.")
         self._use_nonce(master, nonce)
         agent = str(action["agentAddress"]).lower()
-        await publish_agent(self.gateway.bus, agent, master)
-        await self.gateway.keys.known(AGENT_PREFIX + agent)
+        await publish_agent(self.host.bus, agent, master)
+        await self.host.keys.known(AGENT_PREFIX + agent)
         return {"type": "default"}
 
     def _use_nonce(self, account: str, nonce: int) -> None:
@@ -236,10 +237,10 @@ class HyperliquidExchange:
                 return {"error": problem}
             if tif is TimeInForce.IOC:
                 price = self._within_band(market, bool(wire["b"]), price)
-            result = await asyncio.wait_for(self.gateway.client.place(
+            result = await asyncio.wait_for(self.host.client.place(
                 account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), str(price), tif=tif,
                 reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None,
-                wait_closed=tif is TimeInForce.IOC), self.gateway.order_timeout_s)
+                wait_closed=tif is TimeInForce.IOC), self.host.order_timeout_s)
         except Refusal as refusal:
             return {"error": str(refusal)}
         except Rejected as refused:
@@ -266,17 +267,17 @@ class HyperliquidExchange:
         if not isinstance(leverage, int) or not isinstance(cross, bool):
             raise Refusal(UNREADABLE)
         mode = MarginMode.CROSS if cross else MarginMode.ISOLATED
-        current = next((p.mode for p in self.gateway.ledger.snapshot(account).positions if p.market == market.symbol),
+        current = next((p.mode for p in self.host.ledger.snapshot(account).positions if p.market == market.symbol),
                        None)
         if current is not None and current is not mode:
             raise Refusal("Cannot switch leverage type with open position.")
-        timeout = self.gateway.order_timeout_s
+        timeout = self.host.order_timeout_s
         try:
-            await asyncio.wait_for(self.gateway.client.set_margin_mode(account, market.symbol, mode), timeout)
+            await asyncio.wait_for(self.host.client.set_margin_mode(account, market.symbol, mode), timeout)
         except Rejected as refused:
             if refused.reason is not RejectReason.MARGIN_MODE_UNCHANGED:
                 raise Refusal(_error_text(refused)) from None
-        await _settle_command(self.gateway.client.set_leverage(account, market.symbol, leverage), timeout)
+        await _settle_command(self.host.client.set_leverage(account, market.symbol, leverage), timeout)
         return {"type": "default"}
 
     async def _updateIsolatedMargin(self, account: str, action: dict) -> dict:
@@ -285,8 +286,8 @@ class HyperliquidExchange:
         amount = action.get("ntli")
         if not isinstance(amount, int):
             raise Refusal(UNREADABLE)
-        await _settle_command(self.gateway.client.adjust_margin(account, market.symbol, money(amount)),
-                              self.gateway.order_timeout_s)
+        await _settle_command(self.host.client.adjust_margin(account, market.symbol, money(amount)),
+                              self.host.order_timeout_s)
         return {"type": "default"}
 
     async def _modify(self, account: str, action: dict) -> dict:
@@ -305,7 +306,7 @@ class HyperliquidExchange:
         queue, as a Hyperliquid modify does."""
         try:
             market = self._asset(wire.get("a"))
-            orders = self.gateway.ledger.open_orders(account, market)
+            orders = self.host.ledger.open_orders(account, market)
             order = next((o for o in orders if o.order_id == oid or (isinstance(oid, str) and o.client_order_id == oid)),
                          None)
             if order is None:
@@ -314,9 +315,9 @@ class HyperliquidExchange:
                 return {"error": "Cannot modify the side of an order"}
             size = market.lot_size * market.size_to_lots(Decimal(wire["s"])) + \
                 market.lot_size * order.executed
-            await asyncio.wait_for(self.gateway.client.amend(account, market.symbol, order.order_id,
+            await asyncio.wait_for(self.host.client.amend(account, market.symbol, order.order_id,
                                                              str(Decimal(wire["p"])), str(size), requeue=True),
-                                   self.gateway.order_timeout_s)
+                                   self.host.order_timeout_s)
         except Refusal as refusal:
             return {"error": str(refusal)}
         except Rejected as refused:
@@ -332,7 +333,7 @@ class HyperliquidExchange:
         ccxt's: 5% from the mid), which can pass perpsim's price band (5% of the mark): it
         is limited at the band's edge, which fills it as it would have filled (nothing
         trades beyond the band anyway)."""
-        mark = self.gateway.projection.markets[market.symbol].mark
+        mark = self.host.projection.markets[market.symbol].mark
         if not mark:
             return price
         band = mark * market.price_band_ppm // 1_000_000
@@ -349,11 +350,11 @@ class HyperliquidExchange:
         if condition is None or not isinstance(trigger.get("isMarket"), bool):
             return {"error": "Order has invalid trigger."}
         size = Decimal(wire["s"])
-        result = await asyncio.wait_for(self.gateway.client.place_conditional(
+        result = await asyncio.wait_for(self.host.client.place_conditional(
             account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), condition,
             trigger=str(Decimal(trigger["triggerPx"])), price=None if trigger["isMarket"] else str(Decimal(wire["p"])),
             source=TriggerSource.MARK, reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None),
-            self.gateway.order_timeout_s)
+            self.host.order_timeout_s)
         return {"resting": {"oid": result.order_id, **({"cloid": wire["c"]} if wire.get("c") else {})}}
 
     async def _scheduleCancel(self, account: str, action: dict) -> dict:
@@ -373,11 +374,11 @@ class HyperliquidExchange:
     async def _cancel_all_at(self, account: str, when: int) -> None:
         await asyncio.sleep(max(0.0, (when - time.time() * 1000) / 1000))
         self.scheduled.pop(account, None)
-        orders = self.gateway.ledger.open_orders(account) + self.gateway.ledger.open_conditionals(account)
+        orders = self.host.ledger.open_orders(account) + self.host.ledger.open_conditionals(account)
         for order in orders:
             try:
-                await asyncio.wait_for(self.gateway.client.cancel(account, order.market.symbol, order.order_id),
-                                       self.gateway.order_timeout_s)
+                await asyncio.wait_for(self.host.client.cancel(account, order.market.symbol, order.order_id),
+                                       self.host.order_timeout_s)
             except (Rejected, TimeoutError):
                 pass  # it ended meanwhile, or the exchange is slow: the next order is tried
 
@@ -390,10 +391,10 @@ class HyperliquidExchange:
         statuses = []
         for request in action.get("cancels", []):
             market = self._asset(request.get("asset"))
-            order = next((o for o in self.gateway.ledger.open_orders(account, market)
+            order = next((o for o in self.host.ledger.open_orders(account, market)
                           if o.client_order_id == request.get("cloid")), None)
             if order is None:
-                order = next((o for o in self.gateway.ledger.open_conditionals(account, market)
+                order = next((o for o in self.host.ledger.open_conditionals(account, market)
                               if o.client_order_id == request.get("cloid")), None)
             statuses.append(await self._cancel_one(account, market, order.order_id if order else None))
         return {"type": "cancel", "data": {"statuses": statuses}}
@@ -403,8 +404,8 @@ class HyperliquidExchange:
         if not isinstance(order_id, int):
             return never
         try:
-            await asyncio.wait_for(self.gateway.client.cancel(account, market.symbol, order_id),
-                                   self.gateway.order_timeout_s)
+            await asyncio.wait_for(self.host.client.cancel(account, market.symbol, order_id),
+                                   self.host.order_timeout_s)
         except Rejected:
             return never
         return "success"

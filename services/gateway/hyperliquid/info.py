@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from exchange.markets import Market
 from schemas.enums import Condition, IncomeKind, MarginMode, Side
-from services.gateway.ledger import LIVE, entry_price, money
+from services.gateway.host import GatewayHost
+from services.gateway.ledger import LIVE, OrderKind, OrderStatus, entry_price, money
 from services.gateway.projection import aggregate
 
 UNREADABLE = "Failed to deserialize the JSON body into the target type"
@@ -58,9 +59,9 @@ class Unreadable(Exception):
 class HyperliquidInfo:
     """``POST /info`` of a ``Gateway`` (its projection and ledger)."""
 
-    def __init__(self, gateway: Any):
-        self.gateway = gateway
-        self.markets = gateway.markets
+    def __init__(self, host: GatewayHost):
+        self.host = host
+        self.markets = host.markets
         self.by_coin = {coin(market): market for market in self.markets.values()}
         # the request types answered, by the name Hyperliquid gives them: only these are reachable
         # from the wire (a helper's name in "type" is refused like any unknown type)
@@ -149,11 +150,11 @@ class HyperliquidInfo:
         return {"universe": self._universe(), "marginTables": self._margin_tables(), "collateralToken": 0}
 
     def _asset_context(self, market: Market) -> dict:
-        state = self.gateway.projection.markets[market.symbol]
-        (bid, _), (ask, _) = self.gateway.projection.best(market.symbol)
+        state = self.host.projection.markets[market.symbol]
+        (bid, _), (ask, _) = self.host.projection.best(market.symbol)
         day = [c for c in state.candles if c[0] >= int(time.time() * 1000) - 86_400_000]
         previous = day[0][1] if day else state.mark
-        open_interest = sum(p.signed_size for account in self.gateway.ledger.accounts.values() if account.snapshot
+        open_interest = sum(p.signed_size for account in self.host.ledger.accounts.values() if account.snapshot
                             for p in account.snapshot.positions if p.market == market.symbol and p.signed_size > 0)
         return {"funding": f"{state.funding_rate_ppb / 1e9:.8f}", "openInterest": self._size(market, open_interest),
                 "prevDayPx": self._price(market, previous), "dayNtlVlm": usd(sum(c[6] for c in day)),
@@ -183,15 +184,15 @@ class HyperliquidInfo:
     def _allMids(self, body: dict) -> dict:
         mids = {}
         for market in self.markets.values():
-            (bid, _), (ask, _) = self.gateway.projection.best(market.symbol)
-            mid = (bid + ask) / 2 if bid and ask else self.gateway.projection.markets[market.symbol].mark
+            (bid, _), (ask, _) = self.host.projection.best(market.symbol)
+            mid = (bid + ask) / 2 if bid and ask else self.host.projection.markets[market.symbol].mark
             if mid:
                 mids[coin(market)] = _number(str(Decimal(str(mid)) * market.tick_size))
         return mids
 
     def _l2Book(self, body: dict) -> dict:
         market = self._market(body.get("coin"))
-        bids, asks = self.gateway.projection.depth(market.symbol, 20)
+        bids, asks = self.host.projection.depth(market.symbol, 20)
         return {"coin": coin(market), "time": int(time.time() * 1000),
                 "levels": [[{"px": self._price(market, p), "sz": self._size(market, s), "n": 1} for p, s in side]
                            for side in (bids, asks)]}
@@ -199,7 +200,7 @@ class HyperliquidInfo:
     def _fundingHistory(self, body: dict) -> list:
         market = self._market(body.get("coin"))
         start, end = int(body.get("startTime", 0)), body.get("endTime")
-        state = self.gateway.projection.markets[market.symbol]
+        state = self.host.projection.markets[market.symbol]
         return [{"coin": coin(market), "fundingRate": f"{rate / 1e9:.8f}", "premium": "0.0", "time": ts // 1_000_000}
                 for ts, rate, _ in state.funding_history
                 if ts // 1_000_000 >= start and (end is None or ts // 1_000_000 <= int(end))]
@@ -213,7 +214,7 @@ class HyperliquidInfo:
         if interval is None:
             raise Unreadable
         start, end = int(request.get("startTime", 0)), request.get("endTime")
-        state = self.gateway.projection.markets[market.symbol]
+        state = self.host.projection.markets[market.symbol]
         candles = aggregate(state.candles, interval, start, int(end) if end is not None else None, 5000)
         return [self.candle(market, request["interval"], c) for c in candles]
 
@@ -225,7 +226,7 @@ class HyperliquidInfo:
 
     def latest_candle(self, market: Market, interval: str) -> dict | None:
         """The newest candle of ``interval``, from the one-minute candles it spans only."""
-        candles = self.gateway.projection.markets[market.symbol].candles
+        candles = self.host.projection.markets[market.symbol].candles
         if not candles:
             return None
         length = INTERVALS_MS[interval]
@@ -241,7 +242,7 @@ class HyperliquidInfo:
 
     def _clearinghouseState(self, body: dict) -> dict:
         user = self._user(body)
-        snapshot = self.gateway.ledger.valued(user)
+        snapshot = self.host.ledger.valued(user)
         positions, total_ntl, cross_ntl, margin_used, cross_margin_used = [], 0, 0, 0, 0
         cross_mm = next((b.maintenance_margin for b in snapshot.buckets if not b.market), 0)
         funding = self._funding_by_market(user)
@@ -284,7 +285,7 @@ class HyperliquidInfo:
 
     def _funding_by_market(self, user: str) -> dict[str, int]:
         paid: dict[str, int] = {}
-        for _, item in self.gateway.ledger.account(user).income:
+        for _, item in self.host.ledger.account(user).income:
             if item.kind is IncomeKind.FUNDING_FEE:
                 paid[item.market] = paid.get(item.market, 0) - item.amount
         return paid
@@ -297,7 +298,7 @@ class HyperliquidInfo:
                 "cloid": order.client_order_id if order.client_order_id.startswith("0x") else None}
 
     def _frontend_order(self, order) -> dict:
-        return {**self._order(order), "orderType": "Limit" if order.kind == "LIMIT" else "Market",
+        return {**self._order(order), "orderType": "Limit" if order.kind is OrderKind.LIMIT else "Market",
                 "reduceOnly": order.reduce_only, "isTrigger": False, "triggerPx": "0.0", "triggerCondition": "N/A",
                 "isPositionTpsl": False, "tif": {"GTC": "Gtc", "IOC": "Ioc", "POST_ONLY": "Alo"}.get(
                     order.tif.name, "Gtc"), "children": []}
@@ -307,7 +308,7 @@ class HyperliquidInfo:
         market = order.market
         stop = order.condition is Condition.STOP
         above = (order.side is Side.BUY) == stop  # a buy stop and a sell take-profit fire on a rise
-        kind = ("Stop" if stop else "Take Profit") + (" Limit" if order.kind == "LIMIT" else " Market")
+        kind = ("Stop" if stop else "Take Profit") + (" Limit" if order.kind is OrderKind.LIMIT else " Market")
         return {"coin": coin(market), "side": "B" if order.side is Side.BUY else "A",
                 "limitPx": self._price(market, order.price or order.trigger_price),
                 "sz": self._size(market, order.size), "oid": order.order_id, "timestamp": order.time_ms,
@@ -318,25 +319,24 @@ class HyperliquidInfo:
 
     def _openOrders(self, body: dict) -> list:
         user = self._user(body)
-        return [self._order(o) for o in self.gateway.ledger.open_orders(user)] + \
+        return [self._order(o) for o in self.host.ledger.open_orders(user)] + \
             [{k: v for k, v in self._trigger(o).items() if k in ("coin", "side", "limitPx", "sz", "oid", "timestamp",
                                                                   "origSz", "cloid")}
-             for o in self.gateway.ledger.open_conditionals(user)]
+             for o in self.host.ledger.open_conditionals(user)]
 
     def _frontendOpenOrders(self, body: dict) -> list:
         user = self._user(body)
-        return [self._frontend_order(o) for o in self.gateway.ledger.open_orders(user)] + \
-            [self._trigger(o) for o in self.gateway.ledger.open_conditionals(user)]
+        return [self._frontend_order(o) for o in self.host.ledger.open_orders(user)] + \
+            [self._trigger(o) for o in self.host.ledger.open_conditionals(user)]
 
     def _status(self, order) -> str:
         if order.status in LIVE:
             return "open"
-        return {"FILLED": "filled", "CANCELED": "canceled"}.get(order.status, "rejected" if order.status == "REJECTED"
-                                                                  else "canceled")
+        return "filled" if order.status is OrderStatus.FILLED else "canceled"
 
     def _orderStatus(self, body: dict) -> dict:
         user, oid = self._user(body), body.get("oid")
-        orders = self.gateway.ledger.by_account.get(user, {})
+        orders = self.host.ledger.by_account.get(user, {})
         order = orders.get(oid) if isinstance(oid, int) else next(
             (o for o in orders.values() if o.client_order_id == oid), None)
         if order is None:
@@ -346,7 +346,7 @@ class HyperliquidInfo:
 
     def _historicalOrders(self, body: dict) -> list:
         return [{"order": self._frontend_order(o), "status": self._status(o), "statusTimestamp": o.update_ms or o.time_ms}
-                for o in list(self.gateway.ledger.by_account.get(self._user(body), {}).values())[-2000:]]
+                for o in list(self.host.ledger.by_account.get(self._user(body), {}).values())[-2000:]]
 
     def fill(self, trade) -> dict:
         """One of the ledger's trades as a Hyperliquid fill."""
@@ -358,7 +358,7 @@ class HyperliquidInfo:
                 "fee": usd(trade.commission), "tid": trade.trade_id, "feeToken": "USDC"}
 
     def _fills(self, user: str, start: int = 0, end: int | None = None) -> list:
-        trades = self.gateway.ledger.account(user).trades
+        trades = self.host.ledger.account(user).trades
         return [self.fill(t) for t in reversed(trades)  # newest first, as Hyperliquid
                 if t.time_ms >= start and (end is None or t.time_ms <= end)]
 
@@ -373,7 +373,7 @@ class HyperliquidInfo:
         user = self._user(body)
         start, end = int(body.get("startTime", 0)), body.get("endTime")
         rows = []
-        for _, item in self.gateway.ledger.account(user).income:
+        for _, item in self.host.ledger.account(user).income:
             when = item.ts // 1_000_000
             if item.kind is IncomeKind.FUNDING_FEE and when >= start and (end is None or when <= int(end)):
                 market = self.markets[item.market]

@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from schemas.enums import IncomeKind, Side
 from schemas.events import BBO, BookDelta, BookSnapshot, MarkPrice, Trade
+from services.gateway.host import BookLevels, GatewayHost
 from services.gateway.hyperliquid.exchange import HyperliquidExchange
 from services.gateway.hyperliquid.info import (
     INTERVALS_MS,
@@ -37,7 +38,7 @@ from services.gateway.hyperliquid.info import (
     Unreadable,
     coin,
 )
-from services.gateway.ledger import FORCED, AccountUpdate, OrderUpdate, money
+from services.gateway.ledger import FORCED, AccountUpdate, OrderUpdate, UserEvent, money
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
@@ -67,8 +68,8 @@ class HyperliquidStreams:
     """The WebSocket of the Hyperliquid dialect: fed by the gateway's market data and the
     ledger's user events (it is one of the gateway's taps)."""
 
-    def __init__(self, gateway: Any, info: HyperliquidInfo, exchange: HyperliquidExchange):
-        self.gateway, self.info, self.exchange = gateway, info, exchange
+    def __init__(self, host: GatewayHost, info: HyperliquidInfo, exchange: HyperliquidExchange):
+        self.host, self.info, self.exchange = host, info, exchange
         self.connections: set[_Connection] = set()
 
     def routes(self) -> list:
@@ -217,8 +218,8 @@ class HyperliquidStreams:
     def listening(self, account: str) -> bool:
         return any(key == account for c in self.connections for kind, key in c.subscriptions if kind in USER_CHANNELS)
 
-    def market(self, message: Any) -> None:
-        market = self.gateway.markets.get(getattr(message, "market", ""))
+    def market(self, message: object, before: BookLevels | None) -> None:
+        market = self.host.markets.get(getattr(message, "market", ""))
         if market is None or not self.connections:
             return  # no WebSocket open: nothing to format
         name = coin(market)
@@ -276,7 +277,7 @@ class HyperliquidStreams:
             for kind, user in list(connection.subscriptions):
                 if kind != "clearinghouseState" or user in connection.state_due:
                     continue
-                state = self.gateway.ledger.accounts.get(user)
+                state = self.host.ledger.accounts.get(user)
                 snapshot = state.snapshot if state is not None else None
                 if snapshot is None or not any(p.market == symbol for p in snapshot.positions):
                     continue
@@ -296,7 +297,7 @@ class HyperliquidStreams:
         for item in event.snapshot.income:
             if item.kind is not IncomeKind.FUNDING_FEE:
                 continue
-            market = self.gateway.markets[item.market]
+            market = self.host.markets[item.market]
             position = next((p for p in event.snapshot.positions if p.market == item.market), None)
             funding = {"time": item.ts // 1_000_000, "coin": coin(market), "usdc": money(item.amount),
                        "szi": self.info._size(market, position.signed_size if position else 0), "fundingRate": "0.0"}
@@ -305,7 +306,7 @@ class HyperliquidStreams:
             for connection in self._to("userEvents", account):
                 self._send(connection, "user", {"funding": funding})
 
-    def user(self, account: str, event: Any) -> None:
+    def user(self, account: str, event: UserEvent) -> None:
         if isinstance(event, AccountUpdate):
             for connection in self._to("clearinghouseState", account):
                 self._state(connection, account)
@@ -328,6 +329,6 @@ class HyperliquidStreams:
                 liquidation = {"lid": order.order_id, "liquidator": "0x" + "0" * 40, "liquidated_user": account,
                                "liquidated_ntl_pos": money(event.trade.price * event.trade.size
                                                            * market.value_per_tick_lot),
-                               "liquidated_account_value": money(self.gateway.ledger.snapshot(account).balance)}
+                               "liquidated_account_value": money(self.host.ledger.snapshot(account).balance)}
                 for connection in self._to("userEvents", account):
                     self._send(connection, "user", {"liquidation": liquidation})

@@ -28,7 +28,8 @@ from aiohttp import WSMsgType, web
 from exchange.core import usdc
 from schemas.enums import IncomeKind, LiquidationStage, MarginMode, Side
 from schemas.events import LiquidationOutcome, MarkPrice
-from services.gateway.ledger import money
+from services.gateway.host import BookLevels, GatewayHost
+from services.gateway.ledger import UserEvent, money
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -44,19 +45,19 @@ def _side(signed: int) -> str:
 
 
 class WebView:
-    """The web view of a running ``Gateway``: one of its taps (market data), and a
+    """The web view of a running gateway host: one of its taps (market data), and a
     listener of its client (every account's liquidations)."""
 
-    def __init__(self, gateway: Any):
-        self.gateway = gateway
-        self.markets = gateway.markets
+    def __init__(self, host: GatewayHost):
+        self.host = host
+        self.markets = host.markets
         self.series: dict[str, deque] = {m: deque(maxlen=SERIES_KEPT) for m in self.markets}  # [ms, mark, index, last]
         self.marked: dict[str, deque] = {m: deque(maxlen=FEED_KEPT) for m in self.markets}  # [ms, price, mode]
         self.feed: deque = deque(maxlen=FEED_KEPT)  # liquidation steps, newest last
         self._last_market: dict[str, str] = {}
         self.sockets: set[web.WebSocketResponse] = set()
-        gateway.taps.append(self)
-        gateway.client.listen(self._account_event)
+        host.taps.append(self)
+        host.client.listen(self._account_event)
 
     def routes(self) -> list:
         return [web.get("/", self.index), web.get("/web", self.index), web.static("/web/static", STATIC),
@@ -66,21 +67,21 @@ class WebView:
     async def close(self) -> None:
         for socket in list(self.sockets):
             await socket.close()
-        if self in self.gateway.taps:
-            self.gateway.taps.remove(self)
+        if self in self.host.taps:
+            self.host.taps.remove(self)
 
     # ---------------------------------------------------------------- the taps
 
     def listening(self, account: str) -> bool:
         return False  # it reads the ledger's state; it needs no per-account stream events
 
-    def user(self, account: str, event: Any) -> None:
+    def user(self, account: str, event: UserEvent) -> None:
         return None
 
-    def market(self, message: Any) -> None:
+    def market(self, message: object, before: BookLevels | None) -> None:
         if not isinstance(message, MarkPrice) or message.market not in self.series:
             return
-        state = self.gateway.projection.markets[message.market]
+        state = self.host.projection.markets[message.market]
         last = state.trades[-1][1] if state.trades else 0
         now = message.ts // 1_000_000 or int(time.time() * 1000)
         series = self.series[message.market]
@@ -98,7 +99,7 @@ class WebView:
         self._last_market[message.account] = market
         now = message.ts // 1_000_000 or int(time.time() * 1000)
         spec = self.markets.get(market)
-        mark = self.gateway.projection.markets[market].mark if spec else 0
+        mark = self.host.projection.markets[market].mark if spec else 0
         self.feed.append({"t": now, "account": message.account, "market": market,
                           "mode": message.mode.name.lower(), "stage": message.stage.name.lower(),
                           "equity": money(message.equity), "mark": spec.format_price(mark) if spec and mark else ""})
@@ -106,22 +107,22 @@ class WebView:
             self.marked[market].append([now, mark, message.mode.name.lower()])
 
     def _snapshot_positions(self, account: str) -> list:
-        state = self.gateway.ledger.accounts.get(account)
+        state = self.host.ledger.accounts.get(account)
         return list(state.snapshot.positions) if state is not None and state.snapshot is not None else []
 
     # ------------------------------------------------------------------- state
 
     def state(self) -> dict:
-        fund = self.gateway.ledger.accounts.get("insurance")
+        fund = self.host.ledger.accounts.get("insurance")
         interest: dict[str, int] = {m: 0 for m in self.markets}
-        for account in self.gateway.ledger.accounts.values():
+        for account in self.host.ledger.accounts.values():
             for position in account.snapshot.positions if account.snapshot is not None else ():
                 if position.signed_size > 0 and position.market in interest:
                     interest[position.market] += position.signed_size
         markets = []
         for symbol, spec in self.markets.items():
-            state = self.gateway.projection.markets[symbol]
-            bids, asks = self.gateway.projection.depth(symbol, DEPTH)
+            state = self.host.projection.markets[symbol]
+            bids, asks = self.host.projection.depth(symbol, DEPTH)
             price, size = spec.format_price, spec.format_size
             markets.append({
                 "symbol": symbol, "base": spec.base, "tick": str(spec.tick_size),
@@ -141,21 +142,21 @@ class WebView:
             })
         return {"time": int(time.time() * 1000), "markets": markets,
                 "insurance_fund": usdc(fund.snapshot.balance if fund is not None and fund.snapshot else 0, exact=False),
-                "liquidations": list(self.feed)[-50:][::-1], "accounts": len(self.gateway.ledger.accounts)}
+                "liquidations": list(self.feed)[-50:][::-1], "accounts": len(self.host.ledger.accounts)}
 
     def resolve(self, wanted: str) -> str | None:
         """An account id, a wallet address (any case) or an API key, to the account."""
         wanted = wanted.strip()
-        ledger = self.gateway.ledger.accounts
+        ledger = self.host.ledger.accounts
         for candidate in (wanted, wanted.lower()):
             if candidate in ledger and ledger[candidate].snapshot is not None:
                 return candidate
-        keys = self.gateway.keys
+        keys = self.host.keys
         found = keys.lookup(wanted) if keys is not None else None
         return found[1] if found is not None else None
 
     def account(self, account: str) -> dict:
-        ledger = self.gateway.ledger
+        ledger = self.host.ledger
         snapshot = ledger.valued(account)
         positions = []
         for p in snapshot.positions:
@@ -170,16 +171,16 @@ class WebView:
                                 else p.initial_margin),
                 "liquidation": spec.format_price(p.liquidation_price) if p.liquidation_price else None,
                 "bankruptcy": spec.format_price(p.bankruptcy_price) if p.bankruptcy_price else None})
-        orders = [{"id": o.order_id, "market": o.market.symbol, "side": o.side.name.lower(), "kind": o.kind,
+        orders = [{"id": o.order_id, "market": o.market.symbol, "side": o.side.name.lower(), "kind": o.kind.name,
                    "price": o.market.format_price(o.price) if o.price else "market",
                    "size": o.market.format_size(o.size), "filled": o.market.format_size(o.executed),
                    "reduce_only": o.reduce_only} for o in ledger.open_orders(account)]
         conditionals = [{"id": c.order_id, "market": c.market.symbol, "side": c.side.name.lower(),
-                         "condition": c.condition.name.lower(), "kind": c.kind,
+                         "condition": c.condition.name.lower(), "kind": c.kind.name,
                          "trigger": c.market.format_price(c.trigger_price) if c.trigger_price else "",
                          "price": c.market.format_price(c.price) if c.price else "market",
                          "size": "position" if c.close_position else c.market.format_size(c.size),
-                         "source": c.source.name.lower(), "status": c.status} for c in ledger.open_conditionals(account)]
+                         "source": c.source.name.lower(), "status": c.status.name.lower()} for c in ledger.open_conditionals(account)]
         state = ledger.account(account)
         fills = [{"t": t.time_ms, "market": t.market.symbol, "side": t.side.name.lower(),
                   "price": t.market.format_price(t.price), "size": t.market.format_size(t.size),
