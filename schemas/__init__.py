@@ -26,6 +26,7 @@ from schemas.topics import (
     RISK_IN,
     STATE,
     TOPICS,
+    VENUE,
     topic_partitions,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "TriggerSource",
     "ACCOUNT_EVENTS",
     "DEADLETTER",
+    "VENUE",
     "KEYS",
     "LIQUIDATION_IN",
     "MARKET_DATA",

@@ -83,6 +83,7 @@ class RejectReason(enum.IntEnum):
     INVALID_PRICE = 7
     INVALID_SIZE = 8
     DUPLICATE_ORDER_ID = 9
+    INVALID_CLIENT_ORDER_ID = 10  # longer than the contract carries (schemas.events.MAX_CLIENT_ORDER_ID)
     # execution (matching)
     WOULD_CROSS = 20  # post-only order would take liquidity
     OUTSIDE_PRICE_BAND = 21

@@ -60,6 +60,8 @@ SignedSize = Annotated[int, msgspec.Meta(ge=-MAX_SIZE, le=MAX_SIZE)]
 Amount = Annotated[int, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 Rate = Annotated[int, msgspec.Meta(ge=-MAX_RATE_PPB, le=MAX_RATE_PPB)]
 Leverage = Annotated[int, msgspec.Meta(ge=0, le=MAX_LEVERAGE)]
+MAX_CLIENT_ORDER_ID = 64  # characters; the venues' are shorter (Binance 36, a Hyperliquid cloid 34 as hex)
+ClientOrderId = Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_ORDER_ID)]
 Callback = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]  # ppm of price (a trailing stop's callback rate)
 
 # Order ids are assigned by risk as ``(counter << 16) | partition`` (partition < 2**15) and
@@ -95,7 +97,7 @@ class PlaceOrder(Message, tag="PlaceOrder"):
 
     account: str
     market: str
-    client_order_id: str
+    client_order_id: ClientOrderId
     side: Side
     order_type: OrderType
     tif: TimeInForce
@@ -175,7 +177,7 @@ class NewOrder(Message, tag="NewOrder"):
     account: str
     market: str
     order_id: Count
-    client_order_id: str
+    client_order_id: ClientOrderId
     side: Side
     order_type: OrderType
     tif: TimeInForce
@@ -234,7 +236,7 @@ class OrderAccepted(Message, tag="OrderAccepted"):
     market: str
     account: str
     order_id: Count
-    client_order_id: str
+    client_order_id: ClientOrderId
     side: Side
     order_type: OrderType
     tif: TimeInForce
@@ -260,7 +262,7 @@ class OrderTriggered(Message, tag="OrderTriggered"):
     market: str
     account: str
     order_id: Count
-    client_order_id: str
+    client_order_id: ClientOrderId
     side: Side
     order_type: OrderType
     tif: TimeInForce
@@ -281,7 +283,7 @@ class OrderRejected(Message, tag="OrderRejected"):
     market: str
     account: str
     order_id: Count  # 0 when risk refused it before assigning an id
-    client_order_id: str
+    client_order_id: ClientOrderId
     reason: RejectReason
     detail: str = ""
     ts: Count = 0

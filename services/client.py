@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 
 # the field a refused number is in -> the reason the exchange would give for it
 _FIELD_REASONS = {"price": RejectReason.INVALID_PRICE, "size": RejectReason.INVALID_SIZE,
-                  "leverage": RejectReason.LEVERAGE_OUT_OF_RANGE}
+                  "leverage": RejectReason.LEVERAGE_OUT_OF_RANGE,
+                  "client_order_id": RejectReason.INVALID_CLIENT_ORDER_ID}
 
 
 def _amount(text: str) -> int:

@@ -36,6 +36,7 @@ from services.runtime.kafka import KafkaBus, KafkaSettings, ensure_topics
 from services.runtime.loop import loop_name
 from services.runtime.loop import run as run_on_loop
 from services.runtime.runner import ServiceRunner
+from services.runtime.venue import VenueWatch, ensure_identity
 from services.sim.simulation import load_scenario
 from services.sim.simulation import sources as scenario_sources
 
@@ -81,21 +82,72 @@ async def _serve(name: str, options: Options) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks, name)  # `kill -USR1 <pid>`: what each task waits on
     log.info("service=%s starting bootstrap=%s partitions=%d loop=%s", name, options.settings.bootstrap,
              options.partitions, loop_name())
+    identity = await ensure_identity(bus)
+    log.info("service=%s venue=%s", name, identity.id)
     watchdog = asyncio.create_task(watch_broker(options.settings.bootstrap, lost))
+    venue_watch = asyncio.create_task(VenueWatch(bus, identity).run())
     service = asyncio.create_task(_run_one(name, options, bus, stop))
     try:
-        await asyncio.wait([service, watchdog], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([service, watchdog, venue_watch], return_when=asyncio.FIRST_COMPLETED)
+        if lost.is_set() or venue_watch.done():
+            # the client library's tasks fail as they are abandoned to a broker that will not
+            # answer: what they leave behind is no news, the one message below says it all
+            loop.set_exception_handler(_quiet)
         if lost.is_set():  # nothing can be sent or saved: stop at once, with one clear message
-            service.cancel()
+            await _cancel(service, name)
             raise BusError(f"the Kafka broker at {options.settings.bootstrap} is gone; {name} stopped")
+        if venue_watch.done():  # the broker is there but holds another venue's data, or none
+            log.error("service=%s %s", name, venue_watch.exception())
+            await _cancel(service, name)
+            raise BusError(f"{venue_watch.exception()}; {name} stopped")
         await service
     finally:
-        watchdog.cancel()
-        if not lost.is_set():
-            await bus.stop()
+        for task in (watchdog, venue_watch):
+            await _cancel(task, name)
+        await _stop_bus(bus, name, gone=lost.is_set())
         log.info("service=%s stopped", name)
+
+
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    log.debug("after the broker was lost: %s %s", context.get("message"), context.get("exception") or "")
+
+
+def _log_tasks(name: str, level: int = logging.WARNING) -> None:
+    """Log where each of the process's tasks waits (for a process that looks stuck)."""
+    for task in asyncio.all_tasks():
+        frames = [f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+                  for frame in task.get_stack(limit=12)]
+        log.log(level, "service=%s task %s waits at %s", name, task.get_name(), " < ".join(reversed(frames)))
+
+
+CANCEL_WAIT_S = 10.0
+
+
+async def _cancel(task: asyncio.Task, name: str = "") -> None:
+    """Cancel ``task`` and wait for it to end (at most ``CANCEL_WAIT_S``: the client
+    library's own clean-up can wait on a broker that will not answer); what it raised on
+    the way is its own business."""
+    task.cancel()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT_S)
+    except TimeoutError:
+        log.warning("service=%s still stopping after %.0f s; leaving it", name, CANCEL_WAIT_S)
+        _log_tasks(name, logging.DEBUG)
+    except BaseException as exc:  # noqa: BLE001 - ended: cancelled, or failed as the reason we stop
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+
+
+async def _stop_bus(bus: KafkaBus, name: str, gone: bool) -> None:
+    """Close the bus's clients, so that nothing is left unclosed; a broker that is gone
+    gets a few seconds, not the clients' own retries."""
+    try:
+        await asyncio.wait_for(bus.stop(), 3.0 if gone else 30.0)
+    except (TimeoutError, BusError, OSError) as exc:
+        log.warning("service=%s the bus did not close cleanly: %s", name, exc or type(exc).__name__)
 
 
 async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Event) -> None:

@@ -15,7 +15,7 @@ from schemas.events import (
     OrderClosed,
     Trade,
 )
-from services.gateway.binance.wire import client_id, user_event
+from services.gateway.binance.wire import shown_client_id, user_event
 from services.gateway.ledger import Ledger, OrderKind, OrderStatus, money
 from services.gateway.projection import MarketProjection, aggregate
 
@@ -99,8 +99,8 @@ def test_each_side_of_a_backstop_or_adl_transfer_is_an_order_of_its_own():
     [winner] = ledger.forced_orders("winner")
     assert (loser.kind, winner.kind) == (OrderKind.ADL, OrderKind.ADL)
     # the ledger gives a forced close no client id; Binance's dialect names it as Binance does
-    assert client_id(bot) == f"autoclose-{10**18 // 10**6}7" and client_id(fund).startswith("autoclose-")
-    assert {client_id(loser), client_id(winner)} == {"adl_autoclose"}
+    assert shown_client_id(bot) == f"autoclose-{10**18 // 10**6}7" and shown_client_id(fund).startswith("autoclose-")
+    assert {shown_client_id(loser), shown_client_id(winner)} == {"adl_autoclose"}
     assert bot.client_order_id == loser.client_order_id == ""
     # each trade names its side's order, so a bot's trade history joins with its order history
     assert [t.order_id for t in ledger.account("bot").trades] == [bot.order_id]

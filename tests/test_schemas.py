@@ -219,3 +219,34 @@ def test_an_integer_just_outside_its_range_is_refused_on_decode(topic, kind):
             bad = msgspec.structs.replace(base, **{name: value})
             with pytest.raises(SchemaError, match="invalid message: Expected `int`"):
                 codec(topic).decode(codec(topic).encode(bad))
+
+
+def test_a_client_order_id_longer_than_the_contract_carries_is_refused_on_both_sides():
+    """A bot sent a 1,000 KiB client order id and it traded: the contract bounds it, so a
+    reader dead-letters such a record and the native client refuses to send it."""
+    import asyncio
+
+    from exchange.markets import default_markets
+    from schemas import topic_partitions
+    from schemas.enums import RejectReason
+    from schemas.events import MAX_CLIENT_ORDER_ID
+    from services.client import Client, Rejected
+    from services.runtime.memory import MemoryBus
+
+    def order(client_order_id: str) -> PlaceOrder:
+        return PlaceOrder("c", 1, "a", "SOL-PERP", client_order_id, Side.BUY, OrderType.LIMIT, TimeInForce.GTC,
+                          15000, 100, False, 1)
+
+    assert codec("risk.in").decode(codec("risk.in").encode(order("x" * MAX_CLIENT_ORDER_ID)))
+    raw = b"\x01" + msgspec.msgpack.encode([order("x" * (MAX_CLIENT_ORDER_ID + 1))])  # as a raw producer would
+    with pytest.raises(SchemaError, match="client_order_id"):
+        codec("risk.in").decode(raw)
+
+    async def place() -> tuple[RejectReason, int]:
+        bus = MemoryBus(topic_partitions(1))
+        async with Client(bus, default_markets()) as client:
+            with pytest.raises(Rejected) as refused:
+                await client.place("a", "SOL-PERP", Side.BUY, "1", "150", client_order_id="x" * 1_024_000)
+        return refused.value.reason, len(bus._log["risk.in"][0])
+
+    assert asyncio.run(place()) == (RejectReason.INVALID_CLIENT_ORDER_ID, 0)  # refused, and nothing sent

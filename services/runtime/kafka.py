@@ -104,6 +104,19 @@ async def ensure_topics(settings: KafkaSettings, topics: dict[str, int]) -> dict
         await admin.close()
 
 
+async def _closed(client) -> None:
+    """Stop an aiokafka client. With the broker gone, aiokafka's fetcher lets the
+    ``CancelledError`` of its own cancelled fetch task out of ``stop()``: that one is not
+    ours (this task is not being cancelled) and the client is closed all the same."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("%s stopped; its fetcher's own cancellation was swallowed", type(client).__name__)
+
+
 class KafkaBus:
     def __init__(self, settings: KafkaSettings, topics: dict[str, int]):
         self.settings = settings
@@ -123,14 +136,15 @@ class KafkaBus:
     async def stop(self) -> None:
         for consumer in self._consumers:
             await consumer.stop()
-        for watcher in self._watchers.values():
-            await watcher.stop()
-        self._watchers = {}
+        watchers, self._watchers = list(self._watchers.values()), {}
+        for watcher in watchers:
+            await _closed(watcher)
         if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
+            reader, self._reader = self._reader, None
+            await _closed(reader)
         if self._producer is not None:
-            await self._producer.stop()
+            producer, self._producer = self._producer, None
+            await _closed(producer)
 
     async def _read_client(self) -> AIOKafkaConsumer:
         if self._reader is None:
@@ -176,18 +190,24 @@ class KafkaBus:
             reader.assign([tp])
             reader.seek(tp, start)
             records: list[Record] = []
-            deadline = asyncio.get_running_loop().time() + self.settings.connect_timeout_s
+            at = start
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.connect_timeout_s
             try:
-                while end is None or await reader.position(tp) < end:
-                    batch = (await reader.getmany(tp, timeout_ms=300, max_records=10_000)).get(tp, [])
-                    records.extend(Record(topic, partition, m.offset, m.key, m.value) for m in batch
-                                   if end is None or m.offset < end)
-                    if not batch:
-                        if end is None:
-                            break  # as far as there is
-                        if asyncio.get_running_loop().time() > deadline:
-                            raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at "
-                                           f"{await reader.position(tp)}")
+                # the lock is never held past the deadline: aiokafka's position() can wait without
+                # end for a partition whose leader it cannot find (a broker restarted empty)
+                async with asyncio.timeout_at(deadline + 1.0):
+                    while end is None or (at := await reader.position(tp)) < end:
+                        batch = (await reader.getmany(tp, timeout_ms=300, max_records=10_000)).get(tp, [])
+                        records.extend(Record(topic, partition, m.offset, m.key, m.value) for m in batch
+                                       if end is None or m.offset < end)
+                        if not batch:
+                            if end is None:
+                                break  # as far as there is
+                            if loop.time() > deadline:
+                                raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at {at}")
+            except TimeoutError:
+                raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at {at}") from None
             except KafkaError as exc:
                 raise BusError(f"cannot read {topic}[{partition}]: {exc}") from None
             return records
@@ -313,5 +333,5 @@ class KafkaConsumer:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            await _closed(consumer)

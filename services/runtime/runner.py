@@ -223,6 +223,8 @@ class ServiceRunner:
         self.records = 0
         self.rebuilds = 0
         self._suspect: dict[int, int] = {}  # partition -> checks in a row that found the log ended early
+        self.stopping = False  # set as ``run`` ends: a rebalance callback under way gives up
+        self._callback: asyncio.Future | None = None  # a rebalance callback's work under way
 
     # ------------------------------------------------------------------ snapshots
 
@@ -312,7 +314,29 @@ class ServiceRunner:
         if self.consumer is not None and states:
             await self.consumer.commit({s.partition: s.offset for s in states})
 
+    # The rebalance callbacks run inside aiokafka's coordination task, which the consumer's
+    # stop waits for: their work runs as a task of its own that a stopping service ends
+    # (``_abortable``), so that a restore or snapshot waiting on a broker that will not
+    # answer does not keep the process from stopping.
+
+    async def _abortable(self, work) -> None:
+        if self.stopping:
+            work.close()
+            return
+        task = self._callback = asyncio.ensure_future(work)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not self.stopping:
+                task.cancel()
+                raise
+        finally:
+            self._callback = None
+
     async def _assigned(self, partitions: set[int]) -> None:
+        await self._abortable(self._assign(partitions))
+
+    async def _assign(self, partitions: set[int]) -> None:
         for partition in sorted(partitions):
             state = self.states.get(partition)
             while state is None:  # a partition is served from its state or not at all
@@ -326,6 +350,9 @@ class ServiceRunner:
         log.info("service=%s assigned partitions=%s", self.spec.name, sorted(partitions))
 
     async def _revoked(self, partitions: set[int]) -> None:
+        await self._abortable(self._revoke(partitions))
+
+    async def _revoke(self, partitions: set[int]) -> None:
         await self.snapshot(partitions, force=True)
         for partition in partitions:
             self.states.pop(partition, None)
@@ -553,4 +580,7 @@ class ServiceRunner:
                     applied_at_status, last_status = self.applied, now
             await self.snapshot(force=True)
         finally:
+            self.stopping = True
+            if self._callback is not None:
+                self._callback.cancel()
             await self.consumer.stop()

@@ -286,6 +286,13 @@ BAD_NUMBERS = [
     ("GET", "/fapi/v1/allOrders", {"limit": THIRTY_NINES}, {-1100}),
     ("GET", "/fapi/v2/balance", {"recvWindow": str(10**13)}, {-1131}),
     ("GET", "/fapi/v2/balance", {"recvWindow": "60001"}, {-1131}),
+    # Binance's client ids are 1 to 36 of letters, digits and .:/_- (a bot sent 1,000 KiB, and it traded)
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "1", "price": "150",
+                                "newClientOrderId": "x" * 37}, {-1100}),
+    ("POST", "/fapi/v1/order", {"side": "BUY", "type": "LIMIT", "quantity": "1", "price": "150",
+                                "newClientOrderId": "a b"}, {-1100}),
+    ("POST", "/fapi/v1/algoOrder", {"side": "SELL", "type": "STOP_MARKET", "algoType": "CONDITIONAL",
+                                    "quantity": "1", "triggerPrice": "140", "clientAlgoId": "y" * 37}, {-1100}),
 ]
 
 
@@ -306,6 +313,15 @@ async def test_every_bad_number_gets_a_binance_4xx_never_a_500(venue):
                 body = await response.json()
                 assert 400 <= response.status < 500 and body.get("code") in codes, (path, params, response.status,
                                                                                      body)
+        # a client order id of 1,000 KiB in the body (where ccxt puts a POST's parameters): refused, not traded
+        body = f"symbol=SOLUSDT&side=BUY&type=LIMIT&quantity=1&price=150&newClientOrderId={'x' * 1_024_000}" \
+               f"&timestamp={int(time.time() * 1000)}"
+        signature = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+        async with session.post(f"{gateway.base}/fapi/v1/order", data=f"{body}&signature={signature}",
+                                headers={"X-MBX-APIKEY": key,
+                                         "Content-Type": "application/x-www-form-urlencoded"}) as response:
+            assert (response.status, (await response.json())["code"]) == (400, -1100)
+    assert not gateway.ledger.open_orders("bot")
 
 
 async def test_ccxt_sets_margin_mode_and_leverage_adds_margin_and_sees_liquidation_prices(venue):

@@ -211,6 +211,11 @@ async def test_a_replayed_nonce_a_stranger_and_a_bad_signature_are_refused(hyper
         answer = await post({"action": helper, "nonce": nonce + 3, "vaultAddress": None, "expiresAfter": None,
                              "signature": sign_l1_action(wallet, helper, None, nonce + 3, None, False)})
         assert answer == {"status": "err", "response": "Unknown action type 'one_order'"}
+        # a cloid is 16 bytes in hex; anything else (here 1,000 KiB) is refused before any order is placed
+        long_cloid = {**action, "orders": [{**action["orders"][0], "c": "0x" + "ab" * 512_000}]}
+        answer = await post({"action": long_cloid, "nonce": nonce + 4, "vaultAddress": None, "expiresAfter": None,
+                             "signature": sign_l1_action(wallet, long_cloid, None, nonce + 4, None, False)})
+        assert answer == {"status": "err", "response": "Failed to deserialize the JSON body into the target type"}
     assert len(gateway.ledger.open_orders(address)) == 1  # only the first, once
 
 

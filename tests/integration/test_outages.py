@@ -107,6 +107,48 @@ async def test_a_killed_broker_stops_every_process_with_one_clear_message(own_br
             text = (stack.logs / f"{name}.log").read_text()
             assert "is gone" in text, (name, text[-2000:])
             assert "Traceback" not in text, (name, text[-3000:])
+            assert "Unclosed" not in text, (name, text[-3000:])
     except BaseException:
         print(stack.log_text())
         raise
+
+
+async def test_a_broker_restarted_empty_on_the_same_port_stops_every_process_with_one_plain_message(
+        own_broker, tmp_path):
+    """Kill -9 the broker and start an empty one on its port: before, risk, matching and
+    liquidation restored offset 0 from the empty log and served on with empty state (funded
+    accounts got UNKNOWN_ACCOUNT). Every process must see that the venue's data is gone and
+    stop, non-zero, with one message that says how to start fresh, and nothing else."""
+    stack = Stack(own_broker.bootstrap, tmp_path, 2, ["--gateway-port", str(free_port()),
+                                                      "--hyperliquid-port", str(free_port())])
+    stack.start("matching", "risk", "liquidation", "oracle", "gateway")
+    bus = await kafka_bus(own_broker.bootstrap, 2)
+    try:
+        async with Client(bus, default_markets()) as client:
+            await client.deposit("alice", "1000")  # the venue has state worth keeping
+    finally:
+        await bus.stop()
+    assert all(process.poll() is None for process in stack.processes.values()), stack.log_text()
+    own_broker.process.kill()
+    own_broker.process.wait()
+    own_broker.start_blocking()  # the same port, nothing on it
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(p.poll() is None for p in stack.processes.values()):
+        time.sleep(0.5)
+    running = [name for name, p in stack.processes.items() if p.poll() is None]
+    for name in running:  # where a process that did not stop is waiting, in its log
+        os.kill(stack.processes[name].pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    try:
+        assert not running, f"still running 30 s after the broker came back empty: {running}"
+        for name, process in stack.processes.items():
+            text = (stack.logs / f"{name}.log").read_text()
+            assert process.returncode not in (0, None), (name, process.returncode)
+            assert "the broker lost this venue's data" in text and "To start fresh" in text, (name, text[-2000:])
+            assert "Traceback" not in text, (name, text[-3000:])
+            assert "Unclosed" not in text, (name, text[-3000:])
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        stack.stop()

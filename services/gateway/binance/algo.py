@@ -32,7 +32,7 @@ from schemas.enums import (
 )
 from services.client import Rejected
 from services.gateway.binance.context import BinanceContext
-from services.gateway.binance.params import BinanceError, decimal, number
+from services.gateway.binance.params import BinanceError, client_id_param, decimal, number
 from services.gateway.binance.wire import ALGO_ID_OFFSET, algo_id, algo_json
 from services.gateway.ledger import ConditionalStatus
 
@@ -119,7 +119,7 @@ class AlgoOrders:
             if trigger is None:
                 raise BinanceError(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or "
                                           "malformed.")
-        client_id = params.get("clientAlgoId") or params.get("newClientOrderId") or uuid.uuid4().hex[:20]
+        client_id = client_id_param(params, "clientAlgoId", "newClientOrderId") or uuid.uuid4().hex[:20]
         if any(o.client_order_id == client_id for o in context.ledger.open_conditionals(account)):
             raise BinanceError(-4116, "ClientOrderId is duplicated.")
         try:

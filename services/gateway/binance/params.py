@@ -47,3 +47,19 @@ def number(params, name: str, default: int | None = None, low: int | None = None
     if high is not None:
         result = min(high, result)
     return result
+
+
+CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")  # Binance's rule for newClientOrderId and clientAlgoId
+
+
+def client_id_param(params, *names: str) -> str | None:
+    """The first of ``names`` sent (None if none), or Binance's -1100 if it breaks Binance's
+    rule: 1 to 36 of letters, digits and ``.:/_-``."""
+    for name in names:
+        value = params.get(name)
+        if value:
+            if not CLIENT_ID.match(value):
+                raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                          "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+            return value
+    return None

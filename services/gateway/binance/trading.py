@@ -15,8 +15,8 @@ from schemas.events import MAX_LEVERAGE
 from services.client import Rejected
 from services.gateway.binance.algo import CONDITIONAL_TYPES
 from services.gateway.binance.context import BinanceContext
-from services.gateway.binance.params import BATCH_LIMIT, BinanceError, decimal, number
-from services.gateway.binance.wire import INCOME_NAMES, binance_symbol, client_id, order_json, trade_json
+from services.gateway.binance.params import BATCH_LIMIT, BinanceError, client_id_param, decimal, number
+from services.gateway.binance.wire import INCOME_NAMES, binance_symbol, order_json, shown_client_id, trade_json
 from services.gateway.ledger import LIVE, OrderKind, entry_price, money
 
 
@@ -264,7 +264,7 @@ class TradingApi:
         price = decimal(params, "price") if kind == "LIMIT" else None
         if kind == "LIMIT" and price is None:
             raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-        client_order_id = params.get("newClientOrderId") or uuid.uuid4().hex[:20]
+        client_order_id = client_id_param(params, "newClientOrderId") or uuid.uuid4().hex[:20]
         if any(o.client_order_id == client_order_id for o in self.ledger.open_orders(account)):
             raise BinanceError(-4015, "Client order id is not valid.")
         reduce_only = params.get("reduceOnly", "false").lower() == "true"
@@ -292,7 +292,7 @@ class TradingApi:
         elif "origClientOrderId" in params:
             wanted = params["origClientOrderId"]
             order = next((o for o in reversed(self.ledger.by_account.get(account, {}).values())
-                          if client_id(o) == wanted), None)
+                          if shown_client_id(o) == wanted), None)
         else:
             raise BinanceError(-1102, "Either orderId or origClientOrderId must be sent.")
         if order is None or order.account != account or order.market is not market:

@@ -51,7 +51,7 @@ ORDER_TYPE = {OrderKind.LIMIT: "LIMIT", OrderKind.MARKET: "MARKET", OrderKind.LI
               OrderKind.ADL: "ADL"}
 
 
-def client_id(order: OrderView) -> str:
+def shown_client_id(order: OrderView) -> str:
     """An order's client order id; Binance names a forced close itself: ``autoclose-<time
     ms><number>`` for a liquidation order (the liquidation engine's, or one side of a
     backstop transfer), ``adl_autoclose`` for ADL."""
@@ -121,7 +121,7 @@ def order_json(order: OrderView) -> dict:
     market = order.market
     kind = "LIMIT" if order.kind in FORCED else ORDER_TYPE[order.kind]
     return {"orderId": order.order_id, "symbol": binance_symbol(market), "status": ORDER_STATUS[order.status],
-            "clientOrderId": client_id(order),
+            "clientOrderId": shown_client_id(order),
             "price": market.format_price(order.price if kind == "LIMIT" else 0),
             "avgPrice": order.average(),
             "origQty": market.format_size(order.size), "executedQty": market.format_size(order.executed),
@@ -185,7 +185,7 @@ def _order_update(event: OrderUpdate) -> dict:
     order, trade, when = event.order, event.trade, event.when
     market = order.market
     return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
-        "s": binance_symbol(market), "c": client_id(order), "S": order.side.name, "o": ORDER_TYPE[order.kind],
+        "s": binance_symbol(market), "c": shown_client_id(order), "S": order.side.name, "o": ORDER_TYPE[order.kind],
         "f": tif_name(order.tif), "q": market.format_size(order.size),
         "p": market.format_price(order.price if order.kind is OrderKind.LIMIT else 0),
         "ap": order.average(), "sp": "0",

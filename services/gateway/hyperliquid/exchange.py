@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ from services.gateway.ledger import money
 
 NONCE_WINDOW_MS = 86_400_000  # Hyperliquid: within a day (later: two days back, one ahead)
 NONCES_KEPT = 100
+CLOID = re.compile(r"^0x[0-9a-fA-F]{32}$")  # a client order id: 16 bytes, as hex
 TIFS = {"Gtc": TimeInForce.GTC, "Ioc": TimeInForce.IOC, "Alo": TimeInForce.POST_ONLY}
 
 
@@ -215,6 +217,9 @@ class HyperliquidExchange:
     # ------------------------------------------------------------------ actions
 
     async def _order(self, account: str, action: dict) -> dict:
+        for wire in action.get("orders", []):
+            if wire.get("c") is not None and not CLOID.match(str(wire["c"])):
+                raise Refusal(UNREADABLE)  # a cloid is 16 bytes in hex: Hyperliquid cannot read anything else
         statuses = await asyncio.gather(*(self._one_order(account, wire) for wire in action.get("orders", [])))
         return {"type": "order", "data": {"statuses": list(statuses)}}
 
