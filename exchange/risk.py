@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 from exchange.accounts import (
     CROSS,
@@ -110,6 +110,11 @@ from schemas.events import (
 )
 from schemas.state import AccountRow, BudgetRow, OpenOrderRow, PositionRow, RiskState
 
+# what a client waits for an answer to, and then for a snapshot that reflects it
+ANSWERED = frozenset({Deposit, Withdraw, SetMarginMode, SetLeverage, AdjustIsolatedMargin, OrderAccepted,
+                      OrderRejected, OrderAmended, OrderClosed, OrderTriggered, Fill})
+MATCHING: Final = "match."
+
 ENDED = (LiquidationStage.RECOVERED, LiquidationStage.FULL, LiquidationStage.BACKSTOP, LiquidationStage.ADL)
 
 
@@ -153,6 +158,8 @@ class RiskEngine:
         # in-process); only then can bucket states say what the fund holds
         self.holds_fund = holds_fund
         self._changed: set[str] = set()
+        # the newest sequence number applied from each matching producer (``_answered``)
+        self.applied: dict[str, int] = {}
         self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
         self._pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
         self._fund_changed = False
@@ -190,6 +197,8 @@ class RiskEngine:
                             f"got {type(event).__name__}")
         out: list[Message] = []
         handler(event, out)
+        if self.defer_snapshots and type(event) in ANSWERED:
+            self._answered(event)
         if self._pending:
             out.extend(self._pending)
             self._pending.clear()
@@ -203,6 +212,23 @@ class RiskEngine:
 
     def account(self, account_id: str) -> Account | None:
         return self.accounts.get(account_id)
+
+    def _answered(self, event: Any) -> None:
+        """Read-your-writes (docs/gateway.md, "Consistency"): the answers a client waits for
+        (matching's order outcomes and fills, risk's own acceptances) are followed by a
+        snapshot of each account they concern, stamped with the newest sequence number
+        applied from their producer, so a client can tell the snapshot that reflects them."""
+        if type(event) is Fill:
+            self.applied[event.producer] = event.seq
+            for account_id in (event.taker_account, event.maker_account):
+                if account_id in self.accounts:
+                    self._changed.add(account_id)
+        elif event.producer.startswith(MATCHING):
+            self.applied[event.producer] = event.seq
+            if event.account in self.accounts:
+                self._changed.add(event.account)
+        elif event.account in self.accounts:  # a client's command: risk's own answer is what is waited for
+            self._changed.add(event.account)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -222,7 +248,7 @@ class RiskEngine:
                          self.funding_net, self.bad_debt, self.liquidation_fees, accounts, dict(self.marks.marks),
                          dict(self.marks.last), sorted(self._in_liquidation), sorted(self._changed),
                          sorted(self._adl_ranked), list(self._pending), self._fund_changed, travel,
-                         [BudgetRow(account, thresholds) for account, thresholds in budgets])
+                         [BudgetRow(account, thresholds) for account, thresholds in budgets], dict(self.applied))
 
     def load(self, state: RiskState) -> None:
         """Take over ``state`` (from ``export``); this engine must be new."""
@@ -255,6 +281,7 @@ class RiskEngine:
         self._adl_ranked = {(bucket[0], bucket[1]) for bucket in state.adl_ranked}
         self._pending = list(state.pending)
         self._fund_changed = state.fund_changed
+        self.applied = dict(state.applied)
         # price keys are a function of each account's state; budgets depend on when they were set
         for account in self.accounts.values():
             if any(position.size for position in account.positions.values()):
@@ -1012,9 +1039,10 @@ class RiskEngine:
         their content depends on the partition's records alone, and a higher ``seq`` is
         always a newer state."""
         snapshots = []
+        applied = {**self.applied, self.producer: self.seq}  # what every snapshot of this flush reflects
         for account_id in sorted(self._changed):
             snapshot = self._snapshot(self.accounts[account_id], ts, stamp=False)
-            snapshot.producer, snapshot.seq = f"{self.producer}.margin", offset
+            snapshot.producer, snapshot.seq, snapshot.applied = f"{self.producer}.margin", offset, applied
             snapshots.append(snapshot)
         self._changed.clear()
         return snapshots

@@ -463,6 +463,9 @@ class MarginSnapshot(Message, tag="MarginSnapshot"):
     ts: Count = 0
     # the wallet movements since the account's previous snapshot, in order
     income: list[IncomeItem] = []
+    # producer -> the newest sequence number of its that this snapshot reflects (risk's own
+    # answers and matching's order events, docs/gateway.md "Consistency")
+    applied: dict[str, Count] = {}
 
 
 class AdlCandidate(msgspec.Struct, array_like=True, gc=False):

@@ -163,6 +163,7 @@ class RiskState(msgspec.Struct, tag="RiskState", gc=False):
     fund_changed: bool
     travel: dict[str, int]
     budgets: list[BudgetRow]
+    applied: dict[str, int] = {}  # RiskEngine.applied
 
 
 # ---------------------------------------------------------------------- liquidation

@@ -151,6 +151,8 @@ class Client:
         self._reader: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self._consumer = None
+        self.reflect_timeout_s = timeout_s / 2  # how long an answer waits for the snapshot that reflects it
+        self.unreflected = 0  # answers no snapshot reflected in time
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -264,11 +266,36 @@ class Client:
         return await self.wait_for(predicate, max(0.001, deadline - asyncio.get_running_loop().time()), after=mark)
 
     async def _command(self, command: Any) -> CommandAccepted:
+        mark = self.received
         answer = await self._ask(command, lambda m: isinstance(m, (CommandAccepted, CommandRejected))
                                  and m.ref_producer == command.producer and m.ref_seq == command.seq)
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
+        await self.reflected(command.account, [answer], mark)
         return answer
+
+    async def reflected(self, account: str, answers: list[Message], after: int = 0,
+                        timeout_s: float | None = None) -> MarginSnapshot | None:
+        """Wait until a margin snapshot of ``account`` reflects ``answers`` (risk stamps each
+        snapshot with the newest sequence number it applied per producer), so that every
+        read after an answer shows it (read-your-writes, docs/gateway.md "Consistency").
+        None, and counted in ``unreflected``, if none comes in time (a risk service that is
+        down or far behind); the answer itself stands."""
+        needed: dict[str, int] = {}
+        for answer in answers:
+            needed[answer.producer] = max(needed.get(answer.producer, 0), answer.seq)
+
+        def reflects(message: Message) -> bool:
+            return (isinstance(message, MarginSnapshot) and message.account == account
+                    and all(message.applied.get(producer, -1) >= seq for producer, seq in needed.items()))
+
+        try:
+            return await self.wait_for(reflects, timeout_s or self.reflect_timeout_s, after=after)
+        except TimeoutError:
+            self.unreflected += 1
+            log.warning("client %s: no margin snapshot of %s reflected %s within %.1f s", self.producer, account,
+                        ", ".join(f"{p}#{s}" for p, s in needed.items()), timeout_s or self.reflect_timeout_s)
+            return None
 
     async def deposit(self, account: str, amount: str) -> CommandAccepted:
         return await self._command(Deposit(*self.stamp(), account, _amount(amount), time.time_ns()))
@@ -312,6 +339,7 @@ class Client:
             wait_closed = kind is OrderType.MARKET or tif in (TimeInForce.IOC, TimeInForce.FOK)
         if wait_closed:
             await self.closed(result)
+        await self.reflected(account, [answer, *result.fills, *([result.closed] if result.closed else [])], mark)
         return result
 
     async def place_conditional(self, account: str, market: str, side: Side, size: str, condition: Condition, *,
@@ -345,6 +373,7 @@ class Client:
                                  and m.account == account and m.client_order_id == client_order_id)
         if isinstance(answer, OrderRejected):
             raise Rejected(answer.reason, answer.detail, answer.order_id)
+        await self.reflected(account, [answer], mark)
         return OrderResult(answer, since=mark)
 
     async def triggered(self, result: OrderResult, timeout_s: float | None = None) -> OrderTriggered:
@@ -382,11 +411,13 @@ class Client:
 
     async def cancel(self, account: str, market: str, order_id: int) -> OrderClosed:
         command = CancelOrder(*self.stamp(), account, market, order_id, time.time_ns())
+        mark = self.received
         answer = await self._ask(command, lambda m: (isinstance(m, OrderClosed) and m.order_id == order_id)
                                  or (isinstance(m, CommandRejected) and m.order_id == order_id
                                      and m.account == account))  # risk's or matching's refusal
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail)
+        await self.reflected(account, [answer], mark)
         return answer
 
     async def amend(self, account: str, market: str, order_id: int, price: str, size: str,
@@ -399,6 +430,7 @@ class Client:
             ticks, lots = spec.price_to_ticks(price), spec.size_to_lots(size)
         except UnitError as exc:
             raise Rejected(exc.reason, str(exc)) from None
+        mark = self.received
         answer = await self._ask(AmendOrder(*self.stamp(), account, market, order_id, ticks, lots, time.time_ns(),
                                             requeue=requeue),
                                  lambda m: (isinstance(m, OrderAmended) and m.order_id == order_id)
@@ -406,6 +438,7 @@ class Client:
                                      and m.account == account))
         if isinstance(answer, CommandRejected):
             raise Rejected(answer.reason, answer.detail, order_id)
+        await self.reflected(account, [answer], mark)
         return answer
 
     def _market(self, market: str) -> Market:

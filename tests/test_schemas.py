@@ -27,6 +27,8 @@ def sample(type_info: msgspec.inspect.Type, depth: int = 0):
         return list(info.cls)[-1]
     if isinstance(info, msgspec.inspect.ListType):
         return [sample(info.item_type, depth + 1)]
+    if isinstance(info, msgspec.inspect.DictType):
+        return {sample(info.key_type, depth + 1): sample(info.value_type, depth + 1)}
     if isinstance(info, msgspec.inspect.TupleType):
         return tuple(sample(item, depth + 1) for item in info.item_types)
     if isinstance(info, msgspec.inspect.StructType):

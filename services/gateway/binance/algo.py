@@ -126,7 +126,8 @@ class AlgoOrders:
             result = await context.command(context.client.place_conditional(
                 account, market.symbol, side, quantity, condition, trigger=trigger, price=price, source=source,
                 reduce_only=reduce_only, close_position=close, activation=activation, callback_pct=callback,
-                tif=tif, stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_id))
+                tif=tif, stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_id),
+                lookup=f"The order may be live: query it with clientAlgoId={client_id}.")
         except BinanceError as error:
             refused = error.__cause__
             if isinstance(refused, Rejected) and refused.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY:

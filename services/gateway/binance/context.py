@@ -92,9 +92,10 @@ class BinanceContext:
         RejectReason.ACCOUNT_IN_LIQUIDATION: (-2023, "User in liquidation mode now."),
     }
 
-    async def command(self, call):
+    async def command(self, call, lookup: str = ""):
         """``call``'s answer; a refusal as Binance's code (the ``Rejected`` is the cause),
-        no answer in time as ``-1007``."""
+        no answer in time as ``-1007``; ``lookup`` says how to find what may have been done
+        anyway (an order goes on, and is found by its client id as soon as it is live)."""
         try:
             return await asyncio.wait_for(call, self.order_timeout_s)
         except Rejected as exc:
@@ -102,7 +103,7 @@ class BinanceContext:
             raise BinanceError(code, message) from exc
         except TimeoutError:
             raise BinanceError(-1007, "Timeout waiting for response from backend server. Send status unknown; "
-                                      "execution status unknown.", 408) from None
+                                      f"execution status unknown.{' ' + lookup if lookup else ''}", 408) from None
 
     def signed_market(self, params: dict[str, str]) -> Market:
         market = self.by_symbol.get(params.get("symbol", "").upper())

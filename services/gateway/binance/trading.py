@@ -271,7 +271,8 @@ class TradingApi:
         try:
             result = await self.context.command(self.client.place(
                 account, market.symbol, side, params["quantity"], price, tif=tif, reduce_only=reduce_only,
-                stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_order_id))
+                stp=SelfTradePrevention.CANCEL_TAKER, client_order_id=client_order_id),
+                lookup=f"The order may be live: query it with origClientOrderId={client_order_id}.")
         except BinanceError as error:
             refused = error.__cause__
             if isinstance(refused, Rejected) and refused.reason is RejectReason.FOK_NOT_FILLABLE and refused.order_id:

@@ -341,7 +341,9 @@ class HyperliquidExchange:
         mark = self.host.projection.markets[market.symbol].mark
         if not mark:
             return price
-        band = mark * market.price_band_ppm // 1_000_000
+        # 99% of the band: this gateway's mark can trail risk's by a tick or two as it moves,
+        # and an edge computed from it would then be refused as outside risk's band
+        band = mark * market.price_band_ppm * 99 // 100_000_000
         edge = (mark + band if buy else mark - band) * market.tick_size
         return min(price, edge) if buy else max(price, edge)
 
