@@ -30,6 +30,9 @@ def compiled_modules() -> list[str]:
 
 
 COMPILED = compiled_modules()
+# the hashes of the sources as mypyc read them, taken before it translates them: a source
+# edited while the C compiles (a minute) must not be recorded as the one compiled
+SOURCE_HASHES: dict[str, str] = {}
 
 
 def compiled_core() -> list:
@@ -41,6 +44,7 @@ def compiled_core() -> list:
     except ImportError:
         print("perpsim: mypyc is not installed, the core stays pure Python", file=sys.stderr)
         return []
+    SOURCE_HASHES.update({Path(path).name: source_hash(path) for path in COMPILED})  # the sources mypyc reads
     try:
         extensions = mypycify(COMPILED, opt_level="3", group_name="perpsim_core")
     except SystemExit:  # mypy's errors are printed above
@@ -69,7 +73,7 @@ class BuildCore(build_ext):
             manifest.unlink(missing_ok=True)
             print("perpsim: the core did not compile; it stays pure Python", file=sys.stderr)
             return
-        manifest.write_text(json.dumps({Path(path).name: source_hash(path) for path in COMPILED}, indent=1))
+        manifest.write_text(json.dumps(SOURCE_HASHES, indent=1))
 
     def build_extension(self, ext) -> None:
         try:

@@ -284,10 +284,18 @@ class MatchingEngine:
             return -position if position < 0 else 0
         return position if position > 0 else 0
 
-    def _band_violation(self, price: int, reference: int) -> str:
+    def _band_violation(self, price: int, reference: int, index: int = 0) -> str:
+        """Why ``price`` is outside the band around the mark ``reference``; where the mark has
+        strayed more than a band from the ``index`` (it sits at its clamp), a price within
+        the band around the index is accepted too: a mark pinned far away never halts
+        trading at the index."""
         if reference <= 0:
             return ""
-        if abs(price - reference) * PPM > reference * self.band_ppm:
+        band_ppm = self.band_ppm
+        if abs(price - reference) * PPM > reference * band_ppm:
+            if index > 0 and abs(reference - index) * PPM > index * band_ppm \
+                    and abs(price - index) * PPM <= index * band_ppm:
+                return ""
             market = self.market
             return (
                 f"price {market.format_price(price)} is more than "
@@ -404,6 +412,10 @@ class MatchingEngine:
                                     "a market order needs a mark price or a resting opposite order", out)
             band = reference * self.band_ppm // PPM
             limit = reference + band if buy else max(1, reference - band)
+            index = cmd.index_price
+            if index > 0 and abs(reference - index) * PPM > index * self.band_ppm:  # the mark strayed
+                band = index * self.band_ppm // PPM
+                limit = max(limit, index + band) if buy else min(limit, max(1, index - band))
             if tif is not FOK:
                 tif = IOC
         else:
@@ -412,7 +424,7 @@ class MatchingEngine:
                 return self._reject(cmd, RejectReason.INVALID_PRICE,
                                     f"price must be positive, got {limit}", out)
             if reference and not cmd.liquidation:
-                problem = self._band_violation(limit, reference)
+                problem = self._band_violation(limit, reference, cmd.index_price)
                 if problem:
                     return self._reject(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out)
         crosses = best is not None and (best.price <= limit if buy else best.price >= limit)
@@ -638,7 +650,7 @@ class MatchingEngine:
                                 f"{size - filled} lots would remain, below the minimum of "
                                 f"{self.market.min_size}", out, order.order_id)
         if price != order.price:
-            problem = self._band_violation(price, cmd.reference_price)
+            problem = self._band_violation(price, cmd.reference_price, cmd.index_price)
             if problem:
                 return self._refuse(cmd, RejectReason.OUTSIDE_PRICE_BAND, problem, out, order.order_id)
         best = self.book.best(SELL if order.side is BUY else BUY)

@@ -160,6 +160,7 @@ class RiskEngine:
         self._changed: set[str] = set()
         # the newest sequence number applied from each matching producer (``_answered``)
         self.applied: dict[str, int] = {}
+        self.index: dict[str, int] = {}  # each market's last index price (from the marks)
         self._adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
         self._pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
         self._fund_changed = False
@@ -248,7 +249,8 @@ class RiskEngine:
                          self.funding_net, self.bad_debt, self.liquidation_fees, accounts, dict(self.marks.marks),
                          dict(self.marks.last), sorted(self._in_liquidation), sorted(self._changed),
                          sorted(self._adl_ranked), list(self._pending), self._fund_changed, travel,
-                         [BudgetRow(account, thresholds) for account, thresholds in budgets], dict(self.applied))
+                         [BudgetRow(account, thresholds) for account, thresholds in budgets], dict(self.applied),
+                         dict(self.index))
 
     def load(self, state: RiskState) -> None:
         """Take over ``state`` (from ``export``); this engine must be new."""
@@ -282,6 +284,7 @@ class RiskEngine:
         self._pending = list(state.pending)
         self._fund_changed = state.fund_changed
         self.applied = dict(state.applied)
+        self.index = dict(state.index)
         # price keys are a function of each account's state; budgets depend on when they were set
         for account in self.accounts.values():
             if any(position.size for position in account.positions.values()):
@@ -508,12 +511,19 @@ class RiskEngine:
         return ceil_div(notional, leverage) + ceil_div(notional * market.taker_fee_ppm, PPM)
 
     def _protection(self, market: Market, side: Side) -> int:
-        """The worst price a market order may trade at: the mark moved by the band."""
+        """The worst price a market order may trade at: the mark moved by the band (as
+        matching computes it: from the index too where the mark strayed more than a band from
+        it, so a mark at its clamp does not keep orders from the index)."""
         reference = self._reference_price(market)
         if not reference:
             raise Refused(RejectReason.NO_LIQUIDITY, f"no mark price for {market.symbol} yet")
         band = reference * market.price_band_ppm // PPM
-        return reference + band if side is Side.BUY else max(1, reference - band)
+        limit = reference + band if side is Side.BUY else max(1, reference - band)
+        index = self.index.get(market.symbol, 0)
+        if index and abs(reference - index) * PPM > index * market.price_band_ppm:  # the mark strayed
+            band = index * market.price_band_ppm // PPM
+            limit = max(limit, index + band) if side is Side.BUY else min(limit, max(1, index - band))
+        return limit
 
     def _order_price(self, market: Market, cmd: PlaceOrder) -> int:
         if cmd.order_type is OrderType.MARKET:
@@ -570,7 +580,8 @@ class RiskEngine:
         account.reserved += reserve
         out.append(NewOrder(self.producer, self._next(), cmd.account, market.symbol, order_id,
                             cmd.client_order_id, cmd.side, cmd.order_type, cmd.tif, cmd.price, cmd.size,
-                            cmd.reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0)))
+                            cmd.reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0),
+                            index_price=self.index.get(market.symbol, 0)))
         return None
 
     def _place_conditional(self, cmd: PlaceOrder, out: list) -> None:
@@ -603,7 +614,7 @@ class RiskEngine:
                             cmd.client_order_id, cmd.side, cmd.order_type, cmd.tif, cmd.price, cmd.size,
                             reduce_only, cmd.stp, cmd.ts, self.marks.marks.get(market.symbol, 0), False,
                             cmd.condition, cmd.trigger_price, cmd.trigger_source, cmd.close_position,
-                            cmd.activation_price, cmd.callback_ppm))
+                            cmd.activation_price, cmd.callback_ppm, self.index.get(market.symbol, 0)))
         return None
 
     def _triggered(self, event: OrderTriggered, out: list) -> None:
@@ -635,7 +646,7 @@ class RiskEngine:
         out.append(NewOrder(self.producer, self._next(), event.account, market.symbol, event.order_id,
                             event.client_order_id, event.side, event.order_type, event.tif, event.price,
                             event.size, event.reduce_only, event.stp, event.ts,
-                            self.marks.marks.get(market.symbol, 0)))
+                            self.marks.marks.get(market.symbol, 0), index_price=self.index.get(market.symbol, 0)))
         return None
 
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
@@ -677,7 +688,8 @@ class RiskEngine:
             account.reserved += new - order.reserved
             order.reserved = new
         out.append(AmendOrder(self.producer, self._next(), cmd.account, cmd.market, cmd.order_id,
-                              cmd.price, cmd.size, cmd.ts, self.marks.marks.get(cmd.market, 0), cmd.requeue))
+                              cmd.price, cmd.size, cmd.ts, self.marks.marks.get(cmd.market, 0), cmd.requeue,
+                              self.index.get(cmd.market, 0)))
         return None
 
     # ------------------------------------------------------------- order outcomes
@@ -971,6 +983,8 @@ class RiskEngine:
         mark = event.mark_price
         previous = self.marks.marks.get(symbol)
         self.marks.marks[symbol] = mark
+        if event.index_price > 0:
+            self.index[symbol] = event.index_price
         liquidating = sorted(self._in_liquidation & self._holders[symbol])  # before new triggers
         for account_id in dict.fromkeys(self._watch.crossed(symbol, mark, previous)):
             account = self.accounts[account_id]

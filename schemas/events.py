@@ -142,6 +142,7 @@ class AmendOrder(Message, tag="AmendOrder"):
     ts: Count = 0
     reference_price: Price = 0  # as in NewOrder
     requeue: bool = False  # lose time priority even on a size decrease (Binance's modify)
+    index_price: Price = 0  # as in NewOrder
 
 
 class SetMarginMode(Message, tag="SetMarginMode"):
@@ -200,6 +201,9 @@ class NewOrder(Message, tag="NewOrder"):
     close_position: bool = False
     activation_price: Price = 0
     callback_ppm: Callback = 0
+    # The index price risk saw (0: unknown): a limit price within the band of the index is
+    # accepted even when the mark sits at its clamp, far from it (docs/matching.md)
+    index_price: Price = 0
 
 
 class CancelAllOrders(Message, tag="CancelAllOrders"):

@@ -164,6 +164,7 @@ class RiskState(msgspec.Struct, tag="RiskState", gc=False):
     travel: dict[str, int]
     budgets: list[BudgetRow]
     applied: dict[str, int] = {}  # RiskEngine.applied
+    index: dict[str, int] = {}  # RiskEngine.index
 
 
 # ---------------------------------------------------------------------- liquidation

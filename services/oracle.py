@@ -21,6 +21,7 @@ from pathlib import Path
 
 from exchange.markets import Market
 from exchange.oracle import (
+    MARK_BAND,
     SECOND,
     CsvReplay,
     Flat,
@@ -33,7 +34,7 @@ from exchange.oracle import (
 )
 from exchange.venues import FundingRule
 from schemas import DEADLETTER, MARKET_DATA, SchemaError, codec
-from schemas.events import DeadLetter
+from schemas.events import DeadLetter, MarkPrice
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
 from schemas.topics import ORACLE, ROUTES, refusal
 from services.runtime.bus import Bus
@@ -43,6 +44,7 @@ from services.runtime.state import StateStore
 log = logging.getLogger(__name__)
 
 START_PRICES = {"BTC": 65_000.0, "ETH": 3_500.0, "SOL": 150.0}
+CLAMP_FAULT_S = 5.0
 
 
 def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shocks: tuple[str, ...] = (),
@@ -104,6 +106,7 @@ class OracleService:
         self.epoch: int | None = None
         self.ticks = 0
         self.dead_letters = 0
+        self._clamped: dict[str, float | None] = {}  # market -> since when its mark sits at the clamp
 
     async def _resumed_epoch(self) -> int | None:
         """The simulation clock's epoch on the bus (a restarted oracle goes on from it)."""
@@ -121,6 +124,23 @@ class OracleService:
             0, 0, encode_snapshot(Snapshot(STATE_VERSION, "oracle", 0, 0, 0, {}, OracleState(epoch), epoch)))
         await self.bus.flush()
         return epoch
+
+    def _watch_clamp(self, mark: MarkPrice, now: float) -> None:
+        """Log as a fault a mark that has sat at its clamp (``MARK_BAND`` from the index) for
+        ``CLAMP_FAULT_S``: the book or the trades it follows are far from the index (a thin or
+        forged print), and the mark no longer tells where the market is. Once per episode."""
+        edge = abs(mark.mark_price - mark.index_price) >= mark.index_price * MARK_BAND - 1
+        if not edge:
+            if mark.market in self._clamped:
+                log.info("service=oracle %s: the mark left its clamp", mark.market)
+            self._clamped.pop(mark.market, None)
+            return
+        since = self._clamped.setdefault(mark.market, now)
+        if since is not None and now - since >= CLAMP_FAULT_S:
+            log.warning("service=oracle fault: the %s mark has sat at its clamp, %.0f%% from the index, for %.0f s "
+                        "(mark %d, index %d ticks): the book or trades it follows are that far from the index",
+                        mark.market, MARK_BAND * 100, now - since, mark.mark_price, mark.index_price)
+            self._clamped[mark.market] = None  # said once
 
     def _dead_letter(self, outbox: Outbox, record, reason: str) -> None:
         self.dead_letters += 1
@@ -162,6 +182,8 @@ class OracleService:
                 events = self.oracle.tick(now - self.epoch)
                 for event in events:
                     event.ts = now
+                    if type(event) is MarkPrice:
+                        self._watch_clamp(event, time.monotonic())
                 outbox.route(ROUTES[ORACLE], events)
                 await self.bus.send(outbox.drain())
                 self.ticks += 1

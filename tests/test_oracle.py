@@ -206,3 +206,21 @@ def test_binance_mark_is_the_median_of_funding_basis_moving_basis_and_last():
     calculator.observe_trade(10_050)
     calculator.funding_rate = 0.01
     assert calculator.mark(10_000.0, 401 * SECOND) == pytest.approx(10_050)  # median(10,050, 10,000, 10,050)
+
+
+def test_a_mark_that_sits_at_its_clamp_for_five_seconds_is_logged_once_as_a_fault(caplog):
+    import logging
+
+    from schemas import topic_partitions
+    from services.oracle import OracleService
+    from services.runtime.memory import MemoryBus
+
+    service = OracleService(MemoryBus(topic_partitions(1)), default_markets(), {})
+    clamped = MarkPrice("oracle", 1, "SOL-PERP", 15000, 13500)  # index − 10%: at the clamp
+    with caplog.at_level(logging.INFO, logger="services.oracle"):
+        for second in range(0, 12):
+            service._watch_clamp(clamped, float(second))
+        service._watch_clamp(MarkPrice("oracle", 2, "SOL-PERP", 15000, 14900), 12.0)  # back near the index
+    faults = [r.getMessage() for r in caplog.records if "fault" in r.getMessage()]
+    assert len(faults) == 1 and "SOL-PERP mark has sat at its clamp, 10% from the index, for 5 s" in faults[0]
+    assert "left its clamp" in caplog.records[-1].getMessage()

@@ -16,6 +16,7 @@ from schemas.enums import Liquidity, MarginMode, RejectReason, Side, TimeInForce
 from schemas.events import (
     CommandAccepted,
     CommandRejected,
+    Fill,
     LiquidationTrigger,
     MarginSnapshot,
     NewOrder,
@@ -442,3 +443,23 @@ def test_a_deficit_in_a_partition_without_the_fund_is_paid_by_the_funds_partitio
     assert fund.accounts["insurance"].balance == 800 * USD
     assert traders.accounts["t"].balance == 1700 * USD
     check([traders, fund])  # money is conserved across the two partitions
+
+
+def test_a_mark_pinned_at_its_clamp_never_halts_trading_at_the_index(ex):
+    """One forged trade print dragged the mark to index −10% (the oracle's clamp held), and
+    from then on every order at the index was refused OUTSIDE_PRICE_BAND (5% from the
+    mark). An order within the band around the index is accepted while the mark has strayed
+    more than a band from it; one beyond both bands is still refused."""
+    ex.deposit("trader", "100000")
+    ex.mark("SOL-PERP", "135", index="150")  # the mark at index − 10%
+    ex.place("mm", "SOL-PERP", SELL, "5", "150")  # a maker at the index
+    at_index = ex.place("trader", "SOL-PERP", BUY, "1", "150")
+    assert not [e for e in at_index if isinstance(e, OrderRejected)], at_index
+    assert sum(e.size for e in at_index if isinstance(e, Fill)) == 100  # 1 SOL, at the index
+    market = ex.place("trader", "SOL-PERP", BUY, "1")  # a market order reaches the index's asks too
+    assert sum(e.size for e in market if isinstance(e, Fill)) == 100
+    [beyond] = [e for e in ex.place("trader", "SOL-PERP", BUY, "1", "158") if isinstance(e, OrderRejected)]
+    assert beyond.reason is RejectReason.OUTSIDE_PRICE_BAND  # 158 is past index + 5% = 157.50
+    ex.mark("SOL-PERP", "150", index="150")  # back to normal: the band is the mark's alone, as before
+    [refused] = [e for e in ex.place("trader", "SOL-PERP", BUY, "1", "157.51") if isinstance(e, OrderRejected)]
+    assert refused.reason is RejectReason.OUTSIDE_PRICE_BAND

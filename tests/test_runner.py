@@ -200,3 +200,24 @@ async def test_a_restore_whose_log_check_times_out_waits_and_keeps_the_snapshot(
     await second._assigned({0})  # retries until the log can be checked
     assert second.states[0].offset == len(trading())
     assert msgspec.msgpack.encode(second.states[0].processor.export()) == state_bytes(first)
+
+
+async def test_a_record_past_a_gap_is_not_applied_the_consumer_reads_again_and_a_hole_stops_the_service():
+    """A restored instance's fetch position can run ahead of its snapshot's offset: a record
+    above the partition's offset is never applied over the gap."""
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    state = runner.states[0]
+    applied, due = runner.applied, state.offset
+    first = await_record(bus, Deposit("client-a", 10, "carol", 5))
+    second = await_record(bus, Deposit("client-a", 11, "dave", 7))
+    runner.process([second])  # the first was skipped by the consumer
+    assert (runner.applied, state.offset, runner.gaps) == (applied, due, 1)
+    assert "carol" not in state.processor.accounts and "dave" not in state.processor.accounts
+    assert [r.offset for r in await runner.consumer.getmany(timeout_ms=10)] == [first.offset, second.offset]
+    runner.process([first, second])  # read again from where it was due
+    assert runner.applied == applied + 2 and {"carol", "dave"} <= set(state.processor.accounts)
+    third = Record(RISK_IN, 0, state.offset + 5, None, codec(RISK_IN).encode(Deposit("client-a", 12, "erin", 1)))
+    runner.process([third])
+    with pytest.raises(BusError, match="has no record at offset"):
+        runner.process([third])  # the same hole after seeking back: a log that lost a record

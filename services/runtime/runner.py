@@ -223,6 +223,8 @@ class ServiceRunner:
         self.records = 0
         self.rebuilds = 0
         self._suspect: dict[int, int] = {}  # partition -> checks in a row that found the log ended early
+        self._gaps: dict[int, int] = {}  # partition -> the offset last sought back to
+        self.gaps = 0
         self.stopping = False  # set as ``run`` ends: a rebalance callback under way gives up
         self._callback: asyncio.Future | None = None  # a rebalance callback's work under way
 
@@ -461,10 +463,15 @@ class ServiceRunner:
         """Apply a batch of records; outputs go to the outbox."""
         topic_codec = codec(self.spec.input_topic)
         touched: dict[int, tuple[int, list]] = {}  # partition -> (journal length before the batch, its messages)
+        behind: set[int] = set()  # partitions sought back in this batch: the rest of theirs comes again
         for record in records:
             state = self.states.get(record.partition)
-            if state is None or record.offset < state.offset:
+            if state is None or record.offset < state.offset or record.partition in behind:
                 continue  # not ours any more, or applied before the snapshot we restored
+            if record.offset > state.offset:  # a gap: never applied over (DESIGN.md, "nothing is lost")
+                self._gap(state, record.offset)
+                behind.add(record.partition)
+                continue
             self.records += 1
             try:
                 messages = topic_codec.decode(record.value)
@@ -495,6 +502,22 @@ class ServiceRunner:
             state = self.states[partition]
             if getattr(state.processor, "flush", None) is not None:
                 self._flush_batch(state, *touched[partition])
+
+    def _gap(self, state: PartitionState, found: int) -> None:
+        """The consumer delivered ``found`` where ``state.offset`` was due (a fetch position
+        ahead of a restored snapshot's offset): seek back, once per offset; the same gap
+        again is a log with a hole where a record should be, and the service stops."""
+        topic = self.spec.input_topic
+        if self._gaps.get(state.partition) == state.offset:
+            raise BusError(f"{topic}[{state.partition}] has no record at offset {state.offset} (the next is at "
+                           f"{found}) after seeking back to it: {self.spec.name} cannot apply past a hole in its log; "
+                           "stopping")
+        self._gaps[state.partition] = state.offset
+        self.gaps += 1
+        log.warning("service=%s partition=%d gap: offset %d came where %d was due; reading again from %d",
+                    self.spec.name, state.partition, found, state.offset, state.offset)
+        if self.consumer is not None:
+            self.consumer.seek(state.partition, state.offset)
 
     def _apply(self, state: PartitionState, message: Message) -> str | None:
         """Apply one message and queue its outputs; if that fails, nothing of it is kept
@@ -575,8 +598,9 @@ class ServiceRunner:
                     await self._check_log()
                     rate = (self.applied - applied_at_status) / (now - last_status)
                     log.info("service=%s status rate=%.0f/s lag=%d partitions=%s applied=%d duplicates=%d "
-                             "dead_letters=%d rebuilds=%d", self.spec.name, rate, await self.consumer.lag(),
-                             sorted(self.states), self.applied, self.duplicates, self.dead_letters, self.rebuilds)
+                             "dead_letters=%d rebuilds=%d gaps=%d", self.spec.name, rate, await self.consumer.lag(),
+                             sorted(self.states), self.applied, self.duplicates, self.dead_letters, self.rebuilds,
+                             self.gaps)
                     applied_at_status, last_status = self.applied, now
             await self.snapshot(force=True)
         finally:
