@@ -138,6 +138,12 @@ def topic_partitions(partitions: int) -> dict[str, int]:
 MATCHING, RISK, LIQUIDATION, ORACLE = "match.", "risk.", "liquidation.", "oracle"
 SERVICE_PRODUCERS = (MATCHING, RISK, LIQUIDATION, ORACLE)
 CLIENT = "client"  # any producer that is not a service's
+# The services' producers (but the oracle's) count from 0, or number by their input offset:
+# one more than SERVICE_SEQ_STEP past the last seen (or past 0, for the first) is no step a
+# service takes, and every reader refuses it (a forged jump of 2**50 under matching's name
+# cut risk off from matching; a MarginSnapshot at 2**62 showed 1e9 to the gateway for good).
+SERVICE_SEQ_STEP = 2**32
+SERVICES_COUNTING = (MATCHING, RISK, LIQUIDATION)
 
 
 def producer_kind(producer: str) -> str:

@@ -66,7 +66,7 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
-from schemas.topics import CLIENT, producer_kind
+from schemas.topics import CLIENT, SERVICE_SEQ_STEP, SERVICES_COUNTING, producer_kind
 from services.runtime.bus import Bus, TolerantReader, partition_for
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ class Client:
         self._consumer = None
         self.reflect_timeout_s = timeout_s / 2  # how long an answer waits for the snapshot that reflects it
         self.unreflected = 0  # answers no snapshot reflected in time
+        self._service_seq: dict[str, int] = {}  # a service producer -> the highest sequence number read
+        self.implausible = 0  # services' messages skipped for an implausible sequence number
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -185,6 +187,8 @@ class Client:
         while True:
             for record in await self._consumer.getmany(timeout_ms=50):
                 for message in self._inbox.messages(record):
+                    if not self._plausible(message):
+                        continue
                     if not isinstance(message, MarginSnapshot):  # states: the newest (highest seq) counts
                         identity = (message.producer, message.seq)
                         if identity in seen or identity in older:
@@ -201,6 +205,22 @@ class Client:
                     for predicate, future in list(self._waiters):
                         if not future.done() and predicate(message):
                             future.set_result(message)
+
+    def _plausible(self, message: Message) -> bool:
+        """A service's message whose sequence number jumps more than ``SERVICE_SEQ_STEP`` past
+        its producer's last (or past 0) is skipped and counted: it would hide every real one
+        after it (the newest snapshot wins)."""
+        if producer_kind(message.producer) not in SERVICES_COUNTING:
+            return True
+        last = self._service_seq.get(message.producer, 0)
+        if message.seq > last + SERVICE_SEQ_STEP:
+            self.implausible += 1
+            log.warning("client %s skipped %s from %r with sequence number %d, more than %d past its last (%d)",
+                        self.producer, type(message).__name__, message.producer, message.seq, SERVICE_SEQ_STEP, last)
+            return False
+        if message.seq > last:
+            self._service_seq[message.producer] = message.seq
+        return True
 
     @property
     def skipped(self) -> int:

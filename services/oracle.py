@@ -37,7 +37,7 @@ from schemas import DEADLETTER, MARKET_DATA, SchemaError, codec
 from schemas.events import DeadLetter, MarkPrice
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
 from schemas.topics import ORACLE, ROUTES, refusal
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, partition_for
 from services.runtime.runner import Outbox
 from services.runtime.state import StateStore
 
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 START_PRICES = {"BTC": 65_000.0, "ETH": 3_500.0, "SOL": 150.0}
 CLAMP_FAULT_S = 5.0
+SILENT_S = 3.0  # an oracle publishes every 250 ms: this long without a mark, none is running
+PATIENCE_S = 8.0  # marks that keep coming this long are another oracle's, alive
+TAIL_RECORDS = 5000  # how far back in each market.data partition a start looks for the newest mark
 
 
 def parse_sources(markets: dict[str, Market], prices: tuple[str, ...] = (), shocks: tuple[str, ...] = (),
@@ -149,7 +152,47 @@ class OracleService:
         outbox.to_partition(DEADLETTER, 0, DeadLetter("oracle.dlq", time.time_ns(), record.topic, record.partition,
                                                       record.offset, reason, bytes(record.value), time.time_ns()))
 
+    async def _newest_mark_ns(self) -> int | None:
+        """When the newest mark under the oracle's name was stamped, from the tail of each
+        market's ``market.data`` partition (None if none there)."""
+        newest = None
+        market_codec = codec(MARKET_DATA)
+        partitions = {partition_for(symbol, self.bus.partitions(MARKET_DATA)) for symbol in self.oracle.markets}
+        for partition in sorted(partitions):
+            begin, end = await self.bus.offsets(MARKET_DATA, partition)
+            # up to the end reported (not to the end there is: on a live partition that never comes)
+            for record in await self.bus.read(MARKET_DATA, partition, max(begin, end - TAIL_RECORDS), end):
+                try:
+                    messages = market_codec.decode(record.value)
+                except SchemaError:
+                    continue
+                for message in messages:
+                    if type(message) is MarkPrice and message.producer == self.oracle.producer:
+                        newest = max(newest or 0, message.ts)
+        return newest
+
+    async def wait_for_the_name(self, stop: asyncio.Event, silent_s: float = SILENT_S,
+                                patience_s: float = PATIENCE_S) -> None:
+        """One oracle per venue (DESIGN.md, "One writer per producer name"): before it
+        publishes, an oracle waits until no mark under its name is younger than
+        ``silent_s`` (a restarted oracle's predecessor is silent at once); if marks keep
+        coming for ``patience_s``, another oracle is running and this one refuses to start
+        (``OracleError``). Before, a second oracle started by mistake moved every mark, and
+        the real one's were dropped for good once it stopped."""
+        deadline = time.monotonic() + patience_s
+        while not stop.is_set():
+            newest = await self._newest_mark_ns()
+            age_s = None if newest is None else (time.time_ns() - newest) / SECOND
+            if age_s is None or age_s >= silent_s:
+                return
+            if time.monotonic() >= deadline:
+                raise OracleError(f"another oracle is publishing marks on this venue (its newest {age_s:.1f} s ago); "
+                                  "two would move every mark twice. Stop it first (one `perpsim oracle` per venue)")
+            log.info("service=oracle another oracle published a mark %.1f s ago; waiting for it to stop", age_s)
+            await asyncio.sleep(min(1.0, silent_s))
+
     async def run(self, stop: asyncio.Event) -> None:
+        await self.wait_for_the_name(stop)
         self.epoch = await self._resumed_epoch()
         consumer = self.bus.consumer(MARKET_DATA, "perpsim-oracle")
         market_codec = codec(MARKET_DATA)

@@ -224,3 +224,32 @@ def test_a_mark_that_sits_at_its_clamp_for_five_seconds_is_logged_once_as_a_faul
     faults = [r.getMessage() for r in caplog.records if "fault" in r.getMessage()]
     assert len(faults) == 1 and "SOL-PERP mark has sat at its clamp, 10% from the index, for 5 s" in faults[0]
     assert "left its clamp" in caplog.records[-1].getMessage()
+
+
+async def test_a_second_oracle_refuses_to_start_while_another_publishes_and_starts_once_it_is_silent():
+    import asyncio
+    import time
+
+    from schemas import MARKET_DATA, codec, topic_partitions
+    from services.oracle import OracleService
+    from services.runtime.bus import partition_for
+    from services.runtime.memory import MemoryBus
+
+    bus = MemoryBus(topic_partitions(2))
+    partition = partition_for("SOL-PERP", 2)
+
+    async def publish(ts: int) -> None:
+        mark = MarkPrice("oracle", ts, "SOL-PERP", 15000, 15000, ts)
+        await bus.send([(MARKET_DATA, partition, None, codec(MARKET_DATA).encode(mark))])
+
+    second = OracleService(bus, default_markets(), {})
+    stop = asyncio.Event()
+    await publish(time.time_ns())
+    alive = asyncio.create_task(second.wait_for_the_name(stop, silent_s=0.5, patience_s=1.0))
+    for _ in range(12):  # the first oracle keeps publishing
+        await asyncio.sleep(0.1)
+        await publish(time.time_ns())
+    with pytest.raises(OracleError, match="another oracle is publishing marks on this venue"):
+        await alive
+    await asyncio.sleep(0.6)  # the first oracle stopped: silent for longer than silent_s
+    await asyncio.wait_for(second.wait_for_the_name(stop, silent_s=0.5, patience_s=1.0), 2)

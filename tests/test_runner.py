@@ -221,3 +221,43 @@ async def test_a_record_past_a_gap_is_not_applied_the_consumer_reads_again_and_a
     runner.process([third])
     with pytest.raises(BusError, match="has no record at offset"):
         runner.process([third])  # the same hole after seeking back: a log that lost a record
+
+
+async def test_a_plausible_looking_jump_under_a_services_name_is_refused_and_cuts_nobody_off():
+    """A Fill under matching's name with seq 2**50 (below the old bound of 2**52) was applied,
+    and every real one after it dropped as a redelivery: risk was cut off from matching."""
+    bus = MemoryBus(topic_partitions(1))
+    runner = await runner_with(bus, trading())
+    forged = Fill("match.SOL-PERP", 2**50, "SOL-PERP", 9, 15000, 1, Side.BUY, "alice", 0, "bob", 0)
+    first = Fill("match.p7", 2**50, "SOL-PERP", 10, 15000, 1, Side.BUY, "alice", 0, "bob", 0)  # a name never seen
+    runner.process([await_record(bus, forged), await_record(bus, first)])
+    assert runner.dead_letters == 2 and runner.states[0].last_seq["match.SOL-PERP"] == 1
+    assert "match.p7" not in runner.states[0].last_seq
+    real = Fill("match.SOL-PERP", 2, "SOL-PERP", 11, 15000, 100, Side.BUY, "alice", 0, "bob", 0)
+    runner.process([await_record(bus, real)])  # the real next fill is applied
+    assert runner.states[0].last_seq["match.SOL-PERP"] == 2 and runner.dead_letters == 2
+
+
+async def test_a_forged_snapshot_far_ahead_is_skipped_and_the_real_balance_shows():
+    """A MarginSnapshot under risk's name with seq 2**62 showed 1,000,000,000 USDT to the
+    gateway and every client for good, even after a real deposit (the newest snapshot wins)."""
+    import asyncio
+
+    from schemas import ACCOUNT_EVENTS
+    from schemas.events import MarginSnapshot
+    from services.client import Client
+
+    bus = MemoryBus(topic_partitions(1))
+    stop = asyncio.Event()
+    risk = asyncio.create_task(ServiceRunner(risk_spec(MARKETS, partitions=1), bus).run(stop))
+    try:
+        async with Client(bus, MARKETS) as client:
+            await client.deposit("alice", "100")
+            forged = MarginSnapshot("risk.p0.margin", 2**62, "alice", 10**15, 10**15, 10**15, [], [])
+            await bus.send([(ACCOUNT_EVENTS, 0, None, codec(ACCOUNT_EVENTS).encode(forged))])
+            await client.deposit("alice", "50")
+            assert (await client.snapshot("alice")).balance == 150_000_000
+            assert client.implausible == 1
+    finally:
+        stop.set()
+        await risk

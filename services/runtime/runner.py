@@ -22,7 +22,8 @@ Effectively-once:
 Never fatal, never poisoned. Each message is, in order:
 1. decoded (a record that does not decode is dead-lettered whole);
 2. checked: may its producer send it on this topic (``schemas.topics.SENDERS``)? is its
-   sequence number plausible (not more than ``MAX_SEQ_STEP`` past the producer's last)?
+   sequence number plausible (a service's not more than ``SERVICE_SEQ_STEP`` past its last,
+   or past 0 for its first; anyone else's not more than ``MAX_SEQ_STEP`` past its last)?
 3. applied, and its outputs encoded one by one. If the apply raises or an output cannot
    be encoded, the partition is rebuilt as it was before the message (its last snapshot,
    kept in memory, and the journal of what was applied since, replayed) and nothing of
@@ -59,7 +60,7 @@ from schemas.state import (
     decode_snapshot,
     encode_snapshot,
 )
-from schemas.topics import Route, Unroutable, refusal
+from schemas.topics import SERVICE_SEQ_STEP, SERVICES_COUNTING, Route, Unroutable, producer_kind, refusal
 from services.runtime.bus import Bus, BusError, Consumer, Record, partition_for
 from services.runtime.state import StateStore, fingerprint
 
@@ -438,9 +439,15 @@ class ServiceRunner:
         if reason:
             return reason
         last = state.last_seq.get(message.producer)
-        if last is not None and message.seq > last + MAX_SEQ_STEP:
+        if producer_kind(message.producer) in SERVICES_COUNTING:  # counters from 0, or input offsets
+            step, last = SERVICE_SEQ_STEP, last or 0
+        elif last is None:
+            return None
+        else:
+            step = MAX_SEQ_STEP
+        if message.seq > last + step:
             return (f"{type(message).__name__} from {message.producer!r} has sequence number {message.seq}, "
-                    f"more than {MAX_SEQ_STEP} past its last one ({last}): refused as implausible")
+                    f"more than {step} past its last one ({last}): refused as implausible")
         return None
 
     def _rebuild(self, state: PartitionState, upto: int | None = None) -> None:

@@ -152,3 +152,34 @@ async def test_a_broker_restarted_empty_on_the_same_port_stops_every_process_wit
         raise
     finally:
         stack.stop()
+
+
+async def test_a_second_oracle_started_by_mistake_refuses_and_the_market_keeps_its_marks(stack_factory):
+    """Before, a stray `perpsim oracle` for 20 s moved every mark (it liquidated a 20x long)
+    and the real oracle's marks were dropped for good once it stopped."""
+    stack = stack_factory(partitions=2, extra=["--price", "SOL-PERP=150", "--flat"])
+    stack.start("matching", "risk", "oracle")
+    bus = await kafka_bus(stack.bootstrap, 2)
+    try:
+        async with Client(bus, default_markets()) as client:
+            await client.deposit("alice", "1000")
+            time.sleep(3)  # the oracle publishes
+            stack.start("oracle#2")
+            stray = stack.processes["oracle#2"]
+            deadline = time.monotonic() + 30
+            while stray.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            text = (stack.logs / "oracle#2.log").read_text()
+            assert stray.returncode == 1, text[-2000:]
+            assert "another oracle is publishing marks on this venue" in text and "Traceback" not in text
+            assert stack.processes["oracle"].poll() is None  # the real one goes on
+            # and its marks still move risk: a market order is protected by the mark (150 flat)
+            await client.deposit("maker", "100000")
+            await client.place("maker", "SOL-PERP", Side.SELL, "1", "150")
+            order = await client.place("alice", "SOL-PERP", Side.BUY, "1")
+            assert order.filled == 100
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
