@@ -155,6 +155,7 @@ class Client:
         self.unreflected = 0  # answers no snapshot reflected in time
         self._service_seq: dict[str, int] = {}  # a service producer -> the highest sequence number read
         self.implausible = 0  # services' messages skipped for an implausible sequence number
+        self._asking: dict[int, float] = {}  # id of a command sent -> when (loop time), until answered
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -281,9 +282,21 @@ class Client:
         """Send ``command`` and wait for the first event after it that ``predicate``
         accepts; both within ``timeout_s``."""
         mark = self.received  # an older event (a replayed history) is not the answer
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        await self.send(command, deadline)
-        return await self.wait_for(predicate, max(0.001, deadline - asyncio.get_running_loop().time()), after=mark)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.timeout_s
+        self._asking[id(command)] = started
+        try:
+            await self.send(command, deadline)
+            return await self.wait_for(predicate, max(0.001, deadline - loop.time()), after=mark)
+        finally:
+            del self._asking[id(command)]
+
+    def waiting(self) -> tuple[int, float]:
+        """How many commands wait for their answer, and for how long the oldest has (s)."""
+        if not self._asking:
+            return 0, 0.0
+        return len(self._asking), asyncio.get_running_loop().time() - min(self._asking.values())
 
     async def _command(self, command: Any) -> CommandAccepted:
         mark = self.received

@@ -48,6 +48,16 @@ class Tap(Protocol):
     def user(self, account: str, event: UserEvent) -> None:
         """A ledger event of ``account`` (only sent while ``listening(account)``)."""
 
+    def overloaded(self) -> str:
+        """Why new work should be refused now ("" if it should not): the venue already has
+        more than it answers in time. Each dialect answers so in its venue's words."""
+        count, oldest_s = self.client.waiting()
+        if oldest_s >= self.settings.overload_wait_s:
+            return f"{count} commands wait for the exchange, the oldest for {oldest_s:.1f} s"
+        if count >= self.settings.overload_commands:
+            return f"{count} commands wait for the exchange"
+        return ""
+
     def listening(self, account: str) -> bool:
         """Whether this tap streams ``account``'s events now."""
 
@@ -55,10 +65,15 @@ class Tap(Protocol):
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """What a run chooses for every dialect: how long a command may wait for its answer,
-    and whether the venues' published rate limits are enforced."""
+    whether the venues' published rate limits are enforced, and when the venue is too
+    busy to take new orders."""
 
     order_timeout_s: float = 10.0
     rate_limits: bool = True
+    # overload: new orders are refused (as the venues refuse them) while the oldest command
+    # has waited this long for its answer, or this many wait (docs/gateway.md, "Overload")
+    overload_wait_s: float = 3.0
+    overload_commands: int = 2000
 
 
 class Dialect(Protocol):
@@ -92,6 +107,16 @@ class GatewayHost:
                              marks=lambda: {symbol: state.mark for symbol, state in self.projection.markets.items()})
         self.market_data = TolerantReader(MARKET_DATA, "gateway")
         self._reader: asyncio.Task | None = None
+
+    def overloaded(self) -> str:
+        """Why new work should be refused now ("" if it should not): the venue already has
+        more than it answers in time. Each dialect answers so in its venue's words."""
+        count, oldest_s = self.client.waiting()
+        if oldest_s >= self.settings.overload_wait_s:
+            return f"{count} commands wait for the exchange, the oldest for {oldest_s:.1f} s"
+        if count >= self.settings.overload_commands:
+            return f"{count} commands wait for the exchange"
+        return ""
 
     def listening(self, account: str) -> bool:
         """Whether any tap streams ``account`` (the ledger builds its events only then)."""

@@ -118,8 +118,13 @@ class BinanceApi:
 
     @web.middleware
     async def _limits(self, request: web.Request, handler):
-        """Binance's rate limits (services/gateway/binance/limits.py): the request's weight,
-        and a new order's count, before it is served; their headers on the answer."""
+        """Binance's answer to an overloaded venue (-1008, HTTP 503) for new orders, and its
+        rate limits (services/gateway/binance/limits.py): the request's weight, and a new
+        order's count, before it is served; their headers on the answer."""
+        if (request.method, request.path) in ORDERS and (busy := self.host.overloaded()):
+            log.warning("gateway overloaded, %s %s refused: %s", request.method, request.path, busy)
+            raise BinanceError(-1008, "Server is currently overloaded with other requests. Please try again in a "
+                                      "few minutes.", 503)
         if self.limiter is None or not request.path.startswith("/fapi/"):
             return await handler(request)
         request[RATE_HEADERS] = self.limiter.weigh(request)

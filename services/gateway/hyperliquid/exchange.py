@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -57,6 +58,10 @@ from services.gateway.ledger import money
 
 NONCE_WINDOW_MS = 86_400_000  # Hyperliquid: within a day (later: two days back, one ahead)
 NONCES_KEPT = 100
+log = logging.getLogger(__name__)
+
+OVERLOADED = "Too many requests: the exchange is overloaded, retry shortly."
+NEW_WORK = ("order", "modify", "batchModify")  # what an overloaded venue refuses (cancels still go through)
 CLOID = re.compile(r"^0x[0-9a-fA-F]{32}$")  # a client order id: 16 bytes, as hex
 TIFS = {"Gtc": TimeInForce.GTC, "Ioc": TimeInForce.IOC, "Alo": TimeInForce.POST_ONLY}
 
@@ -128,7 +133,9 @@ class HyperliquidExchange:
             body = json.loads(await request.text() or "null")
         except ValueError:
             body = None
-        return web.json_response(await self.answer(body))
+        answer = await self.answer(body)
+        # too busy: Hyperliquid's answer to more than it takes is HTTP 429, which clients back off from
+        return web.json_response(answer, status=429 if answer.get("response") == OVERLOADED else 200)
 
     async def answer(self, body: Any) -> dict:
         """The answer to a signed request ``body`` (the JSON of ``POST /exchange``, or the
@@ -146,6 +153,9 @@ class HyperliquidExchange:
             handler = self.handlers.get(action.get("type"))
             if handler is None:
                 raise Refusal(f"Unknown action type {action.get('type')!r}")
+            if action.get("type") in NEW_WORK and (busy := self.host.overloaded()):
+                log.warning("gateway overloaded, a Hyperliquid %s refused: %s", action.get("type"), busy)
+                raise Refusal(OVERLOADED)
             return {"status": "ok", "response": await handler(account, action)}
         except Refusal as refusal:
             return {"status": "err", "response": str(refusal)}
