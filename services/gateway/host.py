@@ -48,16 +48,6 @@ class Tap(Protocol):
     def user(self, account: str, event: UserEvent) -> None:
         """A ledger event of ``account`` (only sent while ``listening(account)``)."""
 
-    def overloaded(self) -> str:
-        """Why new work should be refused now ("" if it should not): the venue already has
-        more than it answers in time. Each dialect answers so in its venue's words."""
-        count, oldest_s = self.client.waiting()
-        if oldest_s >= self.settings.overload_wait_s:
-            return f"{count} commands wait for the exchange, the oldest for {oldest_s:.1f} s"
-        if count >= self.settings.overload_commands:
-            return f"{count} commands wait for the exchange"
-        return ""
-
     def listening(self, account: str) -> bool:
         """Whether this tap streams ``account``'s events now."""
 
