@@ -210,6 +210,10 @@ class KafkaBus:
                 raise BusError(f"reading {topic}[{partition}] from {start} to {end} timed out at {at}") from None
             except KafkaError as exc:
                 raise BusError(f"cannot read {topic}[{partition}]: {exc}") from None
+            finally:
+                # an assigned partition is fetched for in the background (every few ms) until it is
+                # unassigned: a reader used now and then must not keep the broker busy meanwhile
+                reader.assign([])
             return records
 
     def partitions(self, topic: str) -> int:
