@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from exchange.markets import MarketError, default_markets, load_markets
+from exchange.venues import DEFAULT_VENUE, VENUES
 from exchange.venues import venue as venue_profile
 from services.gateway.registry import DIALECTS
+
+VENUE_CHOICE = click.Choice(list(VENUES))  # the venue profiles (exchange.venues), named once
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +62,7 @@ SCENARIOS = ("crash", "isolated", "cross")
 @click.option("--seconds", default=60, show_default=True, type=click.IntRange(1, 3600),
               help="crash: how long to run, in simulated seconds.")
 @click.option("-v", "--verbose", is_flag=True, help="crash: print every liquidation step, not just the table.")
-@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+@click.option("--venue", default=DEFAULT_VENUE, show_default=True, type=VENUE_CHOICE,
               help="Venue profile: its markets' maintenance tiers and funding (docs/margin.md).")
 def scenario(name: str, shock: str | None, accounts: int, seed: int, seconds: int, verbose: bool, venue: str) -> None:
     """Run a scripted scenario on the in-process exchange and print who was liquidated.
@@ -121,8 +124,8 @@ class _progress:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the report (default: a new folder reports/<date-time>-<scenario>-seed<seed>, with reports/latest pointing at it).")
 @click.option("--list", "list_only", is_flag=True, help="List the bundled scenarios and exit.")
-@click.option("--venue", "venues", multiple=True, default=["hyperliquid"], show_default=True,
-              type=click.Choice(["hyperliquid", "binance"]),
+@click.option("--venue", "venues", multiple=True, default=[DEFAULT_VENUE], show_default=True,
+              type=VENUE_CHOICE,
               help="Venue profile: its market table and funding rule, as the venue publishes them "
                    "(docs/margin.md, \"Venue profiles\"). Give it twice (--venue hyperliquid --venue binance) "
                    "to run the same scenario and seed on both and compare them side by side.")
@@ -168,7 +171,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
                 result = run(scenario, seed=seed, duration_s=duration, on_tick=progress, venue=venue)
             except ScenarioError as exc:
                 raise click.ClickException(str(exc)) from None
-        suffix = "" if venue == "hyperliquid" else f"-{venue}"
+        suffix = "" if venue == DEFAULT_VENUE else f"-{venue}"
         if report_dir and len(venues) > 1:
             directory = run_folder("", f"{report_dir}/{venue}")
         else:
@@ -194,7 +197,7 @@ def simulate(scenario_name: str, seed: int | None, duration: float | None, repor
               help="Simulated seconds to run (default: the scenario's).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the report (default: a new folder reports/<date-time>-<scenario>-<strategy>-seed<seed>, with reports/latest pointing at it).")
-@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+@click.option("--venue", default=DEFAULT_VENUE, show_default=True, type=VENUE_CHOICE,
               help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
                    "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
                    "of the 8-hour rate; Binance: its brackets, 8-hourly funding.")
@@ -281,7 +284,7 @@ _common_options = _group([
                       "it has read as much input as its last snapshot's size, and on stop)."),
     click.option("--markets-file", type=click.Path(dir_okay=False, exists=True), default=None,
                  help="TOML file of market specs instead of the venue's BTC/ETH/SOL."),
-    click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+    click.option("--venue", default=DEFAULT_VENUE, show_default=True, type=VENUE_CHOICE,
                  help="Venue profile: its market table (unless --markets-file) and funding rule, as the venue "
                       "publishes them (docs/margin.md, \"Venue profiles\"). Hyperliquid: hourly funding at 1/8 "
                       "of the 8-hour rate; Binance: its brackets, 8-hourly funding."),
@@ -355,7 +358,7 @@ _gateway_options = _group([
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Processes (default: one per core).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where the table and plot go (default: a new folder reports/<date-time>-sweep-<scenario>).")
-@click.option("--venue", default="hyperliquid", show_default=True, type=click.Choice(["hyperliquid", "binance"]),
+@click.option("--venue", default=DEFAULT_VENUE, show_default=True, type=VENUE_CHOICE,
               help="Venue profile of every run.")
 def sweep(scenario_name: str, seeds: str, strategy_spec: str | None, params: tuple[str, ...], duration: float | None,
           workers: int | None, report_dir: str | None, venue: str) -> None:
