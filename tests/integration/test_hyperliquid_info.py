@@ -325,12 +325,23 @@ async def test_a_stop_loss_trigger_order_through_the_sdk_fires_on_the_mark(hyper
     def protect():
         exchange = Exchange(wallet, url)
         exchange.order("SOL", True, 10, 150, {"limit": {"tif": "Ioc"}})
+        spare = exchange.order("SOL", False, 10, 130, {"trigger": {"triggerPx": 135, "isMarket": True, "tpsl": "sl"}},
+                               reduce_only=True)
+        spare_oid = spare["response"]["data"]["statuses"][0]["resting"]["oid"]
+        exchange.cancel("SOL", spare_oid)
         stop = exchange.order("SOL", False, 10, 140, {"trigger": {"triggerPx": 145, "isMarket": True, "tpsl": "sl"}},
                               reduce_only=True)
-        return stop, Info(url, skip_ws=True).frontend_open_orders(address)
+        info = Info(url, skip_ws=True)
+        oid = stop["response"]["data"]["statuses"][0]["resting"]["oid"]
+        return oid, info.frontend_open_orders(address), info.query_order_by_oid(address, oid), \
+            info.query_order_by_oid(address, spare_oid)
 
-    stop, listed = await asyncio.to_thread(protect)
-    oid = stop["response"]["data"]["statuses"][0]["resting"]["oid"]
+    oid, listed, resting, cancelled = await asyncio.to_thread(protect)
+    # a trigger order is known by oid, resting or cancelled (Freqtrade's fetch_order placed a
+    # fresh stop every 35 s when it answered unknownOid)
+    assert (resting["status"], resting["order"]["status"], resting["order"]["order"]["isTrigger"]) == \
+        ("order", "open", True)
+    assert (cancelled["status"], cancelled["order"]["status"]) == ("order", "canceled")
     [shown] = listed
     assert (shown["oid"], shown["isTrigger"], shown["triggerPx"], shown["orderType"], shown["reduceOnly"]) == \
         (oid, True, "145.0", "Stop Market", True)
@@ -341,6 +352,8 @@ async def test_a_stop_loss_trigger_order_through_the_sdk_fires_on_the_mark(hyper
     await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
     fills = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_fills(address))
     assert [(f["side"], f["px"], f["sz"]) for f in fills] == [("A", "144.5", "10.0"), ("B", "150.0", "10.0")]
+    fired = await asyncio.to_thread(lambda: Info(url, skip_ws=True).query_order_by_oid(address, oid))
+    assert fired["order"]["status"] == "filled"  # answered as the order it became, under its oid
 
 
 async def test_an_approved_agent_wallet_trades_for_its_master_and_no_one_else(hyperliquid):

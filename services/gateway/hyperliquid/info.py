@@ -28,10 +28,14 @@ from aiohttp import web
 from exchange.markets import Market
 from schemas.enums import Condition, IncomeKind, MarginMode, Side
 from services.gateway.host import GatewayHost
-from services.gateway.ledger import LIVE, OrderKind, OrderStatus, entry_price, money
+from services.gateway.ledger import LIVE, ConditionalStatus, OrderKind, OrderStatus, entry_price, money
 from services.gateway.projection import aggregate
 
 UNREADABLE = "Failed to deserialize the JSON body into the target type"
+# a trigger order's status, in Hyperliquid's words (ccxt reads "triggered" as open)
+TRIGGER_STATUS = {ConditionalStatus.WAITING: "open", ConditionalStatus.TRIGGERED: "triggered",
+                  ConditionalStatus.FINISHED: "filled", ConditionalStatus.REJECTED: "rejected",
+                  ConditionalStatus.CANCELED: "canceled", ConditionalStatus.EXPIRED: "canceled"}
 INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
                 "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
                 "3d": 259_200_000, "1w": 604_800_000}
@@ -335,18 +339,42 @@ class HyperliquidInfo:
         return "filled" if order.status is OrderStatus.FILLED else "canceled"
 
     def _orderStatus(self, body: dict) -> dict:
+        """Any order the account had, by oid or cloid: a plain one, or a trigger order (a
+        fired one is answered as the order it became, which keeps its oid, as on
+        Hyperliquid). Before, a resting or cancelled stop answered ``unknownOid`` while
+        ``frontendOpenOrders`` listed it, and Freqtrade placed a fresh stop every 35 s."""
         user, oid = self._user(body), body.get("oid")
-        orders = self.host.ledger.by_account.get(user, {})
-        order = orders.get(oid) if isinstance(oid, int) else next(
-            (o for o in orders.values() if o.client_order_id == oid), None)
-        if order is None:
-            return {"status": "unknownOid"}
-        return {"status": "order", "order": {"order": self._frontend_order(order), "status": self._status(order),
-                                             "statusTimestamp": order.update_ms or order.time_ms}}
+        ledger = self.host.ledger
+
+        def find(orders: dict):
+            return orders.get(oid) if isinstance(oid, int) else next(
+                (o for o in orders.values() if o.client_order_id == oid), None)
+
+        order = find(ledger.by_account.get(user, {}))
+        if order is not None:
+            return {"status": "order", "order": self._status_entry(order)}
+        trigger = find(ledger.conditionals_of.get(user, {}))
+        if trigger is not None:
+            return {"status": "order", "order": self._trigger_entry(trigger)}
+        return {"status": "unknownOid"}
+
+    def _status_entry(self, order) -> dict:
+        return {"order": self._frontend_order(order), "status": self._status(order),
+                "statusTimestamp": order.update_ms or order.time_ms}
+
+    def _trigger_entry(self, order) -> dict:
+        return {"order": self._trigger(order), "status": TRIGGER_STATUS[order.status],
+                "statusTimestamp": order.update_ms or order.time_ms}
 
     def _historicalOrders(self, body: dict) -> list:
-        return [{"order": self._frontend_order(o), "status": self._status(o), "statusTimestamp": o.update_ms or o.time_ms}
-                for o in list(self.host.ledger.by_account.get(self._user(body), {}).values())[-2000:]]
+        user = self._user(body)
+        ledger = self.host.ledger
+        fired = ledger.by_account.get(user, {})
+        entries = [(o.time_ms, self._status_entry(o)) for o in list(fired.values())[-2000:]]
+        triggers = list(ledger.conditionals_of.get(user, {}).values())[-2000:]
+        entries += [(o.time_ms, self._trigger_entry(o)) for o in triggers
+                    if o.order_id not in fired]  # a fired one is listed as the order it became
+        return [entry for _, entry in sorted(entries, key=lambda pair: pair[0])[-2000:]]
 
     def fill(self, trade) -> dict:
         """One of the ledger's trades as a Hyperliquid fill."""
