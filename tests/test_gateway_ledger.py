@@ -143,3 +143,21 @@ def test_hyperliquid_price_and_size_validity_rules():
     assert valid_order(btc, Decimal("123456"), Decimal("0.001")) == ""  # an integer price
     assert valid_order(btc, Decimal("12345.5"), Decimal("0.001")) == "Order has invalid price."
     assert valid_order(sol, Decimal("150"), Decimal("1.255")) == "Order has invalid size."
+
+
+def test_a_trade_knows_the_position_before_it_and_hyperliquid_names_its_direction():
+    """Every fill said "Open Long"/"Open Short" with startPosition "0.0", closing ones too,
+    and a liquidation's fill had no ``liquidation``: Freqtrade mislabelled its exits."""
+    from services.gateway.hyperliquid.info import direction
+
+    assert [direction(0, 5), direction(3, 2), direction(-5, 2), direction(-5, 5), direction(-2, 5)] == \
+        ["Open Long", "Open Long", "Close Short", "Close Short", "Short > Long"]
+    assert [direction(0, -5), direction(-3, -2), direction(5, -2), direction(5, -5), direction(2, -5)] == \
+        ["Open Short", "Open Short", "Close Long", "Close Long", "Long > Short"]
+    ledger = Ledger(default_markets())
+    trades = [(1, Side.BUY, 300), (2, Side.SELL, 100), (3, Side.SELL, 500)]  # the bot takes each
+    for trade_id, side, size in trades:
+        ledger.apply(Fill("match.p0", trade_id, "SOL-PERP", trade_id, 15000, size, side, "bot", trade_id, "mm", 90))
+    assert [(t.start, t.size, t.side) for t in ledger.account("bot").trades] == \
+        [(0, 300, Side.BUY), (300, 100, Side.SELL), (200, 500, Side.SELL)]
+    assert [t.start for t in ledger.account("mm").trades] == [0, -300, -200]  # the other side's, mirrored

@@ -222,6 +222,8 @@ class TradeView:
     commission: int  # micro units charged (negative: a rebate)
     time_ms: int
     realized: int = 0
+    start: int = 0  # the account's position in the market before this trade, signed lots
+    forced: bool = False  # a liquidation's, a backstop's or an ADL's trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +281,9 @@ class Ledger:
         self.conditionals_of: dict[str, dict[int, ConditionalView]] = {}  # account -> its conditional orders
         self.notify = notify or (lambda account, payload: None)
         self._tran_id = 0
+        # (account, market) -> its position from the fills read (every fill is on account.events
+        # from the venue's start, so a trade's position before it is known exactly)
+        self.positions: dict[tuple[str, str], int] = {}
         # a fill or close can overtake its order's acceptance (they come through different
         # partitions of account.events): kept here until the order is known
         self._early: dict[int, list] = {}
@@ -370,8 +375,12 @@ class Ledger:
             commission = trading_fee(value, fee_ppm) if book else 0
             if not book:  # a backstop or ADL transfer: an order of its own for each side
                 order_id = self._forced_order(fill, account, market, side, maker, when)
+            held = (account, market.symbol)
+            start = self.positions.get(held, 0)
+            self.positions[held] = start + (fill.size if side is Side.BUY else -fill.size)
+            forced = not book or bool(order_id & LIQUIDATION_ORDER_BIT and order_id < FORCED_ORDER_BASE)
             trade = TradeView(account, market, fill.trade_id, order_id, side, fill.price, fill.size, maker,
-                              commission, when)
+                              commission, when, start=start, forced=forced)
             state = self.account(account)
             if len(state.trades) == state.trades.maxlen:
                 old = state.trades[0]

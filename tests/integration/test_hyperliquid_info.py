@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from decimal import Decimal
 
 import aiohttp
 import pytest
@@ -261,6 +262,10 @@ async def test_the_sdk_sets_leverage_and_margin_trades_at_market_modifies_and_su
     after = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_state(address))
     assert after["assetPositions"] == []
     assert after["marginSummary"]["accountValue"] == "1699.250000"  # 2,000 − 300 − the 0.75 taker fee
+    fills = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_fills(address))
+    closing = [f for f in fills if f["dir"] == "Close Long"]
+    assert closing and all("liquidation" in f and f["liquidation"]["liquidatedUser"] == address for f in closing)
+    assert sum(Decimal(f["sz"]) for f in closing) == 10  # the whole long, closed by the liquidation
 
 
 async def test_a_wallet_made_by_perpsim_accounts_create_trades_through_the_sdk_on_the_full_stack(stack_factory):
@@ -352,6 +357,8 @@ async def test_a_stop_loss_trigger_order_through_the_sdk_fires_on_the_mark(hyper
     await settle(gateway, lambda: not gateway.ledger.snapshot(address).positions, timeout=15)
     fills = await asyncio.to_thread(lambda: Info(url, skip_ws=True).user_fills(address))
     assert [(f["side"], f["px"], f["sz"]) for f in fills] == [("A", "144.5", "10.0"), ("B", "150.0", "10.0")]
+    # newest first: the stop closed the long the buy had opened
+    assert [(f["dir"], f["startPosition"]) for f in fills] == [("Close Long", "10.0"), ("Open Long", "0.0")]
     fired = await asyncio.to_thread(lambda: Info(url, skip_ws=True).query_order_by_oid(address, oid))
     assert fired["order"]["status"] == "filled"  # answered as the order it became, under its oid
 

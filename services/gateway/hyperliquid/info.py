@@ -28,7 +28,15 @@ from aiohttp import web
 from exchange.markets import Market
 from schemas.enums import Condition, IncomeKind, MarginMode, Side
 from services.gateway.host import GatewayHost
-from services.gateway.ledger import LIVE, ConditionalStatus, OrderKind, OrderStatus, entry_price, money
+from services.gateway.ledger import (
+    FORCED_ORDER_BASE,
+    LIVE,
+    ConditionalStatus,
+    OrderKind,
+    OrderStatus,
+    entry_price,
+    money,
+)
 from services.gateway.projection import aggregate
 
 UNREADABLE = "Failed to deserialize the JSON body into the target type"
@@ -43,6 +51,18 @@ INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m
 
 def coin(market: Market) -> str:
     return market.base
+
+
+def direction(start: int, change: int) -> str:
+    """Hyperliquid's ``dir`` of a trade that moves a position from ``start`` by ``change``."""
+    after = start + change
+    if change > 0:
+        if start >= 0:
+            return "Open Long"
+        return "Close Short" if after <= 0 else "Short > Long"
+    if start <= 0:
+        return "Open Short"
+    return "Close Long" if after >= 0 else "Long > Short"
 
 
 def _number(text: str) -> str:
@@ -377,13 +397,20 @@ class HyperliquidInfo:
         return [entry for _, entry in sorted(entries, key=lambda pair: pair[0])[-2000:]]
 
     def fill(self, trade) -> dict:
-        """One of the ledger's trades as a Hyperliquid fill."""
+        """One of the ledger's trades as a Hyperliquid fill: its direction from the position
+        before it ("Close Long", "Long > Short" ...), and a forced close's ``liquidation``."""
         market = trade.market
-        return {"coin": coin(market), "px": self._price(market, trade.price), "sz": self._size(market, trade.size),
-                "side": "B" if trade.side is Side.BUY else "A", "time": trade.time_ms, "startPosition": "0.0",
-                "dir": "Open Long" if trade.side is Side.BUY else "Open Short", "closedPnl": usd(trade.realized),
-                "hash": f"0x{trade.trade_id:064x}", "oid": trade.order_id, "crossed": not trade.maker,
-                "fee": usd(trade.commission), "tid": trade.trade_id, "feeToken": "USDC"}
+        answer = {"coin": coin(market), "px": self._price(market, trade.price),
+                  "sz": self._size(market, trade.size), "side": "B" if trade.side is Side.BUY else "A",
+                  "time": trade.time_ms, "startPosition": _number(market.format_size(trade.start)),
+                  "dir": direction(trade.start, trade.size if trade.side is Side.BUY else -trade.size),
+                  "closedPnl": usd(trade.realized), "hash": f"0x{trade.trade_id:064x}", "oid": trade.order_id,
+                  "crossed": not trade.maker, "fee": usd(trade.commission), "tid": trade.trade_id, "feeToken": "USDC"}
+        if trade.forced:
+            mark = self.host.projection.markets[market.symbol].mark
+            answer["liquidation"] = {"liquidatedUser": trade.account, "markPx": self._price(market, mark or trade.price),
+                                     "method": "market" if trade.order_id < FORCED_ORDER_BASE else "backstop"}
+        return answer
 
     def _fills(self, user: str, start: int = 0, end: int | None = None) -> list:
         trades = self.host.ledger.account(user).trades
