@@ -161,3 +161,16 @@ def test_a_trade_knows_the_position_before_it_and_hyperliquid_names_its_directio
     assert [(t.start, t.size, t.side) for t in ledger.account("bot").trades] == \
         [(0, 300, Side.BUY), (300, 100, Side.SELL), (200, 500, Side.SELL)]
     assert [t.start for t in ledger.account("mm").trades] == [0, -300, -200]  # the other side's, mirrored
+
+
+def test_hyperliquids_errors_are_in_its_words_and_never_name_an_enum():
+    from schemas.enums import RejectReason
+    from services.client import Rejected
+    from services.gateway.hyperliquid.exchange import _error_text
+
+    for reason in RejectReason:
+        text = _error_text(Rejected(reason, "price 142.41 is more than 5% from the mark 150.00"))
+        assert reason.name not in text, (reason, text)
+    assert _error_text(Rejected(RejectReason.INSUFFICIENT_MARGIN, "x")) == "Insufficient margin to place order."
+    assert _error_text(Rejected(RejectReason.OUTSIDE_PRICE_BAND, "price 142.41 is more than 5% from the mark 150.00")) \
+        == "Price 142.41 is more than 5% from the mark 150.00"

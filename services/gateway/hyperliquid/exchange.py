@@ -452,13 +452,23 @@ def valid_order(market, price: Decimal, size: Decimal) -> str:
 
 
 def _error_text(refused: Rejected) -> str:
-    """Hyperliquid's wording for what perpsim refused, where it has one."""
-    name = refused.reason.name
-    return {
-        "INSUFFICIENT_MARGIN": "Insufficient margin to place order.",
-        "REDUCE_ONLY_WOULD_INCREASE": "Reduce only order would increase position.",
-        "WOULD_CROSS": "Post only order would have immediately matched, bbo was "
-                       "unknown.",
-        "OFF_TICK_PRICE": "Price must be divisible by tick size.",
-        "SIZE_NOT_LOT_MULTIPLE": "Order has invalid size.",
-    }.get(name, f"{name}: {refused.detail}")
+    """Hyperliquid's wording for what perpsim refused (ccxt maps these texts to its
+    exception classes); where it has none, perpsim's own sentence, never an enum's name."""
+    text = HYPERLIQUID_ERRORS.get(refused.reason)
+    return text if text is not None else refused.detail[:1].upper() + refused.detail[1:]
+
+
+HYPERLIQUID_ERRORS = {
+    RejectReason.INSUFFICIENT_MARGIN: "Insufficient margin to place order.",
+    RejectReason.REDUCE_ONLY_WOULD_INCREASE: "Reduce only order would increase position.",
+    RejectReason.WOULD_CROSS: "Post only order would have immediately matched, bbo was unknown.",
+    RejectReason.OFF_TICK_PRICE: "Price must be divisible by tick size.",
+    RejectReason.SIZE_NOT_LOT_MULTIPLE: "Order has invalid size.",
+    RejectReason.INVALID_SIZE: "Order has invalid size.",
+    RejectReason.INVALID_PRICE: "Order has invalid price.",
+    RejectReason.BELOW_MIN_SIZE: "Order has invalid size.",
+    RejectReason.NO_LIQUIDITY: "Order could not immediately match against any resting orders.",
+    RejectReason.UNKNOWN_ORDER: "Order was never placed, already canceled, or filled.",
+    RejectReason.LEVERAGE_OUT_OF_RANGE: "Invalid leverage value.",
+    RejectReason.UNKNOWN_MARKET: "Invalid asset.",
+}
