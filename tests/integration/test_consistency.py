@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from decimal import Decimal
 
 import ccxt.async_support as ccxt
@@ -20,6 +21,7 @@ import pytest
 from eth_account import Account
 from hyperliquid.exchange import Exchange
 from hyperliquid.info import Info
+from hyperliquid.utils.error import ClientError
 
 from exchange.markets import default_markets
 from services.client import Client
@@ -98,7 +100,7 @@ async def orders_then_reads_through_binance(bot: ccxt.binanceusdm) -> list:
     expected = Decimal(0)
     for index in range(ORDERS):
         buy, size = step(index)
-        order = await bot.create_order(SOL, "market", "buy" if buy else "sell", float(size))
+        order = await place_as_a_bot_would(bot, index, "buy" if buy else "sell", float(size))
         assert order["status"] == "closed", order
         filled = Decimal(str(order["filled"]))
         expected += filled if buy else -filled
@@ -110,6 +112,40 @@ async def orders_then_reads_through_binance(bot: ccxt.binanceusdm) -> list:
     return stale
 
 
+async def place_as_a_bot_would(bot: ccxt.binanceusdm, index: int, side: str, size: float) -> dict:
+    """A market order; pushed back (-1008, the venue overloaded) it waits and tries again,
+    timed out (-1007: it may be live) it looks the order up by its client id, as a bot does."""
+    client_id = f"rw-{index}"
+    for _ in range(60):
+        try:
+            return await bot.create_order(SOL, "market", side, size, None, {"newClientOrderId": client_id})
+        except (ccxt.OperationFailed, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable):
+            await asyncio.sleep(1)
+        except (ccxt.BadResponse, ccxt.RequestTimeout):
+            for _ in range(20):
+                try:
+                    found = await bot.fetch_order(None, SOL, {"origClientOrderId": client_id})
+                    if found["status"] == "closed":
+                        return found
+                except ccxt.OrderNotFound:
+                    pass
+                await asyncio.sleep(0.5)
+            raise
+    raise AssertionError(f"order {client_id} pushed back for a minute")
+
+
+def market_open_as_a_bot_would(exchange: Exchange, buy: bool, size: float) -> dict:
+    """The SDK's market order; pushed back (HTTP 429, the venue overloaded) it waits and tries again."""
+    for _ in range(60):
+        try:
+            return exchange.market_open("SOL", buy, size)
+        except ClientError as error:
+            if error.status_code != 429:
+                raise
+            time.sleep(1)
+    raise AssertionError("a market order pushed back for a minute")
+
+
 def orders_then_reads_through_hyperliquid(wallet, port: int) -> list:
     """The SDK's market orders, each followed by ``clearinghouseState`` and ``orderStatus``."""
     url = f"http://127.0.0.1:{port}"
@@ -119,7 +155,7 @@ def orders_then_reads_through_hyperliquid(wallet, port: int) -> list:
     expected = Decimal(0)
     for index in range(ORDERS):
         buy, size = step(index)
-        answer = exchange.market_open("SOL", buy, float(size))
+        answer = market_open_as_a_bot_would(exchange, buy, float(size))
         status = answer["response"]["data"]["statuses"][0]
         assert "filled" in status, answer
         filled = Decimal(status["filled"]["totalSz"])

@@ -250,12 +250,8 @@ class HyperliquidExchange:
             problem = valid_order(market, price, size)
             if problem:
                 return {"error": problem}
-            if tif is TimeInForce.IOC:
-                price = self._within_band(market, bool(wire["b"]), price)
-            result = await asyncio.wait_for(self.host.client.place(
-                account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), str(price), tif=tif,
-                reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None,
-                wait_closed=tif is TimeInForce.IOC), self.host.order_timeout_s)
+            result = await asyncio.wait_for(self._place(account, market, wire, size, price, tif),
+                                            self.host.order_timeout_s)
         except Refusal as refusal:
             return {"error": str(refusal)}
         except Rejected as refused:
@@ -343,19 +339,24 @@ class HyperliquidExchange:
             return {"error": "Timeout waiting for the exchange."}
         return {"resting": {"oid": order.order_id}}
 
-    def _within_band(self, market, buy: bool, price: Decimal) -> Decimal:
+    async def _place(self, account: str, market, wire: dict, size: Decimal, price: Decimal, tif: TimeInForce):
         """A market order in this dialect is an Ioc limit with slippage (the SDK's and
-        ccxt's: 5% from the mid), which can pass perpsim's price band (5% of the mark): it
-        is limited at the band's edge, which fills it as it would have filled (nothing
-        trades beyond the band anyway)."""
-        mark = self.host.projection.markets[market.symbol].mark
-        if not mark:
-            return price
-        # 99% of the band: this gateway's mark can trail risk's by a tick or two as it moves,
-        # and an edge computed from it would then be refused as outside risk's band
-        band = mark * market.price_band_ppm * 99 // 100_000_000
-        edge = (mark + band if buy else mark - band) * market.tick_size
-        return min(price, edge) if buy else max(price, edge)
+        ccxt's: 5% from the mid), which can pass perpsim's price band (5% of risk's mark):
+        refused so, it is placed again as a market order, which trades up to the band's edge
+        and so only at prices within its limit (the limit was beyond that edge). Before, the
+        gateway clamped the price with its own mark, which can trail risk's as it moves."""
+        side = Side.BUY if wire["b"] else Side.SELL
+        reduce_only, client_order_id = bool(wire.get("r")), wire.get("c") or None
+        ioc = tif is TimeInForce.IOC
+        try:
+            return await self.host.client.place(account, market.symbol, side, str(size), str(price), tif=tif,
+                                                reduce_only=reduce_only, client_order_id=client_order_id,
+                                                wait_closed=ioc)
+        except Rejected as refused:
+            if not ioc or refused.reason is not RejectReason.OUTSIDE_PRICE_BAND:
+                raise
+        return await self.host.client.place(account, market.symbol, side, str(size), None, tif=tif,
+                                            reduce_only=reduce_only, client_order_id=client_order_id, wait_closed=True)
 
     async def _trigger_order(self, account: str, market, wire: dict, trigger: dict) -> dict:
         """A tp/sl trigger order: a conditional order of the core on the mark (Hyperliquid's
