@@ -29,6 +29,23 @@ MICRO = 1_000_000  # micro units of quote per unit
 PPM = 1_000_000
 
 
+def strayed(reference: int, index: int, band_ppm: int) -> bool:
+    """Whether the mark ``reference`` is more than a band from the ``index`` (it sits at its
+    clamp): then the index's band counts too (docs/matching.md, the price band)."""
+    return index > 0 and abs(reference - index) * PPM > index * band_ppm
+
+
+def protection_price(reference: int, index: int, band_ppm: int, buy: bool) -> int:
+    """The worst price a market order may trade at: the mark moved by the band, and the index
+    moved by it where the mark ``strayed`` further (matching trades to it, risk reserves at it)."""
+    band = reference * band_ppm // PPM
+    limit = reference + band if buy else max(1, reference - band)
+    if strayed(reference, index, band_ppm):
+        band = index * band_ppm // PPM
+        limit = max(limit, index + band) if buy else min(limit, max(1, index - band))
+    return limit
+
+
 def _places(step: Decimal) -> int:
     """Decimal places of a (finite, checked) tick or lot size."""
     exponent = step.normalize().as_tuple().exponent

@@ -49,7 +49,7 @@ from typing import Any, Final
 
 from exchange.book import Book, Order, OrderBook, state_hash
 from exchange.errors import UnknownCommand
-from exchange.markets import PPM, Market
+from exchange.markets import PPM, Market, protection_price, strayed
 from exchange.triggers import (
     CALLBACK_STEP_PPM,
     MAX_CALLBACK_PPM,
@@ -293,8 +293,7 @@ class MatchingEngine:
             return ""
         band_ppm = self.band_ppm
         if abs(price - reference) * PPM > reference * band_ppm:
-            if index > 0 and abs(reference - index) * PPM > index * band_ppm \
-                    and abs(price - index) * PPM <= index * band_ppm:
+            if strayed(reference, index, band_ppm) and abs(price - index) * PPM <= index * band_ppm:
                 return ""
             market = self.market
             return (
@@ -410,12 +409,7 @@ class MatchingEngine:
             if reference <= 0:
                 return self._reject(cmd, RejectReason.NO_LIQUIDITY,
                                     "a market order needs a mark price or a resting opposite order", out)
-            band = reference * self.band_ppm // PPM
-            limit = reference + band if buy else max(1, reference - band)
-            index = cmd.index_price
-            if index > 0 and abs(reference - index) * PPM > index * self.band_ppm:  # the mark strayed
-                band = index * self.band_ppm // PPM
-                limit = max(limit, index + band) if buy else min(limit, max(1, index - band))
+            limit = protection_price(reference, cmd.index_price, self.band_ppm, buy)
             if tif is not FOK:
                 tif = IOC
         else:

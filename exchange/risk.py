@@ -68,7 +68,7 @@ from exchange.accounts import (
 )
 from exchange.errors import Refused, UnknownMarket, ValueTooLarge
 from exchange.liquidation_index import LiquidationIndex
-from exchange.markets import Market, trading_fee
+from exchange.markets import Market, protection_price, trading_fee
 from schemas.enums import (
     Condition,
     IncomeKind,
@@ -511,19 +511,13 @@ class RiskEngine:
         return ceil_div(notional, leverage) + ceil_div(notional * market.taker_fee_ppm, PPM)
 
     def _protection(self, market: Market, side: Side) -> int:
-        """The worst price a market order may trade at: the mark moved by the band (as
-        matching computes it: from the index too where the mark strayed more than a band from
-        it, so a mark at its clamp does not keep orders from the index)."""
+        """The worst price a market order may trade at, as matching computes it
+        (``exchange.markets.protection_price``)."""
         reference = self._reference_price(market)
         if not reference:
             raise Refused(RejectReason.NO_LIQUIDITY, f"no mark price for {market.symbol} yet")
-        band = reference * market.price_band_ppm // PPM
-        limit = reference + band if side is Side.BUY else max(1, reference - band)
-        index = self.index.get(market.symbol, 0)
-        if index and abs(reference - index) * PPM > index * market.price_band_ppm:  # the mark strayed
-            band = index * market.price_band_ppm // PPM
-            limit = max(limit, index + band) if side is Side.BUY else min(limit, max(1, index - band))
-        return limit
+        return protection_price(reference, self.index.get(market.symbol, 0), market.price_band_ppm,
+                                side is Side.BUY)
 
     def _order_price(self, market: Market, cmd: PlaceOrder) -> int:
         if cmd.order_type is OrderType.MARKET:
