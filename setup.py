@@ -1,8 +1,8 @@
 """Compiles the matching core with mypyc when it can; perpsim is pure Python when it cannot.
 
 Everything else about the package is in pyproject.toml. ``pip install`` (editable or not)
-builds ``exchange.book``, ``exchange.matching``, ``exchange.triggers`` and
-``exchange.reference_book`` as C extensions from
+builds the modules ``exchange.COMPILED_MODULES`` names (the books, matching, triggers,
+accounts, the liquidation index and the ``exchange.risk`` package) as C extensions from
 the same typed source (docs/matching.md, "Compiled core"). Where mypyc or a C compiler is
 missing, or ``PERPSIM_COMPILE=0`` is set, the build goes on without them and the same
 modules run interpreted; ``python -m exchange`` says which one an installation runs.
@@ -25,7 +25,7 @@ def compiled_modules() -> list[str]:
     tree = ast.parse(Path(__file__).with_name("exchange").joinpath("__init__.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED_MODULES" for t in node.targets):
-            return [f"exchange/{name}.py" for name in ast.literal_eval(node.value)]
+            return ["exchange/" + name.replace(".", "/") + ".py" for name in ast.literal_eval(node.value)]
     raise SystemExit("setup.py: exchange/__init__.py has no COMPILED_MODULES")
 
 
@@ -44,7 +44,8 @@ def compiled_core() -> list:
     except ImportError:
         print("perpsim: mypyc is not installed, the core stays pure Python", file=sys.stderr)
         return []
-    SOURCE_HASHES.update({Path(path).name: source_hash(path) for path in COMPILED})  # the sources mypyc reads
+    # the sources mypyc reads, by their path in the package (exchange/__init__.py: _source)
+    SOURCE_HASHES.update({path.removeprefix("exchange/"): source_hash(path) for path in COMPILED})
     try:
         extensions = mypycify(COMPILED, opt_level="3", group_name="perpsim_core")
     except SystemExit:  # mypy's errors are printed above

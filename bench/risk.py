@@ -120,7 +120,7 @@ def main() -> None:
 
     print(f"building {args.accounts:,} accounts ({args.multi:.0%} cross in all three markets) ...", flush=True)
     engine, seconds = build(args.accounts, args.multi, args.seed)
-    print(f"built in {seconds:.1f} s: {sum(len(engine._holders[s]) for s in MARKETS):,} positions")
+    print(f"built in {seconds:.1f} s: {sum(len(engine.holders[s]) for s in MARKETS):,} positions")
 
     rng = random.Random(args.seed + 1)
     marks = dict(START)

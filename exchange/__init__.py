@@ -25,7 +25,10 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-COMPILED_MODULES = ("markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index", "risk")
+# dotted names under ``exchange``; a sub-package's ``__init__`` stays interpreted
+COMPILED_MODULES = ("markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index",
+                    "risk.partition", "risk.adl", "risk.orders", "risk.commands", "risk.detection",
+                    "risk.settlement", "risk.engine")
 _HERE = Path(__file__).parent
 
 
@@ -33,17 +36,26 @@ def _build() -> str:
     if os.environ.get("PERPSIM_PURE", "") not in ("", "0"):
         return "pure (PERPSIM_PURE is set)"
     for name in COMPILED_MODULES:
-        if not any((_HERE / f"{name}{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+        if not any(_path(name, suffix).exists() for suffix in EXTENSION_SUFFIXES):
             return "pure (not compiled: see setup.py)"
     try:
         built = json.loads((_HERE / "compiled.json").read_text())
     except (OSError, ValueError):  # setup.py writes it once every module compiled
         return "pure (no record of a complete build; `pip install -e .` compiles the core again)"
-    stale = [f"{name}.py" for name in COMPILED_MODULES if built.get(f"{name}.py") != _hash(_HERE / f"{name}.py")]
+    stale = [_source(name) for name in COMPILED_MODULES if built.get(_source(name)) != _hash(_path(name, ".py"))]
     if stale:
         return (f"pure ({', '.join(stale)} changed since the core was compiled; `pip install -e .` "
                 "compiles it again)")
     return "compiled (mypyc)"
+
+
+def _source(name: str) -> str:
+    """A compiled module's source, relative to the package, as setup.py records it."""
+    return name.replace(".", "/") + ".py"
+
+
+def _path(name: str, suffix: str) -> Path:
+    return _HERE / (name.replace(".", "/") + suffix)
 
 
 def _hash(path: Path) -> str:
@@ -58,9 +70,9 @@ class _FromSource:
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
-        package, _, module = name.rpartition(".")
-        if package == __name__ and module in COMPILED_MODULES:
-            return importlib.util.spec_from_file_location(name, _HERE / f"{module}.py")
+        prefix = __name__ + "."
+        if name.startswith(prefix) and name[len(prefix):] in COMPILED_MODULES:
+            return importlib.util.spec_from_file_location(name, _path(name[len(prefix):], ".py"))
         return None
 
 

@@ -22,6 +22,7 @@ from exchange.markets import MICRO, Market, default_markets
 from exchange.matching import MatchingEngine
 from exchange.oracle import Oracle
 from exchange.risk import RiskEngine
+from exchange.venues import Venue
 from schemas.enums import (
     Condition,
     Liquidity,
@@ -99,16 +100,18 @@ class CoreExchange:
 
     def __init__(self, markets: dict[str, Market] | None = None, insurance_account: str = "insurance",
                  liquidation_fee_ppm: int = 0, liquidation: bool = True, oracle: Oracle | None = None,
-                 risk_settings: dict | None = None, **liquidation_settings: Any):
+                 venue: Venue | None = None):
         """``liquidation=False`` leaves triggered buckets alone (to test risk by itself);
-        with an ``oracle``, ``advance(ts)`` publishes its marks and funding."""
+        with an ``oracle``, ``advance(ts)`` publishes its marks and funding; ``venue``: the
+        profile whose ADL ranking and liquidation policy apply (Hyperliquid's by default;
+        its markets and mark rule are the caller's to pass, as ``markets`` and ``oracle``)."""
         self.oracle = oracle
         self.markets = markets or default_markets()
         self.risk = RiskEngine(self.markets, insurance_account=insurance_account,
-                               liquidation_fee_ppm=liquidation_fee_ppm, **(risk_settings or {}))
+                               liquidation_fee_ppm=liquidation_fee_ppm, adl_ranking=venue.adl if venue else None)
         self.matching = {symbol: MatchingEngine(market) for symbol, market in self.markets.items()}
         self.liquidation = (LiquidationEngine(self.markets, self.risk, insurance_account=insurance_account,
-                                              **liquidation_settings) if liquidation else None)
+                                              policy=venue.liquidation if venue else None) if liquidation else None)
         self.seq = 0
         self.ts = 0
         self.log: list[Message] = []

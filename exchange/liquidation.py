@@ -12,16 +12,16 @@ The state machine of a bucket, evaluated whenever none of its orders is outstand
 2. ``equity ≥ MM``              -> done (RECOVERED; the rest of the position stays)
 3. ``equity < 2/3 · MM``        -> backstop: the insurance fund takes the positions at the
                                    mark and the collateral (Hyperliquid's liquidator), or at
-                                   the bankruptcy price (``backstop_at_bankruptcy``, Binance's
-                                   insurance fund); or, when the bucket's deficit
+                                   the bankruptcy price (Binance's insurance fund; the venue's
+                                   ``LiquidationPolicy``); or, when the bucket's deficit
                                    exceeds the fund, ADL against the best-ranked opposite
                                    positions at the bankruptcy price
 4. otherwise                    -> a round of reduce-only IOC orders, one per position, at
-                                   most at the bankruptcy price (never worse): 20% of the
-                                   position when its notional is above ``partial_notional``
-                                   and the account had no partial in the last
-                                   ``partial_cooldown_ns``, else all of it (Hyperliquid); or,
-                                   ``partial_by_bracket`` (Binance), what takes a position
+                                   most at the bankruptcy price (never worse), sized by the
+                                   venue's ``LiquidationPolicy``: 20% of the position when
+                                   its notional is above 100,000 and the account had no
+                                   partial in the last 30 s, else all of it (Hyperliquid); or
+                                   (Binance) what takes a position
                                    from its tier to the one below, for tiers above the
                                    second, else all of it. A round that
                                    filled nothing (no liquidity) waits for the next state.
@@ -60,6 +60,72 @@ from schemas.events import (
     PositionTransfer,
 )
 from schemas.state import BucketRow, LiquidationState
+
+
+class LiquidationPolicy:
+    """How a venue liquidates: the size of each round's order for one position, and the
+    price at which the backstop takes a position. Chosen by the venue profile
+    (``exchange.venues``), in the manner of nautilus_trader's fee and fill models."""
+
+    name = ""
+
+    def round_size(self, market: Market, size: int, mark_price: int,
+                   since_partial_ns: int | None) -> tuple[int, bool]:
+        """Lots of a position of ``size`` lots at ``mark_price`` this round closes, and
+        whether the round is a partial one (it starts the account's cooldown);
+        ``since_partial_ns``: since the account's last partial round (None: none yet)."""
+        raise NotImplementedError
+
+    def backstop_price(self, position: PositionState) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class HyperliquidLiquidation(LiquidationPolicy):
+    """Hyperliquid ("Trading / Liquidations"): 20% (``partial_ppm``) of a position whose
+    notional is above ``partial_notional``, at most once per ``partial_cooldown_ns`` per
+    account, else all of it; the liquidator takes a bucket at the mark, with its collateral."""
+
+    name = "hyperliquid"
+
+    def __init__(self, partial_notional: int = 100_000 * MICRO, partial_ppm: int = 200_000,
+                 partial_cooldown_ns: int = 30 * 10**9) -> None:
+        self.partial_notional = partial_notional
+        self.partial_ppm = partial_ppm
+        self.partial_cooldown_ns = partial_cooldown_ns
+
+    def round_size(self, market: Market, size: int, mark_price: int,
+                   since_partial_ns: int | None) -> tuple[int, bool]:
+        notional = size * mark_price * market.value_per_tick_lot
+        cooled = since_partial_ns is None or since_partial_ns >= self.partial_cooldown_ns
+        if notional > self.partial_notional and cooled:
+            return min(size, max(market.min_size, -(-size * self.partial_ppm // PPM))), True
+        return size, False
+
+    def backstop_price(self, position: PositionState) -> int:
+        return position.mark_price
+
+
+class BinanceLiquidation(LiquidationPolicy):
+    """Binance ("Liquidation Protocols"): a position above its second bracket is reduced,
+    a round at a time, to just below its bracket's floor, else closed at once; the
+    insurance fund takes a bucket at the bankruptcy price."""
+
+    name = "binance"
+
+    def round_size(self, market: Market, size: int, mark_price: int,
+                   since_partial_ns: int | None) -> tuple[int, bool]:
+        tier = market.tier(size * mark_price * market.value_per_tick_lot)
+        if market.tiers.index(tier) < 2:  # the first two brackets close at once
+            return size, False
+        keep = (tier.floor - 1) // (mark_price * market.value_per_tick_lot)
+        quantity = min(size, max(market.min_size, size - keep))
+        return quantity, quantity < size
+
+    def backstop_price(self, position: PositionState) -> int:
+        return position.adl_price or position.bankruptcy_price or position.mark_price
 
 
 class RiskView(Protocol):
@@ -113,24 +179,14 @@ class LiquidationEngine:
         producer: str = "liquidation.0",
         insurance_account: str = "insurance",
         partition: int = 0,
-        partial_notional: int = 100_000 * MICRO,
-        partial_ppm: int = 200_000,
-        partial_cooldown_ns: int = 30 * 10**9,
-        backstop_at_bankruptcy: bool = False,
-        partial_by_bracket: bool = False,
+        policy: LiquidationPolicy | None = None,
     ):
-        """``partial_by_bracket`` (Binance's incremental liquidation): a position above the
-        second maintenance tier is reduced, a round at a time, to just below its tier's
-        floor, instead of by ``partial_ppm`` of it."""
+        """``policy``: the venue's (``LiquidationPolicy``), Hyperliquid's by default."""
         self.markets = markets
         self.risk = risk
         self.producer = producer
         self.insurance_account = insurance_account
-        self.partial_notional = partial_notional
-        self.partial_ppm = partial_ppm
-        self.partial_cooldown_ns = partial_cooldown_ns
-        self.backstop_at_bankruptcy = backstop_at_bankruptcy
-        self.partial_by_bracket = partial_by_bracket
+        self.policy = policy or HyperliquidLiquidation()
         if not 0 <= partition < LIQUIDATION_ORDER_BIT:
             raise ValueError(f"partition must be 0 to {LIQUIDATION_ORDER_BIT - 1}, got {partition}")
         self.partition = partition
@@ -232,23 +288,11 @@ class LiquidationEngine:
         liquidation.round_filled = 0
         partial = False
         for position in liquidation.state.positions:
-            market = self.markets[position.market]
             size = abs(position.signed_size)
-            notional = size * position.mark_price * market.value_per_tick_lot
             last = self.last_partial.get(liquidation.account)
-            quantity = size
-            if self.partial_by_bracket:
-                tiers = market.tiers
-                tier = market.tier(notional)
-                step = tiers.index(tier)
-                if step >= 2:  # down to just below this tier's floor; the first two close at once
-                    keep = (tier.floor - 1) // (position.mark_price * market.value_per_tick_lot)
-                    quantity = min(size, max(market.min_size, size - keep))
-                    partial = quantity < size
-            elif notional > self.partial_notional and (last is None or ts - last >= self.partial_cooldown_ns):
-                quantity = max(market.min_size, -(-size * self.partial_ppm // PPM))
-                quantity = min(quantity, size)
-                partial = True
+            quantity, partial_round = self.policy.round_size(self.markets[position.market], size,
+                                                             position.mark_price, None if last is None else ts - last)
+            partial = partial or partial_round
             long = position.signed_size > 0
             limit = position.adl_price or position.bankruptcy_price or (1 if long else 2 * position.mark_price)
             self.order_counter += 1
@@ -276,9 +320,7 @@ class LiquidationEngine:
         else:
             liquidation.settling = LiquidationStage.BACKSTOP
             for position in state.positions:
-                price = position.mark_price
-                if self.backstop_at_bankruptcy:
-                    price = position.adl_price or position.bankruptcy_price or price
+                price = self.policy.backstop_price(position)
                 self._transfer(liquidation.account, self.insurance_account, position, price,
                                abs(position.signed_size), Liquidity.BACKSTOP, ts, out)
 

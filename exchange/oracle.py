@@ -10,11 +10,7 @@ Index sources (``IndexSource``: ``price(ts) -> float``, in quote units)
   ``"+10% over 60s at 70s"``; each shock ramps linearly from 1 to ``1 + change`` over its
   duration and stays there; shocks multiply.
 
-Mark price (``MarkCalculator``): the median of (index + EMA of the book-mid − index basis),
-(median of best bid, best ask, last trade) and the index. Fallbacks: a component that
-cannot be formed is left out (no two-sided book yet: no basis; no book and no trade: no
-book component); with two components the mark is their mean; with only the index, the
-index.
+Mark price: by the venue's rule (``exchange.mark``; Hyperliquid's by default).
 
 Funding (``FundingCalculator``, by the venue's ``exchange.venues.FundingRule``): every
 interval, the period's rate ``premium + clamp(interest − premium, ±clamp)`` times the
@@ -30,12 +26,12 @@ import csv
 import math
 import random
 import re
-from collections import deque
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from exchange.mark import BinanceMarkCalculator, HyperliquidMark, MarkRule
 from exchange.markets import Market
 from exchange.venues import DEFAULT_VENUE, VENUES, FundingRule
 from schemas.events import BBO, Fill, Funding, MarkPrice, Message, Trade
@@ -227,60 +223,7 @@ class Shocked:
         return price
 
 
-# ------------------------------------------------------------------------ mark price
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-# How far from the index book and trade prices may pull the mark (venues bound their mark
-# to the index in the same spirit: a thin or manipulated book cannot drag it away).
-MARK_BAND = 0.10
-
-
-class MarkCalculator:
-    """Mark price of one market from its index and its book (prices in ticks)."""
-
-    def __init__(self, basis_tau_s: float = 150.0, band: float = MARK_BAND):
-        self.tau_ns = basis_tau_s * SECOND
-        self.band = band
-        self.bid = 0
-        self.ask = 0
-        self.last = 0
-        self.basis: float | None = None  # EMA of mid − index, ticks
-        self._basis_ts: int | None = None
-
-    def observe_book(self, bid: int, ask: int) -> None:
-        self.bid, self.ask = bid, ask
-
-    def observe_trade(self, price: int) -> None:
-        self.last = price
-
-    def mark(self, index: float, ts: int) -> float:
-        """The mark in (fractional) ticks given the index in ticks; updates the basis EMA.
-        The mark stays within ``band`` of the index (clamped to it), so no book, however
-        thin or forged, moves it further from the index than that."""
-        if self.bid and self.ask:
-            sample = (self.bid + self.ask) / 2 - index
-            if self.basis is None:
-                self.basis = sample
-            else:
-                elapsed = max(0, ts - (self._basis_ts or ts))
-                alpha = 1 - math.exp(-elapsed / self.tau_ns) if self.tau_ns else 1.0
-                self.basis += alpha * (sample - self.basis)
-            self._basis_ts = ts
-        components = [index]
-        if self.basis is not None:
-            components.append(index + self.basis)
-        book = [price for price in (self.bid, self.ask, self.last) if price]
-        if book:
-            components.append(_median(book))
-        return min(index * (1 + self.band), max(index * (1 - self.band), _median(components)))
+# ------------------------------------------------------------------------ funding
 
 
 class FundingCalculator:
@@ -311,48 +254,15 @@ class FundingCalculator:
         return rate
 
 
-class BinanceMarkCalculator(MarkCalculator):
-    """Binance's mark price ("Mark Price and Price Index"): the median of
-    Price 1 = index · (1 + last funding rate · time to the next funding / funding interval),
-    Price 2 = index + the 5-minute moving average of (mid − index), and the last trade
-    price; clamped to the band around the index like Hyperliquid's."""
-
-    def __init__(self, window_s: float = 300.0, band: float = MARK_BAND):
-        super().__init__(0.0, band)
-        self.window_ns = int(window_s * SECOND)
-        self._samples: deque[tuple[int, float]] = deque()
-        self._sum = 0.0
-        self.funding_rate = 0.0  # the last funding rate paid, per interval
-        self.until_funding = 0.0  # the part of the interval left until the next payment
-
-    def mark(self, index: float, ts: int) -> float:
-        samples = self._samples
-        if self.bid and self.ask:
-            sample = (self.bid + self.ask) / 2 - index
-            samples.append((ts, sample))
-            self._sum += sample
-        while samples and samples[0][0] <= ts - self.window_ns:
-            self._sum -= samples.popleft()[1]
-        components = [index * (1 + self.funding_rate * self.until_funding)]
-        if samples:
-            components.append(index + self._sum / len(samples))
-        if self.last:
-            components.append(self.last)
-        return min(index * (1 + self.band), max(index * (1 - self.band), _median(components)))
-
-
-MARK_RULES = ("hyperliquid", "binance")
-
-
 class Oracle:
     """Index, mark and funding for a set of markets; ``tick(ts)`` returns the events."""
 
     def __init__(self, markets: dict[str, Market], sources: dict[str, IndexSource], producer: str = "oracle",
                  funding_interval_s: float | None = None, basis_tau_s: float = 150.0,
-                 funding: FundingRule | None = None, mark_rule: str = "hyperliquid"):
+                 funding: FundingRule | None = None, mark_rule: MarkRule | None = None):
         """``funding``: the venue's rule (Hyperliquid's by default); ``funding_interval_s``
         (a scenario's) pays more often, each payment the same share of the period's rate;
-        ``mark_rule``: "hyperliquid" (``MarkCalculator``) or "binance" (``BinanceMarkCalculator``)."""
+        ``mark_rule``: the venue's (``exchange.mark``), Hyperliquid's by default."""
         unknown = set(sources) - set(markets)
         if unknown:
             raise OracleError(f"price sources for unknown markets: {', '.join(sorted(unknown))}")
@@ -360,10 +270,8 @@ class Oracle:
         self.sources = sources
         self.producer = producer
         self.seq = 0
-        if mark_rule not in MARK_RULES:
-            raise OracleError(f"unknown mark rule {mark_rule!r}; rules: {', '.join(MARK_RULES)}")
-        self.marks = {symbol: BinanceMarkCalculator() if mark_rule == "binance" else MarkCalculator(basis_tau_s)
-                      for symbol in sources}
+        rule = mark_rule or HyperliquidMark()
+        self.marks = {symbol: rule.calculator(basis_tau_s) for symbol in sources}
         rule = funding or VENUES[DEFAULT_VENUE].funding
         if funding_interval_s is not None:
             if funding_interval_s <= 0:

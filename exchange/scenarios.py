@@ -128,8 +128,8 @@ def _run(ex: CoreExchange, makers: list[MarketMaker], seconds: float, result: Sc
 def _setup(markets: dict[str, Market], sources: dict[str, IndexSource], fund: str = "1000000",
            profile: Venue | None = None) -> CoreExchange:
     ex = CoreExchange(markets, oracle=Oracle(markets, sources, funding=profile.funding if profile else None,
-                                             mark_rule=profile.mark if profile else "hyperliquid"),
-                      risk_settings=profile.risk if profile else None, **(profile.liquidation if profile else {}))
+                                             mark_rule=profile.mark if profile else None),
+                      venue=profile)
     ex.deposit("insurance", fund)
     ex.deposit("maker", "100000000")
     ex.advance(0)

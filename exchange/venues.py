@@ -33,7 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from exchange.liquidation import (
+    BinanceLiquidation,
+    HyperliquidLiquidation,
+    LiquidationPolicy,
+)
+from exchange.mark import BinanceMark, HyperliquidMark, MarkRule
 from exchange.markets import Market, default_markets
+from exchange.risk.adl import AdlRanking, BinanceRanking, HyperliquidRanking
 
 HOUR = 3600.0
 
@@ -73,10 +80,10 @@ class Venue:
     description: str
     funding: FundingRule
     markets: Callable[[], dict[str, Market]]
-    # the liquidation engine's settings (exchange.liquidation.LiquidationEngine)
-    liquidation: dict = field(default_factory=dict)
-    mark: str = "hyperliquid"  # the oracle's mark price rule (exchange.oracle.MARK_RULES)
-    risk: dict = field(default_factory=dict)  # the risk engine's settings (its ADL ranking)
+    # the rules as policy objects, each process building the engines from them
+    liquidation: LiquidationPolicy = field(default_factory=HyperliquidLiquidation)  # exchange.liquidation
+    mark: MarkRule = field(default_factory=HyperliquidMark)  # the oracle's (exchange.mark)
+    adl: AdlRanking = field(default_factory=HyperliquidRanking)  # risk's (exchange.risk.adl)
 
 
 def binance_markets() -> dict[str, Market]:
@@ -113,8 +120,7 @@ VENUES = {
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
                      FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
                      # "the insurance fund takes over the position at the bankruptcy price"
-                     liquidation={"backstop_at_bankruptcy": True, "partial_by_bracket": True}, mark="binance",
-                     risk={"adl_ranking": "binance"}),
+                     liquidation=BinanceLiquidation(), mark=BinanceMark(), adl=BinanceRanking()),
 }
 DEFAULT_VENUE = "hyperliquid"
 

@@ -172,7 +172,7 @@ async def _run_one(name: str, options: Options, bus: KafkaBus, stop: asyncio.Eve
             spec = matching_service.spec(options.markets)
         elif name == "risk":
             spec = risk_service.spec(options.markets, options.insurance_account,
-                                     partitions=bus.partitions(RISK_IN), settings=venue(options.venue).risk)
+                                     partitions=bus.partitions(RISK_IN), adl_ranking=venue(options.venue).adl)
         else:
             spec = liquidation_service.spec(options.markets, options.insurance_account,
                                             venue(options.venue).liquidation)

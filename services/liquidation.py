@@ -11,17 +11,18 @@ limitation: with several risk partitions, only the bankrupt account's partition 
 
 from __future__ import annotations
 
-from exchange.liquidation import LiquidationEngine
+from exchange.liquidation import LiquidationEngine, LiquidationPolicy
 from exchange.markets import Market
 from schemas import LIQUIDATION_IN
 from schemas.topics import LIQUIDATION, ROUTES
 from services.runtime.runner import ServiceSpec
 
 
-def spec(markets: dict[str, Market], insurance_account: str = "insurance", settings: dict | None = None) -> ServiceSpec:
-    """``settings``: the venue profile's liquidation settings (``exchange.venues``)."""
+def spec(markets: dict[str, Market], insurance_account: str = "insurance",
+         policy: LiquidationPolicy | None = None) -> ServiceSpec:
+    """``policy``: the venue profile's (``exchange.venues``)."""
     def make(partition: int) -> LiquidationEngine:
         return LiquidationEngine(markets, None, producer=f"liquidation.p{partition}",
-                                 insurance_account=insurance_account, partition=partition, **(settings or {}))
+                                 insurance_account=insurance_account, partition=partition, policy=policy)
 
     return ServiceSpec("liquidation", LIQUIDATION_IN, make, ROUTES[LIQUIDATION])

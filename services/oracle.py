@@ -19,9 +19,9 @@ import logging
 import time
 from pathlib import Path
 
+from exchange.mark import MARK_BAND, MarkRule
 from exchange.markets import Market
 from exchange.oracle import (
-    MARK_BAND,
     SECOND,
     CsvReplay,
     Flat,
@@ -98,7 +98,7 @@ def parse_shocks(markets: dict[str, Market], shocks: tuple[str, ...] = ()) -> di
 class OracleService:
     def __init__(self, bus: Bus, markets: dict[str, Market], sources: dict[str, IndexSource],
                  tick_s: float = 0.25, funding_interval_s: float | None = None, funding: FundingRule | None = None,
-                 mark_rule: str = "hyperliquid"):
+                 mark_rule: MarkRule | None = None):
         """``funding``: the venue's rule (``exchange.venues``); ``funding_interval_s``: a
         scenario's shorter interval (each payment the same share of the period's rate)."""
         self.bus = bus

@@ -21,11 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = exchange.COMPILED_MODULES
 
 PROBE = """
-import exchange, exchange.matching, exchange.book
+import exchange, exchange.matching, exchange.book, exchange.risk
 print(exchange.BUILD)
 print(exchange.matching.__file__)
 print(exchange.book.__file__)
+print(exchange.risk.engine.__file__)
 """
+
+
+def source(name: str) -> str:
+    """A compiled module's source file, relative to the package (``risk.engine``: ``risk/engine.py``)."""
+    return name.replace(".", "/") + ".py"
 
 
 def fake_install(tmp_path: Path, manifest: dict[str, str] | None) -> Path:
@@ -36,7 +42,7 @@ def fake_install(tmp_path: Path, manifest: dict[str, str] | None) -> Path:
                     ignore=shutil.ignore_patterns("*.so", "*.pyd", "compiled.json", "__pycache__"))
     shutil.copytree(ROOT / "schemas", root / "schemas", ignore=shutil.ignore_patterns("__pycache__"))
     for name in MODULES:
-        (root / "exchange" / f"{name}{EXTENSION_SUFFIXES[0]}").write_bytes(b"not a shared object")
+        (root / "exchange" / (name.replace(".", "/") + EXTENSION_SUFFIXES[0])).write_bytes(b"not a shared object")
     if manifest is not None:
         (root / "exchange" / "compiled.json").write_text(json.dumps(manifest))
     return root
@@ -52,7 +58,7 @@ def probe(root: Path, **env: str) -> list[str]:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {f"{name}.py": hashlib.blake2b((root / "exchange" / f"{name}.py").read_bytes(), digest_size=16).hexdigest()
+    return {source(name): hashlib.blake2b((root / "exchange" / source(name)).read_bytes(), digest_size=16).hexdigest()
             for name in MODULES}
 
 
@@ -62,22 +68,33 @@ def test_a_source_edited_since_it_was_compiled_runs_every_module_from_source(tmp
     (root / "exchange" / "compiled.json").write_text(json.dumps(manifest))
     with open(root / "exchange" / "matching.py", "a") as source:
         source.write("\n# edited\n")
-    build, matching, book = probe(root)
+    build, matching, book, risk = probe(root)
     assert build.startswith("pure (matching.py changed since the core was compiled")
     assert matching.endswith("exchange/matching.py") and book.endswith("exchange/book.py")  # not a mix
+    assert risk.endswith("exchange/risk/engine.py")  # a sub-package's modules too
+
+
+def test_a_source_edited_in_a_sub_package_runs_every_module_from_source(tmp_path: Path) -> None:
+    root = fake_install(tmp_path, None)
+    (root / "exchange" / "compiled.json").write_text(json.dumps(hashes(root)))
+    with open(root / "exchange" / "risk" / "settlement.py", "a") as edited:
+        edited.write("\n# edited\n")
+    build, matching, _, risk = probe(root)
+    assert build.startswith("pure (risk/settlement.py changed since the core was compiled")
+    assert matching.endswith("exchange/matching.py") and risk.endswith("exchange/risk/engine.py")
 
 
 def test_perpsim_pure_runs_the_sources_even_when_they_match(tmp_path: Path) -> None:
     root = fake_install(tmp_path, None)
     (root / "exchange" / "compiled.json").write_text(json.dumps(hashes(root)))
-    build, matching, book = probe(root, PERPSIM_PURE="1")
+    build, matching, book, risk = probe(root, PERPSIM_PURE="1")
     assert build == "pure (PERPSIM_PURE is set)"
-    assert matching.endswith(".py") and book.endswith(".py")
+    assert matching.endswith(".py") and book.endswith(".py") and risk.endswith(".py")
 
 
 def test_no_record_of_a_build_is_not_taken_for_a_good_one(tmp_path: Path) -> None:
     root = fake_install(tmp_path, None)  # extensions but no compiled.json: a build that failed
-    build, matching, _ = probe(root)
+    build, matching, *_ = probe(root)
     assert build.startswith("pure (no record of a complete build")
     assert matching.endswith(".py")
 
@@ -97,7 +114,8 @@ def test_a_compiled_process_runs_the_extensions() -> None:
     if not exchange.COMPILED:
         assert not os.environ.get("PERPSIM_EXPECT_COMPILED"), f"the core should be compiled: {exchange.BUILD}"
         pytest.skip(f"this process runs the core from source: {exchange.BUILD}")
-    from exchange import book, matching, reference_book, risk, triggers
+    import importlib
 
-    for module in (book, matching, reference_book, risk, triggers):
+    for name in MODULES:
+        module = importlib.import_module(f"exchange.{name}")
         assert not module.__file__.endswith(".py"), module.__file__

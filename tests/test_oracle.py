@@ -8,13 +8,12 @@ import math
 import pytest
 
 from exchange.core import CoreExchange
+from exchange.mark import BinanceMarkCalculator, MarkCalculator
 from exchange.markets import default_markets
 from exchange.oracle import (
     SECOND,
-    BinanceMarkCalculator,
     CsvReplay,
     FundingCalculator,
-    MarkCalculator,
     Oracle,
     OracleError,
     RandomWalk,

@@ -111,7 +111,7 @@ def random_step(rng: random.Random, ex: CoreExchange, step: int):
         return Withdraw("prop", seq, account, rng.randint(1, 500) * 1_000_000, step)
     if roll < 0.94:
         return Deposit("prop", seq, account, rng.randint(1, 2000) * 1_000_000, step)
-    holders = sorted(a for a in ex.risk._holders[market])
+    holders = sorted(a for a in ex.risk.holders[market])
     if len(holders) >= 2:
         buyer, seller = rng.sample(holders, 2)
         return ("transfer", market, buyer, seller, max(1, mark + rng.randint(-2000, 2000)), rng.randint(1, 50))

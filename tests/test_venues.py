@@ -185,7 +185,7 @@ def test_the_backstop_takes_a_position_at_the_mark_or_at_the_bankruptcy_price(pr
     # collateral ("Trading / Liquidations"); Binance's insurance fund takes it at the
     # bankruptcy price ("Liquidation Protocols"). Either way the trader loses its margin, no more.
     rules = venue(profile)
-    ex = CoreExchange(rules.markets(), **rules.liquidation)
+    ex = CoreExchange(rules.markets(), venue=rules)
     ex.deposit("insurance", "1000000")
     ex.deposit("maker", "1000000")
     ex.deposit("trader", "1000.75")  # the 0.75 opening fee leaves 1,000
@@ -209,7 +209,7 @@ def test_adl_ranks_by_the_venues_formula(profile, first):
     # the steady one first; Binance by PnL% · effective leverage ("What is Auto-Deleveraging
     # (ADL)?"): 1.0 against 0.55, the doubled one first.
     market = Market("X-PERP", "1", "1", 20, maker_fee_ppm=0, taker_fee_ppm=0)
-    ex = CoreExchange({"X-PERP": market}, risk_settings=venue(profile).risk)
+    ex = CoreExchange({"X-PERP": market}, venue=venue(profile))
     for account, amount in (("maker", "100000"), ("doubled", "1000"), ("steady", "1000")):
         ex.deposit(account, amount)
     for account, price, leverage in (("doubled", "55", 1), ("steady", "100", 10)):
@@ -228,7 +228,7 @@ def test_binance_liquidates_a_large_position_a_bracket_at_a_time():
     # bracket, 0.65% less 1,500), a wallet of 20,000 at 50x, cross; at a mark of 49,200
     # equity 4,000 is under MM 4,896 but above 2/3 of it: a liquidation order, not the backstop.
     rules = venue("binance")
-    ex = CoreExchange(rules.markets(), **rules.liquidation, risk_settings=rules.risk)
+    ex = CoreExchange(rules.markets(), venue=rules)
     ex.deposit("insurance", "1000000")
     ex.deposit("maker", "100000000")
     ex.deposit("whale", "20500")  # 500 of taker fee on 1,000,000 leaves 20,000

@@ -280,7 +280,7 @@ def simulate(scenario: Scenario, seed: int | None = None, duration_s: float | No
     tick_s = scenario.tick_ms / 1000
     oracle = Oracle(markets, sources(scenario, markets, seed), funding_interval_s=scenario.funding_interval_s,
                     funding=profile.funding, mark_rule=profile.mark)
-    ex = CoreExchange(markets, oracle=oracle, risk_settings=profile.risk, **profile.liquidation)
+    ex = CoreExchange(markets, oracle=oracle, venue=profile)
     result = SimulationResult(scenario, seed, ex, agents=agents(scenario, seed, tick_s), venue=profile.name)
     view = CoreView(ex)
     started = time.perf_counter()
