@@ -26,8 +26,8 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 # dotted names under ``exchange``; a sub-package's ``__init__`` stays interpreted
-COMPILED_MODULES = ("markets", "book", "matching", "triggers", "reference_book", "accounts", "liquidation_index",
-                    "risk.partition", "risk.adl", "risk.orders", "risk.commands", "risk.detection",
+COMPILED_MODULES = ("markets", "book", "triggers", "conditional", "matching", "reference_book", "accounts",
+                    "liquidation_index", "risk.partition", "risk.adl", "risk.orders", "risk.commands", "risk.detection",
                     "risk.settlement", "risk.engine")
 _HERE = Path(__file__).parent
 
