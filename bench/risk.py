@@ -97,7 +97,7 @@ def naive_scan(engine: RiskEngine, symbol: str) -> int:
     marks = engine.marks
     count = 0
     for account in engine.accounts.values():
-        position = account.positions.get(symbol)
+        position = account.position(symbol)
         if position is None or not position.size:
             continue
         if position.mode is MarginMode.ISOLATED:

@@ -12,6 +12,13 @@ market's ``value_per_tick_lot`` (micro units per tick per lot).
 - Buckets: the cross bucket (``AV_c = B + Σ_cross uPnL``) and one per isolated position
   (``E_j = M_j + uPnL_j``).
 
+Names (``schemas.keys``): a position is named by a ``PositionKey`` (account, market, side;
+the side is ``BOTH`` in one-way mode, the only mode today), a bucket by a ``BucketId``
+(an account's cross bucket, or the isolated bucket of one position). Risk's accounts,
+matching's positions, the liquidation index and the snapshots are keyed by them. On the
+wire a bucket is still (mode, market) with ``""`` for the cross bucket: ``wire_market``
+and ``bucket_from_wire`` are the only places that convention is read or written.
+
 Rounding: what a trader must put up is rounded up, what a trader is paid is rounded down,
 PnL is exact.
 
@@ -25,19 +32,32 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Final
 
 from exchange.markets import Market
-from schemas.enums import MarginMode
+from schemas.enums import MarginMode, PositionSide
 from schemas.events import BucketState, PositionState
+from schemas.keys import BucketId, PositionKey
 
 PPM = 1_000_000
 PPB = 1_000_000_000
 CROSS = MarginMode.CROSS
 ISOLATED = MarginMode.ISOLATED
+BOTH: Final = PositionSide.BOTH
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
     return -((-numerator) // denominator)
+
+
+def wire_market(bucket: BucketId) -> str:
+    """The bucket's ``market`` field on the wire: ``""`` for the cross bucket."""
+    return "" if bucket.position is None else bucket.position.market
+
+
+def bucket_from_wire(account: str, market: str) -> BucketId:
+    """The bucket a wire message names by (account, market): ``""`` is the cross bucket."""
+    return BucketId(account, PositionKey(account, market) if market else None)
 
 
 class Position:
@@ -47,9 +67,12 @@ class Position:
     ``margin`` is the isolated margin ``M_j`` (0 in cross mode).
     """
 
-    __slots__ = ("market", "mode", "leverage", "size", "entry_value", "margin", "index_entry")
+    __slots__ = ("key", "market", "mode", "leverage", "size", "entry_value", "margin", "index_entry")
 
-    def __init__(self, market: Market, mode: MarginMode = CROSS, leverage: int | None = None):
+    def __init__(self, key: PositionKey, market: Market, mode: MarginMode = CROSS, leverage: int | None = None):
+        if key.market != market.symbol:
+            raise ValueError(f"position {key} is not in {market.symbol}")
+        self.key = key
         self.market = market
         self.mode = mode
         self.leverage = leverage if leverage is not None else min(20, market.max_leverage)
@@ -78,13 +101,18 @@ class Position:
     def maintenance_margin(self, price: int) -> int:
         return self.market.maintenance_margin(self.notional(price))
 
+    def bucket(self) -> BucketId:
+        """The bucket holding this position: its own when isolated, else the cross bucket."""
+        return BucketId(self.key.account, self.key) if self.mode is ISOLATED else BucketId(self.key.account)
+
     def entry_price(self) -> Fraction | None:
         if not self.size:
             return None
         return Fraction(self.entry_value, abs(self.size) * self.market.value_per_tick_lot)
 
     def __repr__(self) -> str:
-        return (f"Position({self.market.symbol}, {self.mode.name}, {self.leverage}x, size={self.size}, "
+        return (f"Position({self.key.account}, {self.market.symbol}, {self.mode.name}, {self.leverage}x, "
+                f"size={self.size}, "
                 f"entry_value={self.entry_value}, margin={self.margin})")
 
 
@@ -110,7 +138,7 @@ class OpenOrder:
 class Account:
     """An account: cross balance ``B``, positions by market, open orders by id."""
 
-    __slots__ = ("account_id", "balance", "positions", "orders", "reserved", "liquidating", "fees_paid",
+    __slots__ = ("account_id", "balance", "positions", "orders", "reserved", "liquidating", "cross", "fees_paid",
                  "funding_paid", "income")
 
     def __init__(self, account_id: str):
@@ -119,10 +147,18 @@ class Account:
         self.fees_paid = 0  # cumulative trading fees (negative: rebates earned), for reports
         self.funding_paid = 0  # cumulative funding paid (negative: received), for reports
         self.income: list = []  # IncomeItems not yet reported in a margin snapshot
-        self.positions: dict[str, Position] = {}
+        self.positions: dict[PositionKey, Position] = {}
         self.orders: dict[int, OpenOrder] = {}
         self.reserved = 0  # Σ reservations of open orders
-        self.liquidating: set[str] = set()  # buckets in liquidation: "" is cross, else the market
+        self.liquidating: set[BucketId] = set()  # buckets in liquidation
+        self.cross = BucketId(account_id)  # its cross bucket
+
+    def key(self, market: str, side: PositionSide = BOTH) -> PositionKey:
+        return PositionKey(self.account_id, market, side)
+
+    def position(self, market: str, side: PositionSide = BOTH) -> Position | None:
+        """Its position in ``market`` (None: it never traded or set anything there)."""
+        return self.positions.get(PositionKey(self.account_id, market, side))
 
     def cross_positions(self) -> list[Position]:
         return [p for p in self.positions.values() if p.size and p.mode is CROSS]

@@ -25,8 +25,25 @@ from exchange.triggers import (
     Conditional,
     TriggerBook,
 )
-from schemas.enums import CloseReason, Condition, Liquidity, OrderType, RejectReason, Side, TimeInForce, TriggerSource
-from schemas.events import Fill, MarkPrice, NewOrder, OrderAccepted, OrderClosed, OrderTriggered
+from schemas.enums import (
+    CloseReason,
+    Condition,
+    Liquidity,
+    OrderType,
+    RejectReason,
+    Side,
+    TimeInForce,
+    TriggerSource,
+)
+from schemas.events import (
+    Fill,
+    MarkPrice,
+    NewOrder,
+    OrderAccepted,
+    OrderClosed,
+    OrderTriggered,
+)
+from schemas.keys import PositionKey
 
 SELL: Final = Side.SELL
 MARKET: Final = OrderType.MARKET
@@ -46,7 +63,7 @@ class ConditionalOrders:
     priority: int
     trade_id: int
     last_price: int
-    positions: dict[str, int]
+    positions: dict[PositionKey, int]
     triggers: TriggerBook
     _flat: list[str]
     _traded: int
@@ -58,6 +75,9 @@ class ConditionalOrders:
         raise NotImplementedError
 
     def _capacity(self, account: str, side: Side) -> int:
+        raise NotImplementedError
+
+    def position(self, account: str) -> int:
         raise NotImplementedError
 
     def _current(self, source: TriggerSource) -> int:
@@ -94,7 +114,7 @@ class ConditionalOrders:
             return self._reject(cmd, RejectReason.INVALID_TRIGGER, "close-position orders become market orders", out)
         if (cmd.reduce_only or cmd.close_position) and self._capacity(cmd.account, side) == 0:
             return self._reject(cmd, RejectReason.REDUCE_ONLY_WOULD_INCREASE,
-                                f"position is {market.format_size(self.positions.get(cmd.account, 0))}; "
+                                f"position is {market.format_size(self.position(cmd.account))}; "
                                 f"a reduce-only {side.name} cannot reduce it", out)
         current = self._current(source)
         order = Conditional(cmd.order_id, cmd.account, side, condition, cmd.order_type, tif, price,
@@ -142,7 +162,7 @@ class ConditionalOrders:
         ts = command.ts
         if self._flat:
             for account in self._flat:
-                if account not in self.positions:
+                if not self.position(account):
                     for waiting in self.triggers.of(account):
                         if waiting.close_position:
                             self._close_conditional(self.triggers.take(waiting.order_id),
@@ -169,7 +189,7 @@ class ConditionalOrders:
         for trigger, order in fired:
             size = order.size
             if order.close_position:
-                position = self.positions.get(order.account, 0)
+                position = self.position(order.account)
                 if not position or (position > 0) != (order.side is SELL):
                     self._close_conditional(order, CloseReason.POSITION_CLOSED, ts, out)
                     continue

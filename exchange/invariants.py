@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from exchange.matching import MatchingEngine
 from exchange.risk import RiskEngine
+from schemas.keys import PositionKey
 
 
 class InvariantViolation(AssertionError):
@@ -37,7 +38,7 @@ def violations(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[Match
     inflow = sum(engine.deposits - engine.withdrawals for engine in engines)
     held = 0
     sizes: dict[str, int] = {}
-    positions: dict[tuple[str, str], int] = {}
+    positions: dict[PositionKey, int] = {}
     for engine in engines:
         held += engine.fees + engine.funding_net
         for account in engine.accounts.values():
@@ -46,7 +47,7 @@ def violations(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[Match
                 held += position.margin - position.sign * position.entry_value
                 sizes[position.market.symbol] = sizes.get(position.market.symbol, 0) + position.size
                 if position.size:
-                    positions[(position.market.symbol, account.account_id)] = position.size
+                    positions[position.key] = position.size
                 if position.size == 0 and (position.entry_value or position.margin):
                     problems.append(f"{account.account_id} {position.market.symbol}: flat position keeps "
                                     f"entry value {position.entry_value} and margin {position.margin}")
@@ -69,14 +70,13 @@ def violations(risk: RiskEngine | Iterable[RiskEngine], matching: Iterable[Match
             problems.append(f"{market}: matching holds conditional order {order_id}, risk does not know it waits")
         for market, order_id in sorted(o for o in waiting - held_here if o[0] == symbol):
             problems.append(f"{market}: risk thinks conditional order {order_id} waits, matching does not hold it")
-        for account_id, size in engine.positions.items():
-            if positions.get((symbol, account_id), 0) != size:
-                problems.append(f"{symbol} {account_id}: matching holds {size}, risk holds "
-                                f"{positions.get((symbol, account_id), 0)}")
-        for (market, account_id), size in positions.items():
-            if market == symbol and engine.positions.get(account_id, 0) != size:
-                problems.append(f"{symbol} {account_id}: risk holds {size}, matching holds "
-                                f"{engine.positions.get(account_id, 0)}")
+        for key, size in engine.positions.items():
+            if positions.get(key, 0) != size:
+                problems.append(f"{symbol} {key.account}: matching holds {size}, risk holds {positions.get(key, 0)}")
+        for key, size in positions.items():
+            if key.market == symbol and engine.positions.get(key, 0) != size:
+                problems.append(f"{symbol} {key.account}: risk holds {size}, matching holds "
+                                f"{engine.positions.get(key, 0)}")
     return problems
 
 

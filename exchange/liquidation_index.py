@@ -32,20 +32,21 @@ from schemas.enums import MarginMode
 
 class LiquidationIndex:
     def __init__(self, symbols: Iterable[str]):
-        self._prices: dict[tuple[str, MarginMode, int], SortedList] = {}  # (market, mode, side) -> (key, account)
+        # (market, mode, sign) -> (price key, PositionKey)
+        self._prices: dict[tuple[str, MarginMode, int], SortedList] = {}
         self._budgets: dict[str, SortedList] = {symbol: SortedList() for symbol in symbols}  # (travel, account)
         self._travel: dict[str, int] = {symbol: 0 for symbol in self._budgets}
         self._budget_entries: dict[str, list[tuple[str, int]]] = {}  # account -> (market, threshold)
 
     # ------------------------------------------------------------------ price keys
 
-    def key_price(self, account_id: str, position: Position, key: int) -> None:
+    def key_price(self, position: Position, key: int) -> None:
         """Key ``position`` by its liquidation price ``key`` (it must not be keyed now)."""
         index_id = (position.market.symbol, position.mode, position.sign)
         index = self._prices.get(index_id)
         if index is None:
             index = self._prices[index_id] = SortedList()
-        item = (key, account_id)
+        item = (key, position.key)
         index.add(item)
         position.index_entry = (index, item)
 
@@ -100,10 +101,10 @@ class LiquidationIndex:
         for mode in (CROSS, ISOLATED):
             longs = self._prices.get((symbol, mode, 1))
             if longs:
-                candidates.extend(account for _, account in longs.irange((mark + 1,)))
+                candidates.extend(held.account for _, held in longs.irange((mark + 1,)))
             shorts = self._prices.get((symbol, mode, -1))
             if shorts:
-                candidates.extend(account for _, account in shorts.irange(maximum=(mark,)))
+                candidates.extend(held.account for _, held in shorts.irange(maximum=(mark,)))
         if previous is not None:
             self._travel[symbol] += abs(mark - previous)
             # budgets strictly below the travel are exhausted

@@ -45,8 +45,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from exchange.book import Book, Order, OrderBook, state_hash
-from exchange.errors import UnknownCommand
 from exchange.conditional import ConditionalOrders
+from exchange.errors import UnknownCommand
 from exchange.markets import PPM, Market, protection_price, strayed
 from exchange.triggers import (
     Conditional,
@@ -81,6 +81,7 @@ from schemas.events import (
     OrderRejected,
     PositionTransfer,
 )
+from schemas.keys import PositionKey
 from schemas.state import ConditionalRow, MarketState, RestingOrder
 
 # Final: the compiled engine keeps these in C statics instead of looking them up by name
@@ -116,6 +117,7 @@ class MatchingEngine(ConditionalOrders):
         "trade_id",
         "priority",
         "positions",
+        "_keys",
         "last_price",
         "triggers",
         "_flat",
@@ -143,7 +145,8 @@ class MatchingEngine(ConditionalOrders):
         self.seq = 0
         self.trade_id = 0
         self.priority = 0
-        self.positions: dict[str, int] = {}
+        self.positions: dict[PositionKey, int] = {}  # signed sizes, from this market's fills
+        self._keys: dict[str, PositionKey] = {}  # each account's key (made once: a NamedTuple is slow to make)
         self.last_price = 0
         self.triggers = TriggerBook()
         self._flat: list[str] = []  # accounts whose position went to zero in this command
@@ -207,8 +210,8 @@ class MatchingEngine(ConditionalOrders):
                                        c.priority)
                         for c in sorted(triggers.orders.values(), key=lambda c: c.priority)]
         return MarketState(self.symbol, self.producer, self.seq, self.trade_id, self.priority,
-                           dict(self.positions), self.last_price, self._bbo, orders, triggers.prices[MARK],
-                           conditionals)
+                           list(self.positions.items()), self.last_price, self._bbo, orders,
+                           triggers.prices[MARK], conditionals)
 
     def load(self, state: MarketState) -> None:
         """Take over ``state`` (from ``export``); the engine must be new."""
@@ -218,7 +221,7 @@ class MatchingEngine(ConditionalOrders):
             raise ValueError(f"a snapshot of {state.market} cannot be loaded into {self.symbol}'s engine")
         self.producer, self.seq, self.trade_id, self.priority = state.producer, state.seq, state.trade_id, \
             state.priority
-        self.positions = dict(state.positions)
+        self.positions = {key: size for key, size in state.positions}
         bbo = state.bbo
         self.last_price, self._bbo = state.last_price, (bbo[0], bbo[1], bbo[2], bbo[3])
         for o in state.orders:
@@ -234,7 +237,13 @@ class MatchingEngine(ConditionalOrders):
 
     def position(self, account: str) -> int:
         """Signed position of ``account`` in this market, from this engine's fills."""
-        return self.positions.get(account, 0)
+        return self.positions.get(self._key(account), 0)
+
+    def _key(self, account: str) -> PositionKey:
+        key = self._keys.get(account)
+        if key is None:
+            key = self._keys[account] = PositionKey(account, self.symbol)
+        return key
 
     def snapshot(self, ts: int = 0, depth: int | None = None) -> BookSnapshot:
         self.seq += 1
@@ -271,7 +280,7 @@ class MatchingEngine(ConditionalOrders):
 
     def _capacity(self, account: str, side: Side) -> int:
         """How much ``side`` can trade for ``account`` and only reduce its position."""
-        position = self.positions.get(account, 0)
+        position = self.position(account)
         if side is BUY:
             return -position if position < 0 else 0
         return position if position > 0 else 0
@@ -423,7 +432,7 @@ class MatchingEngine(ConditionalOrders):
         reduce_only = cmd.reduce_only
         if reduce_only and self._capacity(account, side) == 0:
             return self._reject(cmd, RejectReason.REDUCE_ONLY_WOULD_INCREASE,
-                                f"position is {market.format_size(self.positions.get(account, 0))}; "
+                                f"position is {market.format_size(self.position(account))}; "
                                 f"a reduce-only {side.name} cannot reduce it", out)
         client_order_id = cmd.client_order_id
         order = Order(order_id, account, side, limit, size, size, tif, reduce_only, cmd.stp, client_order_id)
@@ -463,6 +472,7 @@ class MatchingEngine(ConditionalOrders):
         producer = self.producer
         symbol = self.symbol
         taker_account = order.account
+        taker_key = self._key(taker_account)
         taker_side = order.side
         taker_sign = 1 if buy else -1
         while order.remaining:
@@ -501,17 +511,18 @@ class MatchingEngine(ConditionalOrders):
                 taker_account, order.order_id, maker.account, maker.order_id, BOOK, ts,
             ))
             moved = quantity * taker_sign
-            position = positions.get(taker_account, 0) + moved
+            position = positions.get(taker_key, 0) + moved
             if position:
-                positions[taker_account] = position
+                positions[taker_key] = position
             else:
-                positions.pop(taker_account, None)
+                positions.pop(taker_key, None)
                 self._flat.append(taker_account)
-            position = positions.get(maker.account, 0) - moved
+            maker_key = self._key(maker.account)
+            position = positions.get(maker_key, 0) - moved
             if position:
-                positions[maker.account] = position
+                positions[maker_key] = position
             else:
-                positions.pop(maker.account, None)
+                positions.pop(maker_key, None)
                 self._flat.append(maker.account)
             order.remaining -= quantity
             self.last_price = price
@@ -535,13 +546,13 @@ class MatchingEngine(ConditionalOrders):
         simulated: dict[str, int] = {}
 
         def capacity(account: str, side: Side) -> int:
-            position = simulated.get(account, self.positions.get(account, 0))
+            position = simulated.get(account, self.position(account))
             if side is BUY:
                 return -position if position < 0 else 0
             return position if position > 0 else 0
 
         def move(account: str, quantity: int) -> None:
-            simulated[account] = simulated.get(account, self.positions.get(account, 0)) + quantity
+            simulated[account] = simulated.get(account, self.position(account)) + quantity
 
         total = 0
         for maker in self.book.iter_orders(SELL if buy else BUY):
@@ -690,10 +701,11 @@ class MatchingEngine(ConditionalOrders):
         out.append(Fill(self.producer, self.seq, self.symbol, self.trade_id, cmd.price,
                         cmd.size, BUY, cmd.buyer, 0, cmd.seller, 0, cmd.liquidity, cmd.ts))
         for account, moved in ((cmd.buyer, cmd.size), (cmd.seller, -cmd.size)):
-            position = self.positions.get(account, 0) + moved
+            key = self._key(account)
+            position = self.positions.get(key, 0) + moved
             if position:
-                self.positions[account] = position
+                self.positions[key] = position
             else:
-                self.positions.pop(account, None)
+                self.positions.pop(key, None)
                 self._flat.append(account)
         return None

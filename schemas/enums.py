@@ -70,6 +70,14 @@ class MarginMode(enum.IntEnum):
     ISOLATED = 2
 
 
+class PositionSide(enum.IntEnum):
+    """Which of an account's positions in a market (``exchange.accounts.PositionKey``).
+    ``BOTH``: one-way mode, one signed position per market, the only mode today; hedge
+    mode would add a long and a short side (Binance's ``positionSide``)."""
+
+    BOTH = 0
+
+
 class RejectReason(enum.IntEnum):
     """Why a command was refused. Every refusal names one of these."""
 

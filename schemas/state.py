@@ -27,8 +27,9 @@ from schemas.enums import (
     TriggerSource,
 )
 from schemas.events import CollateralTransfer, IncomeItem, LiquidationTrigger
+from schemas.keys import BucketId, PositionKey
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: positions and buckets keyed by schemas.keys (PositionKey, BucketId)
 
 
 class _Row(msgspec.Struct, array_like=True, gc=False):
@@ -85,7 +86,7 @@ class MarketState(_Row):
     seq: int
     trade_id: int
     priority: int
-    positions: dict[str, int]
+    positions: list[tuple[PositionKey, int]]  # each position's signed size, from this market's fills
     last_price: int
     bbo: tuple[int, int, int, int]
     orders: list[RestingOrder]
@@ -103,7 +104,7 @@ class MatchingState(msgspec.Struct, tag="MatchingState", gc=False):
 
 
 class PositionRow(_Row):
-    market: str
+    key: PositionKey
     mode: MarginMode
     leverage: int
     size: int
@@ -132,7 +133,7 @@ class AccountRow(_Row):
     positions: list[PositionRow]
     orders: list[OpenOrderRow]
     reserved: int
-    liquidating: list[str]
+    liquidating: list[BucketId]
 
 
 class BudgetRow(_Row):
@@ -158,7 +159,7 @@ class RiskState(msgspec.Struct, tag="RiskState", gc=False):
     last_prices: dict[str, int]
     in_liquidation: list[str]
     changed: list[str]
-    adl_ranked: list[tuple[str, str]]
+    adl_ranked: list[BucketId]
     pending: list[CollateralTransfer]
     fund_changed: bool
     travel: dict[str, int]

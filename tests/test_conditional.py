@@ -102,7 +102,7 @@ def test_each_type_fires_where_binance_says_on_both_price_sources(source, condit
     assert of(events, NewOrder, order_id=order_id, producer="risk.0")
     [fill] = of(events, Fill, taker_order_id=order_id)
     assert fill.price == reached + 10 * side
-    assert ex.risk.accounts["trader"].positions[M].size == 10 * side
+    assert ex.risk.accounts["trader"].position(M).size == 10 * side
     check(ex.risk, ex.matching.values())
 
 
@@ -127,7 +127,7 @@ def test_a_trailing_stop_tracks_the_mark_and_fires_on_the_way_back():
     quote(ex, 50_490)
     [fired] = of(ex.mark(M, "50490"), OrderTriggered)
     assert (fired.order_id, fired.trigger_price, fired.fired_at) == (order_id, 50_490, 50_490)
-    assert ex.risk.accounts["trader"].positions[M].size == 0
+    assert ex.risk.accounts["trader"].position(M).size == 0
     check(ex.risk, ex.matching.values())
 
 
@@ -150,7 +150,7 @@ def test_close_position_closes_the_position_as_it_is_when_it_fires():
     quote(ex, 49_000)
     [fired] = of(ex.mark(M, "49000"), OrderTriggered)
     assert (fired.order_id, fired.size, fired.reduce_only) == (order_id, 150, True)
-    assert ex.risk.accounts["trader"].positions[M].size == 0
+    assert ex.risk.accounts["trader"].position(M).size == 0
     check(ex.risk, ex.matching.values())
 
 

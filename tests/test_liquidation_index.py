@@ -5,21 +5,22 @@ from __future__ import annotations
 from exchange.accounts import CROSS, ISOLATED, Position
 from exchange.liquidation_index import LiquidationIndex
 from exchange.markets import default_markets
+from schemas.keys import PositionKey
 
 MARKETS = default_markets()
 SOL, ETH = MARKETS["SOL-PERP"], MARKETS["ETH-PERP"]
 
 
-def position(market, size: int, mode=ISOLATED) -> Position:
-    held = Position(market, mode, 10)
+def position(market, size: int, mode=ISOLATED, account: str = "a") -> Position:
+    held = Position(PositionKey(account, market.symbol), market, mode, 10)
     held.size = size
     return held
 
 
 def test_a_long_is_a_candidate_only_once_the_mark_is_below_its_key_and_a_short_above():
     index = LiquidationIndex(MARKETS)
-    index.key_price("long", position(SOL, 10), 14_000)
-    index.key_price("short", position(SOL, -10), 16_000)
+    index.key_price(position(SOL, 10, account="long"), 14_000)
+    index.key_price(position(SOL, -10, account="short"), 16_000)
     assert index.crossed("SOL-PERP", 14_000, None) == []  # at the key: not below it
     assert index.crossed("SOL-PERP", 13_999, 14_000) == ["long"]
     assert index.crossed("SOL-PERP", 16_000, 13_999) == []
@@ -29,9 +30,9 @@ def test_a_long_is_a_candidate_only_once_the_mark_is_below_its_key_and_a_short_a
 
 def test_an_unkeyed_position_is_no_candidate_and_cross_keys_come_before_isolated():
     index = LiquidationIndex(MARKETS)
-    isolated, cross = position(SOL, 10), position(SOL, 10, CROSS)
-    index.key_price("isolated", isolated, 15_000)
-    index.key_price("cross", cross, 15_000)
+    isolated, cross = position(SOL, 10, account="isolated"), position(SOL, 10, CROSS, account="cross")
+    index.key_price(isolated, 15_000)
+    index.key_price(cross, 15_000)
     assert index.crossed("SOL-PERP", 100, None) == ["cross", "isolated"]
     index.unkey_price(isolated)
     assert isolated.index_entry is None

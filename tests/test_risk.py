@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction as F
 
+import msgspec
 import pytest
 
 from exchange.core import CoreExchange, money
@@ -22,6 +23,7 @@ from schemas.events import (
     NewOrder,
     OrderRejected,
 )
+from schemas.state import RiskState
 
 ISOLATED, CROSS = MarginMode.ISOLATED, MarginMode.CROSS
 BUY, SELL = Side.BUY, Side.SELL
@@ -463,3 +465,33 @@ def test_a_mark_pinned_at_its_clamp_never_halts_trading_at_the_index(ex):
     ex.mark("SOL-PERP", "150", index="150")  # back to normal: the band is the mark's alone, as before
     [refused] = [e for e in ex.place("trader", "SOL-PERP", BUY, "1", "157.51") if isinstance(e, OrderRejected)]
     assert refused.reason is RejectReason.OUTSIDE_PRICE_BAND
+
+
+# ------------------------------------------------------------------ names of positions and buckets
+
+
+def test_positions_and_buckets_are_named_by_key_and_the_wire_keeps_its_empty_cross_market(ex):
+    # an isolated long and a cross short in one account, both pushed under maintenance:
+    # risk names each position by (account, market, side BOTH) and each bucket by what it
+    # holds, while the triggers on the wire say the isolated market and "" for cross
+    from schemas.enums import PositionSide
+    from schemas.keys import BucketId, PositionKey
+
+    ex.deposit("t", "1000")
+    ex.set_mode("t", "SOL-PERP", ISOLATED)
+    ex.set_leverage("t", "SOL-PERP", 10)
+    open_position(ex, "t", "SOL-PERP", BUY, "10", "100")  # isolated margin 100
+    ex.set_leverage("t", "ETH-PERP", 20)
+    open_position(ex, "t", "ETH-PERP", SELL, "10", "1000")  # cross, 10,000 short
+    account = ex.risk.accounts["t"]
+    sol, eth = PositionKey("t", "SOL-PERP", PositionSide.BOTH), PositionKey("t", "ETH-PERP")
+    assert set(account.positions) == {sol, eth}
+    assert account.position("SOL-PERP").size == 1000 and account.position("ETH-PERP").size == -1000
+    events = ex.mark("SOL-PERP", "90") + ex.mark("ETH-PERP", "1100")  # each 100 down, under its MM
+    triggers = {(e.market, e.mode) for e in events if isinstance(e, LiquidationTrigger)}
+    assert triggers == {("SOL-PERP", ISOLATED), ("", CROSS)}
+    assert account.liquidating == {BucketId("t", sol), BucketId("t")}
+    copy = CoreExchange(markets(), liquidation=False)
+    copy.risk.load(msgspec.msgpack.decode(msgspec.msgpack.encode(ex.risk.export()), type=RiskState))
+    assert copy.risk.accounts["t"].liquidating == account.liquidating  # the keys survive a snapshot
+    assert set(copy.risk.accounts["t"].positions) == {sol, eth}

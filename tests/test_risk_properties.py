@@ -180,11 +180,11 @@ class Income:
 def assert_no_missed_liquidation(ex: CoreExchange, seed: int, step: int) -> None:
     """Detection is complete: every bucket under maintenance has been triggered."""
     for account in ex.risk.accounts.values():
-        if "" not in account.liquidating:
+        if account.cross not in account.liquidating:
             equity, _, mm, _ = cross_totals(account, ex.risk.marks)
             assert not (mm and equity < mm), (seed, step, account.account_id, "cross", equity, mm)
         for position in account.positions.values():
-            if position.size and position.mode is MarginMode.ISOLATED and position.market.symbol not in account.liquidating:
+            if position.size and position.mode is MarginMode.ISOLATED and position.bucket() not in account.liquidating:
                 equity, _, mm, _ = isolated_totals(position, ex.risk.marks)
                 assert equity >= mm, (seed, step, account.account_id, position.market.symbol, equity, mm)
 
@@ -234,7 +234,7 @@ def test_an_isolated_bucket_never_costs_more_than_its_margin(leverage, side, pat
     put_in = 2000 * 1_000_000 - account.balance  # margin plus the opening fee
     assert put_in > 0
     for price, action, amount in path:
-        position = account.positions["SOL-PERP"]
+        position = account.position("SOL-PERP")
         before = account.balance
         if action == "mark":
             ex.submit(_mark(ex, "SOL-PERP", price))

@@ -88,3 +88,11 @@ def test_a_snapshot_of_another_version_is_refused_by_name():
         decode_snapshot(encode_snapshot(snapshot))
     with pytest.raises(StateError, match="not a snapshot"):
         decode_snapshot(b"\x01\xc1")
+
+
+def test_a_snapshot_from_before_positions_had_keys_is_refused_with_both_versions():
+    # version 1 keyed positions and buckets by market strings ("" for cross); this build
+    # keys them by schemas.keys and must not read the old rows as if they were new
+    old = Snapshot(1, "risk", 0, 0, 0, {}, CoreExchange(markets()).risk.export())
+    with pytest.raises(StateError, match=f"version 1 \\(this build reads {STATE_VERSION}\\)"):
+        decode_snapshot(encode_snapshot(old))

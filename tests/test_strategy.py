@@ -63,7 +63,7 @@ def test_a_strategy_gets_its_callbacks_and_its_orders_fill():
     report = result.strategy.report()
     assert report["orders"] == 4 and report["fills"] >= 4 and strategy.calls["fill"] == report["fills"]
     assert strategy.calls["margin"] >= 4
-    position = result.exchange.matching["SOL-PERP"].positions["strategy"]
+    position = result.exchange.matching["SOL-PERP"].position("strategy")
     assert position == 400  # four market buys of 1 SOL (100 lots)
     assert report["fees_paid"] > 0 and report["errors"] == 0
     assert result.problems == []
@@ -105,7 +105,7 @@ def test_a_strategys_stop_fires_in_a_flash_crash_and_it_hears_of_it():
     assert strategy.stop_id is not None and strategy.trailing_id is not None
     fired = [e for e in strategy.orders if type(e).__name__ == "OrderTriggered"]
     assert strategy.stop_id in {e.order_id for e in fired}
-    assert result.exchange.matching["SOL-PERP"].positions.get("strategy", 0) == 0  # stopped out
+    assert result.exchange.matching["SOL-PERP"].position("strategy") == 0  # stopped out
     assert result.strategy.report()["liquidations"] == 0
     # the trailing stop was reduce-only: it fired with the other or waits with nothing to reduce
     assert all(e.account == "strategy" for e in strategy.orders)

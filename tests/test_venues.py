@@ -93,7 +93,8 @@ def test_hyperliquid_clearinghouse_state_example_liquidation_price():
     # -0.0134: liquidationPx 2866.26936529. Hyperliquid's maintenance rate is 1/(2 · 50).
     eth = Market("ETH-PERP", "0.01", "0.0001", 50, maker_fee_ppm=0, taker_fee_ppm=0)
     account = Account("0xuser")
-    position = account.positions["ETH-PERP"] = Position(eth, ISOLATED, 20)
+    key = account.key("ETH-PERP")
+    position = account.positions[key] = Position(key, eth, ISOLATED, 20)
     position.size = eth.size_to_lots("0.0335")
     position.entry_value = eth.price_to_ticks("2986.3") * position.size * eth.value_per_tick_lot
     position.margin = 4_981_226  # marginUsed 4.967826 less the unrealized PnL of -0.0134
@@ -245,7 +246,7 @@ def test_binance_liquidates_a_large_position_a_bracket_at_a_time():
     assert kept == 16_260 and orders[0].size == 20_000 - kept
     stages = [e.stage.name for e in events if type(e).__name__ == "LiquidationOutcome"]
     assert stages[:2] == ["TRIGGERED", "PARTIAL"]
-    position = ex.risk.accounts["whale"].positions["BTC-PERP"]
+    position = ex.risk.accounts["whale"].position("BTC-PERP")
     assert position.size == kept  # in the lower bracket, healthy again at 0.5% less 300
     assert "RECOVERED" in stages
     check(ex.risk, ex.matching.values())

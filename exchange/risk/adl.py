@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from exchange.accounts import ISOLATED, cross_totals
+from exchange.accounts import ISOLATED, PositionKey, cross_totals
 from exchange.risk.partition import Partition
 
 
@@ -69,10 +69,10 @@ class Deleveraging:
         ranked = []
         for account_id in p.holders.get(market, ()):
             account = p.accounts[account_id]
-            position = account.positions[market]
+            position = account.positions[PositionKey(account_id, market)]
             if position.sign != side or account_id == p.insurance_account:
                 continue
-            if p.bucket(position) in account.liquidating:
+            if position.bucket() in account.liquidating:
                 continue
             price = p.marks.price(position)
             if position.mode is ISOLATED:

@@ -65,7 +65,8 @@ class AccountCommands:
         try:
             account = self.p.get_account(cmd.account)
             if cmd.amount <= 0:
-                raise Refused(RejectReason.INVALID_AMOUNT, f"a withdrawal must be positive, got {self.p.money(cmd.amount)}")
+                raise Refused(RejectReason.INVALID_AMOUNT,
+                              f"a withdrawal must be positive, got {self.p.money(cmd.amount)}")
             allowed = withdrawable(account, self.p.marks)
             if cmd.amount > allowed:
                 raise Refused(RejectReason.WITHDRAW_ABOVE_WITHDRAWABLE,
@@ -148,14 +149,14 @@ class AccountCommands:
         try:
             account = self.p.get_account(cmd.account)
             market = self.p.get_market(cmd.market)
-            position = account.positions.get(market.symbol)
+            position = account.position(market.symbol)
             if position is None or position.mode is not ISOLATED:
                 raise Refused(RejectReason.NOT_ISOLATED, f"{market.symbol} is not in isolated mode")
             if not position.size:
                 raise Refused(RejectReason.NO_POSITION, f"there is no {market.symbol} position to margin")
             if cmd.amount == 0:
                 raise Refused(RejectReason.INVALID_AMOUNT, "the amount must not be 0")
-            if market.symbol in account.liquidating:
+            if position.bucket() in account.liquidating:
                 raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION, f"the {market.symbol} position is being liquidated")
             if cmd.amount > 0:
                 available = available_to_trade(account, self.p.marks)

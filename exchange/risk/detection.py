@@ -14,6 +14,9 @@ from exchange.accounts import (
     CROSS,
     ISOLATED,
     Account,
+    BucketId,
+    bucket_from_wire,
+    wire_market,
     Position,
     cross_totals,
     index_key,
@@ -66,9 +69,10 @@ class Detection:
         account = self.p.accounts.get(event.account)
         if account is None:
             return None
-        if event.stage in ENDED and event.market in account.liquidating:
-            account.liquidating.discard(event.market)
-            self.p.adl_ranked.discard((account.account_id, event.market))
+        bucket = bucket_from_wire(account.account_id, event.market)
+        if event.stage in ENDED and bucket in account.liquidating:
+            account.liquidating.discard(bucket)
+            self.p.adl_ranked.discard(bucket)
             if not account.liquidating:
                 self.p.in_liquidation.discard(account.account_id)
             self.after_change(account, event.ts, out)
@@ -90,21 +94,23 @@ class Detection:
         else:
             out.append(self.p.snapshot_of(account, ts))
 
-    def report_liquidating(self, account: Account, ts: int, out: list, only: set[str] | None = None) -> None:
-        for bucket in sorted(account.liquidating if only is None else only & account.liquidating):
+    def report_liquidating(self, account: Account, ts: int, out: list, only: set[BucketId] | None = None) -> None:
+        buckets = account.liquidating if only is None else only & account.liquidating
+        for bucket in sorted(buckets, key=wire_market):  # the cross bucket first, then by market
             out.append(self.bucket_state(account, bucket, ts, update=True))
 
-    def bucket_state(self, account: Account, bucket: str, ts: int, update: bool = False) -> LiquidationTrigger:
+    def bucket_state(self, account: Account, bucket: BucketId, ts: int, update: bool = False) -> LiquidationTrigger:
         """A bucket's state for the liquidation engine (``LiquidationTrigger``)."""
-        if bucket:
-            position = account.positions[bucket]
+        held = bucket.position
+        if held is not None:
+            position = account.positions[held]
             positions = [position] if position.size else []
             if positions:
                 equity, _, mm, _ = isolated_totals(position, self.p.marks)
             else:
                 equity, mm = position.margin, 0
             mode = ISOLATED
-            order_markets = sorted({o.market for o in account.orders.values() if o.market == bucket})
+            order_markets = sorted({o.market for o in account.orders.values() if o.market == held.market})
         else:
             positions = account.cross_positions()
             equity, _, mm, _ = cross_totals(account, self.p.marks)
@@ -120,10 +126,10 @@ class Detection:
             # once per liquidation (the liquidation engine decides on the first such state)
             deleverage = fund_known and equity < 0 and fund_balance < -equity
             if deleverage:
-                if (account.account_id, bucket) in self.p.adl_ranked:
+                if bucket in self.p.adl_ranked:
                     deleverage = False
                 else:
-                    self.p.adl_ranked.add((account.account_id, bucket))
+                    self.p.adl_ranked.add(bucket)
             for position in positions if deleverage else ():
                 needed = abs(position.size)
                 for candidate, size in self.deleveraging.candidates(position.market.symbol, -position.sign):
@@ -131,13 +137,13 @@ class Detection:
                         break
                     adl.append(AdlCandidate(position.market.symbol, candidate, size))
                     needed -= size
-        return LiquidationTrigger(self.p.producer, self.p.next_seq(), account.account_id, bucket, mode, equity, mm,
-                                  states, ts, order_markets, update, fund_known, fund_balance, adl)
+        return LiquidationTrigger(self.p.producer, self.p.next_seq(), account.account_id, wire_market(bucket), mode,
+                                  equity, mm, states, ts, order_markets, update, fund_known, fund_balance, adl)
 
     def rekey_budget(self, account: Account, totals: tuple | None = None) -> None:
         """(Re)place a multi-market cross bucket in the movement-budget indexes."""
         self.p.watch.unkey_budget(account.account_id)
-        if "" in account.liquidating:
+        if account.cross in account.liquidating:
             return
         cross = account.cross_positions()
         if len(cross) < 2:
@@ -150,32 +156,35 @@ class Detection:
 
     def reindex(self, account: Account, position: Position, totals: tuple | None = None) -> None:
         self.p.watch.unkey_price(position)
-        if not position.size or self.p.bucket(position) in account.liquidating:
+        if not position.size or position.bucket() in account.liquidating:
             return
         if position.mode is CROSS and len(account.cross_positions()) > 1:
             return  # keyed by its movement budget instead
         key = index_key(position, position_thresholds(account, position, self.p.marks, totals))
         if key is not None:
-            self.p.watch.key_price(account.account_id, position, key)
+            self.p.watch.key_price(position, key)
 
     def check(self, account: Account, ts: int, out: list, totals: tuple | None = None) -> None:
         """Trigger liquidation of every bucket of the account with ``equity < MM``."""
-        if "" not in account.liquidating:
+        if account.cross not in account.liquidating:
             equity, _, mm, _ = totals or cross_totals(account, self.p.marks)
             if mm and equity < mm:
-                self.trigger(account, "", CROSS, equity, mm, account.cross_positions(), ts, out)
+                self.trigger(account, account.cross, CROSS, equity, mm, account.cross_positions(), ts, out)
         for position in list(account.positions.values()):
-            if position.size and position.mode is ISOLATED and position.market.symbol not in account.liquidating:
+            if position.size and position.mode is ISOLATED:
+                bucket = position.bucket()
+                if bucket in account.liquidating:
+                    continue
                 equity, _, mm, _ = isolated_totals(position, self.p.marks)
                 if equity < mm:
-                    self.trigger(account, position.market.symbol, ISOLATED, equity, mm, [position], ts, out)
+                    self.trigger(account, bucket, ISOLATED, equity, mm, [position], ts, out)
 
-    def trigger(self, account: Account, bucket: str, mode: MarginMode, equity: int, mm: int,
+    def trigger(self, account: Account, bucket: BucketId, mode: MarginMode, equity: int, mm: int,
                  positions: list[Position], ts: int, out: list) -> None:
         account.liquidating.add(bucket)
         self.p.in_liquidation.add(account.account_id)
         for position in positions:
             self.reindex(account, position)  # leaves the index while liquidating
-        if not bucket:
+        if bucket.position is None:
             self.rekey_budget(account)
         out.append(self.bucket_state(account, bucket, ts))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from exchange.accounts import Account, OpenOrder, Position, cross_totals
+from exchange.accounts import Account, OpenOrder, Position, cross_totals, wire_market
 from exchange.markets import Market
 from exchange.risk.adl import AdlRanking, Deleveraging, HyperliquidRanking
 from exchange.risk.commands import AccountCommands
@@ -55,6 +55,7 @@ from schemas.events import (
     SetMarginMode,
     Withdraw,
 )
+from schemas.keys import BucketId
 from schemas.state import AccountRow, BudgetRow, OpenOrderRow, PositionRow, RiskState
 
 # what a client waits for an answer to, and then for a snapshot that reflects it
@@ -145,18 +146,18 @@ class RiskEngine(Partition):
         """Everything this engine folded, as data (``schemas.state``); ``load`` it into a
         new engine of the same configuration and it goes on exactly as this one would."""
         accounts = [AccountRow(a.account_id, a.balance, a.fees_paid, a.funding_paid, list(a.income),
-                               [PositionRow(p.market.symbol, p.mode, p.leverage, p.size, p.entry_value, p.margin)
+                               [PositionRow(p.key, p.mode, p.leverage, p.size, p.entry_value, p.margin)
                                 for p in a.positions.values()],
                                [OpenOrderRow(o.order_id, o.market, o.side, o.price, o.remaining, o.reserved,
                                              o.reduce_only, o.client_order_id, o.conditional)
                                 for o in a.orders.values()],
-                               a.reserved, sorted(a.liquidating))
+                               a.reserved, sorted(a.liquidating, key=wire_market))
                     for a in self.accounts.values()]
         travel, budgets = self.watch.export()
         return RiskState(self.producer, self.seq, self.order_counter, self.deposits, self.withdrawals, self.fees,
                          self.funding_net, self.bad_debt, self.liquidation_fees, accounts, dict(self.marks.marks),
                          dict(self.marks.last), sorted(self.in_liquidation), sorted(self.changed),
-                         sorted(self.adl_ranked), list(self.pending), self.fund_changed, travel,
+                         sorted(self.adl_ranked, key=_order), list(self.pending), self.fund_changed, travel,
                          [BudgetRow(account, thresholds) for account, thresholds in budgets], dict(self.applied),
                          dict(self.index))
 
@@ -178,17 +179,18 @@ class RiskEngine(Partition):
             account.reserved = row.reserved
             account.liquidating = set(row.liquidating)
             for p in row.positions:
-                position = account.positions[p.market] = Position(self.listed(p.market), p.mode, p.leverage)
+                key = p.key
+                position = account.positions[key] = Position(key, self.listed(key.market), p.mode, p.leverage)
                 position.size, position.entry_value, position.margin = p.size, p.entry_value, p.margin
-                self.exposure[p.market] += abs(p.size)
+                self.exposure[key.market] += abs(p.size)
                 if position.size:
-                    self.holders[p.market].add(account.account_id)
+                    self.holders[key.market].add(account.account_id)
             for o in row.orders:
                 account.orders[o.order_id] = OpenOrder(o.order_id, o.market, o.side, o.price, o.remaining,
                                                        o.reserved, o.reduce_only, o.client_order_id, o.conditional)
         self.in_liquidation = set(state.in_liquidation)
         self.changed = set(state.changed)
-        self.adl_ranked = {(bucket[0], bucket[1]) for bucket in state.adl_ranked}
+        self.adl_ranked = set(state.adl_ranked)
         self.pending = list(state.pending)
         self.fund_changed = state.fund_changed
         self.applied = dict(state.applied)
@@ -228,3 +230,8 @@ class RiskEngine(Partition):
             snapshots.append(snapshot)
         self.changed.clear()
         return snapshots
+
+
+def _order(bucket: BucketId) -> tuple[str, str]:
+    """Buckets in a stable order: by account, the cross bucket first, then by market."""
+    return bucket.account, wire_market(bucket)

@@ -98,7 +98,7 @@ class OrderAdmission:
         return (self.p.order_counter << 16) | self.p.partition
 
     def not_liquidating(self, account: Account, position: Position) -> None:
-        if self.p.bucket(position) in account.liquidating:
+        if position.bucket() in account.liquidating:
             raise Refused(RejectReason.ACCOUNT_IN_LIQUIDATION, f"the {position.mode.name.lower()} bucket holding "
                                                                f"{position.market.symbol} is being liquidated")
 
@@ -236,7 +236,8 @@ class OrderAdmission:
                     available = available_to_trade(account, self.p.marks)
                     if extra > available:
                         raise Refused(RejectReason.INSUFFICIENT_MARGIN,
-                                      f"amend needs {self.p.money(extra)} more margin, available {self.p.money(available)}")
+                                      f"amend needs {self.p.money(extra)} more margin, "
+                                      f"available {self.p.money(available)}")
         except Refused as refused:
             return self.p.refuse(cmd, refused, out, cmd.order_id)
         if new > order.reserved:  # hold the larger until matching confirms

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from exchange.accounts import (
-    ISOLATED,
     Account,
+    BucketId,
     Marks,
     Position,
+    PositionKey,
     available_to_trade,
     bucket_states,
     cross_totals,
@@ -73,7 +74,7 @@ class Partition:
         # the newest sequence number applied from each matching producer (``RiskEngine._answered``)
         self.applied: dict[str, int] = {}
         self.index: dict[str, int] = {}  # each market's last index price (from the marks)
-        self.adl_ranked: set[tuple[str, str]] = set()  # buckets whose ADL candidates were sent
+        self.adl_ranked: set[BucketId] = set()  # buckets whose ADL candidates were sent
         self.pending: list[CollateralTransfer] = []  # fund movements for the fund's partition
         self.fund_changed = False
         self.watch = LiquidationIndex(markets)
@@ -121,16 +122,15 @@ class Partition:
         return market
 
     def position(self, account: Account, market: Market) -> Position:
-        position = account.positions.get(market.symbol)
+        """The account's position in ``market``, made (flat, with the defaults) if it has none."""
+        key = PositionKey(account.account_id, market.symbol)
+        position = account.positions.get(key)
         if position is None:
-            position = account.positions[market.symbol] = Position(market)
+            position = account.positions[key] = Position(key, market)
         return position
 
     def money(self, amount: int) -> str:
         return f"{amount / 1_000_000:,.6f}"
-
-    def bucket(self, position: Position) -> str:
-        return position.market.symbol if position.mode is ISOLATED else ""
 
     def listed(self, symbol: str) -> Market:
         market = self.markets.get(symbol)

@@ -20,8 +20,10 @@ from exchange.accounts import (
     PPM,
     Account,
     Position,
+    PositionKey,
     ceil_div,
     cross_totals,
+    wire_market,
 )
 from exchange.markets import Market, trading_fee
 from exchange.risk.detection import Detection
@@ -62,7 +64,7 @@ class Settlement:
             if not book:
                 fee_ppm = 0  # backstop and ADL transfers are fee-free
             position = self.p.position(account, market)
-            bucket = self.p.bucket(position)
+            bucket = position.bucket()
             if book and order_id & LIQUIDATION_ORDER_BIT and self.p.liquidation_fee_ppm:
                 self.liquidation_fee(account, position, fill.price, fill.size, fee_ppm, fill.ts)
             # the liquidated side of a backstop or ADL transfer hands its bucket to the fund
@@ -71,7 +73,7 @@ class Settlement:
                                      fill.trade_id, fill.ts)
             if moved is not None:
                 stage = LiquidationStage.BACKSTOP if fill.liquidity is Liquidity.BACKSTOP else LiquidationStage.ADL
-                out.append(CollateralTransfer(self.p.producer, self.p.next_seq(), account_id, bucket,
+                out.append(CollateralTransfer(self.p.producer, self.p.next_seq(), account_id, wire_market(bucket),
                                               self.p.insurance_account, "", moved, stage, fill.ts))
             order = account.orders.get(order_id)
             if order is not None:
@@ -225,7 +227,7 @@ class Settlement:
         changed = []
         for account_id in sorted(self.p.holders[market.symbol]):
             account = self.p.accounts[account_id]
-            position = account.positions[market.symbol]
+            position = account.positions[PositionKey(account_id, market.symbol)]
             exact = abs(position.size) * event.index_price * market.value_per_tick_lot * abs(event.rate_ppb)
             pays = (event.rate_ppb > 0) == (position.size > 0)
             amount = -ceil_div(exact, PPB) if pays else exact // PPB

@@ -138,10 +138,10 @@ def revalue(snapshot: MarginSnapshot, markets: dict[str, Market], marks: dict[st
     account.balance = snapshot.balance
     then, now = Marks(), Marks()
     for state in snapshot.positions:
-        position = Position(markets[state.market], state.mode, state.leverage)
+        key = account.key(state.market)
+        position = account.positions[key] = Position(key, markets[state.market], state.mode, state.leverage)
         position.size, position.entry_value, position.margin = state.signed_size, state.entry_value, \
             state.isolated_margin
-        account.positions[state.market] = position
         then.marks[state.market] = state.mark_price
         now.marks[state.market] = marks.get(state.market) or state.mark_price
     if now.marks == then.marks:

@@ -105,7 +105,7 @@ class DemoSession:
             right = f"{market.format_price(ask[0]):<10} {market.format_size(ask[1]):<10}" if ask else ""
             self.echo(f"  {left} | {right}")
         self.echo("\nPositions: " + ", ".join(
-            f"{account} {market.format_size(size)}" for account, size in sorted(self.engine.positions.items())))
+            f"{key.account} {market.format_size(size)}" for key, size in sorted(self.engine.positions.items())))
 
 
 def run_demo(market: Market, echo: Callable[[str], Any] = print) -> DemoSession:

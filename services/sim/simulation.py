@@ -183,7 +183,7 @@ class CoreView:
         return bid, ask
 
     def position(self, account: str, market: str) -> int:
-        return self.ex.matching[market].positions.get(account, 0)
+        return self.ex.matching[market].position(account)
 
     def open_orders(self, account: str, market: str) -> list[int]:
         holder = self.ex.risk.accounts.get(account)

@@ -120,7 +120,7 @@ class Context:
         return self.ex.ts / 1e9
 
     def position(self, market: str) -> str:
-        return self.ex.markets[market].format_size(self.ex.matching[market].positions.get(self.account, 0))
+        return self.ex.markets[market].format_size(self.ex.matching[market].position(self.account))
 
     def balance(self) -> str:
         account = self.ex.risk.accounts.get(self.account)
