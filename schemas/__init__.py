@@ -27,6 +27,7 @@ from schemas.topics import (
     STATE,
     TOPICS,
     VENUE,
+    CLAIMS,
     topic_partitions,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "ACCOUNT_EVENTS",
     "DEADLETTER",
     "VENUE",
+    "CLAIMS",
     "KEYS",
     "LIQUIDATION_IN",
     "MARKET_DATA",

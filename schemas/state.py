@@ -209,6 +209,7 @@ class Snapshot(msgspec.Struct, gc=False):
     last_seq: dict[str, int]
     state: EngineState
     written_ns: int = 0
+    epochs: dict[str, int] = {}  # the highest epoch seen per producer (services.runtime.claims)
 
 
 class SnapshotChunk(msgspec.Struct, array_like=True, gc=False):

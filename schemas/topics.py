@@ -50,6 +50,7 @@ DEADLETTER = "deadletter"
 STATE = "state"  # snapshots of the services' partitions (schemas.state), compacted
 KEYS = "keys"  # API keys, compacted
 VENUE = "venue"  # the venue's identity: its first record (services.runtime.venue), compacted
+CLAIMS = "claims"  # who writes under each name, at which epoch (services.runtime.claims), compacted
 
 # risk.in, keyed by account: commands, order outcomes and fills, marks, funding,
 # liquidation outcomes.
@@ -117,13 +118,13 @@ TOPICS: dict[str, object] = {
 }
 
 KEYED_TOPICS = (RISK_IN, MATCH_IN, LIQUIDATION_IN, MARKET_DATA, ACCOUNT_EVENTS, STATE)
-COMPACTED_TOPICS = (STATE, KEYS, VENUE)  # the newest record of each key is what counts
+COMPACTED_TOPICS = (STATE, KEYS, VENUE, CLAIMS)  # the newest record of each key is what counts
 
 
 def topic_partitions(partitions: int) -> dict[str, int]:
     """Every topic with its partition count: the keyed topics get ``partitions``, the
-    dead letters, the keys and the venue's identity one."""
-    return {**{topic: partitions for topic in KEYED_TOPICS}, DEADLETTER: 1, KEYS: 1, VENUE: 1}
+    dead letters, the keys, the venue's identity and the claims one."""
+    return {**{topic: partitions for topic in KEYED_TOPICS}, DEADLETTER: 1, KEYS: 1, VENUE: 1, CLAIMS: 1}
 
 
 # ------------------------------------------------------------------ who may say what

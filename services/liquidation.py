@@ -25,4 +25,4 @@ def spec(markets: dict[str, Market], insurance_account: str = "insurance",
         return LiquidationEngine(markets, None, producer=f"liquidation.p{partition}",
                                  insurance_account=insurance_account, partition=partition, policy=policy)
 
-    return ServiceSpec("liquidation", LIQUIDATION_IN, make, ROUTES[LIQUIDATION])
+    return ServiceSpec("liquidation", LIQUIDATION_IN, make, ROUTES[LIQUIDATION], LIQUIDATION)

@@ -64,4 +64,4 @@ class MatchingProcessor:
 
 
 def spec(markets: dict[str, Market]) -> ServiceSpec:
-    return ServiceSpec("matching", MATCH_IN, lambda partition: MatchingProcessor(markets, partition), ROUTES[MATCHING])
+    return ServiceSpec("matching", MATCH_IN, lambda partition: MatchingProcessor(markets, partition), ROUTES[MATCHING], MATCHING)

@@ -38,6 +38,7 @@ from schemas.events import DeadLetter, MarkPrice
 from schemas.state import STATE_VERSION, OracleState, Snapshot, encode_snapshot
 from schemas.topics import ORACLE, ROUTES, refusal
 from services.runtime.bus import Bus, partition_for
+from services.runtime.claims import ClaimWatch, instance_id, take
 from services.runtime.runner import Outbox
 from services.runtime.state import StateStore
 
@@ -193,6 +194,12 @@ class OracleService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.wait_for_the_name(stop)
+        # its name, at an epoch above any before (services.runtime.claims): an oracle that was
+        # paused and comes back after this one took over finds it, and stops
+        instance = instance_id("oracle")
+        claim = await take(self.bus, ORACLE, instance)
+        watch = ClaimWatch(self.bus, instance)
+        watch.hold(claim)
         self.epoch = await self._resumed_epoch()
         consumer = self.bus.consumer(MARKET_DATA, "perpsim-oracle")
         market_codec = codec(MARKET_DATA)
@@ -201,7 +208,10 @@ class OracleService:
         try:
             while not stop.is_set():
                 timeout = max(0.0, next_tick - time.monotonic())
+                for fenced in await watch.taken():
+                    raise fenced  # another oracle took the name: it goes on, this one stops
                 outbox = Outbox(self.bus)
+                outbox.stamp(ORACLE, claim.epoch)
                 for record in await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=5000):
                     try:
                         messages = market_codec.decode(record.value)

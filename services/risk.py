@@ -27,4 +27,4 @@ def spec(markets: dict[str, Market], insurance_account: str = "insurance", liqui
                           insurance_account=insurance_account, liquidation_fee_ppm=liquidation_fee_ppm,
                           defer_snapshots=True, holds_fund=partition == fund_partition, adl_ranking=adl_ranking)
 
-    return ServiceSpec("risk", RISK_IN, make, ROUTES[RISK])
+    return ServiceSpec("risk", RISK_IN, make, ROUTES[RISK], RISK)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from schemas import ACCOUNT_EVENTS, DEADLETTER, KEYS, MARKET_DATA, STATE, VENUE, topic_partitions
+from schemas import ACCOUNT_EVENTS, CLAIMS, DEADLETTER, KEYS, MARKET_DATA, STATE, VENUE, topic_partitions
 from schemas.topics import ROUTES
 from services.cli import main
 from services.launch import SERVICES
@@ -58,7 +58,7 @@ def test_compose_creates_the_topics_the_services_use_with_one_partition_count():
     # what the services read (their input topics) and write (ROUTES), and what every service uses
     used = {spec.input_topic for spec in (matching_spec({}), risk_spec({}), liquidation_spec({}))}
     used |= {route.topic for table in ROUTES.values() for routes in table.values() for route in routes}
-    used |= {MARKET_DATA, ACCOUNT_EVENTS, STATE, KEYS, DEADLETTER, VENUE}  # the oracle's and gateway's inputs, shared
+    used |= {MARKET_DATA, ACCOUNT_EVENTS, STATE, KEYS, DEADLETTER, VENUE, CLAIMS}  # inputs and shared topics
     assert used <= created, used - created
 
 

@@ -136,9 +136,9 @@ def test_a_batch_whose_output_passes_a_record_size_is_sent_as_several_records_in
         outbox.to_partition(RISK_IN, 0, message)
     items = outbox.drain()
     assert sum(len(codec(RISK_IN).encode(m)) for m in sent) > 2 * MAX_RECORD_BYTES  # it had to split
-    assert len(items) >= 3 and all((topic, partition) == (RISK_IN, 0) for topic, partition, _, _ in items)
-    assert all(len(value) <= MAX_RECORD_BYTES + 8 for _, _, _, value in items)
-    received = [m for _, _, _, value in items for m in codec(RISK_IN).decode(value)]
+    assert len(items) >= 3 and all((topic, partition) == (RISK_IN, 0) for topic, partition, *_ in items)
+    assert all(len(value) <= MAX_RECORD_BYTES + 8 for _, _, _, value, *_ in items)
+    received = [m for _, _, _, value, *_ in items for m in codec(RISK_IN).decode(value)]
     assert received == sent
 
 

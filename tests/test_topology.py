@@ -55,7 +55,7 @@ def test_everything_a_service_may_send_has_a_route():
 
 
 def sent(outbox: Outbox) -> dict[tuple[str, int], list]:
-    return {(topic, partition): codec(topic).decode(value) for topic, partition, _, value in outbox.drain()}
+    return {(topic, partition): codec(topic).decode(value) for topic, partition, _, value, *_ in outbox.drain()}
 
 
 def test_a_fill_goes_to_both_accounts_and_to_the_public_tape_as_a_trade():

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from schemas import SchemaError, codec
 from schemas.topics import refusal
+from services.runtime.fence import Fence, stamps
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,16 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()  # the writer's epochs (services.runtime.claims)
 
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition of a key: CRC-32 of its UTF-8 bytes, modulo the partition count."""
     return zlib.crc32(key.encode()) % partitions
 
+
+# (topic, partition, key, value) or (topic, partition, key, value, headers)
+Item = tuple[str, int, bytes | None, bytes] | tuple[str, int, bytes | None, bytes, tuple[tuple[str, bytes], ...]]
 
 # called with the partitions a consumer gained (assigned) or is about to lose (revoked)
 PartitionsCallback = Callable[[set[int]], Awaitable[None]]
@@ -63,8 +68,9 @@ class Bus(Protocol):
 
     def partitions(self, topic: str) -> int: ...
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
-        """Send ``(topic, partition, key, value)`` items, in order per partition. With
+    async def send(self, items: Iterable[Item], wait: bool = True) -> None:
+        """Send ``(topic, partition, key, value)`` items, or ``(topic, partition, key, value,
+        headers)``, in order per partition. With
         ``wait`` (the default) it returns once all are stored; without, once they are
         queued (``flush`` waits for everything queued)."""
 
@@ -95,14 +101,16 @@ class Bus(Protocol):
 class TolerantReader:
     """Decodes a topic's records for a reader that is not a service (the native client,
     the gateway, the live participants): what does not decode, or comes from a producer
-    that may not send it (``schemas.topics.SENDERS``), is skipped and counted, and logged
-    (the first ten, then every thousandth); everything else is returned in order."""
+    that may not send it (``schemas.topics.SENDERS``), or from a stale instance of a
+    service (``services.runtime.fence``), is skipped and counted, and logged (the first ten,
+    then every thousandth); everything else is returned in order."""
 
     def __init__(self, topic: str, who: str):
         self.topic = topic
         self.who = who
         self.codec = codec(topic)
         self.skipped = 0
+        self.fence = Fence()
 
     def messages(self, record: Record) -> list:
         try:
@@ -111,8 +119,9 @@ class TolerantReader:
             self._skip(record, str(exc))
             return []
         kept = []
+        epochs = stamps(record.headers) if record.headers else {}
         for message in decoded:
-            reason = refusal(self.topic, message)
+            reason = refusal(self.topic, message) or self.fence.fenced(message.producer, epochs.get(message.producer))
             if reason is None:
                 kept.append(message)
             else:

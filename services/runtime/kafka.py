@@ -35,7 +35,7 @@ from aiokafka.errors import (
 )
 
 from schemas.topics import COMPACTED_TOPICS
-from services.runtime.bus import BusError, PartitionsCallback, Record
+from services.runtime.bus import BusError, Item, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,8 @@ class KafkaBus:
                 async with asyncio.timeout_at(deadline + 1.0):
                     while end is None or (at := await reader.position(tp)) < end:
                         batch = (await reader.getmany(tp, timeout_ms=300, max_records=10_000)).get(tp, [])
-                        records.extend(Record(topic, partition, m.offset, m.key, m.value) for m in batch
-                                       if end is None or m.offset < end)
+                        records.extend(Record(topic, partition, m.offset, m.key, m.value, _headers(m))
+                                       for m in batch if end is None or m.offset < end)
                         if not batch:
                             if end is None:
                                 break  # as far as there is
@@ -222,12 +222,13 @@ class KafkaBus:
         except KeyError:
             raise BusError(f"unknown topic {topic!r}") from None
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
+    async def send(self, items: Iterable[Item], wait: bool = True) -> None:
         producer = self._producer
         if producer is None:
             raise BusError("the bus is not started")
-        futures = [await producer.send(topic, value, key=key, partition=partition)
-                   for topic, partition, key, value in items]
+        futures = [await producer.send(topic, value, key=key, partition=partition,
+                                       headers=list(headers[0]) if headers and headers[0] else None)
+                   for topic, partition, key, value, *headers in items]
         if futures and wait:
             await asyncio.gather(*futures)
 
@@ -297,7 +298,7 @@ class KafkaConsumer:
         batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         records: list[Record] = []
         for tp, messages in batches.items():
-            records.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in messages)
+            records.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value, _headers(m)) for m in messages)
         return records
 
     def seek(self, partition: int, offset: int) -> None:
@@ -339,3 +340,9 @@ class KafkaConsumer:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await _closed(consumer)
+
+
+def _headers(message) -> tuple[tuple[str, bytes], ...]:
+    """A consumed record's headers as the bus gives them (aiokafka: a sequence of pairs, or None)."""
+    headers = message.headers
+    return tuple((key, bytes(value)) for key, value in headers) if headers else ()

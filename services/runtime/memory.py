@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from services.runtime.bus import BusError, PartitionsCallback, Record
+from services.runtime.bus import BusError, Item, PartitionsCallback, Record
 
 
 class MemoryBus:
@@ -36,10 +36,10 @@ class MemoryBus:
     async def flush(self) -> None:
         return None
 
-    async def send(self, items: Iterable[tuple[str, int, bytes | None, bytes]], wait: bool = True) -> None:
-        for topic, partition, key, value in items:
+    async def send(self, items: Iterable[Item], wait: bool = True) -> None:
+        for topic, partition, key, value, *headers in items:
             log = self._log[topic][partition]
-            log.append(Record(topic, partition, len(log), key, value))
+            log.append(Record(topic, partition, len(log), key, value, headers[0] if headers else ()))
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 

@@ -21,8 +21,9 @@ Effectively-once:
 
 Never fatal, never poisoned. Each message is, in order:
 1. decoded (a record that does not decode is dead-lettered whole);
-2. checked: may its producer send it on this topic (``schemas.topics.SENDERS``)? is its
-   sequence number plausible (a service's not more than ``SERVICE_SEQ_STEP`` past its last,
+2. checked: may its producer send it on this topic (``schemas.topics.SENDERS``)? is it
+   from the instance that holds its producer's name now, not a stale one (its record's
+   epoch, ``services.runtime.claims``)? is its sequence number plausible (a service's not more than ``SERVICE_SEQ_STEP`` past its last,
    or past 0 for its first; anyone else's not more than ``MAX_SEQ_STEP`` past its last)?
 3. applied, and its outputs encoded one by one. If the apply raises or an output cannot
    be encoded, the partition is rebuilt as it was before the message (its last snapshot,
@@ -61,7 +62,9 @@ from schemas.state import (
     encode_snapshot,
 )
 from schemas.topics import SERVICE_SEQ_STEP, SERVICES_COUNTING, Route, Unroutable, producer_kind, refusal
-from services.runtime.bus import Bus, BusError, Consumer, Record, partition_for
+from services.runtime.bus import Bus, BusError, Consumer, Item, Record, partition_for
+from services.runtime.claims import ClaimWatch, Fenced, instance_id, partition_claim, take
+from services.runtime.fence import Fence, stamp_header, stamps
 from services.runtime.state import StateStore, fingerprint
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class PartitionState:
     journal: list = field(default_factory=list)  # applied since the checkpoint: messages and flushes
     consumed: int = 0  # input bytes since the checkpoint
     saved_offset: int = -1  # offset of the last snapshot written (or restored)
+    epochs: dict[str, int] = field(default_factory=dict)  # the highest epoch seen per producer (claims.Fence)
 
 
 MAX_RECORD_BYTES = 1 << 20  # an output record at most; the producer's requests go to 8 MiB (kafka.py)
@@ -110,6 +114,11 @@ class Outbox:
     def __init__(self, bus: Bus):
         self.bus = bus
         self._records: dict[tuple[str, int], list[bytes]] = {}
+        # the writer's epoch (services.runtime.claims) for its own producers ("risk." ...), set
+        # per partition by ``stamp``, and what each record will carry in its header
+        self._own = ""
+        self._epoch = 0
+        self._stamps: dict[tuple[str, int], dict[str, int]] = {}
         self._seen: set[tuple[str, int, int]] = set()
         self._added: list[tuple[tuple[str, int, int], Message]] = []
         # id(message) -> (the message, its encoding), this batch; the message is kept beside it so
@@ -118,6 +127,11 @@ class Outbox:
 
     def to(self, topic: str, key: str, message: Message) -> None:
         self.to_partition(topic, partition_for(key, self.bus.partitions(topic)), message)
+
+    def stamp(self, own: str, epoch: int) -> None:
+        """Messages added from now on whose producer is of kind ``own`` (``producer_kind``)
+        were written under ``epoch``; their records say so."""
+        self._own, self._epoch = own, epoch
 
     def to_partition(self, topic: str, partition: int, message: Message) -> None:
         key = id(message)
@@ -139,6 +153,11 @@ class Outbox:
             records = self._records[marker[:2]] = []
         records.append(part)
         self._added.append((marker, message))  # the message is held so that its id stays its own
+        if self._epoch and producer_kind(message.producer) == self._own:
+            stamped = self._stamps.get(marker[:2])
+            if stamped is None:
+                stamped = self._stamps[marker[:2]] = {}
+            stamped[message.producer] = self._epoch
 
     def to_all(self, topic: str, message: Message) -> None:
         for partition in range(self.bus.partitions(topic)):
@@ -173,24 +192,25 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._added)
 
-    def drain(self) -> list[tuple[str, int, bytes | None, bytes]]:
+    def drain(self) -> list[Item]:
         """The records to send: one per (topic, partition), split where one would pass
         ``MAX_RECORD_BYTES`` (a large input batch can cause more output than the producer
-        sends in one request), in order."""
-        items = []
+        sends in one request), in order; each with the epochs of its writer's producers."""
+        items: list[Item] = []
         for (topic, partition), parts in self._records.items():
             join = codec(topic).join
+            headers = stamp_header(self._stamps.get((topic, partition), {}))
             chunk: list[bytes] = []
             size = 0
             for part in parts:
                 if chunk and size + len(part) > MAX_RECORD_BYTES:
-                    items.append((topic, partition, None, join(chunk)))
+                    items.append((topic, partition, None, join(chunk), headers))
                     chunk, size = [], 0
                 chunk.append(part)
                 size += len(part)
             if chunk:
-                items.append((topic, partition, None, join(chunk)))
-        self._records, self._seen, self._added, self._encoded = {}, set(), [], {}
+                items.append((topic, partition, None, join(chunk), headers))
+        self._records, self._seen, self._added, self._encoded, self._stamps = {}, set(), [], {}, {}
         return items
 
 
@@ -205,6 +225,7 @@ class ServiceSpec:
     input_topic: str
     make_processor: Callable[[int], Any]
     routes: dict[type, tuple[Route, ...]]
+    producers: str = ""  # the kind its engines write under (``producer_kind``): its records carry their epoch
 
 
 class ServiceRunner:
@@ -227,13 +248,17 @@ class ServiceRunner:
         self._gaps: dict[int, int] = {}  # partition -> the offset last sought back to
         self.gaps = 0
         self.stopping = False  # set as ``run`` ends: a rebalance callback under way gives up
+        self.instance = instance_id(spec.name)  # who takes the claims (services.runtime.claims)
+        self.claims = ClaimWatch(bus, self.instance)
+        self.epochs: dict[int, int] = {}  # partition -> the epoch this instance holds it at
+        self.fenced = 0  # messages refused as a stale instance's
         self._callback: asyncio.Future | None = None  # a rebalance callback's work under way
 
     # ------------------------------------------------------------------ snapshots
 
     def _snapshot(self, state: PartitionState) -> Snapshot:
         return Snapshot(STATE_VERSION, self.spec.name, state.partition, state.offset, state.fingerprint,
-                        dict(state.last_seq), state.processor.export(), time.time_ns())
+                        dict(state.last_seq), state.processor.export(), time.time_ns(), dict(state.epochs))
 
     def _checkpoint(self, state: PartitionState) -> bytes:
         """Make the present state the one a rebuild starts from; returns it encoded."""
@@ -248,7 +273,7 @@ class ServiceRunner:
             return PartitionState(partition, processor)
         processor.load(snapshot.state)
         return PartitionState(partition, processor, snapshot.offset, dict(snapshot.last_seq), snapshot.fingerprint,
-                              saved_offset=snapshot.offset)
+                              saved_offset=snapshot.offset, epochs=dict(snapshot.epochs))
 
     async def _restore(self, partition: int) -> PartitionState:
         started = time.monotonic()
@@ -344,6 +369,10 @@ class ServiceRunner:
             state = self.states.get(partition)
             while state is None:  # a partition is served from its state or not at all
                 try:
+                    if partition not in self.epochs:  # its name first: nothing is written for it before
+                        claim = await take(self.bus, partition_claim(self.spec.input_topic, partition), self.instance)
+                        self.claims.hold(claim)
+                        self.epochs[partition] = claim.epoch
                     state = self.states[partition] = await self._restore(partition)
                 except BusError as exc:  # the broker paused mid-restore: try again (if it is gone, the watchdog stops us)
                     log.warning("service=%s partition=%d restore failed (%s); retrying", self.spec.name, partition,
@@ -355,10 +384,26 @@ class ServiceRunner:
     async def _revoked(self, partitions: set[int]) -> None:
         await self._abortable(self._revoke(partitions))
 
+    async def _drop_taken(self, taken: list[Fenced]) -> None:
+        """Stop serving the partitions another instance has claimed since (``ClaimWatch``):
+        nothing more is applied, sent or saved for them by this one."""
+        names = {partition_claim(self.spec.input_topic, p): p for p in self.epochs}
+        for fenced in taken:
+            partition = names.get(fenced.name)
+            log.warning("service=%s fenced: %s", self.spec.name, fenced)
+            if partition is not None:
+                self.states.pop(partition, None)
+                self.epochs.pop(partition, None)
+
     async def _revoke(self, partitions: set[int]) -> None:
+        # a partition another instance took meanwhile is not saved: its state is the other's now
+        await self._drop_taken(await self.claims.taken(force=True))
+        partitions = {p for p in partitions if p in self.states}
         await self.snapshot(partitions, force=True)
         for partition in partitions:
             self.states.pop(partition, None)
+            self.epochs.pop(partition, None)
+            self.claims.release(partition_claim(self.spec.input_topic, partition))
         log.info("service=%s revoked partitions=%s", self.spec.name, sorted(partitions))
 
     async def _check_log(self) -> None:
@@ -434,11 +479,10 @@ class ServiceRunner:
                             time.time_ns())
         self.outbox.to_partition(DEADLETTER, 0, letter)
 
-    def _untrusted(self, state: PartitionState, message: Message) -> str | None:
+    def _untrusted(self, state: PartitionState, message: Message, last: int | None) -> str | None:
         reason = refusal(self.spec.input_topic, message)
         if reason:
             return reason
-        last = state.last_seq.get(message.producer)
         if producer_kind(message.producer) in SERVICES_COUNTING:  # counters from 0, or input offsets
             step, last = SERVICE_SEQ_STEP, last or 0
         elif last is None:
@@ -480,17 +524,30 @@ class ServiceRunner:
                 behind.add(record.partition)
                 continue
             self.records += 1
+            self.outbox.stamp(self.spec.producers, self.epochs.get(record.partition, 0))
             try:
                 messages = topic_codec.decode(record.value)
             except SchemaError as exc:
                 messages = ()
                 self._dead_letter(state, record, str(exc))
+            epochs = stamps(record.headers) if record.headers else {}
+            fence = Fence(state.epochs)
             for index, message in enumerate(messages):
-                last = state.last_seq.get(message.producer)
+                producer = message.producer
+                epoch = epochs.get(producer)
+                last = state.last_seq.get(producer)
+                if fence.new_epoch(producer, epoch) and producer_kind(producer) not in SERVICES_COUNTING:
+                    last = None  # a clock-numbered writer (the oracle) starts its sequence again under a new epoch
+                # a successor's epoch counts from its first record, its replay of what was applied too
+                stale = fence.fenced(producer, epoch)
                 if last is not None and message.seq <= last:
-                    self.duplicates += 1
+                    self.duplicates += 1  # a successor's replay, or a stale instance's copy of what was applied
                     continue
-                reason = self._untrusted(state, message)
+                if stale is not None:
+                    self.fenced += 1
+                    self._dead_letter(state, record, stale, index)
+                    continue
+                reason = self._untrusted(state, message, last)
                 batch = touched.setdefault(record.partition, (len(state.journal), []))[1]
                 if reason is None:
                     reason = self._apply(state, message)
@@ -508,6 +565,7 @@ class ServiceRunner:
         for partition in sorted(touched):  # processors that coalesce output per batch
             state = self.states[partition]
             if getattr(state.processor, "flush", None) is not None:
+                self.outbox.stamp(self.spec.producers, self.epochs.get(partition, 0))
                 self._flush_batch(state, *touched[partition])
 
     def _gap(self, state: PartitionState, found: int) -> None:
@@ -591,6 +649,8 @@ class ServiceRunner:
         try:
             while not stop.is_set():
                 records = await self.consumer.getmany(timeout_ms=50, max_records=2000)
+                # before applying anything: is every partition still ours? (after a pause, it may not be)
+                await self._drop_taken(await self.claims.taken())
                 if records:
                     self.process(records)
                     await self._flush(wait=False)
@@ -605,9 +665,9 @@ class ServiceRunner:
                     await self._check_log()
                     rate = (self.applied - applied_at_status) / (now - last_status)
                     log.info("service=%s status rate=%.0f/s lag=%d partitions=%s applied=%d duplicates=%d "
-                             "dead_letters=%d rebuilds=%d gaps=%d", self.spec.name, rate, await self.consumer.lag(),
-                             sorted(self.states), self.applied, self.duplicates, self.dead_letters, self.rebuilds,
-                             self.gaps)
+                             "dead_letters=%d fenced=%d rebuilds=%d gaps=%d", self.spec.name, rate,
+                             await self.consumer.lag(), sorted(self.states), self.applied, self.duplicates,
+                             self.dead_letters, self.fenced, self.rebuilds, self.gaps)
                     applied_at_status, last_status = self.applied, now
             await self.snapshot(force=True)
         finally:

@@ -22,6 +22,7 @@ from eth_account import Account
 from hyperliquid.exchange import Exchange
 from hyperliquid.info import Info
 from hyperliquid.utils.error import ClientError
+from hyperliquid.utils.types import Cloid
 
 from exchange.markets import default_markets
 from services.client import Client
@@ -134,15 +135,30 @@ async def place_as_a_bot_would(bot: ccxt.binanceusdm, index: int, side: str, siz
     raise AssertionError(f"order {client_id} pushed back for a minute")
 
 
-def market_open_as_a_bot_would(exchange: Exchange, buy: bool, size: float) -> dict:
-    """The SDK's market order; pushed back (HTTP 429, the venue overloaded) it waits and tries again."""
+def market_open_as_a_bot_would(exchange: Exchange, info: Info, address: str, buy: bool, size: float,
+                               cloid: Cloid) -> dict:
+    """The SDK's market order, as a bot sends it: pushed back (HTTP 429, the venue
+    overloaded) it waits and tries again; answered "Timeout waiting for the exchange" it
+    does not send it twice but looks it up by its cloid until it has an outcome."""
     for _ in range(60):
         try:
-            return exchange.market_open("SOL", buy, size)
+            answer = exchange.market_open("SOL", buy, size, cloid=cloid)
         except ClientError as error:
             if error.status_code != 429:
                 raise
             time.sleep(1)
+            continue
+        status = answer["response"]["data"]["statuses"][0]
+        if not status.get("error", "").startswith("Timeout waiting for the exchange"):
+            return status
+        for _ in range(60):
+            found = info.query_order_by_cloid(address, cloid)
+            if found.get("order", {}).get("status") == "filled":
+                order = found["order"]["order"]
+                done = Decimal(order["origSz"]) - Decimal(order["sz"])
+                return {"filled": {"totalSz": str(done), "oid": order["oid"]}}
+            time.sleep(0.5)
+        raise AssertionError(f"an order answered with a timeout was never found filled: {found}")
     raise AssertionError("a market order pushed back for a minute")
 
 
@@ -155,9 +171,8 @@ def orders_then_reads_through_hyperliquid(wallet, port: int) -> list:
     expected = Decimal(0)
     for index in range(ORDERS):
         buy, size = step(index)
-        answer = market_open_as_a_bot_would(exchange, buy, float(size))
-        status = answer["response"]["data"]["statuses"][0]
-        assert "filled" in status, answer
+        status = market_open_as_a_bot_would(exchange, info, address, buy, float(size), Cloid.from_int(index + 1))
+        assert "filled" in status, status
         filled = Decimal(status["filled"]["totalSz"])
         expected += filled if buy else -filled
         state = info.user_state(address)

@@ -165,12 +165,7 @@ async def test_a_second_oracle_started_by_mistake_refuses_and_the_market_keeps_i
             await client.deposit("alice", "1000")
             time.sleep(3)  # the oracle publishes
             stack.start("oracle#2")
-            stray = stack.processes["oracle#2"]
-            deadline = time.monotonic() + 30
-            while stray.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-            text = (stack.logs / "oracle#2.log").read_text()
-            assert stray.returncode == 1, text[-2000:]
+            text = exited(stack, "oracle#2")
             assert "another oracle is publishing marks on this venue" in text and "Traceback" not in text
             assert stack.processes["oracle"].poll() is None  # the real one goes on
             # and its marks still move risk: a market order is protected by the mark (150 flat)
@@ -178,6 +173,103 @@ async def test_a_second_oracle_started_by_mistake_refuses_and_the_market_keeps_i
             await client.place("maker", "SOL-PERP", Side.SELL, "1", "150")
             order = await client.place("alice", "SOL-PERP", Side.BUY, "1")
             assert order.filled == 100
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
+
+
+def exited(stack: Stack, name: str, timeout: float = 30.0) -> str:
+    """The log of process ``name`` once it has stopped with exit status 1 (within ``timeout``)."""
+    process = stack.processes[name]
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = (stack.logs / f"{name}.log").read_text()
+    assert process.returncode == 1, text[-2000:]
+    return text
+
+
+def wait_for_log(stack: Stack, name: str, text: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = (stack.logs / f"{name}.log").read_text()
+        if text in log:
+            return log
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never logged {text!r} in {timeout} s:\n{log[-3000:]}")
+
+
+async def funded(stack: Stack, client: Client) -> None:
+    """A maker and alice with money, once risk has run a while (the oracle's first marks are in)."""
+    await client.deposit("maker", "100000")
+    await client.deposit("alice", "10000")
+    wait_for_log(stack, "risk", "status rate=")
+
+
+async def test_a_paused_matching_instance_is_fenced_when_it_comes_back_and_the_market_goes_on(stack_factory):
+    """A matching instance paused long enough to be replaced (a stale instance: a laptop
+    asleep, a VM stopped, a process stopped by a debugger) comes back: it finds its successor's
+    claim, stops serving the partition and says so; nothing it still writes under its old
+    epoch is applied, and every order is answered once, by whoever serves the market."""
+    stack = stack_factory(partitions=1, extra=["--price", "SOL-PERP=150", "--flat"])
+    stack.start("matching", "risk", "oracle")
+    bus = await kafka_bus(stack.bootstrap, 1)
+    try:
+        async with Client(bus, default_markets()) as client:
+            await funded(stack, client)
+            await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
+            assert (await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)).filled == 100
+            wait_for_log(stack, "matching", "took match.in[0] at epoch 1")
+            stack.start("matching#2")  # a second instance: with one partition it waits as a standby
+            wait_for_log(stack, "matching#2", "venue=")
+            os.kill(stack.processes["matching"].pid, signal.SIGSTOP)
+            try:
+                wait_for_log(stack, "matching#2", "at epoch 2 from matching-")  # after the 3 s session timeout
+                order = await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)
+                assert order.filled == 100  # the successor serves the market
+            finally:
+                os.kill(stack.processes["matching"].pid, signal.SIGCONT)
+            log = wait_for_log(stack, "matching", "fenced: matching-")
+            assert "took over match.in[0] at epoch 2" in log and "Traceback" not in log
+            for _ in range(3):  # and the market goes on, whichever instance the group gives it to now
+                order = await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)
+                assert order.filled == 100
+            margin = await client.snapshot("alice")
+            assert [p.signed_size for p in margin.positions] == [500]  # five buys of 1.00, each once
+            for name in ("matching", "matching#2", "risk"):
+                assert stack.processes[name].poll() is None, name
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await bus.stop()
+
+
+async def test_a_paused_oracle_replaced_by_another_stops_when_it_comes_back_and_the_market_keeps_its_marks(stack_factory):
+    """An oracle paused long enough for a second one to start (its marks went silent) comes
+    back: it finds the successor's claim and stops with one message, and the market keeps
+    trading on the successor's marks (that a successor's marks count even when its clock,
+    and so its sequence, is behind the old one's: tests/test_claims.py)."""
+    stack = stack_factory(partitions=1, extra=["--price", "SOL-PERP=150", "--flat"])
+    stack.start("matching", "risk", "oracle")
+    bus = await kafka_bus(stack.bootstrap, 1)
+    try:
+        async with Client(bus, default_markets()) as client:
+            await funded(stack, client)
+            os.kill(stack.processes["oracle"].pid, signal.SIGSTOP)
+            try:
+                stack.start("oracle#2")  # waits until the paused one's marks are 3 s old, then takes the name
+                wait_for_log(stack, "oracle#2", "took oracle at epoch 2 from oracle-")
+            finally:
+                os.kill(stack.processes["oracle"].pid, signal.SIGCONT)
+            text = exited(stack, "oracle")
+            assert "took over oracle at epoch 2" in text and "Traceback" not in text
+            # the successor's marks move risk: a market order is bounded by the mark, 150 (flat)
+            await client.place("maker", "SOL-PERP", Side.SELL, "1", "150")
+            assert (await client.place("alice", "SOL-PERP", Side.BUY, "1")).filled == 100
+            assert stack.processes["oracle#2"].poll() is None
     except BaseException:
         print(stack.log_text())
         raise

@@ -100,6 +100,12 @@ def signers(action: Any, signature: dict, vault: str | None, nonce: int, expires
         yield signed.recover_public_key_from_msg_hash(agent_digest(source, connection)).to_address().lower()
 
 
+# an order with no answer in time (the venue is overloaded, or a service is down): it may
+# still go live, and a bot must look it up rather than send it again (docs/gateway.md)
+ORDER_TIMEOUT = ("Timeout waiting for the exchange; the order may still go live: look it up with orderStatus "
+                 "(by its cloid, or in openOrders and userFills) before placing it again.")
+
+
 class Refusal(Exception):
     """An action Hyperliquid answers with ``{"status": "err", "response": message}``."""
 
@@ -259,7 +265,7 @@ class HyperliquidExchange:
         except (InvalidOperation, KeyError, TypeError):
             return {"error": "Order could not be read."}
         except TimeoutError:
-            return {"error": "Timeout waiting for the exchange."}
+            return {"error": ORDER_TIMEOUT}
         oid = result.order_id
         filled = result.filled
         if filled and (result.closed is not None or filled == result.accepted.size):
@@ -336,7 +342,7 @@ class HyperliquidExchange:
         except (InvalidOperation, KeyError, TypeError, ValueError):
             return {"error": "Order could not be read."}
         except TimeoutError:
-            return {"error": "Timeout waiting for the exchange."}
+            return {"error": ORDER_TIMEOUT}
         return {"resting": {"oid": order.order_id}}
 
     async def _place(self, account: str, market, wire: dict, size: Decimal, price: Decimal, tif: TimeInForce):
@@ -435,7 +441,8 @@ async def _settle_command(call, timeout_s: float) -> None:
     except Rejected as refused:
         raise Refusal(_error_text(refused)) from None
     except TimeoutError:
-        raise Refusal("Timeout waiting for the exchange.") from None
+        raise Refusal("Timeout waiting for the exchange; what was asked may still be done: read the state "
+                      "again before asking twice.") from None
 
 
 def valid_order(market, price: Decimal, size: Decimal) -> str:
