@@ -240,6 +240,13 @@ async def test_ccxt_trades_with_a_signed_account(venue):
         assert balance["USDT"]["total"] == 10000.0 and balance["USDT"]["free"] == 10000.0
         resting = await bot.create_order("SOL/USDT:USDT", "limit", "buy", 2, 149)
         assert resting["status"] == "open" and resting["amount"] == 2.0 and resting["price"] == 149.0
+        # the resting buy reserves its initial margin at 20x and its taker fee (0.05%):
+        # 298 / 20 + 0.149 = 15.049, shown as Binance shows it, and not available any more
+        account = await bot.fapiPrivateV2GetAccount()
+        assert (account["totalOpenOrderInitialMargin"], account["availableBalance"]) == ("15.049000", "9984.951000")
+        assert account["assets"][0]["openOrderInitialMargin"] == "15.049000"
+        assert (account["feeTier"], account["canTrade"], account["canDeposit"], account["canWithdraw"]) == (
+            0, True, True, True)  # what Binance's answer opens with (nautilus_trader's adapter needs them)
         taken = await bot.create_order("SOL/USDT:USDT", "market", "buy", 1.5)
         assert taken["status"] == "closed" and taken["filled"] == 1.5 and taken["average"] == 150.5
         with pytest.raises(ccxt.InsufficientFunds):

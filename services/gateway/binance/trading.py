@@ -73,18 +73,25 @@ class TradingApi:
         margin_balance = wallet + unrealized
         initial = sum(p.initial_margin for p in snapshot.positions)
         maintenance = sum(p.maintenance_margin for p in snapshot.positions)
+        # what open orders reserve: the cross bucket's equity less its positions' initial
+        # margin and what is still available (risk's available_to_trade is net of it)
+        open_orders = max(0, cross.equity - cross.initial_margin - snapshot.available_to_trade) if cross else 0
         usd = money
         asset = {"asset": "USDT", "walletBalance": usd(wallet), "unrealizedProfit": usd(unrealized),
                  "marginBalance": usd(margin_balance), "maintMargin": usd(maintenance),
-                 "initialMargin": usd(initial), "positionInitialMargin": usd(initial),
-                 "openOrderInitialMargin": "0.00000000", "crossWalletBalance": usd(snapshot.balance),
+                 "initialMargin": usd(initial + open_orders), "positionInitialMargin": usd(initial),
+                 "openOrderInitialMargin": usd(open_orders), "crossWalletBalance": usd(snapshot.balance),
                  "crossUnPnl": usd(cross.equity - snapshot.balance if cross else 0),
                  "availableBalance": usd(snapshot.available_to_trade), "maxWithdrawAmount": usd(snapshot.withdrawable),
                  "updateTime": int(snapshot.ts / 1e6)}
         return web.json_response({
-            "totalInitialMargin": usd(initial), "totalMaintMargin": usd(maintenance), "totalWalletBalance": usd(wallet),
-            "totalUnrealizedProfit": usd(unrealized), "totalMarginBalance": usd(margin_balance),
-            "totalPositionInitialMargin": usd(initial), "totalOpenOrderInitialMargin": "0.00000000",
+            # what Binance's account answer opens with (nautilus_trader's adapter requires them)
+            "feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True, "updateTime": 0,
+            "multiAssetsMargin": False, "tradeGroupId": -1,
+            "totalInitialMargin": usd(initial + open_orders), "totalMaintMargin": usd(maintenance),
+            "totalWalletBalance": usd(wallet), "totalUnrealizedProfit": usd(unrealized),
+            "totalMarginBalance": usd(margin_balance), "totalPositionInitialMargin": usd(initial),
+            "totalOpenOrderInitialMargin": usd(open_orders),
             "totalCrossWalletBalance": usd(snapshot.balance), "totalCrossUnPnl": asset["crossUnPnl"],
             "availableBalance": asset["availableBalance"], "maxWithdrawAmount": asset["maxWithdrawAmount"],
             "assets": [asset],
