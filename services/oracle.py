@@ -200,6 +200,7 @@ class OracleService:
         claim = await take(self.bus, ORACLE, instance)
         watch = ClaimWatch(self.bus, instance)
         watch.hold(claim)
+        watching = asyncio.create_task(watch.run(), name="claims")
         self.epoch = await self._resumed_epoch()
         consumer = self.bus.consumer(MARKET_DATA, "perpsim-oracle")
         market_codec = codec(MARKET_DATA)
@@ -208,7 +209,7 @@ class OracleService:
         try:
             while not stop.is_set():
                 timeout = max(0.0, next_tick - time.monotonic())
-                for fenced in await watch.taken():
+                for fenced in watch.pop_found():
                     raise fenced  # another oracle took the name: it goes on, this one stops
                 outbox = Outbox(self.bus)
                 outbox.stamp(ORACLE, claim.epoch)
@@ -246,4 +247,5 @@ class OracleService:
                              self.ticks, self.oracle.seq, marks, (now - self.epoch) / SECOND, self.dead_letters)
                     last_status = time.monotonic()
         finally:
+            watching.cancel()
             await consumer.stop()

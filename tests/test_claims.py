@@ -51,9 +51,9 @@ async def test_a_name_taken_again_goes_to_the_next_epoch_and_the_first_holder_fi
     a, b = ClaimWatch(bus, "matching-a"), ClaimWatch(bus, "matching-b")
     a.hold(first)
     b.hold(second)
-    [fenced] = await a.taken(force=True)
+    [fenced] = await a.taken()
     assert fenced.name == "match.in[0]" and "matching-b took over match.in[0] at epoch 2" in str(fenced)
-    assert await b.taken(force=True) == [] and a.held == {}  # the successor holds it; the first no longer
+    assert await b.taken() == [] and a.held == {}  # the successor holds it; the first no longer
 
 
 async def test_a_stale_instance_is_refused_once_its_successor_was_seen_and_nothing_is_lost():

@@ -28,6 +28,7 @@ broker authenticates no one; on a shared cluster ACLs decide who may write which
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -104,7 +105,24 @@ class ClaimWatch:
         self.bus = bus
         self.instance = instance
         self.held: dict[str, Claim] = {}
-        self._checked = 0.0
+        self.found: list[Fenced] = []  # what ``run`` found taken, for the owner to act on
+
+    async def run(self) -> None:
+        """Check every ``WATCH_EVERY_S`` in the background (a read of the claims must never
+        hold up the work: on a loaded broker it can take a while)."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            try:
+                taken = await self.taken()
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive a surprise; said, then tried again
+                log.warning("%s could not check its claims (%s: %s); trying again", self.instance,
+                            type(exc).__name__, exc)
+                continue
+            self.found += taken  # after the read: ``pop_found`` may have replaced the list meanwhile
+
+    def pop_found(self) -> list[Fenced]:
+        found, self.found = self.found, []
+        return found
 
     def hold(self, claim: Claim) -> None:
         self.held[claim.name] = claim
@@ -112,25 +130,22 @@ class ClaimWatch:
     def release(self, name: str) -> None:
         self.held.pop(name, None)
 
-    async def taken(self, now: float | None = None, force: bool = False) -> list[Fenced]:
+    async def taken(self) -> list[Fenced]:
         """The names held that another instance has claimed since (each no longer held, as
-        a ``Fenced`` that says who took it), at most every ``WATCH_EVERY_S`` unless
-        ``force``. A read that fails decides nothing (slow is not lost): it is tried again
-        at the next check."""
-        now = time.monotonic() if now is None else now
-        if not self.held or (not force and now - self._checked < WATCH_EVERY_S):
+        a ``Fenced`` that says who took it). A read that fails decides nothing (slow is not
+        lost): it is tried again at the next check."""
+        if not self.held:
             return []
-        self._checked = now
         try:
             claims = await latest_claims(self.bus)
         except BusError as exc:
             log.info("%s could not read the claims this time (%s)", self.instance, exc)
             return []
         taken = []
-        for name, mine in sorted(self.held.items()):
+        for name, mine in sorted(self.held.items()):  # as held now: the read took a while
             newest = claims.get(name)
             if newest is not None and newest.instance != self.instance and newest.epoch >= mine.epoch:
-                del self.held[name]
+                self.held.pop(name, None)
                 taken.append(Fenced(f"{newest.instance} took over {name} at epoch {newest.epoch} (this instance, "
                                     f"{self.instance}, held epoch {mine.epoch}): it was paused or cut off long "
                                     "enough to be replaced, or started twice; what it still writes under the "

@@ -397,7 +397,7 @@ class ServiceRunner:
 
     async def _revoke(self, partitions: set[int]) -> None:
         # a partition another instance took meanwhile is not saved: its state is the other's now
-        await self._drop_taken(await self.claims.taken(force=True))
+        await self._drop_taken(await self.claims.taken())
         partitions = {p for p in partitions if p in self.states}
         await self.snapshot(partitions, force=True)
         for partition in partitions:
@@ -646,11 +646,12 @@ class ServiceRunner:
                                           on_assigned=self._assigned, on_revoked=self._revoked)
         last_snapshot = last_status = last_commit = time.monotonic()
         applied_at_status = 0
+        watching = asyncio.create_task(self.claims.run(), name="claims")
         try:
             while not stop.is_set():
                 records = await self.consumer.getmany(timeout_ms=50, max_records=2000)
-                # before applying anything: is every partition still ours? (after a pause, it may not be)
-                await self._drop_taken(await self.claims.taken())
+                if self.claims.found:  # another instance claimed a partition of ours meanwhile
+                    await self._drop_taken(self.claims.pop_found())
                 if records:
                     self.process(records)
                     await self._flush(wait=False)
@@ -671,6 +672,7 @@ class ServiceRunner:
                     applied_at_status, last_status = self.applied, now
             await self.snapshot(force=True)
         finally:
+            watching.cancel()
             self.stopping = True
             if self._callback is not None:
                 self._callback.cancel()

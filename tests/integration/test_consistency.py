@@ -54,6 +54,7 @@ def busy_machine():
         burner.wait()
 
 
+@pytest.mark.timeout(480)  # ~190 s alone; it saturates the machine on purpose, and CI may be busier
 async def test_every_answer_is_reflected_by_the_next_read_on_both_dialects_under_load(stack_factory, busy_machine):
     binance_port, hyperliquid_port = free_port(), free_port()
     stack = stack_factory(partitions=2, extra=["--gateway-port", str(binance_port), "--hyperliquid-port",

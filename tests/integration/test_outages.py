@@ -14,6 +14,7 @@ from exchange.markets import default_markets
 from schemas.enums import Side, TimeInForce
 from services.client import Client
 from services.runtime.broker import EmbeddedBroker, free_port
+from services.runtime.claims import latest_claims
 from tests.integration.conftest import Oracle, Stack, kafka_bus
 
 pytestmark = pytest.mark.integration
@@ -180,6 +181,17 @@ async def test_a_second_oracle_started_by_mistake_refuses_and_the_market_keeps_i
         await bus.stop()
 
 
+async def claim_after(bus, name: str, epoch: int, timeout: float = 30.0):
+    """The claim of ``name`` once its epoch is above ``epoch``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        claim = (await latest_claims(bus)).get(name)
+        if claim is not None and claim.epoch > epoch:
+            return claim
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was not claimed again within {timeout} s")
+
+
 def exited(stack: Stack, name: str, timeout: float = 30.0) -> str:
     """The log of process ``name`` once it has stopped with exit status 1 (within ``timeout``)."""
     process = stack.processes[name]
@@ -222,17 +234,21 @@ async def test_a_paused_matching_instance_is_fenced_when_it_comes_back_and_the_m
             await client.place("maker", "SOL-PERP", Side.SELL, "10", "150")
             assert (await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)).filled == 100
             wait_for_log(stack, "matching", "took match.in[0] at epoch 1")
-            stack.start("matching#2")  # a second instance: with one partition it waits as a standby
-            wait_for_log(stack, "matching#2", "venue=")
-            os.kill(stack.processes["matching"].pid, signal.SIGSTOP)
-            try:
-                wait_for_log(stack, "matching#2", "at epoch 2 from matching-")  # after the 3 s session timeout
+            stack.start("matching#2")  # a second instance: the group gives the one partition to one of them
+            holder = await claim_after(bus, "match.in[0]", 1)  # the group settled: one of them claimed it again
+            time.sleep(1)
+            holder = (await latest_claims(bus))["match.in[0]"]
+            stale, successor = (("matching", "matching#2") if f"{holder.instance} took" in
+                                (stack.logs / "matching.log").read_text() else ("matching#2", "matching"))
+            os.kill(stack.processes[stale].pid, signal.SIGSTOP)
+            try:  # after the 3 s session timeout the other takes the partition
+                wait_for_log(stack, successor, f"at epoch {holder.epoch + 1} from {holder.instance}")
                 order = await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)
                 assert order.filled == 100  # the successor serves the market
             finally:
-                os.kill(stack.processes["matching"].pid, signal.SIGCONT)
-            log = wait_for_log(stack, "matching", "fenced: matching-")
-            assert "took over match.in[0] at epoch 2" in log and "Traceback" not in log
+                os.kill(stack.processes[stale].pid, signal.SIGCONT)
+            log = wait_for_log(stack, stale, "fenced: matching-")
+            assert f"took over match.in[0] at epoch {holder.epoch + 1}" in log and "Traceback" not in log
             for _ in range(3):  # and the market goes on, whichever instance the group gives it to now
                 order = await client.place("alice", "SOL-PERP", Side.BUY, "1", tif=TimeInForce.IOC)
                 assert order.filled == 100
