@@ -66,10 +66,11 @@ def partition_claim(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
 
 
-async def latest_claims(bus: Bus) -> dict[str, Claim]:
-    """The newest claim of every name (the last record of its key in the log)."""
+async def latest_claims(bus: Bus, bounds: tuple[int, int] | None = None) -> dict[str, Claim]:
+    """The newest claim of every name (the last record of its key in the log); ``bounds``:
+    the topic's offsets, when the caller has them."""
     claims: dict[str, Claim] = {}
-    begin, end = await bus.offsets(CLAIMS, 0)  # each claim is a batch of its own: the end is exact
+    begin, end = bounds or await bus.offsets(CLAIMS, 0)  # each claim is a batch of its own: the end is exact
     records = await bus.read(CLAIMS, 0, begin, end) if end > begin else []
     if end > begin and (not records or records[-1].offset != end - 1):
         raise BusError(f"the {CLAIMS} topic could not be read to its end ({end}) this time")
@@ -106,6 +107,11 @@ class ClaimWatch:
         self.instance = instance
         self.held: dict[str, Claim] = {}
         self.found: list[Fenced] = []  # what ``run`` found taken, for the owner to act on
+        # the claims as last read, and the topic's end then: claims change rarely, and a check
+        # that finds the end where it was reads nothing more (a read of records is not cheap
+        # on a loaded broker, and shares the bus's one reader with the services' log checks)
+        self._claims: dict[str, Claim] = {}
+        self._end = -1
 
     async def run(self) -> None:
         """Check every ``WATCH_EVERY_S`` in the background (a read of the claims must never
@@ -137,7 +143,10 @@ class ClaimWatch:
         if not self.held:
             return []
         try:
-            claims = await latest_claims(self.bus)
+            bounds = await self.bus.offsets(CLAIMS, 0)
+            if bounds[1] != self._end:
+                self._claims, self._end = await latest_claims(self.bus, bounds), bounds[1]
+            claims = self._claims
         except BusError as exc:
             log.info("%s could not read the claims this time (%s)", self.instance, exc)
             return []
