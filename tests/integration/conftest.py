@@ -16,11 +16,17 @@ from schemas import topic_partitions
 from schemas.events import Funding, MarkPrice
 from schemas.topics import ORACLE, ROUTES
 from services.gateway.registry import DIALECTS
-from services.runtime.broker import EmbeddedBroker
+from services.runtime.broker import EmbeddedBroker, free_port
 from services.runtime.kafka import KafkaBus, KafkaSettings
 from services.runtime.runner import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports() -> list[str]:
+    """A free port for every dialect's option (``--gateway-port 41213 --hyperliquid-port ...``):
+    a test never takes a default port that a user's venue may be using."""
+    return [option for dialect in DIALECTS for option in (dialect.port_option, str(free_port()))]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.oracle import OracleService
 from services.risk import spec as risk_spec
-from services.runtime.broker import free_port
 from services.runtime.memory import MemoryBus
 from services.runtime.runner import ServiceRunner
 from services.sim.live import LiveMarket
@@ -53,12 +52,12 @@ def test_perpsim_up_runs_a_live_scenario_end_to_end_and_writes_the_report(tmp_pa
     import subprocess
     import sys
 
-    from tests.integration.conftest import ROOT
+    from tests.integration.conftest import ROOT, free_ports
 
     report = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", "up", "--scenario", "flash-crash", "--duration", "32",
-         "--gateway-port", str(free_port()),
+         *free_ports(),
          "--state-dir", str(tmp_path / "state"), "--report", str(report), "--no-dashboard", "--log-level", "WARNING"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -86,11 +85,11 @@ def test_loadtest_ramps_and_reports_the_sustainable_rate(tmp_path):
     import subprocess
     import sys
 
-    from tests.integration.conftest import ROOT
+    from tests.integration.conftest import ROOT, free_ports
 
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", "loadtest", "--rate", "100", "--factor", "3", "--max-rate", "900",
-         "--gateway-port", str(free_port()),
+         *free_ports(),
          "--duration", "2", "--p99-limit", "1000", "--state-dir", str(tmp_path / "state"), "--log-level", "WARNING"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

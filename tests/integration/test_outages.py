@@ -15,7 +15,7 @@ from schemas.enums import Side, TimeInForce
 from services.client import Client
 from services.runtime.broker import EmbeddedBroker, free_port
 from services.runtime.claims import latest_claims
-from tests.integration.conftest import Oracle, Stack, kafka_bus
+from tests.integration.conftest import Oracle, Stack, free_ports, kafka_bus
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ async def test_a_broker_paused_while_the_services_start_is_ridden_out(own_broker
 
 
 async def test_a_killed_broker_stops_every_process_with_one_clear_message(own_broker, tmp_path):
-    stack = Stack(own_broker.bootstrap, tmp_path, 1, ["--gateway-port", str(free_port())])
+    stack = Stack(own_broker.bootstrap, tmp_path, 1, [*free_ports()])
     stack.start("matching", "risk", "liquidation", "oracle", "gateway")
     time.sleep(6)  # all of them connected and serving
     assert all(process.poll() is None for process in stack.processes.values()), stack.log_text()

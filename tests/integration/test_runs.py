@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from services.runtime.broker import free_port
+from tests.integration.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def started_pids(output: str) -> list[int]:
 
 def test_up_twice_in_the_same_folder_both_run_clean(tmp_path):
     for run in (1, 2):
-        result = subprocess.run([*UP, "--duration", "12", "--no-dashboard", "--gateway-port", str(free_port())],
+        result = subprocess.run([*UP, "--duration", "12", "--no-dashboard", *free_ports()],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, (run, result.stdout[-2000:], result.stderr[-4000:])
         assert "Traceback" not in result.stderr, (run, result.stderr[-4000:])
@@ -57,7 +57,7 @@ def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_p
     pid, fd = pty.fork()
     if pid == 0:  # the child: `up` in a terminal of its own, as a user starts it
         os.chdir(tmp_path)
-        os.execv(sys.executable, [*UP, "--duration", "120", "--gateway-port", str(free_port())])
+        os.execv(sys.executable, [*UP, "--duration", "120", *free_ports()])
     output, interrupted_at, status, trading_since = b"", None, None, None
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
@@ -92,6 +92,6 @@ def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_p
     time.sleep(0.5)
     assert not [p for p in pids if alive(p)]
     # and the next run in the same folder starts clean
-    result = subprocess.run([*UP, "--duration", "8", "--no-dashboard", "--gateway-port", str(free_port())],
+    result = subprocess.run([*UP, "--duration", "8", "--no-dashboard", *free_ports()],
                             cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
