@@ -261,3 +261,81 @@ async def test_a_forged_snapshot_far_ahead_is_skipped_and_the_real_balance_shows
     finally:
         stop.set()
         await risk
+
+
+class HangingBus(MemoryBus):
+    """A broker whose reads do not come back until ``release`` is set: a check of the log on
+    a broker at load 20 takes seconds."""
+
+    def __init__(self, topics: dict[str, int]):
+        super().__init__(topics)
+        import asyncio
+
+        self.release = asyncio.Event()
+        self.reads = 0
+
+    async def read(self, topic: str, partition: int, start: int, end: int | None = None):
+        if topic == RISK_IN:
+            self.reads += 1
+            await self.release.wait()
+        return await super().read(topic, partition, start, end)
+
+
+async def running(bus: MemoryBus, messages: list):
+    """A risk runner's loop on ``bus`` (log checks every 50 ms), once it has applied ``messages``."""
+    import asyncio
+
+    stop = asyncio.Event()
+    runner = ServiceRunner(risk_spec(MARKETS, partitions=1), bus, status_interval_s=0.05)
+    task = asyncio.create_task(runner.run(stop))
+    await bus.send([(RISK_IN, 0, None, codec(RISK_IN).encode(m)) for m in messages])
+    await applied(runner, len(messages))
+    return runner, task, stop
+
+
+async def applied(runner: ServiceRunner, count: int) -> None:
+    import asyncio
+
+    async with asyncio.timeout(10):
+        while runner.states.get(0) is None or runner.states[0].offset < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_the_service_goes_on_applying_while_a_check_of_its_log_hangs():
+    """Risk fell to 4 records/s with a lag of 21,000 on a loaded machine: the log check ran
+    in its loop and each read took seconds. The check runs beside the loop now."""
+    import asyncio
+
+    bus = HangingBus(topic_partitions(1))
+    runner, task, stop = await running(bus, trading())
+    try:
+        async with asyncio.timeout(10):
+            while bus.reads == 0:  # a check has started and hangs
+                await asyncio.sleep(0.01)
+        more = [Deposit("client-b", seq, f"carol{seq}", 10**9) for seq in range(1, 201)]
+        await bus.send([(RISK_IN, 0, None, codec(RISK_IN).encode(m)) for m in more])
+        await applied(runner, len(trading()) + len(more))
+        assert bus.reads == 1  # still the one hanging check: everything above was applied meanwhile
+        assert runner.states[0].processor.accounts["carol200"].balance == 10**9
+        bus.release.set()
+        await asyncio.sleep(0.2)
+        assert not task.done() and runner.lost is None  # the log held what was applied
+    finally:
+        stop.set()
+        bus.release.set()
+        await task
+
+
+async def test_a_log_watch_that_finds_the_log_lost_stops_the_loop_with_the_reason():
+    import asyncio
+
+    bus = MemoryBus(topic_partitions(1))
+    runner, task, stop = await running(bus, trading())
+    try:
+        log = records(bus, RISK_IN)
+        last = log[-1]
+        log[-1] = Record(RISK_IN, 0, last.offset, None, codec(RISK_IN).encode(Deposit("client-z", 1, "zed", 5)))
+        with pytest.raises(BusError, match=r"the broker lost its data: risk.in\[0\]"):
+            await asyncio.wait_for(task, 10)
+    finally:
+        stop.set()

@@ -16,7 +16,7 @@ from schemas import topic_partitions
 from schemas.events import Funding, MarkPrice
 from schemas.topics import ORACLE, ROUTES
 from services.gateway.registry import DIALECTS
-from services.runtime.broker import EmbeddedBroker, free_port
+from services.runtime.broker import EmbeddedBroker, die_with_parent, free_port
 from services.runtime.kafka import KafkaBus, KafkaSettings
 from services.runtime.runner import Outbox
 
@@ -80,7 +80,7 @@ class Stack:
              "--partitions", str(self.partitions), "--state-dir", str(self.state_dir / "state"),
              "--snapshot-interval", "0.5", "--log-level", "INFO", *self._own(service)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent)
 
     def kill(self, name: str) -> None:
         """kill -9: no snapshot, no commit, no goodbye."""

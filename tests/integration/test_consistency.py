@@ -27,7 +27,7 @@ from hyperliquid.utils.types import Cloid
 from exchange.markets import default_markets
 from services.client import Client
 from services.gateway.keys import publish_key
-from services.runtime.broker import free_port
+from services.runtime.broker import die_with_parent, free_port
 from services.sim.live import LiveMarket
 from services.sim.simulation import load_scenario
 from tests.integration.conftest import kafka_bus
@@ -48,7 +48,9 @@ def step(index: int) -> tuple[bool, Decimal]:
 @pytest.fixture
 def busy_machine():
     """Three processes that keep the CPU busy beside the venue (the machine has two cores)."""
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    # each ends with this process, also when pytest-timeout ends it without a teardown
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=die_with_parent)
+               for _ in range(3)]
     yield
     for burner in burners:
         burner.kill()

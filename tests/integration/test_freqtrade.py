@@ -27,6 +27,7 @@ from eth_account import Account
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import PlaceOrder
 from services.gateway.ledger import ConditionalStatus
+from services.runtime.broker import die_with_parent
 from tests.integration import test_gateway, test_hyperliquid_info
 from tests.integration.test_gateway import api_key, readme_freqtrade_snippet, settle
 
@@ -127,7 +128,8 @@ async def start_bot(folder: Path, strategy: str, output):
     return await asyncio.create_subprocess_exec(
         FREQTRADE, "trade", "--config", str(folder / "config.json"), "--strategy", strategy,
         "--strategy-path", str(folder / "strategies"), "--userdir", str(folder),
-        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=folder, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=folder, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=die_with_parent)
 
 
 async def stop_bot(bot) -> None:

@@ -12,6 +12,7 @@ from services.liquidation import spec as liquidation_spec
 from services.matching import spec as matching_spec
 from services.oracle import OracleService
 from services.risk import spec as risk_spec
+from services.runtime.broker import die_with_parent
 from services.runtime.memory import MemoryBus
 from services.runtime.runner import ServiceRunner
 from services.sim.live import LiveMarket
@@ -152,7 +153,7 @@ async def test_run_bootstrap_trades_an_example_strategy_on_a_running_venue_besid
             sys.executable, "-m", "services.cli", "run", "--strategy",
             str(ROOT / "examples/strategies/grid.py:GridMaker"), "--bootstrap", stack.bootstrap,
             "--partitions", "2", "--duration", "18", "--account", "grid", "--report", str(report),
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
         out, err = await asyncio.wait_for(strategy.communicate(), 90)
         stats = await participants
     except BaseException:
