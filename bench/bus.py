@@ -30,7 +30,7 @@ from services.runtime.broker import EmbeddedBroker
 from services.runtime.kafka import KafkaSettings, ensure_topics
 
 SERVICES = (1, 5)  # (linger_ms, fetch_max_wait_ms) of the services
-COMBINATIONS = [(0, 1), (0, 5), (1, 1), (1, 5), (5, 5), (1, 20)]
+COMBINATIONS = [(0, 1), (0, 5), (1, 1), (1, 5), (5, 5), (1, 20), (1, 50), (1, 100)]
 
 
 async def pair(bootstrap: str, topic: str, linger_ms: int, fetch_wait_ms: int):

@@ -5,8 +5,9 @@ already pack many messages into one record (the codec's batches), so per-record 
 stays small. No idempotent producer (Tansu does not implement it): duplicates after a
 retry or a crash are dropped by consumers, by producer id and sequence number.
 
-Consuming: ``getmany`` with ``fetch_max_wait_ms`` of at least 5 ms (DESIGN.md: less
-stalls the consumer against the embedded broker), manual commits, and a rebalance
+Consuming: ``getmany`` with ``fetch_max_wait_ms`` of 5 ms while caught up (DESIGN.md: less
+stalls the consumer against the embedded broker) and more while behind (``FetchWait``),
+manual commits, and a rebalance
 listener that lets the service snapshot partitions it loses and restore partitions it
 gains before reading them.
 """
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 # broker allows (docs/services.md, "Scale-out": measured takeover times).
 SESSION_TIMEOUT_MS = 3000
 HEARTBEAT_MS = 300
+FETCH_WAIT_MS = 5  # a fetch's wait at the broker while caught up (FetchWait)
+FETCH_WAIT_MAX_MS = 200  # at most, while behind and starved
+READ_WAIT_MS = 100  # the bus's reads (log checks, restores): never latency-bound, often far behind
 
 
 @dataclass
@@ -68,6 +72,36 @@ class KafkaSettings:
             options["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
         options.update(self.extra)
         return options
+
+
+class FetchWait:
+    """How long a fetch may wait at the broker (``fetch_max_wait_ms``), adapted to what the
+    fetches bring. Caught up, ``FETCH_WAIT_MS``: the lowest latency on the embedded broker
+    (``python -m bench.bus``: 5 ms gives p50 3.8 ms, p99 11.6 ms a hop; 50 ms gives 8 and 37).
+    Behind and brought nothing, it doubles, up to ``FETCH_WAIT_MAX_MS``: Tansu answers a
+    fetch empty when it cannot gather it within the wait, and on a loaded machine a fetch
+    from far behind the end of a long partition takes longer than 5 ms, every time. Risk
+    fell behind so in a CI run and never caught up (4 records/s against a lag of 12,000; a
+    fetch at its offset: 0 records in 15 s at 5 ms, 11,777 in 0.34 s at 20 ms). Back to the
+    start once caught up."""
+
+    def __init__(self) -> None:
+        self.ms = FETCH_WAIT_MS
+
+    def after(self, brought: bool, behind: bool) -> None:
+        if behind and not brought:
+            self.ms = min(FETCH_WAIT_MAX_MS, self.ms * 2)
+        elif not behind:
+            self.ms = FETCH_WAIT_MS
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, ms: int) -> None:
+    """aiokafka reads its fetch wait from the fetcher at every fetch request it builds; it
+    has no setter (aiokafka==0.14.0 is pinned: tests/integration/test_kafka_fetch.py checks that this
+    still takes effect)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and getattr(fetcher, "_fetch_max_wait_ms", None) != ms:
+        fetcher._fetch_max_wait_ms = ms
 
 
 async def _started(client, settings: KafkaSettings, what: str):
@@ -149,7 +183,7 @@ class KafkaBus:
     async def _read_client(self) -> AIOKafkaConsumer:
         if self._reader is None:
             reader = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                      fetch_max_wait_ms=5, max_partition_fetch_bytes=16 << 20,
+                                      fetch_max_wait_ms=READ_WAIT_MS, max_partition_fetch_bytes=16 << 20,
                                       **self.settings.client_options())
             self._reader = await _started(reader, self.settings, "reader")
         return self._reader
@@ -265,6 +299,7 @@ class KafkaConsumer:
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
         self._consumer: AIOKafkaConsumer | None = None
+        self.fetch_wait = FetchWait()
 
     async def _ensure(self) -> AIOKafkaConsumer:
         while self._consumer is None:
@@ -279,7 +314,7 @@ class KafkaConsumer:
         if self._consumer is None:
             # a killed member holds its partitions until its session times out: keep that short
             consumer = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
-                                        fetch_max_wait_ms=5, max_partition_fetch_bytes=8 << 20,
+                                        fetch_max_wait_ms=FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20,
                                         session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_MS,
                                         **self.settings.client_options())
             consumer.subscribe([self.topic], listener=_Listener(self))
@@ -299,7 +334,25 @@ class KafkaConsumer:
         records: list[Record] = []
         for tp, messages in batches.items():
             records.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value, _headers(m)) for m in messages)
+        if not records or self.fetch_wait.ms != FETCH_WAIT_MS:  # (records at the usual wait: nothing to decide)
+            self.fetch_wait.after(bool(records), await self._behind(consumer))
+            set_fetch_wait(consumer, self.fetch_wait.ms)
         return records
+
+    async def _behind(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether an assigned partition's end, as the last fetches reported it, is past
+        this consumer's position in it."""
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 0.05)
+            except (TimeoutError, KafkaError):
+                continue
+            if end > position:
+                return True
+        return False
 
     def seek(self, partition: int, offset: int) -> None:
         if self._consumer is not None:

@@ -278,7 +278,7 @@ class LiveMarket:
         self._sample(time.monotonic())
         self.stats.interrupted = stop.is_set()
         limit_s = INTERRUPTED_SETTLE_LIMIT_S if self.stats.interrupted else SETTLE_LIMIT_S
-        behind = await self._settle(limit_s)
+        behind = await self.settle(limit_s)
         self.stats.problems = self.violations() if not behind else [
             f"the invariants could not be checked: the services had {behind} records still to apply "
             f"{limit_s:g} s after the participants stopped"]
@@ -315,7 +315,7 @@ class LiveMarket:
                 return
             await asyncio.sleep(0.05)
 
-    async def _settle(self, limit_s: float) -> int:
+    async def settle(self, limit_s: float) -> int:
         """Wait until the services have applied everything sent: in rounds, until each
         service's consumer group has committed its input up to where it ended when the
         round began, and a whole round brought no new account event (what one hop sent

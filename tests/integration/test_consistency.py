@@ -82,6 +82,12 @@ async def test_every_answer_is_reflected_by_the_next_read_on_both_dialects_under
             finally:
                 await binance.close()
             stale += await asyncio.to_thread(orders_then_reads_through_hyperliquid, wallet, hyperliquid_port)
+        stopped = {name: process.returncode for name, process in stack.processes.items() if process.poll() is not None}
+        stop.set()
+        await run
+        # every account counted, the bots' too: longs equal shorts, the money moved in is held
+        behind = await participants.settle(120)
+        problems = participants.violations()
     except BaseException:
         print(stack.log_text())
         raise
@@ -90,7 +96,10 @@ async def test_every_answer_is_reflected_by_the_next_read_on_both_dialects_under
         await run
         await bus.stop()
     print(f"Hyperliquid orders that timed out, stayed unknown for 20 s and were sent again: {TIMED_OUT_UNKNOWN}")
+    assert stopped == {}, f"services stopped under load: {stopped}\n{stack.log_text()}"
     assert stale == [], f"{len(stale)} of {2 * ORDERS} reads did not show the answer before them: {stale[:10]}"
+    assert behind == 0, f"{behind} records still unapplied 120 s after the participants stopped"
+    assert problems == [], problems
 
 
 async def binance_session(port: int, key: str, secret: str) -> ccxt.binanceusdm:
