@@ -60,6 +60,13 @@ def bucket_from_wire(account: str, market: str) -> BucketId:
     return BucketId(account, PositionKey(account, market) if market else None)
 
 
+DEFAULT_LEVERAGE = 20  # an account's leverage in a market until it sets one (at most the market's)
+
+
+def default_leverage(market: Market) -> int:
+    return min(DEFAULT_LEVERAGE, market.max_leverage)
+
+
 class Position:
     """One market's position of an account, with that market's settings (mode, leverage).
 
@@ -75,7 +82,7 @@ class Position:
         self.key = key
         self.market = market
         self.mode = mode
-        self.leverage = leverage if leverage is not None else min(20, market.max_leverage)
+        self.leverage = leverage if leverage is not None else default_leverage(market)
         self.size = 0
         self.entry_value = 0
         self.margin = 0

@@ -204,9 +204,9 @@ class CoreExchange:
         return self.submit(MarkPrice(*self.stamp(), market, spec.price_to_ticks(index or price),
                                      spec.price_to_ticks(price), self.ts))
 
-    def funding(self, market: str, rate_ppb: int, index_price: str) -> list[Message]:
+    def funding(self, market: str, rate_ppb: int, price: str) -> list[Message]:
         spec = self.markets[market]
-        return self.submit(Funding(*self.stamp(), market, rate_ppb, spec.price_to_ticks(index_price), self.ts))
+        return self.submit(Funding(*self.stamp(), market, rate_ppb, spec.price_to_ticks(price), self.ts))
 
     def advance(self, ts: int) -> list[Message]:
         """Move the clock to ``ts`` (ns): the oracle's marks and funding, and what they cause."""

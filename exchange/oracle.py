@@ -310,5 +310,6 @@ class Oracle:
                 calculator.funding_rate = rate
             if rate is not None:
                 self.seq += 1
-                out.append(Funding(self.producer, self.seq, symbol, round(rate * 1e9), index_ticks, ts))
+                charged_on = mark_ticks if self.funding_rule.on_mark else index_ticks
+                out.append(Funding(self.producer, self.seq, symbol, round(rate * 1e9), charged_on, ts))
         return out

@@ -56,6 +56,9 @@ class FundingRule:
     cap: float = 0.04  # the most one payment may be, as a fraction of the position's value
     cap_of_mmr: float = 0.0  # if set, the cap is this times the market's first maintenance rate (Binance: 0.75)
     time_weighted: bool = False  # premium samples weighted 1, 2, ..., n (Binance) or equally
+    # what a payment is charged on: |size| · price · rate with the mark (Binance's funding FAQ)
+    # or the index (Hyperliquid's oracle price)
+    on_mark: bool = False
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.rate_period_s <= 0:
@@ -118,7 +121,7 @@ VENUES = {
                          FundingRule(HOUR), default_markets),
     "binance": Venue("binance", "Binance USDⓈ-M: published brackets, funding every 8 hours from the time-weighted "
                                 "premium, capped at 0.75 × the first bracket's maintenance rate",
-                     FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75), binance_markets,
+                     FundingRule(8 * HOUR, time_weighted=True, cap_of_mmr=0.75, on_mark=True), binance_markets,
                      # "the insurance fund takes over the position at the bankruptcy price"
                      liquidation=BinanceLiquidation(), mark=BinanceMark(), adl=BinanceRanking()),
 }

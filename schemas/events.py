@@ -407,11 +407,13 @@ class MarkPrice(Message, tag="MarkPrice"):
 
 
 class Funding(Message, tag="Funding"):
-    """A funding interval ended: risk pays ``−side · |size| · index_price · rate``."""
+    """A funding interval ended: risk pays ``−side · |size| · price · rate``, ``price`` being
+    what the venue charges funding on (``FundingRule.on_mark``): the index on Hyperliquid
+    (its oracle price), the mark on Binance."""
 
     market: str
     rate_ppb: Rate
-    index_price: Price
+    price: Price
     ts: Count = 0
 
 
@@ -457,6 +459,16 @@ class IncomeItem(msgspec.Struct, array_like=True, gc=False):
     ts: Count = 0
 
 
+class MarketSetting(msgspec.Struct, array_like=True, gc=False):
+    """An account's margin mode and leverage in a market where it holds no position (those
+    with a position are in ``PositionState``): what it set, so that a client reads it back
+    (Binance's ``symbolConfig``, Hyperliquid's ``activeAssetData``)."""
+
+    market: str
+    mode: MarginMode
+    leverage: Leverage
+
+
 class MarginSnapshot(Message, tag="MarginSnapshot"):
     account: str
     balance: Int64
@@ -470,6 +482,7 @@ class MarginSnapshot(Message, tag="MarginSnapshot"):
     # producer -> the newest sequence number of its that this snapshot reflects (risk's own
     # answers and matching's order events, docs/gateway.md "Consistency")
     applied: dict[str, Count] = {}
+    settings: list[MarketSetting] = []  # the mode and leverage set in markets without a position
 
 
 class AdlCandidate(msgspec.Struct, array_like=True, gc=False):

@@ -145,6 +145,23 @@ def test_hyperliquid_price_and_size_validity_rules():
     assert valid_order(sol, Decimal("150"), Decimal("1.255")) == "Order has invalid size."
 
 
+def test_a_hyperliquid_price_finer_than_the_tick_is_placed_on_the_traders_safe_side():
+    """SOL at 99.123 is valid on Hyperliquid (5 figures, 3 decimals <= 6 − 2) and was refused
+    "Price must be divisible by tick size" (SOL's tick here is 0.01)."""
+    from decimal import Decimal
+
+    from exchange.markets import default_markets
+    from services.gateway.hyperliquid.exchange import on_tick, valid_order
+
+    sol = default_markets()["SOL-PERP"]
+    assert valid_order(sol, Decimal("99.123"), Decimal("1")) == ""
+    assert on_tick(sol, Decimal("99.123"), Side.BUY) == Decimal("99.12")  # a buy never pays more than asked
+    assert on_tick(sol, Decimal("99.123"), Side.SELL) == Decimal("99.13")  # a sell never gets less
+    assert on_tick(sol, Decimal("99.12"), Side.SELL) == Decimal("99.12")  # on the tick: as asked
+    assert on_tick(sol, Decimal("99.127")) == Decimal("99.13")  # a trigger: the nearest tick
+    assert on_tick(sol, Decimal("0.001"), Side.BUY) == 0  # below one tick: refused, never placed higher
+
+
 def test_a_trade_knows_the_position_before_it_and_hyperliquid_names_its_direction():
     """Every fill said "Open Long"/"Open Short" with startPosition "0.0", closing ones too,
     and a liquidation's fill had no ``liquidation``: Freqtrade mislabelled its exits."""
@@ -174,3 +191,25 @@ def test_hyperliquids_errors_are_in_its_words_and_never_name_an_enum():
     assert _error_text(Rejected(RejectReason.INSUFFICIENT_MARGIN, "x")) == "Insufficient margin to place order."
     assert _error_text(Rejected(RejectReason.OUTSIDE_PRICE_BAND, "price 142.41 is more than 5% from the mark 150.00")) \
         == "Price 142.41 is more than 5% from the mark 150.00"
+
+
+def test_a_stop_that_fired_before_its_placement_was_answered_is_answered_new_and_queried_triggered():
+    """Freqtrade took a placement answered TRIGGERED for a closed order and placed its stop
+    again, 30 times in 3 minutes. Binance answers a placement NEW; the next query tells."""
+    from schemas.enums import Condition, SelfTradePrevention, TriggerSource
+    from schemas.events import OrderTriggered
+    from services.gateway.binance.algo import accepted_json
+    from services.gateway.binance.wire import algo_json
+
+    ledger = Ledger(default_markets())
+    ledger.apply(OrderAccepted("match.SOL-PERP", 1, "SOL-PERP", "bot", 7, "stop-1", Side.SELL, OrderType.MARKET,
+                               TimeInForce.IOC, 0, 100, True, 1, Condition.STOP, 14000, TriggerSource.MARK))
+    ledger.apply(OrderTriggered("match.SOL-PERP", 2, "SOL-PERP", "bot", 7, "stop-1", Side.SELL, OrderType.MARKET,
+                                TimeInForce.IOC, 0, 100, True, SelfTradePrevention.CANCEL_TAKER, Condition.STOP,
+                                14000, 13990, TriggerSource.MARK, 2))
+    order = ledger.conditionals[7]
+    answer = accepted_json(order)
+    assert (answer["algoStatus"], answer["actualOrderId"], answer["triggerTime"]) == ("NEW", "", 0)
+    assert answer["clientAlgoId"] == "stop-1" and answer["triggerPrice"] == "140.00"
+    queried = algo_json(order)
+    assert (queried["algoStatus"], queried["actualOrderId"]) == ("TRIGGERED", "7")

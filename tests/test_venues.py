@@ -180,6 +180,44 @@ def test_hyperliquid_funding_payment_of_a_known_premium_through_risk():
     assert payment.amount == -118_750_000
 
 
+def test_binance_charges_funding_on_the_mark_and_hyperliquid_on_the_index():
+    # Binance, "Introduction to Binance Futures Funding Rates": "Funding Amount = Nominal
+    # Value of Positions × Funding Rate", the nominal value at the mark price: with a mark of
+    # 50,100 and a rate of 0.15%, 1 BTC long pays 75.15 (on the index of 50,000 it was 75.00).
+    # Hyperliquid, "Trading / Funding": size × oracle price × rate, the oracle being the index.
+    from exchange.mark import BinanceMark
+    from exchange.oracle import Oracle, RandomWalk
+    from schemas.events import BBO, Funding, MarkPrice, Trade
+
+    for profile, charged_on in (("binance", "mark_price"), ("hyperliquid", "index_price")):
+        rules = venue(profile)
+        mark_rule = BinanceMark() if profile == "binance" else None
+        oracle = Oracle(rules.markets(), {"BTC-PERP": RandomWalk(50_000, seed=1, volatility=2.0)},
+                        funding=rules.funding, funding_interval_s=60, mark_rule=mark_rule)
+        events = []
+        for t in range(0, 241, 5):  # the book and the trades 0.4% above the index: the mark is above it
+            index = oracle.index_ticks("BTC-PERP", t * SECOND)
+            oracle.observe(BBO("book", t + 1, "BTC-PERP", round(index * 1.003), 1, round(index * 1.005), 1))
+            oracle.observe(Trade("book", t + 1, "BTC-PERP", t + 1, round(index * 1.004), 1, 1, t * SECOND))
+            events += oracle.tick(t * SECOND)
+        paid = [(e, previous) for previous, e in zip(events, events[1:]) if isinstance(e, Funding)]
+        assert paid and all(isinstance(mark, MarkPrice) for _, mark in paid)
+        assert any(mark.mark_price != mark.index_price for _, mark in paid)  # else the test shows nothing
+        assert [e.price for e, _ in paid] == [getattr(mark, charged_on) for _, mark in paid], profile
+
+    rules = venue("binance")
+    ex = CoreExchange(rules.markets(), venue=rules)
+    for account in ("maker", "long"):
+        ex.deposit(account, "100000")
+    ex.mark("BTC-PERP", "50100", index="50000")
+    ex.place("maker", "BTC-PERP", Side.SELL, "1", "50100")
+    ex.place("long", "BTC-PERP", Side.BUY, "1", "50100", tif=TimeInForce.IOC)
+    events = ex.funding("BTC-PERP", 1_500_000, "50100")  # 0.15%, on the mark the oracle sent
+    [payment] = [item for e in events if type(e).__name__ == "MarginSnapshot" and e.account == "long"
+                 for item in e.income if item.kind.name == "FUNDING_FEE"]
+    assert payment.amount == -75_150_000
+
+
 @pytest.mark.parametrize("profile", ["hyperliquid", "binance"])
 def test_the_backstop_takes_a_position_at_the_mark_or_at_the_bankruptcy_price(profile):
     # Hyperliquid's liquidator takes a bucket too far under maintenance at the mark, with its

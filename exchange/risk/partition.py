@@ -33,6 +33,7 @@ from schemas.events import (
     CommandAccepted,
     CommandRejected,
     MarginSnapshot,
+    MarketSetting,
 )
 
 MAX_BALANCE = 2**62  # micro units: what an account may hold, so its figures stay within int64
@@ -104,9 +105,11 @@ class Partition:
             account.income = []
         else:
             income = []
+        settings = [MarketSetting(p.market.symbol, p.mode, p.leverage) for p in account.positions.values()
+                    if not p.size]
         return MarginSnapshot(self.producer, self.next_seq() if stamp else 0, account.account_id, account.balance,
                               available_to_trade(account, marks, totals), withdrawable(account, marks, totals),
-                              bucket_states(account, marks, totals), positions, ts, income)
+                              bucket_states(account, marks, totals), positions, ts, income, {}, settings)
 
     def get_account(self, account_id: str) -> Account:
         account = self.accounts.get(account_id)

@@ -223,12 +223,12 @@ class Settlement:
 
     def funding(self, event: Funding, out: list) -> None:
         market = self.p.listed(event.market)
-        self.p.guard(market, event.index_price)
+        self.p.guard(market, event.price)
         changed = []
         for account_id in sorted(self.p.holders[market.symbol]):
             account = self.p.accounts[account_id]
             position = account.positions[PositionKey(account_id, market.symbol)]
-            exact = abs(position.size) * event.index_price * market.value_per_tick_lot * abs(event.rate_ppb)
+            exact = abs(position.size) * event.price * market.value_per_tick_lot * abs(event.rate_ppb)
             pays = (event.rate_ppb > 0) == (position.size > 0)
             amount = -ceil_div(exact, PPB) if pays else exact // PPB
             self.p.funding_net -= amount

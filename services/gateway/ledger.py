@@ -33,6 +33,7 @@ from exchange.accounts import (
     available_to_trade,
     bucket_states,
     cross_totals,
+    default_leverage,
     position_state,
     withdrawable,
 )
@@ -42,6 +43,7 @@ from schemas.enums import (
     Condition,
     IncomeKind,
     Liquidity,
+    MarginMode,
     Side,
     TimeInForce,
     TriggerSource,
@@ -152,7 +154,8 @@ def revalue(snapshot: MarginSnapshot, markets: dict[str, Market], marks: dict[st
     positions = [position_state(account, p, now, totals) for p in account.positions.values()]
     return MarginSnapshot(snapshot.producer, snapshot.seq, snapshot.account, snapshot.balance,
                           available_to_trade(account, now, totals), withdrawable(account, now, totals),
-                          bucket_states(account, now, totals), positions, snapshot.ts, snapshot.income)
+                          bucket_states(account, now, totals), positions, snapshot.ts, snapshot.income,
+                          snapshot.applied, snapshot.settings)
 
 
 @dataclass(slots=True)
@@ -298,6 +301,15 @@ class Ledger:
         """The account's newest margin snapshot, as risk sent it."""
         snapshot = self.account(account).snapshot
         return snapshot or MarginSnapshot("", 0, account, 0, 0, 0, [], [], 0)
+
+    def setting(self, account: str, market: Market) -> tuple[MarginMode, int]:
+        """The account's margin mode and leverage in ``market``: its position's, what it set
+        while flat, or the venue's defaults (cross, ``default_leverage``)."""
+        snapshot = self.snapshot(account)
+        for held in (*snapshot.positions, *snapshot.settings):
+            if held.market == market.symbol:
+                return held.mode, held.leverage
+        return MarginMode.CROSS, default_leverage(market)
 
     def valued(self, account: str) -> MarginSnapshot:
         """The newest snapshot valued at the current marks (what the API reports)."""

@@ -1,6 +1,6 @@
 """What the gateway knows of the market, folded from ``market.data``: per market the book
-(from deltas), the last trades, one-minute candles of trades and of the mark (a week of
-each), the mark and index, and funding."""
+(from deltas), the last trades, one-minute candles of trades, of the mark, of the index and
+of the mark's premium over the index (a week of each), the mark and index, and funding."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ class MarketState:
     # quote micro, trades, taker-buy lots, taker-buy quote micro] (prices in ticks)
     candles: deque = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))
     mark_candles: deque = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))  # [open ms, o, h, l, c]
+    index_candles: deque = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))  # the same, of the index
+    # the same, of the premium (mark − index) / index in parts per billion
+    premium_candles: deque = field(default_factory=lambda: deque(maxlen=CANDLES_KEPT))
 
 
 CANDLES_KEPT = 7 * 24 * 60
@@ -51,6 +54,13 @@ def _candle(candles: deque, ts_ns: int, price: int, extra: int = 5) -> list:
 
 def _mark_candle(candles: deque, ts_ns: int, price: int) -> None:
     _candle(candles, ts_ns, price, extra=0)
+
+
+def premium_ppb(mark: int, index: int) -> int:
+    """The mark's premium over the index, (mark − index) / index, in parts per billion
+    (rounded towards zero)."""
+    difference = (mark - index) * 1_000_000_000
+    return difference // index if difference >= 0 else -(-difference // index)
 
 
 class MarketProjection:
@@ -89,7 +99,11 @@ class MarketProjection:
                 candle[9] += quote
         elif isinstance(message, MarkPrice):
             state.mark, state.index = message.mark_price, message.index_price
-            _mark_candle(state.mark_candles, message.ts or time.time_ns(), message.mark_price)
+            ts = message.ts or time.time_ns()
+            _mark_candle(state.mark_candles, ts, message.mark_price)
+            if message.index_price > 0:
+                _mark_candle(state.index_candles, ts, message.index_price)
+                _mark_candle(state.premium_candles, ts, premium_ppb(message.mark_price, message.index_price))
         elif isinstance(message, Funding):
             state.funding_rate_ppb, state.funding_ts = message.rate_ppb, message.ts
             state.funding_history.append((message.ts, message.rate_ppb, state.mark))

@@ -146,16 +146,19 @@ class Oracle:
         self.markets = default_markets()
         self.wall_clock = wall_clock
 
-    async def mark(self, market: str, price: str) -> None:
+    async def mark(self, market: str, price: str, index: str | None = None) -> None:
+        """The mark at ``price``, the index at ``index`` (the mark's price if none)."""
         ticks = self.markets[market].price_to_ticks(price)
+        index_ticks = self.markets[market].price_to_ticks(index) if index else ticks
         self.seq += 1
         self.count += 1
-        await self._publish(market, MarkPrice(self.producer, self.seq, market, ticks, ticks, self._ts()))
+        await self._publish(market, MarkPrice(self.producer, self.seq, market, index_ticks, ticks, self._ts()))
 
-    async def funding(self, market: str, rate_ppb: int, index: str) -> None:
+    async def funding(self, market: str, rate_ppb: int, price: str) -> None:
+        """A payment of ``rate_ppb`` charged on ``price`` (the venue's: the index or the mark)."""
         self.seq += 1
         self.count += 1
-        ticks = self.markets[market].price_to_ticks(index)
+        ticks = self.markets[market].price_to_ticks(price)
         await self._publish(market, Funding(self.producer, self.seq, market, rate_ppb, ticks, self._ts()))
 
     def _ts(self) -> int:

@@ -415,6 +415,56 @@ async def test_ccxt_reads_candles_mark_candles_and_funding_history(venue):
     assert [(h["symbol"], h["fundingRate"]) for h in history] == [("SOL/USDT:USDT", 0.0001)]
 
 
+async def test_ccxt_reads_index_and_premium_candles_and_last_prices(venue):
+    """fetchOHLCV with price "index" and "premiumIndex", and fetchLastPrices, which ccxt
+    sends to /fapi/v1/indexPriceKlines, /premiumIndexKlines and /fapi/v2/ticker/price
+    (answered -5000 before)."""
+    exchange, client, oracle, gateway = venue
+    await oracle.mark("SOL-PERP", "150", index="149")
+    await oracle.mark("SOL-PERP", "151.5", index="150")
+    await client.deposit("maker", "1000000")
+    await client.deposit("taker", "100000")
+    await client.place("maker", "SOL-PERP", Side.SELL, "1", "150.25")
+    await client.place("taker", "SOL-PERP", Side.BUY, "1", "150.25", tif=TimeInForce.IOC)
+    await settle(gateway, lambda: gateway.projection.markets["SOL-PERP"].trades
+                 and len(gateway.projection.markets["SOL-PERP"].index_candles) > 0
+                 and gateway.projection.markets["SOL-PERP"].index == 15000)
+    index = await exchange.fetch_ohlcv("SOL/USDT:USDT", "1m", params={"price": "index"})
+    assert index[0][1] == 149.0 and index[-1][4] == 150.0 and max(c[2] for c in index) == 150.0
+    premium = await exchange.fetch_ohlcv("SOL/USDT:USDT", "1m", params={"price": "premiumIndex"})
+    # (150 − 149) / 149 and (151.5 − 150) / 150, to 8 places
+    assert premium[0][1] == round(1 / 149, 8) and premium[-1][4] == 0.01
+    last = await exchange.fetch_last_prices(["SOL/USDT:USDT"])
+    assert last["SOL/USDT:USDT"]["price"] == 150.25
+    with pytest.raises(ccxt.BadRequest):
+        await exchange.fapiPublicGetIndexPriceKlines({"interval": "1m"})  # no pair
+
+
+async def test_ccxt_reads_margin_modes_and_leverages_where_it_holds_nothing(venue):
+    """What a bot set in a market it is flat in reads back (fetchMarginModes and
+    fetchLeverages ask /fapi/v1/symbolConfig, nautilus_trader's execution client too);
+    markets it never touched show the defaults, cross at 20x (SOL's maximum is 20x)."""
+    _, client, oracle, gateway = venue
+    async with signed(gateway, "bot") as bot:
+        await client.deposit("bot", "1000")
+        await bot.load_markets()
+        await bot.set_margin_mode("isolated", "ETH/USDT:USDT")
+        await bot.set_leverage(7, "ETH/USDT:USDT")
+        modes = await bot.fetch_margin_modes(["ETH/USDT:USDT", "SOL/USDT:USDT"])
+        assert (modes["ETH/USDT:USDT"]["marginMode"], modes["SOL/USDT:USDT"]["marginMode"]) == ("isolated", "cross")
+        leverages = await bot.fetch_leverages(["ETH/USDT:USDT", "SOL/USDT:USDT", "BTC/USDT:USDT"])
+        assert leverages["ETH/USDT:USDT"]["longLeverage"] == 7
+        assert leverages["SOL/USDT:USDT"]["longLeverage"] == 20 and leverages["BTC/USDT:USDT"]["longLeverage"] == 20
+        assert (await bot.fetch_margin_mode("ETH/USDT:USDT"))["marginMode"] == "isolated"
+        config = await bot.fapiPrivateGetAccountConfig()
+        assert (config["canTrade"], config["dualSidePosition"], config["multiAssetsMargin"]) == (True, False, False)
+        # fetchTradingFees reads the fee tier (accountConfig) and takes the rates from ccxt's own
+        # table; fetchTradingFee asks the venue (commissionRate): SOL's 0.02% and 0.05%
+        assert "SOL/USDT:USDT" in await bot.fetch_trading_fees()
+        fee = await bot.fetch_trading_fee("SOL/USDT:USDT")
+        assert (fee["maker"], fee["taker"]) == (0.0002, 0.0005)
+
+
 async def test_ccxt_sees_its_trades_fees_income_and_order_history(venue):
     _, client, oracle, gateway = venue
     async with signed(gateway, "bot") as bot:

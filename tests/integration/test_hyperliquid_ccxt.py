@@ -153,3 +153,29 @@ async def test_ccxt_pro_watches_the_book_ticker_candles_orders_fills_balance_and
         assert await exchange.fetch_open_orders(SOL) == []
     finally:
         await exchange.close()
+
+
+async def test_ccxt_approves_its_builder_fee_once_and_sets_its_referrer(hyperliquid):
+    """ccxt approves its builder fee (a user-signed action) and sets its referrer before its
+    first order. Both were refused, so it asked again before every order (60 extra signed
+    requests in one session) and never attached its builder."""
+    client, oracle, gateway, url = hyperliquid
+    wallet = await funded(client, oracle, gateway)
+    exchange = configured(accxt, wallet, url)
+    sent: list[str] = []
+    post = exchange.privatePostExchange
+
+    async def counted(request, *args):
+        sent.append(request["action"]["type"])
+        return await post(request, *args)
+
+    exchange.privatePostExchange = counted
+    try:
+        await exchange.load_markets()
+        for _ in range(3):
+            await exchange.create_order(SOL, "limit", "buy", 0.1, 145)
+        assert sent.count("approveBuilderFee") == 1 and sent.count("setReferrer") == 1
+        assert exchange.options["approvedBuilderFee"] is True and exchange.options["builderFee"] is True
+        assert len(await exchange.fetch_open_orders(SOL)) == 3
+    finally:
+        await exchange.close()

@@ -92,7 +92,11 @@ async def test_an_unknown_or_malformed_request_gets_hyperliquids_answer(hyperliq
     async with aiohttp.ClientSession() as session:
         # "user" and "market" are the dialect's own helpers' names, not request types
         for body in ('{"type": "noSuchThing"}', "not json", '{"type": "l2Book", "coin": "DOGE"}', "[]",
-                     f'{{"type": "user", "user": "{USER}"}}', '{"type": "market", "coin": "SOL"}'):
+                     f'{{"type": "user", "user": "{USER}"}}', '{"type": "market", "coin": "SOL"}',
+                     # a user that is not an address (20 bytes in hex): answered 200 and empty before
+                     '{"type": "clearinghouseState", "user": "0x12"}',
+                     f'{{"type": "clearinghouseState", "user": "{USER}00"}}',
+                     '{"type": "openOrders", "user": "alice"}'):
             async with session.post(f"{url}/info", data=body, headers={"Content-Type": "application/json"}) as answer:
                 assert answer.status == 422, body
                 assert await answer.text() == "Failed to deserialize the JSON body into the target type"
@@ -217,6 +221,12 @@ async def test_a_replayed_nonce_a_stranger_and_a_bad_signature_are_refused(hyper
         answer = await post({"action": long_cloid, "nonce": nonce + 4, "vaultAddress": None, "expiresAfter": None,
                              "signature": sign_l1_action(wallet, long_cloid, None, nonce + 4, None, False)})
         assert answer == {"status": "err", "response": "Failed to deserialize the JSON body into the target type"}
+        # for a vault (or subaccount) the signer neither leads nor is an agent of: refused as
+        # Hyperliquid refuses it; before, the order was placed on the signer's own account
+        vault = stranger.address.lower()
+        answer = await post({"action": action, "nonce": nonce + 5, "vaultAddress": vault, "expiresAfter": None,
+                             "signature": sign_l1_action(wallet, action, vault, nonce + 5, None, False)})
+        assert answer == {"status": "err", "response": f"Vault not registered: {vault}"}
     assert len(gateway.ledger.open_orders(address)) == 1  # only the first, once
 
 

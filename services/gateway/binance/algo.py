@@ -50,6 +50,18 @@ def _flag(params: dict[str, str], name: str) -> bool:
     return params.get(name, "false").lower() == "true"
 
 
+def accepted_json(order) -> dict:
+    """The answer to a placement: the order as it was accepted (``NEW``), as Binance answers
+    it. A stop whose price was reached in the milliseconds after it was accepted shows
+    ``TRIGGERED`` to the next query, not in this answer: Freqtrade took a placement answered
+    ``TRIGGERED`` for a closed order and placed its stop again, 30 times in 3 minutes."""
+    answer = algo_json(order)
+    if order.status is not ConditionalStatus.WAITING:
+        answer.update(algoStatus="NEW", actualOrderId="", triggerTime=0, updateTime=answer["createTime"],
+                      failedReason="")
+    return answer
+
+
 class AlgoOrders:
     """The algo order endpoints, over the dialect's shared context."""
 
@@ -140,7 +152,7 @@ class AlgoOrders:
         order = context.ledger.conditionals.get(result.order_id)
         if order is None:
             raise BinanceError(-1007, "Timeout waiting for response from backend server.", 408)
-        return web.json_response(algo_json(order))
+        return web.json_response(accepted_json(order))
 
     def _find(self, account: str, params: dict[str, str]):
         mine = self.context.ledger.conditionals_of.get(account, {})

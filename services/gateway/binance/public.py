@@ -35,6 +35,7 @@ class PublicApi:
             web.get("/fapi/v1/ticker/bookTicker", self.book_ticker),
             web.get("/fapi/v1/ticker/24hr", self.ticker_24hr),
             web.get("/fapi/v1/ticker/price", self.ticker_price),
+            web.get("/fapi/v2/ticker/price", self.ticker_price),
             web.get("/fapi/v1/premiumIndex", self.premium_index),
             web.get("/fapi/v1/fundingRate", self.funding_rate),
             web.get("/fapi/v1/fundingInfo", self.funding_info),
@@ -42,6 +43,8 @@ class PublicApi:
             web.get("/fapi/v1/aggTrades", self.agg_trades),
             web.get("/fapi/v1/klines", self.klines),
             web.get("/fapi/v1/markPriceKlines", self.mark_price_klines),
+            web.get("/fapi/v1/indexPriceKlines", self.index_price_klines),
+            web.get("/fapi/v1/premiumIndexKlines", self.premium_index_klines),
         ]
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -186,8 +189,18 @@ class PublicApi:
                                    "adjustedFundingRateFloor": "-0.03000000", "fundingIntervalHours": 1,
                                    "disclaimer": False} for m in self.markets.values()])
 
-    def _klines(self, request: web.Request, mark: bool) -> list:
-        market = self._market(request)
+    def _klines(self, request: web.Request, kind: str = "trades") -> list:
+        """Candles of trades, or of a price (``mark``, ``index``, ``premium``: Binance's
+        twelve fields with the volumes "0")."""
+        if kind == "index":  # Binance names the index's market by its pair, not its symbol
+            pair = request.query.get("pair")
+            if pair is None:
+                raise BinanceError(-1102, "Mandatory parameter 'pair' was not sent, was empty/null, or malformed.")
+            market = self.context.by_symbol.get(pair.upper())
+            if market is None:
+                raise BinanceError(-1121, "Invalid symbol.")
+        else:
+            market = self._market(request)
         interval = request.query.get("interval")
         if interval not in INTERVALS_MS:
             raise BinanceError(-1120, f"Invalid interval; one of {', '.join(INTERVALS_MS)}.")
@@ -195,11 +208,13 @@ class PublicApi:
         start, end = number(request.query, "startTime"), number(request.query, "endTime")
         limit = number(request.query, "limit", 500, 1, 1500)
         state = self.projection.markets[market.symbol]
-        price = market.format_price
+        price = (lambda ppb: f"{ppb / 1e9:.8f}") if kind == "premium" else market.format_price
+        candles = {"trades": state.candles, "mark": state.mark_candles, "index": state.index_candles,
+                   "premium": state.premium_candles}[kind]
         rows = []
-        for candle in aggregate(state.mark_candles if mark else state.candles, width, start, end, limit):
+        for candle in aggregate(candles, width, start, end, limit):
             opened, o, h, low, c = candle[:5]
-            if mark:
+            if kind != "trades":
                 rows.append([opened, price(o), price(h), price(low), price(c), "0", opened + width - 1, "0", 0, "0",
                              "0", "0"])
             else:
@@ -209,10 +224,18 @@ class PublicApi:
         return rows
 
     async def klines(self, request: web.Request) -> web.Response:
-        return web.json_response(self._klines(request, mark=False))
+        return web.json_response(self._klines(request))
 
     async def mark_price_klines(self, request: web.Request) -> web.Response:
-        return web.json_response(self._klines(request, mark=True))
+        return web.json_response(self._klines(request, "mark"))
+
+    async def index_price_klines(self, request: web.Request) -> web.Response:
+        return web.json_response(self._klines(request, "index"))
+
+    async def premium_index_klines(self, request: web.Request) -> web.Response:
+        """The mark's premium over the index, (mark − index) / index: Binance's premium
+        index is the impact prices' (docs/gateway.md)."""
+        return web.json_response(self._klines(request, "premium"))
 
     async def trades(self, request: web.Request) -> web.Response:
         market = self._market(request)

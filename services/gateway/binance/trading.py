@@ -10,6 +10,7 @@ import uuid
 
 from aiohttp import web
 
+from exchange.markets import Market
 from schemas.enums import MarginMode, RejectReason, SelfTradePrevention, Side, TimeInForce
 from schemas.events import MAX_LEVERAGE
 from services.client import Rejected
@@ -18,6 +19,20 @@ from services.gateway.binance.context import BinanceContext
 from services.gateway.binance.params import BATCH_LIMIT, BinanceError, client_id_param, decimal, number
 from services.gateway.binance.wire import INCOME_NAMES, binance_symbol, order_json, shown_client_id, trade_json
 from services.gateway.ledger import LIVE, OrderKind, entry_price, money
+
+
+UNBOUNDED_NOTIONAL = 10**13  # micro units (10,000,000 USDT): the last tier's cap, which has none
+
+
+def max_notional(market: Market, leverage: int) -> int:
+    """The largest notional (micro units) a position may have at ``leverage``: the cap of the
+    last maintenance tier that still allows it (Binance's ``maxNotionalValue``)."""
+    tiers = market.tiers
+    cap = tiers[1].floor if len(tiers) > 1 else UNBOUNDED_NOTIONAL
+    for index, tier in enumerate(tiers):
+        if tier.max_leverage >= leverage:
+            cap = tiers[index + 1].floor if index + 1 < len(tiers) else UNBOUNDED_NOTIONAL
+    return cap
 
 
 class TradingApi:
@@ -42,6 +57,8 @@ class TradingApi:
             web.post("/fapi/v1/positionMargin", self.position_margin),
             web.get("/fapi/v1/leverageBracket", self.leverage_bracket),
             web.get("/fapi/v1/commissionRate", self.commission_rate),
+            web.get("/fapi/v1/symbolConfig", self.symbol_config),
+            web.get("/fapi/v1/accountConfig", self.account_config),
             web.get("/fapi/v1/positionSide/dual", self.position_mode),
             web.post("/fapi/v1/positionSide/dual", self.set_position_mode),
             web.get("/fapi/v1/multiAssetsMargin", self.multi_assets),
@@ -104,6 +121,27 @@ class TradingApi:
                           for p in snapshot.positions],
         })
 
+    async def symbol_config(self, request: web.Request) -> web.Response:
+        """Each market's margin mode and leverage for the account (ccxt's fetchMarginModes,
+        nautilus_trader's execution client at connect), also in markets where it holds no
+        position."""
+        account, params = await self.context.signed(request)
+        chosen = [self.context.signed_market(params)] if "symbol" in params else list(self.markets.values())
+        rows = []
+        for market in chosen:
+            mode, leverage = self.ledger.setting(account, market)
+            rows.append({"symbol": binance_symbol(market),
+                         "marginType": "ISOLATED" if mode is MarginMode.ISOLATED else "CROSSED",
+                         "isAutoAddMargin": "false", "leverage": leverage,
+                         "maxNotionalValue": f"{max_notional(market, leverage) / 1e6:.0f}"})
+        return web.json_response(rows)
+
+    async def account_config(self, request: web.Request) -> web.Response:
+        await self.context.signed(request)
+        return web.json_response({"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True,
+                                  "dualSidePosition": False, "updateTime": 0, "multiAssetsMargin": False,
+                                  "tradeGroupId": -1})
+
     async def margin_type(self, request: web.Request) -> web.Response:
         account, params = await self.context.signed(request)
         market = self.context.signed_market(params)
@@ -122,8 +160,7 @@ class TradingApi:
         if not 1 <= leverage <= MAX_LEVERAGE:
             raise BinanceError(-4028, "Leverage is not valid.")
         await self.context.command(self.client.set_leverage(account, market.symbol, leverage))
-        ceiling = market.tiers[1].floor if len(market.tiers) > 1 else 10**13
-        return web.json_response({"leverage": leverage, "maxNotionalValue": f"{ceiling / 1e6:.0f}",
+        return web.json_response({"leverage": leverage, "maxNotionalValue": f"{max_notional(market, leverage) / 1e6:.0f}",
                                   "symbol": binance_symbol(market)})
 
     async def position_margin(self, request: web.Request) -> web.Response:
@@ -177,7 +214,8 @@ class TradingApi:
                 "initialMargin": usd(position.initial_margin), "maintMargin": usd(position.maintenance_margin),
                 "positionInitialMargin": usd(position.initial_margin), "openOrderInitialMargin": "0",
                 "adl": 0, "bidNotional": "0", "askNotional": "0", "isAutoAddMargin": "false",
-                "maxNotionalValue": "10000000", "updateTime": snapshot.ts // 1_000_000})
+                "maxNotionalValue": f"{max_notional(market, position.leverage) / 1e6:.0f}",
+                "updateTime": snapshot.ts // 1_000_000})
         return web.json_response(rows)
 
     async def balance(self, request: web.Request) -> web.Response:

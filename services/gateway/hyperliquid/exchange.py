@@ -31,7 +31,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import msgpack
@@ -118,6 +118,7 @@ class HyperliquidExchange:
         self.assets = list(host.markets.values())  # asset index -> market, as /info's meta lists them
         self.nonces: dict[str, deque[int]] = {}
         self.scheduled: dict[str, asyncio.Task] = {}  # account -> its dead man's switch
+        self.builder_fees: dict[str, dict[str, int]] = {}  # account -> builder -> most it allowed (tenths of a bp)
         # the signed actions served, by Hyperliquid's name for them (approveAgent is signed by
         # the master itself, see ``answer``): nothing else is reachable from the wire
         self.handlers: dict[str, Callable[[str, dict], Awaitable[Any]]] = {
@@ -129,6 +130,7 @@ class HyperliquidExchange:
             "scheduleCancel": self._scheduleCancel,
             "cancel": self._cancel,
             "cancelByCloid": self._cancelByCloid,
+            "setReferrer": self._setReferrer,
         }
 
     def routes(self) -> list:
@@ -154,7 +156,15 @@ class HyperliquidExchange:
                 raise Refusal(UNREADABLE)
             if action.get("type") == "approveAgent":  # user-signed, by the master itself
                 return {"status": "ok", "response": await self._approve_agent(action, signature, nonce)}
-            account = self._signer(action, signature, body.get("vaultAddress"), nonce, body.get("expiresAfter"))
+            if action.get("type") == "approveBuilderFee":  # user-signed too (ccxt sends it before its first order)
+                return {"status": "ok", "response": self._approve_builder_fee(action, signature, nonce)}
+            vault = body.get("vaultAddress")
+            account = self._signer(action, signature, vault, nonce, body.get("expiresAfter"))
+            if vault is not None:
+                # perpsim has no vaults or subaccounts: an action for one is refused as
+                # Hyperliquid refuses one for a vault it does not know (before, the order was
+                # placed on the signer's own account)
+                raise Refusal(f"Vault not registered: {str(vault).lower()}")
             self._use_nonce(account, nonce)
             handler = self.handlers.get(action.get("type"))
             if handler is None:
@@ -187,30 +197,50 @@ class HyperliquidExchange:
                 return master
         raise Refusal(f"User or API Wallet {candidates[0]} does not exist.")
 
-    async def _approve_agent(self, action: dict, signature: dict, nonce: int) -> dict:
-        """``approveAgent``, signed by the master on the ``HyperliquidSignTransaction``
-        domain (as the SDK's ``approve_agent`` does): the agent may then sign for it."""
+    def _user_signed(self, action: dict, signature: dict, nonce: int, kind: str, fields: list[tuple[str, str]]) -> str:
+        """The funded account that signed a user-signed action (EIP-712 on the
+        ``HyperliquidSignTransaction`` domain, as the SDK and ccxt sign ``approveAgent`` and
+        ``approveBuilderFee``): ``fields`` are its message's (name, type); its nonce is used."""
         try:
-            message = {"hyperliquidChain": action["hyperliquidChain"], "agentAddress": action["agentAddress"],
-                       "agentName": action.get("agentName", ""), "nonce": action["nonce"]}
+            message = {name: action.get(name, "") if kind_ == "string" else action[name] for name, kind_ in fields}
             chain = int(action["signatureChainId"], 16)
             typed = {"domain": {"name": "HyperliquidSignTransaction", "version": "1", "chainId": chain,
                                 "verifyingContract": "0x" + "0" * 40},
-                     "types": {"HyperliquidTransaction:ApproveAgent": [
-                         {"name": "hyperliquidChain", "type": "string"}, {"name": "agentAddress", "type": "address"},
-                         {"name": "agentName", "type": "string"}, {"name": "nonce", "type": "uint64"}],
-                         "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                          {"name": "chainId", "type": "uint256"},
-                                          {"name": "verifyingContract", "type": "address"}]},
-                     "primaryType": "HyperliquidTransaction:ApproveAgent", "message": message}
+                     "types": {f"HyperliquidTransaction:{kind}": [{"name": n, "type": t} for n, t in fields],
+                               "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                                {"name": "chainId", "type": "uint256"},
+                                                {"name": "verifyingContract", "type": "address"}]},
+                     "primaryType": f"HyperliquidTransaction:{kind}", "message": message}
             vrs = [int(signature["v"]), int(signature["r"], 16), int(signature["s"], 16)]
-            master = Account.recover_message(encode_typed_data(full_message=typed), vrs=vrs).lower()
+            user = Account.recover_message(encode_typed_data(full_message=typed), vrs=vrs).lower()
         except Exception:  # noqa: BLE001 - whatever does not verify is an invalid signature
             raise Refusal("Invalid signature") from None
         known = self.host.ledger.accounts
-        if master not in known or known[master].snapshot is None:
-            raise Refusal(f"User or API Wallet {master} does not exist.")
-        self._use_nonce(master, nonce)
+        if user not in known or known[user].snapshot is None:
+            raise Refusal(f"User or API Wallet {user} does not exist.")
+        self._use_nonce(user, nonce)
+        return user
+
+    def _approve_builder_fee(self, action: dict, signature: dict, nonce: int) -> dict:
+        """``approveBuilderFee``: the account allows ``builder`` to charge it up to
+        ``maxFeeRate`` ("0.01%") on the orders that name it. Before, it was recovered as an L1
+        action and refused, and ccxt asked again before every order."""
+        user = self._user_signed(action, signature, nonce, "ApproveBuilderFee", [
+            ("hyperliquidChain", "string"), ("maxFeeRate", "string"), ("builder", "address"), ("nonce", "uint64")])
+        rate = str(action["maxFeeRate"])
+        if not rate.endswith("%"):
+            raise Refusal(UNREADABLE)
+        tenths_of_bp = Decimal(rate[:-1]) * 1000  # a builder fee is in tenths of a basis point
+        if tenths_of_bp < 0 or tenths_of_bp != tenths_of_bp.to_integral_value():
+            raise Refusal(UNREADABLE)
+        self.builder_fees.setdefault(user, {})[str(action["builder"]).lower()] = int(tenths_of_bp)
+        return {"type": "default"}
+
+    async def _approve_agent(self, action: dict, signature: dict, nonce: int) -> dict:
+        """``approveAgent``, signed by the master (as the SDK's ``approve_agent`` does): the
+        agent may then sign for it."""
+        master = self._user_signed(action, signature, nonce, "ApproveAgent", [
+            ("hyperliquidChain", "string"), ("agentAddress", "address"), ("agentName", "string"), ("nonce", "uint64")])
         agent = str(action["agentAddress"]).lower()
         await publish_agent(self.host.bus, agent, master)
         await self.host.keys.known(AGENT_PREFIX + agent)
@@ -256,6 +286,9 @@ class HyperliquidExchange:
             problem = valid_order(market, price, size)
             if problem:
                 return {"error": problem}
+            price = on_tick(market, price, Side.BUY if wire["b"] else Side.SELL)
+            if price <= 0:
+                return {"error": "Order has invalid price."}
             result = await asyncio.wait_for(self._place(account, market, wire, size, price, tif),
                                             self.host.order_timeout_s)
         except Refusal as refusal:
@@ -374,12 +407,21 @@ class HyperliquidExchange:
         if condition is None or not isinstance(trigger.get("isMarket"), bool):
             return {"error": "Order has invalid trigger."}
         size = Decimal(wire["s"])
+        side = Side.BUY if wire["b"] else Side.SELL
         result = await asyncio.wait_for(self.host.client.place_conditional(
-            account, market.symbol, Side.BUY if wire["b"] else Side.SELL, str(size), condition,
-            trigger=str(Decimal(trigger["triggerPx"])), price=None if trigger["isMarket"] else str(Decimal(wire["p"])),
+            account, market.symbol, side, str(size), condition,
+            trigger=str(on_tick(market, Decimal(trigger["triggerPx"]))),
+            price=None if trigger["isMarket"] else str(on_tick(market, Decimal(wire["p"]), side)),
             source=TriggerSource.MARK, reduce_only=bool(wire.get("r")), client_order_id=wire.get("c") or None),
             self.host.order_timeout_s)
         return {"resting": {"oid": result.order_id, **({"cloid": wire["c"]} if wire.get("c") else {})}}
+
+    async def _setReferrer(self, account: str, action: dict) -> dict:
+        """perpsim has no referral program: a code is accepted and changes nothing (ccxt sets
+        its own once per session; before, the action was unknown)."""
+        if not isinstance(action.get("code"), str):
+            raise Refusal(UNREADABLE)
+        return {"type": "default"}
 
     async def _scheduleCancel(self, account: str, action: dict) -> dict:
         """A dead man's switch: at ``time`` (ms), cancel the account's open orders; no
@@ -457,6 +499,21 @@ def valid_order(market, price: Decimal, size: Decimal) -> str:
     if max(0, -size.normalize().as_tuple().exponent) > size_decimals:
         return "Order has invalid size."
     return ""
+
+
+def on_tick(market, price: Decimal, side: Side | None = None) -> Decimal:
+    """A price valid by Hyperliquid's rule may be finer than the market's tick (SOL at
+    99.123: five figures, three decimals; SOL's tick is 0.01): it is placed at the tick on
+    the trader's safe side, a buy's down and a sell's up, so it never trades worse than
+    asked; a trigger price (``side`` None) at the nearest tick. Before, it was refused
+    "Price must be divisible by tick size", and Freqtrade's emergency exit after a crash
+    failed so."""
+    tick = market.tick_size
+    ticks = price / tick
+    if ticks == ticks.to_integral_value():
+        return price
+    rounding = ROUND_HALF_EVEN if side is None else ROUND_FLOOR if side is Side.BUY else ROUND_CEILING
+    return ticks.to_integral_value(rounding=rounding) * tick  # 0 for a buy below one tick: refused
 
 
 def _error_text(refused: Rejected) -> str:

@@ -18,6 +18,7 @@ the JSON body into the target type".
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -40,6 +41,7 @@ from services.gateway.ledger import (
 from services.gateway.projection import aggregate
 
 UNREADABLE = "Failed to deserialize the JSON body into the target type"
+ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # a trigger order's status, in Hyperliquid's words (ccxt reads "triggered" as open)
 TRIGGER_STATUS = {ConditionalStatus.WAITING: "open", ConditionalStatus.TRIGGERED: "triggered",
                   ConditionalStatus.FINISHED: "filled", ConditionalStatus.REJECTED: "rejected",
@@ -143,8 +145,10 @@ class HyperliquidInfo:
         return market
 
     def _user(self, body: dict) -> str:
+        """An address: 20 bytes in hex. Anything else ("0x12") is a body Hyperliquid cannot
+        read (422); before, it was answered 200 with an empty account."""
         user = body.get("user")
-        if not isinstance(user, str) or not user.startswith("0x"):
+        if not isinstance(user, str) or not ADDRESS.match(user):
             raise Unreadable
         return user.lower()
 
