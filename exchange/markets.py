@@ -99,6 +99,7 @@ class Market:
         "maker_fee_ppm",
         "taker_fee_ppm",
         "price_band_ppm",
+        "limit_band_ppm",
         "strict_isolated",
         "value_per_tick_lot",
         "_price_places",
@@ -122,6 +123,7 @@ class Market:
         maker_fee_ppm: Any = 200,
         taker_fee_ppm: Any = 500,
         price_band_ppm: Any = 50_000,
+        limit_band_ppm: Any = None,
         strict_isolated: Any = False,
     ):
         if not isinstance(symbol, str) or not symbol or not symbol.replace("-", "").isalnum():
@@ -148,7 +150,12 @@ class Market:
         self.taker_fee_ppm = _int(symbol, "taker_fee_ppm", taker_fee_ppm, low=0, high=PPM // 10)
         if self.maker_fee_ppm + self.taker_fee_ppm < 0:
             raise MarketError(f"{symbol}: a maker rebate larger than the taker fee pays out money")
+        # how far a market order may trade from the mark (its protection price), and how far
+        # from the mark a limit price may be (the price band itself): the same on Binance
+        # (PERCENT_PRICE), apart on Hyperliquid (80% for a limit price, docs/matching.md)
         self.price_band_ppm = _int(symbol, "price_band_ppm", price_band_ppm, low=1, high=PPM - 1)
+        self.limit_band_ppm = self.price_band_ppm if limit_band_ppm is None else \
+            _int(symbol, "limit_band_ppm", limit_band_ppm, low=1, high=PPM - 1)
         self.strict_isolated = bool(strict_isolated)
         self.tiers = _build_tiers(symbol, self.max_leverage, list(tiers))
 
@@ -295,22 +302,28 @@ def _build_tiers(symbol: str, max_leverage: int, raw: list[tuple]) -> tuple[Tier
     return tuple(tiers)
 
 
+HYPERLIQUID_LIMIT_BAND_PPM = 800_000  # "Order price cannot be more than 80% away from the reference price"
+
+
 def default_markets() -> dict[str, Market]:
-    """BTC, ETH and SOL perpetuals with parameters close to the large venues'."""
+    """BTC, ETH and SOL perpetuals with parameters close to the large venues' (Hyperliquid's,
+    the default profile's: a limit price may be up to 80% from the mark)."""
     markets = [
         Market(
             "BTC-PERP", "0.1", "0.001", 40,
-            tiers=[(0, 40), (20_000_000, 20), (100_000_000, 10)],
+            tiers=[(0, 40), (20_000_000, 20), (100_000_000, 10)], limit_band_ppm=HYPERLIQUID_LIMIT_BAND_PPM,
         ),
-        Market("ETH-PERP", "0.01", "0.01", 25, tiers=[(0, 25), (10_000_000, 10)]),
-        Market("SOL-PERP", "0.01", "0.01", 20, tiers=[(0, 20), (5_000_000, 10)]),
+        Market("ETH-PERP", "0.01", "0.01", 25, tiers=[(0, 25), (10_000_000, 10)],
+               limit_band_ppm=HYPERLIQUID_LIMIT_BAND_PPM),
+        Market("SOL-PERP", "0.01", "0.01", 20, tiers=[(0, 20), (5_000_000, 10)],
+               limit_band_ppm=HYPERLIQUID_LIMIT_BAND_PPM),
     ]
     return {market.symbol: market for market in markets}
 
 
 _FIELDS = {
     "tick_size", "lot_size", "max_leverage", "base", "quote", "min_size", "tiers",
-    "maker_fee_ppm", "taker_fee_ppm", "price_band_ppm", "strict_isolated",
+    "maker_fee_ppm", "taker_fee_ppm", "price_band_ppm", "limit_band_ppm", "strict_isolated",
 }
 
 

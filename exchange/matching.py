@@ -129,6 +129,7 @@ class MatchingEngine(ConditionalOrders):
         "symbol",
         "min_size",
         "band_ppm",
+        "limit_band_ppm",
         "coalesce",
         "_book_ts",
     )
@@ -140,6 +141,7 @@ class MatchingEngine(ConditionalOrders):
         self.symbol = market.symbol
         self.min_size = market.min_size
         self.band_ppm = market.price_band_ppm
+        self.limit_band_ppm = market.limit_band_ppm
         self.book: OrderBook = Book() if book is None else book
         self.producer = producer or f"match.{market.symbol}"
         self.seq = 0
@@ -292,14 +294,14 @@ class MatchingEngine(ConditionalOrders):
         trading at the index."""
         if reference <= 0:
             return ""
-        band_ppm = self.band_ppm
+        band_ppm = self.limit_band_ppm
         if abs(price - reference) * PPM > reference * band_ppm:
             if strayed(reference, index, band_ppm) and abs(price - index) * PPM <= index * band_ppm:
                 return ""
             market = self.market
             return (
                 f"price {market.format_price(price)} is more than "
-                f"{market.price_band_ppm / 10_000:g}% from the mark {market.format_price(reference)}"
+                f"{band_ppm / 10_000:g}% from the mark {market.format_price(reference)}"
             )
         return ""
 

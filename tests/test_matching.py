@@ -164,7 +164,10 @@ def test_market_order_with_no_liquidity_and_no_reference_is_rejected(engine):
     assert one(events, OrderRejected).reason is RejectReason.NO_LIQUIDITY
 
 
-def test_limit_outside_price_band_of_reference_is_rejected_but_liquidation_is_exempt(engine):
+def test_limit_outside_price_band_of_reference_is_rejected_but_liquidation_is_exempt():
+    from exchange.venues import binance_markets
+
+    engine = MatchingEngine(binance_markets()["BTC-PERP"])  # Binance's PERCENT_PRICE: 5% either way
     events = engine.apply(order(1, "t", BUY, 1, 10501, reference_price=10000))
     assert one(events, OrderRejected).reason is RejectReason.OUTSIDE_PRICE_BAND
     events = engine.apply(order(2, "t", SELL, 1, 9499, reference_price=10000))
@@ -177,6 +180,21 @@ def test_limit_outside_price_band_of_reference_is_rejected_but_liquidation_is_ex
 
 
 # ------------------------------------------------------------------ validation
+
+
+def test_hyperliquids_limit_prices_may_rest_up_to_80_percent_from_the_mark_and_market_orders_stay_within_5(engine):
+    """A resting GTC 5.5% from the mark was refused OUTSIDE_PRICE_BAND; Hyperliquid refuses a
+    limit price only beyond 80% of its reference price. A market order's protection stays 5%."""
+    assert not of(engine.apply(order(1, "t", BUY, 1, 9450, reference_price=10000)), OrderRejected)  # −5.5%
+    assert not of(engine.apply(order(2, "t", SELL, 1, 17999, reference_price=10000)), OrderRejected)  # +79.99%
+    refused = one(engine.apply(order(3, "t", SELL, 1, 18001, reference_price=10000)), OrderRejected)
+    assert refused.reason is RejectReason.OUTSIDE_PRICE_BAND and "80%" in refused.detail
+    assert one(engine.apply(order(4, "t", BUY, 1, 1999, reference_price=10000)), OrderRejected).reason is \
+        RejectReason.OUTSIDE_PRICE_BAND
+    engine.apply(order(5, "m", SELL, 5, 10400))  # asks at +4% and +6%
+    engine.apply(order(6, "m", SELL, 5, 10600))
+    taken = engine.apply(order(7, "t", BUY, 10, reference_price=10000))  # a market order: up to +5%
+    assert sum(f.size for f in of(taken, Fill)) == 5 and all(f.price == 10400 for f in of(taken, Fill))
 
 
 @pytest.mark.parametrize(

@@ -77,8 +77,8 @@ class PublicApi:
                      "maxQty": "10000000", "stepSize": str(market.lot_size)},
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                     {"filterType": "MIN_NOTIONAL", "notional": "0"},
-                    {"filterType": "PERCENT_PRICE", "multiplierUp": f"{1 + market.price_band_ppm / 1e6:.4f}",
-                     "multiplierDown": f"{1 - market.price_band_ppm / 1e6:.4f}", "multiplierDecimal": "4"},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": f"{1 + market.limit_band_ppm / 1e6:.4f}",
+                     "multiplierDown": f"{1 - market.limit_band_ppm / 1e6:.4f}", "multiplierDecimal": "4"},
                 ],
                 "orderTypes": ["LIMIT", "MARKET", *CONDITIONAL_TYPES], "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
             })
