@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 async def run(stack, seed: int, first: tuple[str, ...], events: dict[int, tuple[str, str]]) -> dict:
     """The seeded load against ``first``; ``events``: at order n, ("kill" | "start", name)."""
+    print(f"{time.strftime('%X')} starting {first} on {stack.bootstrap}")  # where the time went, if it fails
     stack.start(*first)
     bus = await kafka_bus(stack.bootstrap, stack.partitions)
     answered_at: list[float] = []
@@ -41,10 +42,12 @@ async def run(stack, seed: int, first: tuple[str, ...], events: dict[int, tuple[
                 # this keeps the order of the book the same in every run, so runs compare
                 await client.wait_for(lambda m, o=order_id: isinstance(m, (OrderAccepted, OrderRejected))
                                       and m.client_order_id == o, timeout_s=90)
+            print(f"{time.strftime('%X')} all {len(load(seed))} orders answered; waiting for the events to settle")
             seen = -1
             while seen != len(client.events):
                 seen = len(client.events)
                 await asyncio.sleep(3)
+            print(f"{time.strftime('%X')} settled at {seen} events")
             finals = {}
             for account in ACCOUNTS:
                 snapshot = await client.snapshot(account)
