@@ -342,17 +342,7 @@ class KafkaConsumer:
     async def _behind(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether an assigned partition's end, as the last fetches reported it, is past
         this consumer's position in it."""
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            if end is None:
-                continue
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), 0.05)
-            except (TimeoutError, KafkaError):
-                continue
-            if end > position:
-                return True
-        return False
+        return await _lag(consumer, 0.05) > 0
 
     def seek(self, partition: int, offset: int) -> None:
         if self._consumer is not None:
@@ -375,29 +365,29 @@ class KafkaConsumer:
         return {tp.partition for tp in self._consumer.assignment()}
 
     async def lag(self) -> int:
-        if self._consumer is None:
-            return 0
-        assigned = list(self._consumer.assignment())
-        if not assigned:
-            return 0
-        # the ends the last fetches brought (no request: on a loaded broker an offsets request
-        # takes seconds, and the status line is written from the service's loop)
-        total = 0
-        for tp in assigned:
-            end = self._consumer.highwater(tp)
-            if end is None:
-                continue
-            try:
-                position = await asyncio.wait_for(self._consumer.position(tp), 0.5)
-            except (TimeoutError, KafkaError):
-                continue
-            total += max(0, end - position)
-        return total
+        return await _lag(self._consumer, 0.5) if self._consumer is not None else 0
 
     async def stop(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await _closed(consumer)
+
+
+async def _lag(consumer: AIOKafkaConsumer, position_timeout_s: float) -> int:
+    """Records between the consumer's positions and its partitions' ends as the last fetches
+    brought them: no request to the broker (on a loaded one an offsets request takes seconds,
+    and both the status line and the fetch wait ask this from a service's loop)."""
+    total = 0
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), position_timeout_s)
+        except (TimeoutError, KafkaError):
+            continue
+        total += max(0, end - position)
+    return total
 
 
 def _headers(message) -> tuple[tuple[str, bytes], ...]:
