@@ -28,6 +28,7 @@ from schemas.enums import (
 from schemas.events import (
     BBO,
     CancelOrder,
+    CommandRejected,
     Deposit,
     Fill,
     Funding,
@@ -61,6 +62,12 @@ class LiveView:
         self.funding: dict[str, tuple[int, int]] = {}  # market -> (last rate ppb, payments)
         self.snapshots: dict[str, MarginSnapshot] = {}
         self.orders: dict[str, dict[int, str]] = {}  # account -> order id -> market
+        # orders a cancel was sent for, until they close: a maker that requotes every tick
+        # while the venue takes longer than a tick to answer must not cancel them again
+        # (it did: each order was cancelled once per tick of latency, so the cancels grew with
+        # the latency and the latency with the cancels, 600 orders/s became 9,000 commands/s
+        # within two minutes and a bot's orders took seconds)
+        self.cancelling: set[int] = set()
         self.fills: dict[tuple[str, str], int] = {}  # positions from fills, before snapshots catch up
         # money moved in and out of every account (deposits less withdrawals), from the
         # TRANSFER income of each snapshot, counted once per (account, seq)
@@ -82,7 +89,15 @@ class LiveView:
         return self.fills.get((account, market), 0)
 
     def open_orders(self, account: str, market: str) -> list[int]:
-        return [order_id for order_id, m in self.orders.get(account, {}).items() if m == market]
+        cancelling = self.cancelling
+        return [order_id for order_id, m in self.orders.get(account, {}).items()
+                if m == market and order_id not in cancelling]
+
+    def cancel_sent(self, account: str, order_id: int) -> None:
+        """A cancel of ``order_id`` was sent: it is no longer listed as open (nor cancelled
+        again) while it waits for its outcome."""
+        if order_id in self.orders.get(account, ()):
+            self.cancelling.add(order_id)
 
     def lots_for(self, market: str, usd: float) -> int:
         mark = self.mark(market)
@@ -100,6 +115,9 @@ class LiveView:
             self.orders.setdefault(message.account, {})[message.order_id] = message.market
         elif isinstance(message, (OrderClosed, OrderRejected)):
             self.orders.get(message.account, {}).pop(message.order_id, None)
+            self.cancelling.discard(message.order_id)
+        elif isinstance(message, CommandRejected) and message.command == "CancelOrder":
+            self.cancelling.discard(message.order_id)  # refused: listed (and cancelled) again if still open
         elif isinstance(message, Fill):
             buyer = message.taker_account if message.taker_side > 0 else message.maker_account
             seller = message.maker_account if message.taker_side > 0 else message.taker_account
@@ -224,6 +242,7 @@ class LiveMarket:
                                         SelfTradePrevention.CANCEL_TAKER, now, intent.condition, intent.trigger,
                                         close_position=intent.close_position))
         elif isinstance(intent, Cancel):
+            self.view.cancel_sent(intent.account, intent.order_id)
             await self._send(CancelOrder(*client.stamp(), intent.account, intent.market, intent.order_id, now))
 
     async def run(self, duration_s: float, stop: asyncio.Event | None = None, on_second=None,

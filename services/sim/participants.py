@@ -66,7 +66,8 @@ class View(Protocol):
     def position(self, account: str, market: str) -> int: ...
 
     def open_orders(self, account: str, market: str) -> list[int]:
-        """Ids of the account's live orders in the market."""
+        """Ids of the account's live orders in the market, less those it has already asked
+        to cancel (a cancel on its way is not sent again)."""
 
     def lots_for(self, market: str, usd: float) -> int:
         """How many lots ``usd`` of notional is at the mark."""

@@ -36,8 +36,18 @@ from tests.integration.test_gateway import point_at_gateway
 pytestmark = pytest.mark.integration
 
 ORDERS = 200
-TIMED_OUT_UNKNOWN: list[str] = []  # orders that timed out and the venue never knew (sent again)
 SOL = "SOL/USDT:USDT"
+TIMED_OUT_UNKNOWN: list[str] = []  # orders that timed out and the venue never knew (sent again)
+PUSHED_BACK = {"binance": 0, "hyperliquid": 0}  # answers "overloaded, try again"
+TIMED_OUT = {"binance": 0, "hyperliquid": 0}  # answers "timed out, it may be live"
+
+
+def progress(dialect: str, index: int, started: float) -> None:
+    """Where the time went, printed every 25 orders (shown if the test fails or times out)."""
+    if (index + 1) % 25 == 0:
+        print(f"{time.strftime('%X')} {dialect}: {index + 1}/{ORDERS} orders and reads in "
+              f"{time.monotonic() - started:.0f} s; pushed back {PUSHED_BACK[dialect]}, "
+              f"timed out {TIMED_OUT[dialect]}", flush=True)
 
 
 def step(index: int) -> tuple[bool, Decimal]:
@@ -62,6 +72,7 @@ async def test_every_answer_is_reflected_by_the_next_read_on_both_dialects_under
     binance_port, hyperliquid_port = free_port(), free_port()
     stack = stack_factory(partitions=2, extra=["--gateway-port", str(binance_port), "--hyperliquid-port",
                                                str(hyperliquid_port), "--scenario", "calm"])
+    print(f"{time.strftime('%X')} starting the venue on {stack.bootstrap}")
     stack.start("matching", "risk", "liquidation", "oracle", "gateway")
     markets = default_markets()
     bus = await kafka_bus(stack.bootstrap, 2)
@@ -85,8 +96,10 @@ async def test_every_answer_is_reflected_by_the_next_read_on_both_dialects_under
         stopped = {name: process.returncode for name, process in stack.processes.items() if process.poll() is not None}
         stop.set()
         await run
+        print(f"{time.strftime('%X')} both sessions done; waiting for the services to apply everything")
         # every account counted, the bots' too: longs equal shorts, the money moved in is held
         behind = await participants.settle(120)
+        print(f"{time.strftime('%X')} settled ({behind} records behind)")
         problems = participants.violations()
     except BaseException:
         print(stack.log_text())
@@ -113,6 +126,7 @@ async def orders_then_reads_through_binance(bot: ccxt.binanceusdm) -> list:
     """Each order answered, then at once its status and the position: both must show it."""
     stale = []
     expected = Decimal(0)
+    started = time.monotonic()
     for index in range(ORDERS):
         buy, size = step(index)
         order = await place_as_a_bot_would(bot, index, "buy" if buy else "sell", float(size))
@@ -124,6 +138,7 @@ async def orders_then_reads_through_binance(bot: ccxt.binanceusdm) -> list:
         seen = Decimal(str(position["contracts"] or 0)) * (1 if position["side"] == "long" else -1)
         if seen != expected or status["status"] != "closed" or Decimal(str(status["filled"])) != filled:
             stale.append(("binance", index, str(expected), str(seen), status["status"]))
+        progress("binance", index, started)
     return stale
 
 
@@ -135,8 +150,10 @@ async def place_as_a_bot_would(bot: ccxt.binanceusdm, index: int, side: str, siz
         try:
             return await bot.create_order(SOL, "market", side, size, None, {"newClientOrderId": client_id})
         except (ccxt.OperationFailed, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable):
+            PUSHED_BACK["binance"] += 1
             await asyncio.sleep(1)
         except (ccxt.BadResponse, ccxt.RequestTimeout):
+            TIMED_OUT["binance"] += 1
             for _ in range(20):
                 try:
                     found = await bot.fetch_order(None, SOL, {"origClientOrderId": client_id})
@@ -162,11 +179,13 @@ def market_open_as_a_bot_would(exchange: Exchange, info: Info, address: str, buy
         except ClientError as error:
             if error.status_code != 429:
                 raise
+            PUSHED_BACK["hyperliquid"] += 1
             time.sleep(1)
             continue
         status = answer["response"]["data"]["statuses"][0]
         if not status.get("error", "").startswith("Timeout waiting for the exchange"):
             return status
+        TIMED_OUT["hyperliquid"] += 1
         for _ in range(40):
             found = info.query_order_by_cloid(address, cloid)
             if found.get("order", {}).get("status") == "filled":
@@ -187,6 +206,7 @@ def orders_then_reads_through_hyperliquid(wallet, port: int) -> list:
     address = wallet.address.lower()
     stale = []
     expected = Decimal(0)
+    started = time.monotonic()
     for index in range(ORDERS):
         buy, size = step(index)
         status = market_open_as_a_bot_would(exchange, info, address, buy, float(size), Cloid.from_int(index + 1))
@@ -199,4 +219,5 @@ def orders_then_reads_through_hyperliquid(wallet, port: int) -> list:
         order = info.query_order_by_oid(address, status["filled"]["oid"])
         if seen != expected or order.get("order", {}).get("status") != "filled":
             stale.append(("hyperliquid", index, str(expected), str(seen), order.get("order", {}).get("status")))
+        progress("hyperliquid", index, started)
     return stale
