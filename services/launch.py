@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -283,7 +284,7 @@ async def _run_participants(options: Options, settings: KafkaSettings, duration_
         print(f"report: {paths['report.html']}")
         return 0 if all(child.poll() is None for child in children.values()) else 1
     finally:
-        await bus.stop()
+        await _stop_bus(bus, "participants", gone=stop.is_set())  # interrupted: a few seconds, not 30
 
 
 class held_logs:
@@ -365,17 +366,19 @@ def spawn(command: list[str], **kwargs) -> subprocess.Popen:
 STOP_ORDER = (("gateway", "oracle"), ("risk", "matching", "liquidation"))
 
 
-def _stop_children(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
+async def _stop_children(children: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM each stage of ``STOP_ORDER`` and wait for it (killed after ``grace_s``),
+    polling, so that a second Ctrl-C meanwhile is heard (``_stop_or_quit``)."""
     for stage in STOP_ORDER:
         chosen = [(name, children[name]) for name in stage if name in children]
         for _, child in chosen:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(child.poll() is None for _, child in chosen):
+            await asyncio.sleep(0.05)
         for name, child in chosen:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if child.poll() is None:
                 log.error("%s did not stop within %g s of SIGTERM; killing it", name, grace_s)
                 child.kill()
                 child.wait()
@@ -385,11 +388,12 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
               participants: Participants | LoadtestSettings | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    children: dict[str, subprocess.Popen] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _stop_or_quit, stop, children)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks, "up")  # `kill -USR1 <pid>`: what each task waits on
     broker = None
     settings = options.settings
-    children: dict[str, subprocess.Popen] = {}
     live = bool(options.scenario) and isinstance(participants, Participants)
     folder = logs = None
     log_handler = None
@@ -473,16 +477,37 @@ async def _up(options: Options, duration_s: float | None, on_ready=None,
                 pass
         return 0 if all(child.poll() is None for child in children.values()) else 1
     finally:
-        _stop_children(children)
+        await _stop_children(children)
         if broker is not None:
             broker.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
         if logs is not None:
             report_child_logs(logs, children)
             print(f"logs: {logs}", file=sys.stderr)
             logging.getLogger().removeHandler(log_handler)
             log_handler.close()
+
+
+def _stop_or_quit(stop: asyncio.Event, children: dict[str, subprocess.Popen]) -> None:
+    """The first Ctrl-C (or SIGTERM) stops the run in order: the participants stop, the
+    services send what they have, snapshot and commit, a partial report is written. A
+    second one waits for none of that: every process of the run (the broker too) is killed
+    and `up` exits with 130 at once; the services resume from their last snapshots."""
+    # printed, not logged: while the dashboard holds the terminal, log lines wait for its end
+    if not stop.is_set():
+        stop.set()
+        print("stopping: the services save their state, then a partial report (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+        return
+    print("stopping at once: every process of the run killed, no report", file=sys.stderr, flush=True)
+    for child in children.values():
+        if child.poll() is None:
+            child.kill()
+    for child in children.values():
+        child.wait()
+    logging.shutdown()
+    os._exit(130)
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from schemas.topics import COMPACTED_TOPICS
 from services.runtime.bus import BusError, Item, PartitionsCallback, Record
 
 log = logging.getLogger(__name__)
+UNDELIVERED_LOG_S = 10.0
 
 # A member killed without a goodbye holds its partitions until its session times out; the
 # survivors notice the rebalance at their next heartbeat. Both as short as the embedded
@@ -160,6 +162,8 @@ class KafkaBus:
         self._reader: AIOKafkaConsumer | None = None  # for read() and offsets(), in no group
         self._reader_lock = asyncio.Lock()
         self._watchers: dict[str, AIOKafkaConsumer] = {}  # group -> a consumer reading its commits
+        self.undelivered = 0  # records sent without waiting that the broker did not take
+        self._undelivered_logged = -UNDELIVERED_LOG_S
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.settings, self.topics)
@@ -265,6 +269,23 @@ class KafkaBus:
                    for topic, partition, key, value, *headers in items]
         if futures and wait:
             await asyncio.gather(*futures)
+        elif futures:
+            for future in futures:
+                future.add_done_callback(self._unwaited_done)
+
+    def _unwaited_done(self, future: asyncio.Future) -> None:
+        """A record sent without waiting (``wait=False``) has its outcome: a failure is
+        counted and logged, at most every ``UNDELIVERED_LOG_S`` (it was a line per record, and
+        a broker that stopped answering printed hundreds of "Future exception was never
+        retrieved")."""
+        if future.cancelled() or future.exception() is None:
+            return
+        self.undelivered += 1
+        now = time.monotonic()
+        if now - self._undelivered_logged >= UNDELIVERED_LOG_S:
+            self._undelivered_logged = now
+            log.warning("%d record(s) sent without waiting were not delivered so far; the last: %r",
+                        self.undelivered, future.exception())
 
     async def flush(self) -> None:
         if self._producer is not None:

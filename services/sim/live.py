@@ -144,6 +144,8 @@ log = logging.getLogger(__name__)
 SETTLE_LIMIT_S = 60.0
 MARKS_LIMIT_S = 60.0  # the oracle's first marks, which its process start delays
 INTERRUPTED_SETTLE_LIMIT_S = 8.0  # after Ctrl-C: a partial report soon, checked if the services keep up
+SETTLE_REQUESTS_S = 15.0  # beyond the settling's limit, for its last requests to the broker to time out
+STOP_GRACE_S = 1.0  # after a stop, how long a tick may still wait on the broker before it is given up
 MAX_OUTSTANDING_S = 2.0  # the participants wait while more than this many seconds' orders are unanswered
 LAG_EVERY_S = 5.0
 
@@ -163,6 +165,7 @@ class LiveStats:
         field(default_factory=list)
     fees: int = 0  # trading fees of every fill seen, micro units
     problems: list[str] = field(default_factory=list)  # invariants that did not hold at the end
+    unchecked: str = ""  # why the invariants could not be checked at the end (the services had not caught up)
     held_ticks: int = 0  # ticks the participants waited for the venue to catch up (backpressure)
     lag: dict[str, int] = field(default_factory=dict)  # each service's records behind, every LAG_EVERY_S
     interrupted: bool = False  # stopped (Ctrl-C, SIGTERM) before its duration: a partial run
@@ -265,6 +268,41 @@ class LiveMarket:
         return self.stats
 
     async def _run(self, duration_s: float, stop: asyncio.Event, on_second, on_ready) -> None:
+        trading = asyncio.create_task(self._trade(duration_s, stop, on_second, on_ready), name="trading")
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({trading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not trading.done():
+                # stopped: the loop ends at its next tick, unless a send waits on a broker that
+                # does not take it (the client library waits up to 40 s per record): then the
+                # tick is given up, and the settling below counts what did go out
+                done, _ = await asyncio.wait({trading}, timeout=STOP_GRACE_S)
+                if not done:
+                    log.warning("a tick still waited on the broker %g s after the stop; given up", STOP_GRACE_S)
+                    trading.cancel()
+                    await asyncio.gather(trading, return_exceptions=True)
+            if not trading.cancelled():
+                trading.result()  # what it raised
+        finally:
+            stopped.cancel()
+            trading.cancel()
+        self._sample(time.monotonic())
+        self.stats.interrupted = stop.is_set()
+        limit_s = INTERRUPTED_SETTLE_LIMIT_S if self.stats.interrupted else SETTLE_LIMIT_S
+        try:  # each of its requests has its own timeout; the whole is bounded too
+            behind = await asyncio.wait_for(self.settle(limit_s), limit_s + SETTLE_REQUESTS_S)
+        except (TimeoutError, BusError) as exc:
+            self.stats.unchecked = (f"the services' progress could not be read within {limit_s + SETTLE_REQUESTS_S:g} s "
+                                    f"({exc or 'timed out'})")
+            return
+        if behind:
+            self.stats.unchecked = f"the services had {behind:,} records still to apply {limit_s:g} s after the stop"
+        else:
+            self.stats.problems = self.violations()
+
+    async def _trade(self, duration_s: float, stop: asyncio.Event, on_second, on_ready) -> None:
+        """Deposits and settings, ``on_ready``, the first marks, then a tick every
+        ``tick_s`` until ``duration_s`` has passed or ``stop`` is set."""
         await self.client.deposit("insurance", self.scenario.insurance_fund)
         for agent in self.agents:
             for account in agent.accounts:
@@ -294,13 +332,6 @@ class LiveMarket:
                     on_second(self)
                 next_second += 1
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-        self._sample(time.monotonic())
-        self.stats.interrupted = stop.is_set()
-        limit_s = INTERRUPTED_SETTLE_LIMIT_S if self.stats.interrupted else SETTLE_LIMIT_S
-        behind = await self.settle(limit_s)
-        self.stats.problems = self.violations() if not behind else [
-            f"the invariants could not be checked: the services had {behind} records still to apply "
-            f"{limit_s:g} s after the participants stopped"]
 
     def _behind(self) -> bool:
         """Whether more orders are unanswered than the participants send in

@@ -413,7 +413,7 @@ def summarize_live(market, stats, venue: str = "hyperliquid") -> dict:
         "pnl_by_kind": {kind: value / MICRO for kind, value in (stats.series[-1][5] if stats.series else {}).items()},
         "basis": basis,
         "held_ticks": stats.held_ticks,
-        "invariants": "hold" if not stats.problems else stats.problems,
+        "invariants": stats.problems or (f"not checked: {stats.unchecked}" if stats.unchecked else "hold"),
     }
 
 

@@ -125,7 +125,7 @@ async def test_a_calm_live_run_with_a_ccxt_bot_beside_the_participants_keeps_eve
     expected = money(scenario.insurance_fund) + sum(money(a.deposit) * len(a.accounts) for a in market.agents) \
         + money("2000")
     assert market.view.transfers == expected
-    assert stats.problems == []
+    assert stats.problems == [] and not stats.unchecked, stats.unchecked
 
 
 async def test_run_bootstrap_trades_an_example_strategy_on_a_running_venue_beside_its_participants(stack_factory,
@@ -170,7 +170,7 @@ async def test_run_bootstrap_trades_an_example_strategy_on_a_running_venue_besid
     # its position as the participants' own client saw the venue's fills, from its trades.csv
     signed = sum((1 if t["side"] == "buy" else -1) * round(float(t["size"]) * 100) for t in trades)
     assert market.view.fills.get(("grid", "SOL-PERP"), 0) == signed
-    assert stats.problems == [], stats.problems  # the strategy's deposit and trades included
+    assert stats.problems == [] and not stats.unchecked, (stats.problems, stats.unchecked)  # the strategy's deposit and trades included
     assert "PnL" in out.decode() and (report / "strategy.png").stat().st_size > 10_000
 
 

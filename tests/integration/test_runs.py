@@ -8,12 +8,14 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from services.runtime.broker import die_with_parent
 from tests.integration.conftest import free_ports
 
 pytestmark = pytest.mark.integration
@@ -95,3 +97,69 @@ def test_ctrl_c_in_a_terminal_stops_everything_and_writes_a_partial_report(tmp_p
     result = subprocess.run([*UP, "--duration", "8", "--no-dashboard", *free_ports()],
                             cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def start_up_and_freeze_its_broker(tmp_path) -> tuple[subprocess.Popen, int, list[int]]:
+    """`up` trading, then its broker stopped (SIGSTOP): every request to it hangs."""
+    up = subprocess.Popen([*UP, "--duration", "300", "--no-dashboard", *free_ports()], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    os.set_blocking(up.stdout.fileno(), False)
+    output = b""
+    deadline = time.monotonic() + 120
+    while output.count(b"orders/s=") < 2:  # the second progress line: five seconds of trading
+        assert time.monotonic() < deadline and up.poll() is None, output.decode(errors="replace")[-3000:]
+        time.sleep(0.2)
+        output += up.stdout.read() or b""
+    pids = started_pids(output.decode(errors="replace"))
+    broker = int(re.search(rb"embedded broker listening on \S+ \(pid (\d+)\)", output).group(1))
+    os.kill(broker, signal.SIGSTOP)
+    return up, broker, pids
+
+
+def finish(up: subprocess.Popen, limit_s: float) -> tuple[int, str, float]:
+    started = time.monotonic()
+    try:
+        rest, _ = up.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        rest, _ = up.communicate()
+        raise AssertionError(f"`up` still ran {limit_s:g} s after the interrupt: {rest.decode(errors='replace')[-3000:]}")
+    return up.returncode, rest.decode(errors="replace"), time.monotonic() - started
+
+
+def test_ctrl_c_ends_the_run_while_its_broker_hangs_and_says_the_invariants_were_not_checked(tmp_path):
+    """Before, a tick waiting on a broker that did not answer held the interrupt for 12
+    minutes: the client library waits up to 40 s per record, and the participants' loop
+    only looked at the stop between ticks."""
+    up, broker, pids = start_up_and_freeze_its_broker(tmp_path)
+    try:
+        up.send_signal(signal.SIGINT)
+        code, text, took = finish(up, 90)  # 1 s for the tick, 23 for the settling, 3 for the bus, 2 x 10 for the services
+    finally:
+        if alive(broker):
+            os.kill(broker, signal.SIGCONT)
+    assert code == 0, text[-3000:]
+    assert "stopping: the services save their state" in text
+    assert "Future exception was never retrieved" not in text and "Traceback" not in text, text[-3000:]
+    summary = json.loads((tmp_path / "reports" / "latest" / "summary.json").read_text())
+    assert summary["run"] == "interrupted (partial report)"
+    assert summary["invariants"].startswith("not checked: the services' progress could not be read"), summary
+    time.sleep(0.5)
+    assert len(pids) == 6 and not [pid for pid in pids if alive(pid)]
+
+
+def test_a_second_ctrl_c_stops_everything_at_once(tmp_path):
+    up, broker, pids = start_up_and_freeze_its_broker(tmp_path)
+    try:
+        up.send_signal(signal.SIGINT)
+        time.sleep(3)  # stopping in order: the participants wait on the broker
+        up.send_signal(signal.SIGINT)
+        code, text, took = finish(up, 20)
+    finally:
+        if alive(broker):
+            os.kill(broker, signal.SIGCONT)
+    assert code == 130, text[-3000:]
+    assert "stopping at once: every process of the run killed, no report" in text
+    assert took < 10, f"{took:.1f} s after the second Ctrl-C"
+    time.sleep(0.5)
+    assert len(pids) == 6 and not [pid for pid in pids if alive(pid)]
