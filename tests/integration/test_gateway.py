@@ -588,7 +588,10 @@ async def test_mission_isolated_case_through_ccxt_loses_its_300_and_not_a_cent_m
                                   "iw": "300.000000", "mp": "123.50", "up": "-265.000000", "mm": "30.875000"}]
             await oracle.mark("SOL-PERP", "105")  # a 30% gap: far through the bankruptcy price of 120
             forced = await next_event(stream, "ORDER_TRADE_UPDATE")
-            assert forced["o"]["o"] in ("LIQUIDATION", "ADL") and forced["o"]["S"] == "SELL"
+            # a LIMIT IOC order named autoclose-..., as Binance streams a liquidation
+            assert (forced["o"]["o"], forced["o"]["f"], forced["o"]["ot"], forced["o"]["S"]) == ("LIMIT", "IOC", "LIMIT",
+                                                                                                 "SELL")
+            assert forced["o"]["c"].startswith("autoclose-")
             assert forced["o"]["z"] == "10.00"
             while True:
                 update = await next_event(stream, "ACCOUNT_UPDATE")

@@ -6,7 +6,8 @@ user data stream (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``, ``MARGIN_CALL``).
 Connections are accepted where Binance and ccxt put them: ``/ws``, ``/ws/<streams>``,
 ``/stream?streams=a/b`` (payloads wrapped as ``{"stream", "data"}``), the same under
 ``/public``, ``/market`` and ``/private``, and a user data stream at
-``/ws/<listenKey>`` or ``...?listenKey=<key>``. ``SUBSCRIBE``, ``UNSUBSCRIBE`` and
+``/ws/<listenKey>``, ``...?listenKey=<key>``, or as a stream of a combined connection
+(``/stream?streams=<listenKey>``, or ``SUBSCRIBE``d; its payloads wrapped under the key). ``SUBSCRIBE``, ``UNSUBSCRIBE`` and
 ``LIST_SUBSCRIPTIONS`` requests are answered as Binance answers them.
 
 Every connection has a bounded queue; a client that falls ``QUEUE_LIMIT`` messages behind
@@ -41,10 +42,11 @@ INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, account: str | None):
+    def __init__(self, ws: web.WebSocketResponse, combined: bool, account: str | None, listen_key: str | None = None):
         self.ws = ws
         self.combined = combined
         self.account = account
+        self.listen_key = listen_key  # a combined stream names the user data by it, as Binance does
         self.streams: dict[tuple[str, str], set[str]] = {}  # (market, kind) -> names as subscribed
         self.queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
 
@@ -79,14 +81,16 @@ class StreamHub:
             await ws.close(code=1008, message=b"unknown listenKey")
             return ws
         combined = request.path.rstrip("/").endswith("/stream") or "/stream/" in request.path
-        connection = Connection(ws, combined, account)
+        connection = Connection(ws, combined, account, key)
         names = [n for n in request.query.get("streams", "").split("/") if n]
         if not account and tail:  # other path segments (ccxt appends a connection number) are not streams
             names += [n for n in tail.split("/") if "@" in n]
-        unknown = [n for n in names if not self._subscribe(connection, n)]
         self.connections.add(connection)
         if account:
             self.users.setdefault(account, set()).add(connection)
+        # a listen key among the streams (``/stream?streams=<listenKey>/<symbol>@...``, as
+        # nautilus_trader connects) is the user data stream
+        unknown = [n for n in names if not self._subscribe(connection, n) and not self._attach_user(connection, n)]
         writer = asyncio.create_task(self._write(connection))
         try:
             if unknown:
@@ -125,7 +129,8 @@ class StreamHub:
             await connection.ws.send_json({"error": {"code": 3, "msg": "Invalid JSON: expected an object"}})
             return
         if method == "SUBSCRIBE" and isinstance(params, list):
-            unknown = [name for name in params if not self._subscribe(connection, str(name))]
+            unknown = [name for name in params
+                       if not self._subscribe(connection, str(name)) and not self._attach_user(connection, str(name))]
             if unknown:
                 await connection.ws.send_json({"error": {"code": 2, "msg": f"Invalid request: unknown stream(s) "
                                                                             f"{unknown}"}, "id": request_id})
@@ -155,6 +160,17 @@ class StreamHub:
             return False
         connection.streams.setdefault(key, set()).add(name)
         self.subscribers.setdefault(key, set()).add(connection)
+        return True
+
+    def _attach_user(self, connection: Connection, name: str) -> bool:
+        """``name`` is a listen key: the connection carries its account's user data."""
+        account = self.listen_keys.get(name)
+        if account is None:
+            return False
+        if connection.account is not None and connection.account != account:
+            return False  # one account's user data per connection
+        connection.account, connection.listen_key = account, name
+        self.users.setdefault(account, set()).add(connection)
         return True
 
     def _unsubscribe(self, connection: Connection, name: str) -> None:
@@ -198,7 +214,7 @@ class StreamHub:
     def user(self, account: str, payload: dict) -> None:
         connections = self.users.get(account)
         if connections:
-            self._send(connections, lambda c: ("user",), payload)
+            self._send(connections, lambda c: (c.listen_key or "user",), payload)
 
     def market(self, message, before: tuple[dict, dict] | None = None) -> None:
         """Stream payloads for one ``market.data`` message (already folded into the

@@ -132,7 +132,7 @@ class TradingApi:
             mode, leverage = self.ledger.setting(account, market)
             rows.append({"symbol": binance_symbol(market),
                          "marginType": "ISOLATED" if mode is MarginMode.ISOLATED else "CROSSED",
-                         "isAutoAddMargin": "false", "leverage": leverage,
+                         "isAutoAddMargin": False, "leverage": leverage,
                          "maxNotionalValue": f"{max_notional(market, leverage) / 1e6:.0f}"})
         return web.json_response(rows)
 

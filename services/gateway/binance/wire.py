@@ -47,8 +47,10 @@ EXECUTION = {Execution.NEW: "NEW", Execution.TRADE: "TRADE", Execution.AMENDMENT
 ALGO_STATUS = {ConditionalStatus.WAITING: "NEW", ConditionalStatus.TRIGGERED: "TRIGGERED",
                ConditionalStatus.FINISHED: "FINISHED", ConditionalStatus.REJECTED: "REJECTED",
                ConditionalStatus.CANCELED: "CANCELED", ConditionalStatus.EXPIRED: "EXPIRED"}
-ORDER_TYPE = {OrderKind.LIMIT: "LIMIT", OrderKind.MARKET: "MARKET", OrderKind.LIQUIDATION: "LIQUIDATION",
-              OrderKind.ADL: "ADL"}
+# a forced close (liquidation, ADL) is a LIMIT IOC order on Binance, its client order id saying
+# what it is; there is no LIQUIDATION type (nautilus_trader's decoder refuses a message with one)
+ORDER_TYPE = {OrderKind.LIMIT: "LIMIT", OrderKind.MARKET: "MARKET", OrderKind.LIQUIDATION: "LIMIT",
+              OrderKind.ADL: "LIMIT"}
 
 
 def shown_client_id(order: OrderView) -> str:
@@ -62,6 +64,19 @@ def shown_client_id(order: OrderView) -> str:
             return f"autoclose-{order.time_ms}{order.trade_id}"
         return f"autoclose-{order.time_ms}{order.order_id >> 16:06d}"
     return order.client_order_id
+
+
+def shown_price(order: OrderView) -> str:
+    """An order's price as Binance shows it: a limit order's own; a market order's 0; a
+    forced close's (a LIMIT IOC order on Binance, at the bankruptcy price) its average fill
+    price, at the tick, where the liquidation engine sent it at no price of its own
+    (nautilus_trader books a liquidation's fill at this price)."""
+    market = order.market
+    if order.kind is OrderKind.MARKET:
+        return market.format_price(0)
+    if order.kind in FORCED and not order.price and order.executed:
+        return market.format_price(round(order.quote / (order.executed * market.value_per_tick_lot)))
+    return market.format_price(order.price)
 
 
 def binance_symbol(market: Market) -> str:
@@ -119,10 +134,10 @@ def order_json(order: OrderView) -> dict:
     """An order as Binance's REST answers it; a forced close (liquidation, ADL) is a LIMIT
     IOC order whose client order id says what it is (``autoclose-...``, ``adl_autoclose``)."""
     market = order.market
-    kind = "LIMIT" if order.kind in FORCED else ORDER_TYPE[order.kind]
+    kind = ORDER_TYPE[order.kind]
     return {"orderId": order.order_id, "symbol": binance_symbol(market), "status": ORDER_STATUS[order.status],
             "clientOrderId": shown_client_id(order),
-            "price": market.format_price(order.price if kind == "LIMIT" else 0),
+            "price": shown_price(order),
             "avgPrice": order.average(),
             "origQty": market.format_size(order.size), "executedQty": market.format_size(order.executed),
             "cumQuote": money(order.quote), "timeInForce": tif_name(order.tif), "type": kind,
@@ -182,19 +197,26 @@ def _algo_update(event: ConditionalUpdate) -> dict:
 
 
 def _order_update(event: OrderUpdate) -> dict:
+    """``ORDER_TRADE_UPDATE``; a forced close is LIMIT IOC, as in the REST answers, and its
+    fills are CALCULATED executions."""
     order, trade, when = event.order, event.trade, event.when
     market = order.market
+    forced = order.kind in FORCED
+    kind = ORDER_TYPE[order.kind]
     return {"e": "ORDER_TRADE_UPDATE", "E": when, "T": when, "o": {
-        "s": binance_symbol(market), "c": shown_client_id(order), "S": order.side.name, "o": ORDER_TYPE[order.kind],
-        "f": tif_name(order.tif), "q": market.format_size(order.size),
-        "p": market.format_price(order.price if order.kind is OrderKind.LIMIT else 0),
+        "s": binance_symbol(market), "c": shown_client_id(order), "S": order.side.name, "o": kind,
+        "f": "IOC" if forced else tif_name(order.tif), "q": market.format_size(order.size),
+        "p": shown_price(order),
         "ap": order.average(), "sp": "0",
-        "x": EXECUTION[event.execution], "X": ORDER_STATUS[order.status], "i": order.order_id,
+        # a forced close's fill is a CALCULATED execution on Binance (nautilus_trader books
+        # a liquidation's fill only from one; a TRADE of an order it never placed is ignored)
+        "x": "CALCULATED" if forced and event.execution is Execution.TRADE else EXECUTION[event.execution],
+        "X": ORDER_STATUS[order.status], "i": order.order_id,
         "l": market.format_size(trade.size if trade else 0), "z": market.format_size(order.executed),
         "L": market.format_price(trade.price if trade else 0), "N": "USDT",
         "n": money(trade.commission if trade else 0), "T": when, "t": trade.trade_id if trade else 0,
         "b": "0", "a": "0", "m": trade.maker if trade else False, "R": order.reduce_only,
-        "wt": "CONTRACT_PRICE", "ot": ORDER_TYPE[order.kind], "ps": "BOTH", "cp": False,
+        "wt": "CONTRACT_PRICE", "ot": kind, "ps": "BOTH", "cp": False,
         "rp": money(trade.realized if trade else 0), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_TAKER",
         "pm": "NONE", "gtd": 0}}
 
