@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import pytest
 from eth_account import Account
 
+from exchange.markets import default_markets
 from schemas.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from schemas.events import PlaceOrder
 from services.gateway.ledger import ConditionalStatus
@@ -295,3 +296,119 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
     finally:
         await stop_bot(bot)
         output.close()
+
+
+def stops_placed(client, account: str) -> list[int]:
+    """Every conditional order the venue accepted for ``account``, in order."""
+    return [m.order_id for m in client.events
+            if type(m).__name__ == "OrderAccepted" and m.account == account and m.condition]
+
+
+async def restarted_session(tmp_path, client, oracle, gateway, account: str, strategy: str, margin_mode: str):
+    """Freqtrade enters with its stop on the exchange, is stopped and started again
+    mid-trade (Ctrl-C, as a user restarts it), then the price falls through the stop: the
+    trade, its position and its one stop carry on across the restart, and the stop closes the
+    trade. Returns the trade (Freqtrade's database) and the wallet after it (micro units)."""
+    ledger = gateway.ledger
+    output = (tmp_path / "freqtrade.out").open("ab")
+    database = tmp_path / "trades.sqlite"
+    bot = await start_bot(tmp_path, strategy, output)
+    try:
+        await settle(gateway, lambda: bot.returncode is not None or (ledger.snapshot(account).positions
+                     and ledger.open_conditionals(account)), timeout=90)
+        assert bot.returncode is None, "Freqtrade stopped"
+        [position] = ledger.snapshot(account).positions
+        assert position.signed_size == 599 and position.mode.name == margin_mode.upper()
+        [stop] = ledger.open_conditionals(account)
+
+        # a restart mid-trade
+        await stop_bot(bot)
+        assert ledger.snapshot(account).positions and ledger.open_conditionals(account) == [stop]
+        bot = await start_bot(tmp_path, strategy, output)
+        await asyncio.sleep(20)  # twenty of its loops (throttle 1 s, stoploss_on_exchange_interval 2 s)
+        assert bot.returncode is None, "Freqtrade stopped after its restart"
+        [trade] = trades(database)
+        assert trade["is_open"] == 1
+        assert [c.order_id for c in ledger.open_conditionals(account)] == [stop.order_id], \
+            "one stop for the one open trade, not a second after the restart"
+        assert stops_placed(client, account) == [stop.order_id]
+
+        # the price falls through the stop: it closes the trade
+        await oracle.mark("SOL-PERP", "148")
+        await quote(client, 146_50)
+        await oracle.mark("SOL-PERP", "147")
+        await settle(gateway, lambda: not ledger.snapshot(account).positions, timeout=30)
+        assert not ledger.snapshot(account).positions
+        await settle(gateway, lambda: not trades(database)[0]["is_open"], timeout=60)
+        [trade] = trades(database)
+        assert (trade["is_open"], trade["exit_reason"]) == (0, "stoploss_on_exchange")
+        assert ledger.open_conditionals(account) == [] and stops_placed(client, account) == [stop.order_id]
+        return trade, ledger.snapshot(account).balance
+    except BaseException:
+        output.flush()
+        print((tmp_path / "freqtrade.out").read_text()[-8000:])
+        raise
+    finally:
+        await stop_bot(bot)
+        output.close()
+
+
+@pytest.mark.timeout(300)
+async def test_freqtrade_on_binance_restarted_mid_trade_keeps_one_stop_and_books_what_the_wallet_shows(
+        venue, tmp_path):
+    assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
+    _, client, oracle, gateway = venue
+    key, secret = await api_key(gateway, "freqtrade")
+    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
+    (tmp_path / "perpsim_exchange.py").write_text(snippet)
+    printed = await asyncio.create_subprocess_exec(sys.executable, str(tmp_path / "perpsim_exchange.py"), key, secret,
+                                                   stdout=asyncio.subprocess.PIPE)
+    exchange = json.loads((await printed.communicate())[0])
+    (tmp_path / "config.json").write_text(json.dumps(config(exchange, "cross", tmp_path / "trades.sqlite")))
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "perpsim_stops.py").write_text(STRATEGY.replace("trailing_stop = True",
+                                                                                "trailing_stop = False"))
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in (("freqtrade", "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
+        await client.deposit(account, amount)
+    await history(client)
+    await quote(client, 150_00)
+    trade, wallet = await restarted_session(tmp_path, client, oracle, gateway, "freqtrade", "PerpsimStops", "cross")
+    # its profit is what the wallet gained or lost, fees included: 5.99 SOL bought at
+    # 150.05 and sold at the maker's bid of 146.45, each side paying the taker fee
+    taker = default_markets()["SOL-PERP"].taker_fee_ppm / 1e6
+    expected = 5.99 * (146.45 - 150.05) - taker * 5.99 * (150.05 + 146.45)
+    assert (wallet - 1000_000_000) / 1e6 == pytest.approx(expected, abs=1e-6)
+    assert trade["close_profit_abs"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.timeout(300)
+async def test_freqtrade_on_hyperliquid_restarted_mid_trade_keeps_one_stop_and_books_what_the_wallet_shows(
+        hyperliquid, tmp_path):
+    assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
+    client, oracle, gateway, url = hyperliquid
+    wallet = Account.create()
+    address = wallet.address.lower()
+    exchange = readme_freqtrade_hyperliquid_section(url, wallet)
+    settings = config(exchange, "isolated", tmp_path / "trades.sqlite")
+    settings["stake_currency"] = "USDC"
+    settings["exchange"]["pair_whitelist"] = exchange["pair_whitelist"]
+    settings["order_types"].update({"stoploss": "limit", "stoploss_on_exchange_limit_ratio": 0.99})
+    del settings["order_types"]["stoploss_price_type"]
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "perpsim_hyperliquid.py").write_text(
+        HYPERLIQUID_STRATEGY.replace("trailing_stop = True", "trailing_stop = False"))
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in ((address, "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
+        await client.deposit(account, amount)
+    await history(client)
+    await quote(client, 150_00)
+    await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
+    trade, balance = await restarted_session(tmp_path, client, oracle, gateway, address, "PerpsimHyperliquid",
+                                             "isolated")
+    # 5.99 SOL bought at 150.05, sold by the stop's limit into the maker's bid of 146.45
+    taker = default_markets()["SOL-PERP"].taker_fee_ppm / 1e6
+    expected = 5.99 * (146.45 - 150.05) - taker * 5.99 * (150.05 + 146.45)
+    assert (balance - 1000_000_000) / 1e6 == pytest.approx(expected, abs=1e-6)
+    assert trade["close_profit_abs"] == pytest.approx(expected, abs=1e-6)
