@@ -49,8 +49,6 @@ SESSION_TIMEOUT_MS = 3000
 HEARTBEAT_MS = 300
 FETCH_WAIT_MS = 5  # a fetch's wait at the broker while caught up (FetchWait)
 FETCH_WAIT_MAX_MS = 200  # at most, while behind and starved
-FETCH_WAIT_IDLE_MS = 50  # caught up and nothing for IDLE_AFTER_S: an idle venue leaves the machine alone
-IDLE_AFTER_S = 1.0
 READ_WAIT_MS = 100  # the bus's reads (log checks, restores): never latency-bound, often far behind
 
 
@@ -87,30 +85,16 @@ class FetchWait:
     from far behind the end of a long partition takes longer than 5 ms, every time. Risk
     fell behind so in a CI run and never caught up (4 records/s against a lag of 12,000; a
     fetch at its offset: 0 records in 15 s at 5 ms, 11,777 in 0.34 s at 20 ms). Back to the
-    start once caught up.
-
-    Caught up with nothing to read for ``IDLE_AFTER_S``, ``FETCH_WAIT_IDLE_MS``: the client
-    library fetches in the background without pause, and an idle venue's consumers at 5 ms
-    kept half of one core busy in the broker and a tenth of one in each service (105% of a
-    core in all, with nothing traded). The first record after the quiet spell waits a little
-    longer; the next fetch is at 5 ms again."""
+    start once caught up."""
 
     def __init__(self) -> None:
         self.ms = FETCH_WAIT_MS
-        self.quiet_since: float | None = None  # caught up and empty since (monotonic seconds)
 
-    def after(self, brought: bool, behind: bool, now: float = 0.0) -> None:
+    def after(self, brought: bool, behind: bool) -> None:
         if behind and not brought:
-            self.ms = min(FETCH_WAIT_MAX_MS, max(self.ms, FETCH_WAIT_MS) * 2)
-            self.quiet_since = None
-        elif brought:
-            if not behind:
-                self.ms = FETCH_WAIT_MS
-            self.quiet_since = None
-        else:  # caught up, nothing came
-            if self.quiet_since is None:
-                self.quiet_since = now
-            self.ms = FETCH_WAIT_IDLE_MS if now - self.quiet_since >= IDLE_AFTER_S else FETCH_WAIT_MS
+            self.ms = min(FETCH_WAIT_MAX_MS, self.ms * 2)
+        elif not behind:
+            self.ms = FETCH_WAIT_MS
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, ms: int) -> None:
@@ -371,10 +355,8 @@ class KafkaConsumer:
         records: list[Record] = []
         for tp, messages in batches.items():
             records.extend(Record(tp.topic, tp.partition, m.offset, m.key, m.value, _headers(m)) for m in messages)
-        if records and self.fetch_wait.ms == FETCH_WAIT_MS:  # records at the usual wait: not quiet, nothing to decide
-            self.fetch_wait.quiet_since = None
-        else:
-            self.fetch_wait.after(bool(records), await self._behind(consumer), time.monotonic())
+        if not records or self.fetch_wait.ms != FETCH_WAIT_MS:  # (records at the usual wait: nothing to decide)
+            self.fetch_wait.after(bool(records), await self._behind(consumer))
             set_fetch_wait(consumer, self.fetch_wait.ms)
         return records
 
