@@ -61,3 +61,31 @@ def test_a_cancel_sent_for_an_order_already_closed_is_not_remembered():
     view.observe(OrderClosed("match.p0", 10, SOL, "mm", 1, CloseReason.FILLED, 100, 0))
     view.cancel_sent("mm", 1)  # the order had closed before the cancel went out
     assert view.cancelling == set()
+
+
+async def test_the_participants_client_counts_every_event_but_remembers_only_the_latest():
+    """It kept every one: at six times the scenario's rate the test process held a gigabyte
+    within minutes. Its view is built by a listener; the settling counts ``received``."""
+    import asyncio
+
+    from schemas import ACCOUNT_EVENTS, codec, topic_partitions
+    from schemas.events import CommandAccepted
+    from services.runtime.memory import MemoryBus
+    from services.sim.live import CLIENT_KEEP, LiveMarket
+    from services.sim.simulation import load_scenario
+
+    bus = MemoryBus(topic_partitions(2))
+    market = LiveMarket(bus, default_markets(), load_scenario("calm"))
+    seen = []
+    market.client.listen(seen.append)
+    async with market.client:
+        sent = 2 * CLIENT_KEEP + 500
+        await bus.send([(ACCOUNT_EVENTS, n % 2, None,
+                         codec(ACCOUNT_EVENTS).encode(CommandAccepted("risk.p0", n + 1, f"a{n}", "c", n, "Deposit")))
+                        for n in range(sent)])
+        for _ in range(200):
+            if market.client.received == sent:
+                break
+            await asyncio.sleep(0.05)
+    assert market.client.received == sent == len(seen)  # every one counted and shown to the view
+    assert len(market.client.events) <= 2 * CLIENT_KEEP  # but not every one kept

@@ -148,6 +148,7 @@ SETTLE_REQUESTS_S = 15.0  # beyond the settling's limit, for its last requests t
 STOP_GRACE_S = 1.0  # after a stop, how long a tick may still wait on the broker before it is given up
 MAX_OUTSTANDING_S = 2.0  # the participants wait while more than this many seconds' orders are unanswered
 LAG_EVERY_S = 5.0
+CLIENT_KEEP = 10_000  # events the participants' client remembers (Client(keep=)); it counts them all
 
 
 @dataclass
@@ -182,7 +183,9 @@ class LiveMarket:
         self.agents: list[Agent] = agents(scenario, self.seed, self.tick_s)
         self.view = LiveView(markets)
         self.stats = LiveStats()
-        self.client = Client(bus, markets, producer=f"agents-{self.seed}")
+        # the view is built by a listener; the client keeps only the latest events (it kept
+        # every one: a run at six times the rate held a gigabyte within minutes)
+        self.client = Client(bus, markets, producer=f"agents-{self.seed}", keep=CLIENT_KEEP)
         self._sent: dict[str, float] = {}
         self.market_data = TolerantReader(MARKET_DATA, "participants")
 
@@ -374,7 +377,7 @@ class LiveMarket:
         deadline = time.monotonic() + limit_s
         behind = 0
         while time.monotonic() < deadline:
-            seen = len(self.client.events)
+            seen = self.client.received
             targets = {}
             for service, topic in SERVICE_INPUTS:
                 for partition in range(self.bus.partitions(topic)):
@@ -388,7 +391,7 @@ class LiveMarket:
                 if not behind or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(0.25)
-            if not behind and len(self.client.events) == seen:
+            if not behind and self.client.received == seen:
                 return 0
         return behind
 
