@@ -54,6 +54,7 @@ async def run(stack, seed: int, first: tuple[str, ...], events: dict[int, tuple[
                 finals[account] = (snapshot.balance, sorted(
                     (p.market, p.mode, p.leverage, p.signed_size, p.entry_value, p.isolated_margin)
                     for p in snapshot.positions))
+            print(f"{time.strftime('%X')} each account's last snapshot read")  # two CI runs lost ~5 min after "settled"
             fills = sorted((m.market, m.trade_id, m.price, m.size, m.taker_account, m.maker_account)
                            for m in client.events if isinstance(m, Fill))
             gaps = [b - a for a, b in zip(answered_at, answered_at[1:], strict=False)]
@@ -63,6 +64,7 @@ async def run(stack, seed: int, first: tuple[str, ...], events: dict[int, tuple[
         raise
     finally:
         await bus.stop()
+        print(f"{time.strftime('%X')} the test's bus stopped")
 
 
 async def test_two_instances_share_the_work_and_one_takes_over_from_a_killed_one(stack_factory):
