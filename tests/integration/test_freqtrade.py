@@ -155,28 +155,46 @@ def trades(database: Path) -> list[dict]:
             return []
 
 
+async def binance_bot(folder: Path, gateway, margin_mode: str, strategy: str) -> None:
+    """``folder`` set up as a user sets Freqtrade up on the Binance dialect: a new API key,
+    the exchange section the README's snippet prints for it, the config and the strategy."""
+    key, secret = await api_key(gateway, "freqtrade")
+    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
+    (folder / "perpsim_exchange.py").write_text(snippet)
+    printed = await asyncio.create_subprocess_exec(sys.executable, str(folder / "perpsim_exchange.py"), key, secret,
+                                                   stdout=asyncio.subprocess.PIPE)
+    exchange = json.loads((await printed.communicate())[0])
+    (folder / "config.json").write_text(json.dumps(config(exchange, margin_mode, folder / "trades.sqlite")))
+    (folder / "strategies").mkdir()
+    (folder / "strategies" / "perpsim_stops.py").write_text(strategy)
+
+
+async def open_market(client, oracle, bot_account: str) -> None:
+    """SOL marked at 150, the bot funded with 1,000, three minutes of candles, the maker's
+    quotes 0.05 either side of 150."""
+    await oracle.mark("SOL-PERP", "150")
+    for account, amount in ((bot_account, "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
+        await client.deposit(account, amount)
+    await history(client)
+    await quote(client, 150_00)
+
+
+def stopped_out_profit() -> float:
+    """5.99 SOL bought at the maker's ask of 150.05 and sold at its bid of 146.45, each side
+    paying the taker fee: what the wallet gains (negative) from flat to flat."""
+    taker = default_markets()["SOL-PERP"].taker_fee_ppm / 1e6
+    return 5.99 * (146.45 - 150.05) - taker * 5.99 * (150.05 + 146.45)
+
+
 @pytest.mark.parametrize("margin_mode", ["isolated", "cross"])
 async def test_freqtrade_stoploss_on_exchange_moves_its_stop_and_is_stopped_out_before_liquidation(
         venue, tmp_path, margin_mode):
     assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
     _, client, oracle, gateway = venue
     gateway_ledger = gateway.ledger
-    key, secret = await api_key(gateway, "freqtrade")
-    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
-    (tmp_path / "perpsim_exchange.py").write_text(snippet)
-    printed = await asyncio.create_subprocess_exec(sys.executable, str(tmp_path / "perpsim_exchange.py"), key, secret,
-                                                   stdout=asyncio.subprocess.PIPE)
-    exchange = json.loads((await printed.communicate())[0])
     database = tmp_path / "trades.sqlite"
-    (tmp_path / "config.json").write_text(json.dumps(config(exchange, margin_mode, database)))
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "perpsim_stops.py").write_text(STRATEGY)
-
-    await oracle.mark("SOL-PERP", "150")
-    for account, amount in (("freqtrade", "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
-        await client.deposit(account, amount)
-    await history(client)
-    await quote(client, 150_00)
+    await binance_bot(tmp_path, gateway, margin_mode, STRATEGY)
+    await open_market(client, oracle, "freqtrade")
     output = (tmp_path / "freqtrade.out").open("wb")
     bot = await start_bot(tmp_path, "PerpsimStops", output)
     try:
@@ -236,6 +254,21 @@ def readme_freqtrade_hyperliquid_section(url: str, wallet) -> dict:
     return json.loads(text.replace("ADDRESS", wallet.address).replace("PRIVATE_KEY", wallet.key.hex()))
 
 
+def hyperliquid_bot(folder: Path, url: str, wallet, strategy: str) -> None:
+    """``folder`` set up as a user sets Freqtrade up on the Hyperliquid dialect, isolated:
+    the README's exchange section for ``wallet``, the config and the strategy."""
+    exchange = readme_freqtrade_hyperliquid_section(url, wallet)
+    settings = config(exchange, "isolated", folder / "trades.sqlite")
+    settings["stake_currency"] = "USDC"
+    settings["exchange"]["pair_whitelist"] = exchange["pair_whitelist"]  # the README's: SOL/USDC:USDC
+    settings["order_types"].update({"stoploss": "limit", "stoploss_on_exchange_limit_ratio": 0.99})
+    del settings["order_types"]["stoploss_price_type"]  # Freqtrade refuses it on Hyperliquid: triggers use the mark
+    settings["bot_name"] = "perpsim-hyperliquid"
+    (folder / "config.json").write_text(json.dumps(settings))
+    (folder / "strategies").mkdir()
+    (folder / "strategies" / "perpsim_hyperliquid.py").write_text(strategy)
+
+
 async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_its_trigger_stop_fires(
         hyperliquid, tmp_path):
     """Freqtrade's own ``hyperliquid`` exchange class, configured from the README: markets
@@ -246,23 +279,9 @@ async def test_freqtrade_on_the_hyperliquid_dialect_sets_its_margin_enters_and_i
     client, oracle, gateway, url = hyperliquid
     wallet = Account.create()
     address = wallet.address.lower()
-    exchange = readme_freqtrade_hyperliquid_section(url, wallet)
     database = tmp_path / "trades.sqlite"
-    settings = config(exchange, "isolated", database)
-    settings["stake_currency"] = "USDC"
-    settings["exchange"]["pair_whitelist"] = exchange["pair_whitelist"]  # the README's: SOL/USDC:USDC
-    settings["order_types"].update({"stoploss": "limit", "stoploss_on_exchange_limit_ratio": 0.99})
-    del settings["order_types"]["stoploss_price_type"]  # Freqtrade refuses it on Hyperliquid: triggers use the mark
-    settings["bot_name"] = "perpsim-hyperliquid"
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "perpsim_hyperliquid.py").write_text(HYPERLIQUID_STRATEGY)
-
-    await oracle.mark("SOL-PERP", "150")
-    for account, amount in ((address, "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
-        await client.deposit(account, amount)
-    await history(client)
-    await quote(client, 150_00)
+    hyperliquid_bot(tmp_path, url, wallet, HYPERLIQUID_STRATEGY)
+    await open_market(client, oracle, address)
     await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
     output = (tmp_path / "freqtrade.out").open("wb")
     bot = await start_bot(tmp_path, "PerpsimHyperliquid", output)
@@ -358,26 +377,11 @@ async def test_freqtrade_on_binance_restarted_mid_trade_keeps_one_stop_and_books
         venue, tmp_path):
     assert FREQTRADE, "Freqtrade is in the test extras: pip install -e '.[test]'"
     _, client, oracle, gateway = venue
-    key, secret = await api_key(gateway, "freqtrade")
-    snippet = readme_freqtrade_snippet().replace("127.0.0.1:8080", urlparse(gateway.base).netloc)
-    (tmp_path / "perpsim_exchange.py").write_text(snippet)
-    printed = await asyncio.create_subprocess_exec(sys.executable, str(tmp_path / "perpsim_exchange.py"), key, secret,
-                                                   stdout=asyncio.subprocess.PIPE)
-    exchange = json.loads((await printed.communicate())[0])
-    (tmp_path / "config.json").write_text(json.dumps(config(exchange, "cross", tmp_path / "trades.sqlite")))
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "perpsim_stops.py").write_text(STRATEGY.replace("trailing_stop = True",
-                                                                                "trailing_stop = False"))
-    await oracle.mark("SOL-PERP", "150")
-    for account, amount in (("freqtrade", "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
-        await client.deposit(account, amount)
-    await history(client)
-    await quote(client, 150_00)
+    await binance_bot(tmp_path, gateway, "cross", STRATEGY.replace("trailing_stop = True", "trailing_stop = False"))
+    await open_market(client, oracle, "freqtrade")
     trade, wallet = await restarted_session(tmp_path, client, oracle, gateway, "freqtrade", "PerpsimStops", "cross")
-    # its profit is what the wallet gained or lost, fees included: 5.99 SOL bought at
-    # 150.05 and sold at the maker's bid of 146.45, each side paying the taker fee
-    taker = default_markets()["SOL-PERP"].taker_fee_ppm / 1e6
-    expected = 5.99 * (146.45 - 150.05) - taker * 5.99 * (150.05 + 146.45)
+    # its profit is what the wallet gained or lost, fees included
+    expected = stopped_out_profit()
     assert (wallet - 1000_000_000) / 1e6 == pytest.approx(expected, abs=1e-6)
     assert trade["close_profit_abs"] == pytest.approx(expected, abs=1e-6)
 
@@ -389,26 +393,12 @@ async def test_freqtrade_on_hyperliquid_restarted_mid_trade_keeps_one_stop_and_b
     client, oracle, gateway, url = hyperliquid
     wallet = Account.create()
     address = wallet.address.lower()
-    exchange = readme_freqtrade_hyperliquid_section(url, wallet)
-    settings = config(exchange, "isolated", tmp_path / "trades.sqlite")
-    settings["stake_currency"] = "USDC"
-    settings["exchange"]["pair_whitelist"] = exchange["pair_whitelist"]
-    settings["order_types"].update({"stoploss": "limit", "stoploss_on_exchange_limit_ratio": 0.99})
-    del settings["order_types"]["stoploss_price_type"]
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "perpsim_hyperliquid.py").write_text(
-        HYPERLIQUID_STRATEGY.replace("trailing_stop = True", "trailing_stop = False"))
-    await oracle.mark("SOL-PERP", "150")
-    for account, amount in ((address, "1000"), ("maker", "1000000"), ("x", "100000"), ("y", "100000")):
-        await client.deposit(account, amount)
-    await history(client)
-    await quote(client, 150_00)
+    hyperliquid_bot(tmp_path, url, wallet, HYPERLIQUID_STRATEGY.replace("trailing_stop = True", "trailing_stop = False"))
+    await open_market(client, oracle, address)
     await settle(gateway, lambda: gateway.ledger.accounts.get(address) and gateway.ledger.accounts[address].snapshot)
     trade, balance = await restarted_session(tmp_path, client, oracle, gateway, address, "PerpsimHyperliquid",
                                              "isolated")
-    # 5.99 SOL bought at 150.05, sold by the stop's limit into the maker's bid of 146.45
-    taker = default_markets()["SOL-PERP"].taker_fee_ppm / 1e6
-    expected = 5.99 * (146.45 - 150.05) - taker * 5.99 * (150.05 + 146.45)
+    # sold by the stop's limit into the maker's bid
+    expected = stopped_out_profit()
     assert (balance - 1000_000_000) / 1e6 == pytest.approx(expected, abs=1e-6)
     assert trade["close_profit_abs"] == pytest.approx(expected, abs=1e-6)
